@@ -1,0 +1,1 @@
+"""Command line, twistd plugin options and console output."""

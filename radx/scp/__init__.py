@@ -1,0 +1,1 @@
+"""The Twisted side: one Protocol per association, a Factory for the server."""

@@ -1,0 +1,1 @@
+"""PS3.10 files: file meta, layout, durable writes."""

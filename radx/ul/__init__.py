@@ -1,0 +1,1 @@
+"""PS3.8 upper layer, pure: PDU codec, framing, state machine, negotiation."""

@@ -1,0 +1,1 @@
+"""radx tests, run with trial."""
