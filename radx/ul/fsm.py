@@ -1,0 +1,648 @@
+# -*- test-case-name: tests.test_fsm -*-
+"""The DICOM upper layer state machine of PS3.8 9.2, pure: events in, effects out.
+
+The machine holds nothing but its state. ``handle(event, **arguments)``
+looks the pair up in ``TRANSITIONS`` (PS3.8 Table 9-10, written out as a
+literal table), runs the named action of PS3.8 Tables 9-6 to 9-9, and
+returns the effects the action asks for, in order: PDUs to send, the ARTIM
+timer to start or stop, the transport to open or close, and primitives to
+hand to the local service user. The caller carries the effects out; time
+and sockets live there, not here.
+
+Both roles are described: the association-acceptor (Evt5 onward) and the
+association-requestor (Evt1 onward). A local primitive that the table does
+not allow in the current state is our own bug and raises
+``LocalProtocolError``; every event the peer can cause has an entry in
+every state where a transport connection exists.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from radx.ul.pdu import (
+    AAbort,
+    AAssociateAC,
+    AAssociateRJ,
+    AAssociateRQ,
+    AbortReason,
+    AbortSource,
+    AReleaseRP,
+    AReleaseRQ,
+    PDataTF,
+)
+
+
+class State(enum.Enum):
+    """PS3.8 Tables 9-1 to 9-5."""
+
+    STA1 = "Sta1"  # Idle
+    STA2 = "Sta2"  # Transport connection open (Awaiting A-ASSOCIATE-RQ PDU)
+    STA3 = "Sta3"  # Awaiting local A-ASSOCIATE response primitive
+    STA4 = "Sta4"  # Awaiting transport connection opening to complete
+    STA5 = "Sta5"  # Awaiting A-ASSOCIATE-AC or A-ASSOCIATE-RJ PDU
+    STA6 = "Sta6"  # Association established and ready for data transfer
+    STA7 = "Sta7"  # Awaiting A-RELEASE-RP PDU
+    STA8 = "Sta8"  # Awaiting local A-RELEASE response primitive
+    STA9 = "Sta9"  # Release collision requestor side; awaiting A-RELEASE response
+    STA10 = "Sta10"  # Release collision acceptor side; awaiting A-RELEASE-RP PDU
+    STA11 = "Sta11"  # Release collision requestor side; awaiting A-RELEASE-RP PDU
+    STA12 = "Sta12"  # Release collision acceptor side; awaiting A-RELEASE response
+    STA13 = "Sta13"  # Awaiting Transport Connection Close Indication
+
+
+class Event(enum.Enum):
+    """PS3.8 Table 9-10, the events."""
+
+    EVT1 = "Evt1"  # A-ASSOCIATE request (local user)
+    EVT2 = "Evt2"  # Transport connection confirm (local transport service)
+    EVT3 = "Evt3"  # A-ASSOCIATE-AC PDU received
+    EVT4 = "Evt4"  # A-ASSOCIATE-RJ PDU received
+    EVT5 = "Evt5"  # Transport connection indication (local transport service)
+    EVT6 = "Evt6"  # A-ASSOCIATE-RQ PDU received
+    EVT7 = "Evt7"  # A-ASSOCIATE response primitive (accept)
+    EVT8 = "Evt8"  # A-ASSOCIATE response primitive (reject)
+    EVT9 = "Evt9"  # P-DATA request primitive
+    EVT10 = "Evt10"  # P-DATA-TF PDU received
+    EVT11 = "Evt11"  # A-RELEASE request primitive
+    EVT12 = "Evt12"  # A-RELEASE-RQ PDU received
+    EVT13 = "Evt13"  # A-RELEASE-RP PDU received
+    EVT14 = "Evt14"  # A-RELEASE response primitive
+    EVT15 = "Evt15"  # A-ABORT request primitive
+    EVT16 = "Evt16"  # A-ABORT PDU received
+    EVT17 = "Evt17"  # Transport connection closed indication
+    EVT18 = "Evt18"  # ARTIM timer expired
+    EVT19 = "Evt19"  # Unrecognized or invalid PDU received
+
+
+# The events the local user or the local machinery raise; the rest come
+# from the peer (or from the transport under the peer's control).
+LOCAL_EVENTS = frozenset(
+    {
+        Event.EVT1,
+        Event.EVT2,
+        Event.EVT5,
+        Event.EVT7,
+        Event.EVT8,
+        Event.EVT9,
+        Event.EVT11,
+        Event.EVT14,
+        Event.EVT15,
+        Event.EVT18,
+    }
+)
+
+# PS3.8 9.3.1: which event each received PDU is.
+PDU_EVENTS = {
+    AAssociateAC: Event.EVT3,
+    AAssociateRJ: Event.EVT4,
+    AAssociateRQ: Event.EVT6,
+    PDataTF: Event.EVT10,
+    AReleaseRQ: Event.EVT12,
+    AReleaseRP: Event.EVT13,
+    AAbort: Event.EVT16,
+}
+
+
+# Effects ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendPDU:
+    pdu: object
+
+
+@dataclass(frozen=True, slots=True)
+class StartARTIM:
+    """Start the ARTIM timer, or restart it if it runs (PS3.8 9.1.5)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopARTIM:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTransport:
+    """AE-1: issue a TRANSPORT CONNECT request."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTransport:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateIndication:
+    """AE-6: an acceptable A-ASSOCIATE-RQ for the local user to answer."""
+
+    request: AAssociateRQ
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateRejectedByProvider:
+    """AE-6, otherwise branch: the provider itself rejected the request."""
+
+    request: AAssociateRQ
+    reject: AAssociateRJ
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateAccepted:
+    """AE-3: A-ASSOCIATE confirmation (accept), requestor side."""
+
+    accept: AAssociateAC
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateRejected:
+    """AE-4: A-ASSOCIATE confirmation (reject), requestor side."""
+
+    reject: AAssociateRJ
+
+
+@dataclass(frozen=True, slots=True)
+class DataIndication:
+    """DT-2 and AR-6: a P-DATA indication."""
+
+    pdata: PDataTF
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseIndication:
+    """AR-2 and AR-8: the peer asks to release; ``collision`` for AR-8."""
+
+    collision: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseConfirmation:
+    """AR-3 and AR-10."""
+
+
+@dataclass(frozen=True, slots=True)
+class AbortIndication:
+    """AA-3, service-user source: the peer's user aborted."""
+
+    abort: AAbort
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAbortIndication:
+    """AA-3 (provider source), AA-4 and AA-8: an A-P-ABORT indication.
+
+    ``reason`` is what went wrong, in words, for the log. AA-1 issues one
+    too when the caller gave a reason (an invalid PDU in Sta2, a local
+    abort for a timeout), so that every abort is explained exactly once.
+    """
+
+    reason: str
+
+
+Effect = Union[
+    SendPDU,
+    StartARTIM,
+    StopARTIM,
+    OpenTransport,
+    CloseTransport,
+    AssociateIndication,
+    AssociateRejectedByProvider,
+    AssociateAccepted,
+    AssociateRejected,
+    DataIndication,
+    ReleaseIndication,
+    ReleaseConfirmation,
+    AbortIndication,
+    ProviderAbortIndication,
+]
+
+
+class LocalProtocolError(Exception):
+    """The local side raised an event the table does not allow now: a bug."""
+
+
+# PS3.8 Table 9-10. A missing (state, event) pair is a cell the standard
+# leaves empty: for peer events that is only Sta1 and Sta4, where no
+# transport connection exists to deliver them; for local events it is a
+# local protocol error.
+TRANSITIONS: dict[tuple[State, Event], str] = {
+    # Evt1: A-ASSOCIATE request (local user)
+    (State.STA1, Event.EVT1): "AE-1",
+    # Evt2: transport connection confirm
+    (State.STA4, Event.EVT2): "AE-2",
+    # Evt3: A-ASSOCIATE-AC PDU
+    (State.STA2, Event.EVT3): "AA-1",
+    (State.STA3, Event.EVT3): "AA-8",
+    (State.STA5, Event.EVT3): "AE-3",
+    (State.STA6, Event.EVT3): "AA-8",
+    (State.STA7, Event.EVT3): "AA-8",
+    (State.STA8, Event.EVT3): "AA-8",
+    (State.STA9, Event.EVT3): "AA-8",
+    (State.STA10, Event.EVT3): "AA-8",
+    (State.STA11, Event.EVT3): "AA-8",
+    (State.STA12, Event.EVT3): "AA-8",
+    (State.STA13, Event.EVT3): "AA-6",
+    # Evt4: A-ASSOCIATE-RJ PDU
+    (State.STA2, Event.EVT4): "AA-1",
+    (State.STA3, Event.EVT4): "AA-8",
+    (State.STA5, Event.EVT4): "AE-4",
+    (State.STA6, Event.EVT4): "AA-8",
+    (State.STA7, Event.EVT4): "AA-8",
+    (State.STA8, Event.EVT4): "AA-8",
+    (State.STA9, Event.EVT4): "AA-8",
+    (State.STA10, Event.EVT4): "AA-8",
+    (State.STA11, Event.EVT4): "AA-8",
+    (State.STA12, Event.EVT4): "AA-8",
+    (State.STA13, Event.EVT4): "AA-6",
+    # Evt5: transport connection indication
+    (State.STA1, Event.EVT5): "AE-5",
+    # Evt6: A-ASSOCIATE-RQ PDU
+    (State.STA2, Event.EVT6): "AE-6",
+    (State.STA3, Event.EVT6): "AA-8",
+    (State.STA5, Event.EVT6): "AA-8",
+    (State.STA6, Event.EVT6): "AA-8",
+    (State.STA7, Event.EVT6): "AA-8",
+    (State.STA8, Event.EVT6): "AA-8",
+    (State.STA9, Event.EVT6): "AA-8",
+    (State.STA10, Event.EVT6): "AA-8",
+    (State.STA11, Event.EVT6): "AA-8",
+    (State.STA12, Event.EVT6): "AA-8",
+    (State.STA13, Event.EVT6): "AA-7",
+    # Evt7: A-ASSOCIATE response primitive (accept)
+    (State.STA3, Event.EVT7): "AE-7",
+    # Evt8: A-ASSOCIATE response primitive (reject)
+    (State.STA3, Event.EVT8): "AE-8",
+    # Evt9: P-DATA request primitive
+    (State.STA6, Event.EVT9): "DT-1",
+    (State.STA8, Event.EVT9): "AR-7",
+    # Evt10: P-DATA-TF PDU
+    (State.STA2, Event.EVT10): "AA-1",
+    (State.STA3, Event.EVT10): "AA-8",
+    (State.STA5, Event.EVT10): "AA-8",
+    (State.STA6, Event.EVT10): "DT-2",
+    (State.STA7, Event.EVT10): "AR-6",
+    (State.STA8, Event.EVT10): "AA-8",
+    (State.STA9, Event.EVT10): "AA-8",
+    (State.STA10, Event.EVT10): "AA-8",
+    (State.STA11, Event.EVT10): "AA-8",
+    (State.STA12, Event.EVT10): "AA-8",
+    (State.STA13, Event.EVT10): "AA-6",
+    # Evt11: A-RELEASE request primitive
+    (State.STA6, Event.EVT11): "AR-1",
+    # Evt12: A-RELEASE-RQ PDU
+    (State.STA2, Event.EVT12): "AA-1",
+    (State.STA3, Event.EVT12): "AA-8",
+    (State.STA5, Event.EVT12): "AA-8",
+    (State.STA6, Event.EVT12): "AR-2",
+    (State.STA7, Event.EVT12): "AR-8",
+    (State.STA8, Event.EVT12): "AA-8",
+    (State.STA9, Event.EVT12): "AA-8",
+    (State.STA10, Event.EVT12): "AA-8",
+    (State.STA11, Event.EVT12): "AA-8",
+    (State.STA12, Event.EVT12): "AA-8",
+    (State.STA13, Event.EVT12): "AA-6",
+    # Evt13: A-RELEASE-RP PDU
+    (State.STA2, Event.EVT13): "AA-1",
+    (State.STA3, Event.EVT13): "AA-8",
+    (State.STA5, Event.EVT13): "AA-8",
+    (State.STA6, Event.EVT13): "AA-8",
+    (State.STA7, Event.EVT13): "AR-3",
+    (State.STA8, Event.EVT13): "AA-8",
+    (State.STA9, Event.EVT13): "AA-8",
+    (State.STA10, Event.EVT13): "AR-10",
+    (State.STA11, Event.EVT13): "AR-3",
+    (State.STA12, Event.EVT13): "AA-8",
+    (State.STA13, Event.EVT13): "AA-6",
+    # Evt14: A-RELEASE response primitive
+    (State.STA8, Event.EVT14): "AR-4",
+    (State.STA9, Event.EVT14): "AR-9",
+    (State.STA12, Event.EVT14): "AR-4",
+    # Evt15: A-ABORT request primitive
+    (State.STA3, Event.EVT15): "AA-1",
+    (State.STA4, Event.EVT15): "AA-2",
+    (State.STA5, Event.EVT15): "AA-1",
+    (State.STA6, Event.EVT15): "AA-1",
+    (State.STA7, Event.EVT15): "AA-1",
+    (State.STA8, Event.EVT15): "AA-1",
+    (State.STA9, Event.EVT15): "AA-1",
+    (State.STA10, Event.EVT15): "AA-1",
+    (State.STA11, Event.EVT15): "AA-1",
+    (State.STA12, Event.EVT15): "AA-1",
+    # Evt16: A-ABORT PDU
+    (State.STA2, Event.EVT16): "AA-2",
+    (State.STA3, Event.EVT16): "AA-3",
+    (State.STA5, Event.EVT16): "AA-3",
+    (State.STA6, Event.EVT16): "AA-3",
+    (State.STA7, Event.EVT16): "AA-3",
+    (State.STA8, Event.EVT16): "AA-3",
+    (State.STA9, Event.EVT16): "AA-3",
+    (State.STA10, Event.EVT16): "AA-3",
+    (State.STA11, Event.EVT16): "AA-3",
+    (State.STA12, Event.EVT16): "AA-3",
+    (State.STA13, Event.EVT16): "AA-2",
+    # Evt17: transport connection closed indication
+    (State.STA2, Event.EVT17): "AA-5",
+    (State.STA3, Event.EVT17): "AA-4",
+    (State.STA4, Event.EVT17): "AA-4",
+    (State.STA5, Event.EVT17): "AA-4",
+    (State.STA6, Event.EVT17): "AA-4",
+    (State.STA7, Event.EVT17): "AA-4",
+    (State.STA8, Event.EVT17): "AA-4",
+    (State.STA9, Event.EVT17): "AA-4",
+    (State.STA10, Event.EVT17): "AA-4",
+    (State.STA11, Event.EVT17): "AA-4",
+    (State.STA12, Event.EVT17): "AA-4",
+    (State.STA13, Event.EVT17): "AR-5",
+    # Evt18: ARTIM timer expired
+    (State.STA2, Event.EVT18): "AA-2",
+    (State.STA13, Event.EVT18): "AA-2",
+    # Evt19: unrecognized or invalid PDU
+    (State.STA2, Event.EVT19): "AA-1",
+    (State.STA3, Event.EVT19): "AA-8",
+    (State.STA5, Event.EVT19): "AA-8",
+    (State.STA6, Event.EVT19): "AA-8",
+    (State.STA7, Event.EVT19): "AA-8",
+    (State.STA8, Event.EVT19): "AA-8",
+    (State.STA9, Event.EVT19): "AA-8",
+    (State.STA10, Event.EVT19): "AA-8",
+    (State.STA11, Event.EVT19): "AA-8",
+    (State.STA12, Event.EVT19): "AA-8",
+    (State.STA13, Event.EVT19): "AA-7",
+}
+
+
+ProviderCheck = Callable[[AAssociateRQ], "AAssociateRJ | None"]
+
+
+def _accept_everything(request: AAssociateRQ) -> None:
+    return None
+
+
+@dataclass
+class Transition:
+    """What one event did: the action taken, and the effects to carry out."""
+
+    action: str
+    previous: State
+    state: State
+    effects: list
+
+
+class UpperLayer:
+    """One association's upper layer state machine, for either role.
+
+    ``provider_check`` is the "acceptable by service-provider" test of AE-6:
+    given an A-ASSOCIATE-RQ it returns an A-ASSOCIATE-RJ to send, or None.
+    """
+
+    def __init__(
+        self,
+        requestor: bool = False,
+        provider_check: ProviderCheck = _accept_everything,
+    ) -> None:
+        self.state = State.STA1
+        self.requestor = requestor
+        # The A-ASSOCIATE-RQ of Evt1, held until the transport is up (AE-2).
+        self.pending_request: AAssociateRQ | None = None
+        self._provider_check = provider_check
+
+    def handle(self, event: Event, **arguments) -> Transition:
+        previous = self.state
+        action = TRANSITIONS.get((previous, event))
+        if action is None:
+            if event in LOCAL_EVENTS:
+                raise LocalProtocolError(
+                    f"{event.value} is not allowed in {previous.value}"
+                )
+            # A peer event with no transport connection (Sta1, Sta4): the
+            # standard leaves the cell empty; nothing can carry it, so it is
+            # ignored rather than treated as the peer's fault.
+            return Transition("none", previous, previous, [])
+        next_state, effects = _ACTIONS[action](self, **arguments)
+        self.state = next_state
+        return Transition(action, previous, next_state, effects)
+
+    def receive(self, pdu) -> Transition:
+        """Feed one decoded PDU from the peer."""
+        return self.handle(PDU_EVENTS[type(pdu)], pdu=pdu)
+
+
+# Actions: PS3.8 Tables 9-6 to 9-9. Each returns (next state, effects).
+
+
+def _ae_1(m, pdu, **_):
+    m.pending_request = pdu
+    return State.STA4, [OpenTransport()]
+
+
+def _ae_2(m, **_):
+    request, m.pending_request = m.pending_request, None
+    return State.STA5, [SendPDU(request)]
+
+
+def _ae_3(m, pdu, **_):
+    return State.STA6, [AssociateAccepted(pdu)]
+
+
+def _ae_4(m, pdu, **_):
+    return State.STA1, [AssociateRejected(pdu), CloseTransport()]
+
+
+def _ae_5(m, **_):
+    return State.STA2, [StartARTIM()]
+
+
+def _ae_6(m, pdu, **_):
+    reject = m._provider_check(pdu)
+    if reject is None:
+        return State.STA3, [StopARTIM(), AssociateIndication(pdu)]
+    return State.STA13, [
+        StopARTIM(),
+        AssociateRejectedByProvider(pdu, reject),
+        SendPDU(reject),
+        StartARTIM(),
+    ]
+
+
+def _ae_7(m, pdu, **_):
+    return State.STA6, [SendPDU(pdu)]
+
+
+def _ae_8(m, pdu, **_):
+    return State.STA13, [SendPDU(pdu), StartARTIM()]
+
+
+def _dt_1(m, pdu, **_):
+    return State.STA6, [SendPDU(pdu)]
+
+
+def _dt_2(m, pdu, **_):
+    return State.STA6, [DataIndication(pdu)]
+
+
+def _ar_1(m, **_):
+    return State.STA7, [SendPDU(AReleaseRQ())]
+
+
+def _ar_2(m, **_):
+    return State.STA8, [ReleaseIndication()]
+
+
+def _ar_3(m, **_):
+    return State.STA1, [ReleaseConfirmation(), CloseTransport()]
+
+
+def _ar_4(m, **_):
+    return State.STA13, [SendPDU(AReleaseRP()), StartARTIM()]
+
+
+def _ar_5(m, **_):
+    return State.STA1, [StopARTIM()]
+
+
+def _ar_6(m, pdu, **_):
+    return State.STA7, [DataIndication(pdu)]
+
+
+def _ar_7(m, pdu, **_):
+    return State.STA8, [SendPDU(pdu)]
+
+
+def _ar_8(m, **_):
+    # PS3.8 9.2.2 AR-8: the requestor goes to Sta9, the acceptor to Sta10.
+    next_state = State.STA9 if m.requestor else State.STA10
+    return next_state, [ReleaseIndication(collision=True)]
+
+
+def _ar_9(m, **_):
+    return State.STA11, [SendPDU(AReleaseRP())]
+
+
+def _ar_10(m, **_):
+    return State.STA12, [ReleaseConfirmation()]
+
+
+def _aa_1(m, message=None, pdu=None, **_):
+    # PS3.8 9.3.8: with source 0 (service-user) the reason is sent as 00H.
+    effects = [SendPDU(AAbort(AbortSource.SERVICE_USER, 0)), StartARTIM()]
+    if message is None and pdu is not None:
+        message = _unexpected(m, pdu)
+    if message is not None:
+        effects.append(ProviderAbortIndication(message))
+    return State.STA13, effects
+
+
+def _aa_2(m, **_):
+    return State.STA1, [StopARTIM(), CloseTransport()]
+
+
+def _aa_3(m, pdu, **_):
+    if pdu.source == AbortSource.SERVICE_USER:
+        indication = AbortIndication(pdu)
+    else:
+        indication = ProviderAbortIndication(
+            f"A-ABORT from the peer's service provider (source {pdu.source},"
+            f" reason {pdu.reason})"
+        )
+    return State.STA1, [indication, CloseTransport()]
+
+
+def _aa_4(m, **_):
+    return State.STA1, [
+        ProviderAbortIndication("transport connection closed by the peer")
+    ]
+
+
+def _aa_5(m, **_):
+    return State.STA1, [StopARTIM()]
+
+
+def _aa_6(m, **_):
+    return State.STA13, []
+
+
+def _aa_7(m, reason=AbortReason.UNEXPECTED_PDU, **_):
+    abort = AAbort(source=AbortSource.SERVICE_PROVIDER, reason=reason)
+    return State.STA13, [SendPDU(abort)]
+
+
+def _aa_8(m, reason=AbortReason.UNEXPECTED_PDU, message=None, pdu=None, **_):
+    abort = AAbort(source=AbortSource.SERVICE_PROVIDER, reason=reason)
+    if message is None:
+        message = _unexpected(m, pdu)
+    return State.STA13, [
+        SendPDU(abort),
+        ProviderAbortIndication(message),
+        StartARTIM(),
+    ]
+
+
+def _unexpected(m, pdu) -> str:
+    return f"unexpected {type(pdu).__name__} PDU in {m.state.value}"
+
+
+_ACTIONS = {
+    "AE-1": _ae_1,
+    "AE-2": _ae_2,
+    "AE-3": _ae_3,
+    "AE-4": _ae_4,
+    "AE-5": _ae_5,
+    "AE-6": _ae_6,
+    "AE-7": _ae_7,
+    "AE-8": _ae_8,
+    "DT-1": _dt_1,
+    "DT-2": _dt_2,
+    "AR-1": _ar_1,
+    "AR-2": _ar_2,
+    "AR-3": _ar_3,
+    "AR-4": _ar_4,
+    "AR-5": _ar_5,
+    "AR-6": _ar_6,
+    "AR-7": _ar_7,
+    "AR-8": _ar_8,
+    "AR-9": _ar_9,
+    "AR-10": _ar_10,
+    "AA-1": _aa_1,
+    "AA-2": _aa_2,
+    "AA-3": _aa_3,
+    "AA-4": _aa_4,
+    "AA-5": _aa_5,
+    "AA-6": _aa_6,
+    "AA-7": _aa_7,
+    "AA-8": _aa_8,
+}
+
+# The next state each action leads to, as Tables 9-6 to 9-9 state it
+# (AE-6 and AR-8 have two, chosen at run time).
+ACTION_NEXT_STATES: dict[str, frozenset[State]] = {
+    "AE-1": frozenset({State.STA4}),
+    "AE-2": frozenset({State.STA5}),
+    "AE-3": frozenset({State.STA6}),
+    "AE-4": frozenset({State.STA1}),
+    "AE-5": frozenset({State.STA2}),
+    "AE-6": frozenset({State.STA3, State.STA13}),
+    "AE-7": frozenset({State.STA6}),
+    "AE-8": frozenset({State.STA13}),
+    "DT-1": frozenset({State.STA6}),
+    "DT-2": frozenset({State.STA6}),
+    "AR-1": frozenset({State.STA7}),
+    "AR-2": frozenset({State.STA8}),
+    "AR-3": frozenset({State.STA1}),
+    "AR-4": frozenset({State.STA13}),
+    "AR-5": frozenset({State.STA1}),
+    "AR-6": frozenset({State.STA7}),
+    "AR-7": frozenset({State.STA8}),
+    "AR-8": frozenset({State.STA9, State.STA10}),
+    "AR-9": frozenset({State.STA11}),
+    "AR-10": frozenset({State.STA12}),
+    "AA-1": frozenset({State.STA13}),
+    "AA-2": frozenset({State.STA1}),
+    "AA-3": frozenset({State.STA1}),
+    "AA-4": frozenset({State.STA1}),
+    "AA-5": frozenset({State.STA1}),
+    "AA-6": frozenset({State.STA13}),
+    "AA-7": frozenset({State.STA13}),
+    "AA-8": frozenset({State.STA13}),
+}
