@@ -1,0 +1,222 @@
+# -*- test-case-name: tests.test_negotiation -*-
+"""Association negotiation for the acceptor: an A-ASSOCIATE-RQ and local policy in, AC or RJ out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydicom._uid_dict import UID_dictionary
+from pydicom.uid import AllTransferSyntaxes
+
+from radx import uids
+from radx.ul.pdu import (
+    AAssociateAC,
+    AAssociateRJ,
+    AAssociateRQ,
+    AsynchronousOperationsWindowSubItem,
+    ImplementationClassUIDSubItem,
+    ImplementationVersionNameSubItem,
+    MaximumLengthSubItem,
+    PresentationContextItemAC,
+    SCPSCURoleSelectionSubItem,
+    UserInformationItem,
+)
+
+# PS3.8 9.3.4 Table 9-21: A-ASSOCIATE-RJ result, source and reason.
+RESULT_REJECTED_PERMANENT = 1
+RESULT_REJECTED_TRANSIENT = 2
+SOURCE_SERVICE_USER = 1
+SOURCE_SERVICE_PROVIDER_ACSE = 2
+SOURCE_SERVICE_PROVIDER_PRESENTATION = 3
+REASON_USER_NO_REASON_GIVEN = 1
+REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED = 2
+REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED = 3
+REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED = 7
+REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED = 2
+REASON_PRESENTATION_TEMPORARY_CONGESTION = 1
+REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED = 2
+
+# PS3.8 9.3.3.2 Table 9-18: presentation context result/reason.
+ACCEPTANCE = 0
+USER_REJECTION = 1
+PROVIDER_REJECTION = 2
+ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
+TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
+
+# Every standard transfer syntax pydicom knows: storage is bit-preserving,
+# so radx never needs to decode one to accept it.
+DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(str(uid) for uid in AllTransferSyntaxes)
+
+
+def _is_known_non_storage_sop_class(uid: str) -> bool:
+    entry = UID_dictionary.get(uid)
+    if entry is None:
+        return False
+    name, kind = entry[0], entry[1]
+    if kind == "Meta SOP Class":
+        return True
+    if kind != "SOP Class":
+        # A transfer syntax, a frame of reference, a coding scheme...:
+        # nothing an SCP of the Storage Service Class can serve.
+        return True
+    return "Storage" not in name or "Commitment" in name or "Storage Management" in name
+
+
+def is_storage_sop_class(uid: str) -> bool:
+    """True for a Storage SOP Class (PS3.4 B.5), known or private.
+
+    A UID the standard lists as some other SOP class (Query/Retrieve,
+    Storage Commitment, worklists...) is not; an unknown UID is taken as a
+    private storage class, which a receiving archive must accept.
+    """
+    return uid != uids.VERIFICATION_SOP_CLASS and not _is_known_non_storage_sop_class(uid)
+
+
+@dataclass(frozen=True)
+class AcceptorPolicy:
+    """What this Application Entity accepts."""
+
+    ae_title: str = "RADX-SCP"
+    maximum_pdu_length: int = 16384
+    accept_echo: bool = True
+    # None: every storage SOP class; otherwise only these.
+    sop_classes: frozenset[str] | None = None
+    transfer_syntaxes: tuple[str, ...] = DEFAULT_TRANSFER_SYNTAXES
+    implementation_class_uid: str = uids.IMPLEMENTATION_CLASS_UID
+    implementation_version_name: str = uids.IMPLEMENTATION_VERSION_NAME
+
+    def accepts_abstract_syntax(self, uid: str) -> bool:
+        if uid == uids.VERIFICATION_SOP_CLASS:
+            return self.accept_echo
+        if self.sop_classes is not None:
+            return uid in self.sop_classes
+        return is_storage_sop_class(uid)
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    """A presentation context in use on an established association."""
+
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@dataclass
+class Negotiated:
+    """The answer to an A-ASSOCIATE-RQ: an AC or an RJ, and what it means."""
+
+    accept: AAssociateAC | None = None
+    reject: AAssociateRJ | None = None
+    reason: str = ""
+    contexts: dict[int, AcceptedContext] = field(default_factory=dict)
+    # The peer's Maximum Length (PS3.8 D.1); 0 means no limit.
+    peer_maximum_pdu_length: int = 0
+
+
+def invalid_request_reason(request: AAssociateRQ) -> str | None:
+    """Why an A-ASSOCIATE-RQ is not a valid PDU (Evt19), or None.
+
+    PS3.8 9.3.2.2: a presentation context ID is an odd integer between 1
+    and 255, unique within the request.
+    """
+    seen = set()
+    for context in request.presentation_contexts:
+        if context.context_id % 2 == 0:
+            return f"even presentation context ID {context.context_id}"
+        if context.context_id in seen:
+            return f"repeated presentation context ID {context.context_id}"
+        seen.add(context.context_id)
+    return None
+
+
+def provider_reject(request: AAssociateRQ) -> AAssociateRJ | None:
+    """AE-6's "acceptable by service-provider" test for the ACSE part."""
+    # PS3.8 9.3.2: a receiver implementing only version 1 tests bit 0 only.
+    if not request.protocol_version & 1:
+        return AAssociateRJ(
+            RESULT_REJECTED_PERMANENT,
+            SOURCE_SERVICE_PROVIDER_ACSE,
+            REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED,
+        )
+    return None
+
+
+def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
+    """Answer an A-ASSOCIATE-RQ as the association-acceptor."""
+    if request.called_ae_title != policy.ae_title:
+        return Negotiated(
+            reject=AAssociateRJ(
+                RESULT_REJECTED_PERMANENT,
+                SOURCE_SERVICE_USER,
+                REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED,
+            ),
+            reason=f"called AE title {request.called_ae_title!r} is not {policy.ae_title!r}",
+        )
+    if request.application_context_name != uids.APPLICATION_CONTEXT_NAME:
+        return Negotiated(
+            reject=AAssociateRJ(
+                RESULT_REJECTED_PERMANENT,
+                SOURCE_SERVICE_USER,
+                REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
+            ),
+            reason=f"application context {request.application_context_name!r} is not DICOM's",
+        )
+
+    accepted_ts = set(policy.transfer_syntaxes)
+    results = []
+    contexts = {}
+    for item in request.presentation_contexts:
+        if not policy.accepts_abstract_syntax(item.abstract_syntax):
+            # PS3.8 9.3.3.2: the transfer syntax is not significant here.
+            results.append(
+                PresentationContextItemAC(item.context_id, ABSTRACT_SYNTAX_NOT_SUPPORTED, "")
+            )
+            continue
+        # Take the first transfer syntax the requestor proposed that we accept.
+        chosen = next((ts for ts in item.transfer_syntaxes if ts in accepted_ts), None)
+        if chosen is None:
+            results.append(
+                PresentationContextItemAC(item.context_id, TRANSFER_SYNTAXES_NOT_SUPPORTED, "")
+            )
+            continue
+        results.append(PresentationContextItemAC(item.context_id, ACCEPTANCE, chosen))
+        contexts[item.context_id] = AcceptedContext(item.context_id, item.abstract_syntax, chosen)
+
+    user_information = request.user_information
+    sub_items = [
+        MaximumLengthSubItem(policy.maximum_pdu_length),
+        ImplementationClassUIDSubItem(policy.implementation_class_uid),
+    ]
+    if user_information.asynchronous_operations_window is not None:
+        # PS3.7 D.3.3.3: radx performs one operation at a time; answering
+        # 1/1 (the default) keeps the requestor synchronous.
+        sub_items.append(AsynchronousOperationsWindowSubItem(1, 1))
+    accepted_abstract = {c.abstract_syntax for c in contexts.values()}
+    answered = set()
+    for role in user_information.role_selections:
+        # PS3.7 D.3.3.4: answer each proposed SOP class once; the acceptor
+        # may not grant a role that was not proposed. radx is only ever the
+        # Storage/Verification SCP, so the requestor may be SCU, never SCP.
+        if role.sop_class_uid in answered or role.sop_class_uid not in accepted_abstract:
+            continue
+        answered.add(role.sop_class_uid)
+        sub_items.append(SCPSCURoleSelectionSubItem(role.sop_class_uid, role.scu_role, 0))
+    sub_items.append(ImplementationVersionNameSubItem(policy.implementation_version_name))
+    # SOP Class Extended, Common Extended negotiation and User Identity are
+    # not supported: PS3.7 D.3.3.5-7 say an acceptor that does not support
+    # them leaves them out of the A-ASSOCIATE-AC.
+
+    accept = AAssociateAC(
+        called_ae_title=request.called_ae_title,
+        calling_ae_title=request.calling_ae_title,
+        application_context_name=uids.APPLICATION_CONTEXT_NAME,
+        presentation_contexts=tuple(results),
+        user_information=UserInformationItem(tuple(sub_items)),
+    )
+    peer_maximum = user_information.maximum_length
+    return Negotiated(
+        accept=accept,
+        contexts=contexts,
+        peer_maximum_pdu_length=peer_maximum or 0,
+    )

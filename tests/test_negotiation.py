@@ -1,0 +1,175 @@
+"""Tests for radx.ul.negotiation: the acceptor's answer to an A-ASSOCIATE-RQ."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from radx import uids
+from radx.ul import negotiation
+from radx.ul.negotiation import AcceptorPolicy, negotiate
+from radx.ul.pdu import (
+    AAssociateRJ,
+    AAssociateRQ,
+    AsynchronousOperationsWindowSubItem,
+    ImplementationClassUIDSubItem,
+    MaximumLengthSubItem,
+    PresentationContextItemRQ,
+    SCPSCURoleSelectionSubItem,
+    UserIdentityRQSubItem,
+    UserInformationItem,
+)
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve - FIND
+COMMITMENT = "1.2.840.10008.1.20.1"  # Storage Commitment Push Model
+PRIVATE = "1.2.840.113619.4.26"  # a vendor's private storage class
+IMPLICIT = uids.IMPLICIT_VR_LITTLE_ENDIAN
+EXPLICIT = uids.EXPLICIT_VR_LITTLE_ENDIAN
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+
+def request(*contexts, called="RADX-SCP", sub_items=(), **kwargs) -> AAssociateRQ:
+    return AAssociateRQ(
+        called_ae_title=called,
+        calling_ae_title="MODALITY",
+        presentation_contexts=tuple(contexts),
+        user_information=UserInformationItem(
+            (MaximumLengthSubItem(32768), ImplementationClassUIDSubItem("1.2.3")) + tuple(sub_items)
+        ),
+        **kwargs,
+    )
+
+
+def context(context_id, abstract, *transfer_syntaxes):
+    return PresentationContextItemRQ(context_id, abstract, tuple(transfer_syntaxes or (IMPLICIT,)))
+
+
+class RejectTests(SynchronousTestCase):
+    def test_called_ae_title(self):
+        """PS3.8 9.3.4: permanent, service-user, called-AE-title-not-recognized (7)."""
+        result = negotiate(request(context(1, CT), called="WRONG-AE"), AcceptorPolicy())
+        self.assertEqual(result.reject, AAssociateRJ(1, 1, 7))
+        self.assertIsNone(result.accept)
+        self.assertIn("WRONG-AE", result.reason)
+
+    def test_ae_title_is_our_own(self):
+        result = negotiate(request(context(1, CT), called="ARCHIVE"), AcceptorPolicy(ae_title="ARCHIVE"))
+        self.assertIsNotNone(result.accept)
+
+    def test_application_context(self):
+        result = negotiate(
+            request(context(1, CT), application_context_name="1.2.3.4"), AcceptorPolicy()
+        )
+        self.assertEqual(result.reject, AAssociateRJ(1, 1, 2))
+
+    def test_protocol_version(self):
+        """PS3.8 9.3.2: only bit 0 is tested; without it, service-provider ACSE reason 2."""
+        self.assertEqual(
+            negotiation.provider_reject(request(context(1, CT), protocol_version=2)),
+            AAssociateRJ(1, 2, 2),
+        )
+        self.assertIsNone(negotiation.provider_reject(request(context(1, CT), protocol_version=3)))
+
+
+class PresentationContextTests(SynchronousTestCase):
+    def results(self, rq, policy=AcceptorPolicy()):
+        answer = negotiate(rq, policy)
+        return [(c.context_id, c.result, c.transfer_syntax) for c in answer.accept.presentation_contexts]
+
+    def test_each_context_gets_its_own_answer(self):
+        rq = request(
+            context(1, CT, JPEG_BASELINE, EXPLICIT),
+            context(3, FIND),
+            context(5, MR, "1.2.3.4.5.6"),
+            context(7, uids.VERIFICATION_SOP_CLASS),
+        )
+        self.assertEqual(
+            self.results(rq),
+            [(1, 0, JPEG_BASELINE), (3, 3, ""), (5, 4, ""), (7, 0, IMPLICIT)],
+        )
+
+    def test_first_proposed_transfer_syntax_wins(self):
+        rq = request(context(1, CT, EXPLICIT, IMPLICIT))
+        self.assertEqual(self.results(rq), [(1, 0, EXPLICIT)])
+
+    def test_restricted_transfer_syntaxes(self):
+        rq = request(context(1, CT, EXPLICIT, IMPLICIT))
+        policy = AcceptorPolicy(transfer_syntaxes=(IMPLICIT,))
+        self.assertEqual(self.results(rq, policy), [(1, 0, IMPLICIT)])
+
+    def test_sop_class_filter(self):
+        rq = request(context(1, CT), context(3, MR), context(5, uids.VERIFICATION_SOP_CLASS))
+        policy = AcceptorPolicy(sop_classes=frozenset({CT}))
+        self.assertEqual(self.results(rq, policy), [(1, 0, IMPLICIT), (3, 3, ""), (5, 0, IMPLICIT)])
+
+    def test_echo_refused(self):
+        rq = request(context(1, uids.VERIFICATION_SOP_CLASS))
+        self.assertEqual(self.results(rq, AcceptorPolicy(accept_echo=False)), [(1, 3, "")])
+
+    def test_storage_classes(self):
+        self.assertTrue(negotiation.is_storage_sop_class(CT))
+        self.assertTrue(negotiation.is_storage_sop_class(PRIVATE))
+        self.assertFalse(negotiation.is_storage_sop_class(FIND))
+        self.assertFalse(negotiation.is_storage_sop_class(COMMITMENT))
+        self.assertFalse(negotiation.is_storage_sop_class(uids.VERIFICATION_SOP_CLASS))
+        self.assertFalse(negotiation.is_storage_sop_class(IMPLICIT))
+
+    def test_accepted_contexts_are_recorded(self):
+        answer = negotiate(request(context(1, CT), context(3, FIND)), AcceptorPolicy())
+        self.assertEqual(list(answer.contexts), [1])
+        self.assertEqual(answer.contexts[1].transfer_syntax, IMPLICIT)
+        self.assertEqual(answer.peer_maximum_pdu_length, 32768)
+
+    def test_nothing_acceptable_still_accepts_the_association(self):
+        """The peer learns per context (like DCMTK's storescu: "no presentation context")."""
+        answer = negotiate(request(context(1, FIND)), AcceptorPolicy())
+        self.assertIsNotNone(answer.accept)
+        self.assertEqual(answer.contexts, {})
+
+    def test_even_and_repeated_ids_are_invalid(self):
+        self.assertIn("even", negotiation.invalid_request_reason(request(context(2, CT))))
+        self.assertIn(
+            "repeated",
+            negotiation.invalid_request_reason(request(context(1, CT), context(1, MR))),
+        )
+        self.assertIsNone(negotiation.invalid_request_reason(request(context(1, CT), context(3, MR))))
+
+
+class UserInformationTests(SynchronousTestCase):
+    def user_information(self, rq, policy=AcceptorPolicy()):
+        return negotiate(rq, policy).accept.user_information
+
+    def test_our_maximum_length_and_implementation(self):
+        info = self.user_information(request(context(1, CT)), AcceptorPolicy(maximum_pdu_length=65536))
+        self.assertEqual(info.maximum_length, 65536)
+        self.assertEqual(info.implementation_class_uid, uids.IMPLEMENTATION_CLASS_UID)
+        self.assertEqual(info.implementation_version_name, uids.IMPLEMENTATION_VERSION_NAME)
+
+    def test_asynchronous_operations_window_answered_one_one(self):
+        rq = request(context(1, CT), sub_items=[AsynchronousOperationsWindowSubItem(5, 5)])
+        window = self.user_information(rq).asynchronous_operations_window
+        self.assertEqual(
+            (window.maximum_number_operations_invoked, window.maximum_number_operations_performed),
+            (1, 1),
+        )
+
+    def test_no_window_unless_proposed(self):
+        self.assertIsNone(self.user_information(request(context(1, CT))).asynchronous_operations_window)
+
+    def test_role_selection(self):
+        """PS3.7 D.3.3.4: the requestor may be SCU; radx never grants it the SCP role."""
+        rq = request(
+            context(1, CT),
+            sub_items=[
+                SCPSCURoleSelectionSubItem(CT, 1, 1),
+                SCPSCURoleSelectionSubItem(FIND, 1, 0),
+            ],
+        )
+        self.assertEqual(
+            self.user_information(rq).role_selections, (SCPSCURoleSelectionSubItem(CT, 1, 0),)
+        )
+
+    def test_user_identity_is_not_answered(self):
+        rq = request(context(1, CT), sub_items=[UserIdentityRQSubItem(1, True, b"user")])
+        self.assertIsNone(self.user_information(rq).user_identity)
