@@ -1,0 +1,120 @@
+# -*- test-case-name: tests.test_framing,tests.test_pdu -*-
+"""PDU framing: splits a received byte stream into decoded PDUs, checking each PDU's type and declared length before buffering its body.
+
+Pure: standard library and :mod:`radx.ul.pdu` only, no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from radx.ul.pdu import PDU, PDU_TYPES, AbortReason, PDUDecodeError, decode_pdu
+
+__all__ = ["PDUReader"]
+
+_PDU_NAMES = {
+    0x01: "A-ASSOCIATE-RQ",
+    0x02: "A-ASSOCIATE-AC",
+    0x03: "A-ASSOCIATE-RJ",
+    0x04: "P-DATA-TF",
+    0x05: "A-RELEASE-RQ",
+    0x06: "A-RELEASE-RP",
+    0x07: "A-ABORT",
+}
+# PS3.8 9.3.4, 9.3.6, 9.3.7, 9.3.8: these PDUs have the fixed PDU-length 00000004H
+_FIXED_LENGTH_TYPES = frozenset({0x03, 0x05, 0x06, 0x07})
+_HEADER_LENGTH = 6  # PS3.8 9.3.1: PDU-type, reserved, 32-bit PDU-length
+_LENGTH_FIELD = struct.Struct(">L")
+
+
+class PDUReader:
+    """Splits a byte stream into PDUs; checks a PDU's declared length before buffering its body.
+
+    ``maximum_pdata_length`` is the Maximum Length we advertised (PS3.8 D.1):
+    the limit on a P-DATA-TF PDU's PDU-length field; 0 means no limit.
+    ``maximum_other_length`` caps the PDU-length of the other PDUs (an
+    A-ASSOCIATE-RQ may legitimately exceed the P-DATA-TF limit); 0 means no
+    limit.  Both are plain attributes and may be changed between feeds.
+
+    A byte that cannot start a PDU (not 01H to 07H) is refused as soon as it
+    arrives, and a PDU-length over its limit as soon as the 6-byte header is
+    complete, before any of the body is buffered.
+
+    Once :meth:`feed` has raised :class:`PDUDecodeError` the reader is dead:
+    every later call raises :class:`PDUDecodeError` again, with the same
+    reason and a message repeating the first failure.  PDUs completed earlier
+    in the failing call are discarded with it (the association is aborted
+    anyway).
+    """
+
+    def __init__(self, maximum_pdata_length: int = 16384, maximum_other_length: int = 1 << 20) -> None:
+        if maximum_pdata_length < 0 or maximum_other_length < 0:
+            raise ValueError("PDU length limits must be 0 (no limit) or positive")
+        self.maximum_pdata_length = maximum_pdata_length
+        self.maximum_other_length = maximum_other_length
+        # Bytes received but not yet part of a complete PDU; always starts at a PDU boundary.
+        self._buffer = bytearray()
+        self._failure: PDUDecodeError | None = None
+
+    def feed(self, data: bytes) -> list[PDU]:
+        """Add received bytes; return the PDUs completed by them (possibly none), in order."""
+        if self._failure is not None:
+            raise PDUDecodeError(
+                f"PDU stream already failed: {self._failure.message}",
+                self._failure.reason,
+            )
+        try:
+            return self._feed(data)
+        except PDUDecodeError as failure:
+            self._failure = failure
+            self._buffer = bytearray()
+            raise
+
+    def _feed(self, data: bytes) -> list[PDU]:
+        buffer = self._buffer
+        buffer += data
+        end = len(buffer)
+        offset = 0
+        pdus: list[PDU] = []
+        while offset < end:
+            pdu_type = buffer[offset]
+            if pdu_type not in PDU_TYPES:
+                # PS3.8 9.3.8: unrecognized-PDU; refused on its first byte (an HTTP "G", a TLS 16H)
+                raise PDUDecodeError(
+                    f"unrecognized PDU type 0x{pdu_type:02X}: a PDU starts with 01H to 07H",
+                    AbortReason.UNRECOGNIZED_PDU,
+                )
+            if end - offset < _HEADER_LENGTH:
+                break
+            (length,) = _LENGTH_FIELD.unpack_from(buffer, offset + 2)
+            self._check_length(pdu_type, length)
+            body_end = offset + _HEADER_LENGTH + length
+            if body_end > end:
+                break
+            # One copy into an immutable bytes object: decoded P-DATA fragments are
+            # memoryviews of it, so the buffer stays free to be resized.
+            with memoryview(buffer) as view, view[offset + _HEADER_LENGTH : body_end] as piece:
+                body = bytes(piece)
+            pdus.append(decode_pdu(pdu_type, body))
+            offset = body_end
+        if offset:
+            # Compact once per feed, so a long PDU arriving in many reads is not re-sliced each time.
+            del buffer[:offset]
+        return pdus
+
+    def _check_length(self, pdu_type: int, length: int) -> None:
+        name = _PDU_NAMES[pdu_type]
+        if pdu_type in _FIXED_LENGTH_TYPES:
+            if length != 4:
+                # PS3.8 9.3.4, 9.3.6-9.3.8: PDU-length is fixed at 00000004H
+                raise PDUDecodeError(f"{name} declares PDU-length {length}; it must be 4")
+            return
+        if pdu_type == 0x04:
+            # PS3.8 D.1: the Maximum Length we advertised limits a P-DATA-TF's variable field
+            limit = self.maximum_pdata_length
+            what = "the maximum length advertised (PS3.8 D.1)"
+        else:
+            limit = self.maximum_other_length
+            what = "the limit for non-P-DATA PDUs"
+        if limit and length > limit:
+            raise PDUDecodeError(f"{name} declares PDU-length {length}, over {what} of {limit}")
