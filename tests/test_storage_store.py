@@ -1,0 +1,397 @@
+"""Tests for radx.storage.store, on real directories."""
+
+import os
+import random
+import shutil
+import stat
+import subprocess
+
+import pydicom
+from twisted.trial.unittest import SynchronousTestCase
+
+from radx.storage.layout import UNKNOWN
+from radx.storage.store import (
+    INCOMING,
+    InstanceWriter,
+    StorageError,
+    StoredInstance,
+    clean_incoming,
+)
+from tests.test_storage_part10 import explicit_le, samples, ui
+
+DCMDUMP = shutil.which("dcmdump")
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+SOP_INSTANCE = "1.2.826.0.1.3680043.8.498.10"
+STUDY = "1.2.826.0.1.3680043.8.498.11"
+SERIES = "1.2.826.0.1.3680043.8.498.12"
+
+
+def data_set(sop_class=SOP_CLASS, sop_instance=SOP_INSTANCE, study=STUDY, series=SERIES, pixels=b"\x01\x02" * 64):
+    """An explicit VR little endian data set of a few elements."""
+    return explicit_le(
+        (0x00080016, b"UI", ui(sop_class)),
+        (0x00080018, b"UI", ui(sop_instance)),
+        (0x00100010, b"PN", b"Doe^Jane"),
+        (0x0020000D, b"UI", ui(study)),
+        (0x0020000E, b"UI", ui(series)),
+        (0x7FE00010, b"OW", pixels),
+    )
+
+
+def chunked(data: bytes, rng: random.Random):
+    """Slices of C{data} of random sizes, as memoryviews (no copies)."""
+    view = memoryview(data)
+    chunks = []
+    while view:
+        size = rng.randrange(1, 20000)
+        chunks.append(view[:size])
+        view = view[size:]
+    return chunks
+
+
+def tree(path):
+    """Every file and directory under C{path}, with each file's bytes."""
+    found = {}
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(root, name), path)] = None
+        for name in files:
+            full = os.path.join(root, name)
+            with open(full, "rb") as f:
+                found[os.path.relpath(full, path)] = f.read()
+    return found
+
+
+class StoreTestsMixin:
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        self.output = os.path.join(self.base, "output")
+        os.makedirs(self.output)
+
+    def writer(self, **kwargs):
+        arguments = dict(
+            sop_class_uid=SOP_CLASS,
+            sop_instance_uid=SOP_INSTANCE,
+            transfer_syntax_uid=EXPLICIT_LE,
+            calling_ae_title="STORESCU",
+        )
+        arguments.update(kwargs)
+        return InstanceWriter(self.output, **arguments)
+
+    def store(self, data: bytes, **kwargs) -> StoredInstance:
+        writer = self.writer(**kwargs)
+        writer.write(chunked(data, random.Random(len(data))))
+        return writer.commit()
+
+    def assertIncomingEmpty(self):
+        incoming = os.path.join(self.output, INCOMING)
+        self.assertEqual(os.listdir(incoming) if os.path.isdir(incoming) else [], [])
+
+    def assertStorageError(self, status, f, *args, **kwargs):
+        with self.assertRaises(StorageError) as caught:
+            f(*args, **kwargs)
+        self.assertEqual(caught.exception.status, status, caught.exception)
+        self.assertTrue(caught.exception.message)
+        return caught.exception
+
+    def dcmdump(self, path, *search):
+        if DCMDUMP is None:
+            return None
+        arguments = [DCMDUMP, "-q"]
+        for tag in search:
+            arguments += ["+P", tag]
+        result = subprocess.run(arguments + [path], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return result.stdout
+
+
+class RoundTripTests(StoreTestsMixin, SynchronousTestCase):
+    def test_samples(self):
+        """
+        Each pydicom sample, written in odd-sized pieces, is on disk with
+        our file meta and its data set bytes unchanged; pydicom and dcmdump
+        read it.
+        """
+        for sample in samples():
+            # Some samples are one instance in several encodings.
+            self.output = os.path.join(self.base, sample.name)
+            header = sample.header
+            stored = self.store(
+                sample.data_set,
+                sop_class_uid=header.sop_class_uid,
+                sop_instance_uid=header.sop_instance_uid,
+                transfer_syntax_uid=sample.transfer_syntax_uid,
+            )
+            expected = os.path.join(
+                self.output,
+                header.study_instance_uid or UNKNOWN,
+                header.series_instance_uid or UNKNOWN,
+                header.sop_instance_uid + ".dcm",
+            )
+            self.assertEqual(stored.path, expected, sample.name)
+            self.assertFalse(stored.replaced)
+            self.assertEqual(len(stored.warnings), 0 if header.study_instance_uid else 2, stored.warnings)
+            with open(stored.path, "rb") as f:
+                written = f.read()
+            self.assertEqual(written[-len(sample.data_set) :], sample.data_set, sample.name)
+
+            dataset = pydicom.dcmread(stored.path)
+            self.assertEqual(dataset.file_meta.TransferSyntaxUID, sample.transfer_syntax_uid)
+            self.assertEqual(dataset.file_meta.MediaStorageSOPInstanceUID, header.sop_instance_uid)
+            self.assertEqual(dataset.file_meta.SourceApplicationEntityTitle, "STORESCU")
+            self.assertEqual(dataset.SOPInstanceUID, header.sop_instance_uid)
+            self.assertEqual(len(written), dataset.file_meta.FileMetaInformationGroupLength + 144 + len(sample.data_set))
+            original = pydicom.dcmread(sample.path)
+            if "PixelData" in original:
+                self.assertEqual(dataset.PixelData, original.PixelData)
+
+            output = self.dcmdump(stored.path, "0002,0003", "0008,0018")
+            if output is not None:
+                self.assertEqual(output.count(header.sop_instance_uid), 2, output)
+            self.assertIncomingEmpty()
+
+    def test_flat(self):
+        stored = self.store(data_set(), organize=False)
+        self.assertEqual(stored.path, os.path.join(self.output, SOP_INSTANCE + ".dcm"))
+        self.assertEqual(sorted(os.listdir(self.output)), [INCOMING, SOP_INSTANCE + ".dcm"])
+
+    def test_no_fsync(self):
+        stored = self.store(data_set(), fsync=False)
+        self.assertEqual(pydicom.dcmread(stored.path).SeriesInstanceUID, SERIES)
+
+    def test_modes(self):
+        stored = self.store(data_set(), file_mode=0o640, dir_mode=0o750)
+        self.assertEqual(stat.S_IMODE(os.stat(stored.path).st_mode), 0o640)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(stored.path)).st_mode), 0o750)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(self.output, STUDY)).st_mode), 0o750)
+
+    def test_padded_command_uids(self):
+        """A NUL or space padding the command's UIDs (PS3.5 6.2) is not part of them."""
+        stored = self.store(
+            data_set(), sop_class_uid=SOP_CLASS + "\x00", sop_instance_uid=SOP_INSTANCE + " "
+        )
+        self.assertEqual(os.path.basename(stored.path), SOP_INSTANCE + ".dcm")
+
+    def test_output_dir_made(self):
+        self.output = os.path.join(self.base, "new", "output")
+        stored = self.store(data_set())
+        self.assertTrue(os.path.isfile(stored.path))
+
+    def test_large_write(self):
+        """One write of many pieces, more than an iovec array holds."""
+        pixels = bytes(range(256)) * 16384
+        data = data_set(pixels=pixels)
+        writer = self.writer()
+        view = memoryview(data)
+        writer.write([view[i : i + 1000] for i in range(0, len(data), 1000)])
+        stored = writer.commit()
+        with open(stored.path, "rb") as f:
+            self.assertTrue(f.read().endswith(data))
+
+    def test_bad_calling_ae_title(self):
+        """(0002,0016) is Type 3: a title it cannot hold is left out, with a warning."""
+        stored = self.store(data_set(), calling_ae_title="BAD\\TITLE")
+        self.assertEqual(len(stored.warnings), 1)
+        self.assertNotIn("SourceApplicationEntityTitle", pydicom.dcmread(stored.path).file_meta)
+
+    def test_replace(self):
+        first = self.store(data_set(pixels=b"\x01\x00" * 10))
+        second = self.store(data_set(pixels=b"\x02\x00" * 10))
+        self.assertFalse(first.replaced)
+        self.assertTrue(second.replaced)
+        self.assertEqual(first.path, second.path)
+        self.assertEqual(pydicom.dcmread(second.path).PixelData, b"\x02\x00" * 10)
+        self.assertIncomingEmpty()
+
+
+class LayoutTests(StoreTestsMixin, SynchronousTestCase):
+    def test_traversal(self):
+        """A study UID of ../../escape files under UNKNOWN; nothing lands outside."""
+        self.output = os.path.join(self.base, "a", "b", "output")
+        os.makedirs(self.output)
+        with open(os.path.join(self.base, "a", "b", "sibling"), "wb") as f:
+            f.write(b"x")
+        before = tree(self.base)
+        stored = self.store(data_set(study="../../escape", series="../" + SERIES))
+        self.assertEqual(stored.path, os.path.join(self.output, UNKNOWN, UNKNOWN, SOP_INSTANCE + ".dcm"))
+        self.assertEqual(len(stored.warnings), 2)
+        self.assertIn("'../../escape'", stored.warnings[0])
+        after = tree(self.base)
+        inside = "a/b/output/"
+        self.assertEqual(
+            {k: v for k, v in after.items() if not k.startswith(inside)},
+            {k: v for k, v in before.items() if not k.startswith(inside)},
+        )
+        self.assertEqual(set(after) - set(before), {
+            "a/b/output/" + INCOMING,
+            "a/b/output/" + UNKNOWN,
+            "a/b/output/UNKNOWN/UNKNOWN",
+            "a/b/output/UNKNOWN/UNKNOWN/" + SOP_INSTANCE + ".dcm",
+        })
+
+    def test_invalid_sop_instance(self):
+        """PS3.7 9.1.1.1.9: 0117; nothing at all is written, not even folders."""
+        self.output = os.path.join(self.base, "fresh")
+        for uid in ["../../escape", "1.2/3", "", "1." + "2" * 70, "1..2"]:
+            self.assertStorageError(0x0117, self.writer, sop_instance_uid=uid)
+        self.assertFalse(os.path.exists(self.output))
+
+    def test_invalid_sop_class(self):
+        self.output = os.path.join(self.base, "fresh")
+        self.assertStorageError(0xC000, self.writer, sop_class_uid="../x")
+        self.assertFalse(os.path.exists(self.output))
+
+
+class RefusalTests(StoreTestsMixin, SynchronousTestCase):
+    def assertNothingStored(self):
+        self.assertIncomingEmpty()
+        self.assertEqual(os.listdir(self.output), [INCOMING])
+
+    def test_instance_mismatch(self):
+        """PS3.4 B.2.3: A900 when the data set is another instance."""
+        writer = self.writer()
+        writer.write([data_set(sop_instance="1.2.3.4")])
+        error = self.assertStorageError(0xA900, writer.commit)
+        self.assertIn("1.2.3.4", error.message)
+        self.assertNothingStored()
+
+    def test_class_mismatch(self):
+        writer = self.writer()
+        writer.write([data_set(sop_class="1.2.840.10008.5.1.4.1.1.2")])
+        self.assertStorageError(0xA900, writer.commit)
+        self.assertNothingStored()
+
+    def test_garbage(self):
+        for garbage in [b"", b"\xff" * 5000, os.urandom(20000), b"not DICOM at all"]:
+            writer = self.writer()
+            writer.write([garbage])
+            self.assertStorageError(0xC000, writer.commit)
+        self.assertNothingStored()
+
+    def test_garbage_deflated(self):
+        writer = self.writer(transfer_syntax_uid="1.2.840.10008.1.2.1.99")
+        writer.write([os.urandom(20000)])
+        self.assertStorageError(0xC000, writer.commit)
+        self.assertNothingStored()
+
+    def test_wrong_transfer_syntax(self):
+        """An explicit little endian data set announced as big endian."""
+        writer = self.writer(transfer_syntax_uid="1.2.840.10008.1.2.2")
+        writer.write([data_set()])
+        self.assertRaises(StorageError, writer.commit)
+        self.assertNothingStored()
+
+
+class FailureTests(StoreTestsMixin, SynchronousTestCase):
+    """Failures that happen as root too (where modes do not stop writes)."""
+
+    def test_file_where_study_folder_goes(self):
+        blocker = os.path.join(self.output, STUDY)
+        with open(blocker, "wb") as f:
+            f.write(b"not a folder")
+        writer = self.writer()
+        writer.write([data_set()])
+        self.assertStorageError(0xA700, writer.commit)
+        self.assertIncomingEmpty()
+        self.assertEqual(sorted(os.listdir(self.output)), sorted([INCOMING, STUDY]))
+        with open(blocker, "rb") as f:
+            self.assertEqual(f.read(), b"not a folder")
+
+    def test_folder_where_file_goes(self):
+        final = os.path.join(self.output, STUDY, SERIES, SOP_INSTANCE + ".dcm")
+        os.makedirs(final)
+        writer = self.writer()
+        writer.write([data_set()])
+        self.assertStorageError(0xA700, writer.commit)
+        self.assertIncomingEmpty()
+        self.assertEqual(os.listdir(final), [])
+
+    def test_output_is_a_file(self):
+        os.rmdir(self.output)
+        with open(self.output, "wb") as f:
+            f.write(b"x")
+        self.assertStorageError(0xA700, self.writer)
+
+    def test_write_fails(self):
+        """
+        A write that fails (here: past RLIMIT_FSIZE, as a full disk would)
+        is 0xA700 and takes the temporary file with it.
+        """
+        import resource
+        import signal
+
+        writer = self.writer()
+        limit = 1 << 20
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:
+            with self.assertRaises(StorageError) as caught:
+                writer.write([bytes(limit // 2), bytes(limit)])
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, handler)
+        self.assertEqual(caught.exception.status, 0xA700)
+        self.assertIsNone(writer.temp_path)
+        self.assertIncomingEmpty()
+        # The writer is done: anything more is refused, and discard is harmless.
+        self.assertStorageError(0xA700, writer.write, [b"more"])
+        self.assertStorageError(0xA700, writer.commit)
+        writer.discard()
+        self.assertEqual(os.listdir(self.output), [INCOMING])
+
+
+class DiscardTests(StoreTestsMixin, SynchronousTestCase):
+    def test_discard(self):
+        writer = self.writer()
+        self.assertTrue(os.path.isfile(writer.temp_path))
+        self.assertTrue(writer.temp_path.startswith(os.path.join(self.output, INCOMING) + os.sep))
+        writer.write([data_set()])
+        writer.discard()
+        writer.discard()
+        self.assertIncomingEmpty()
+        self.assertEqual(os.listdir(self.output), [INCOMING])
+        self.assertStorageError(0xA700, writer.commit)
+
+    def test_discard_after_commit(self):
+        """Harmless: the stored file stays."""
+        writer = self.writer()
+        writer.write([data_set()])
+        stored = writer.commit()
+        writer.discard()
+        self.assertTrue(os.path.isfile(stored.path))
+
+    def test_temp_files_unique(self):
+        writers = [self.writer() for _ in range(5)]
+        self.assertEqual(len({w.temp_path for w in writers}), 5)
+        for w in writers:
+            w.discard()
+        self.assertIncomingEmpty()
+
+
+class CleanIncomingTests(StoreTestsMixin, SynchronousTestCase):
+    def test_clean(self):
+        incoming = os.path.join(self.output, INCOMING)
+        os.makedirs(incoming)
+        for name in ["b.part", "a.part", "notes.txt"]:
+            with open(os.path.join(incoming, name), "wb") as f:
+                f.write(b"stale")
+        os.mkdir(os.path.join(incoming, "dir.part"))
+        stored = self.store(data_set())
+        self.assertEqual(clean_incoming(self.output), ["a.part", "b.part"])
+        self.assertEqual(sorted(os.listdir(incoming)), ["dir.part", "notes.txt"])
+        self.assertTrue(os.path.isfile(stored.path))
+        self.assertEqual(clean_incoming(self.output), [])
+
+    def test_live_writer_part(self):
+        """What a writer crashed mid-way leaves is what it removes."""
+        writer = self.writer()
+        name = os.path.basename(writer.temp_path)
+        self.assertEqual(clean_incoming(self.output), [name])
+        self.assertIncomingEmpty()
+
+    def test_no_incoming(self):
+        self.assertEqual(clean_incoming(self.output), [])
+        self.assertEqual(clean_incoming(os.path.join(self.base, "absent")), [])
