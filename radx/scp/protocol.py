@@ -1,0 +1,501 @@
+# -*- test-case-name: tests.test_scp_protocol -*-
+"""One association, acceptor side: a thin Twisted Protocol over the pure upper layer and DIMSE."""
+
+from __future__ import annotations
+
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from radx import uids
+from radx.dimse.assembly import (
+    CommandReceived,
+    DataSetFragment,
+    DIMSEProtocolError,
+    MessageAssembler,
+)
+from radx.dimse.commands import (
+    C_CANCEL_RQ,
+    C_STORE_RQ,
+    RESPONSE_BIT,
+    CEchoRQ,
+    CEchoRSP,
+    CStoreRQ,
+    CStoreRSP,
+    DIMSEDecodeError,
+    UnknownCommand,
+    encode_response,
+)
+from radx.dimse.fragmenting import message_pdus
+from radx.dimse.status import Status
+from radx.scp.storing import InstanceReception
+from radx.storage.layout import is_valid_uid
+from radx.storage.store import InstanceWriter, StorageError
+from radx.ul import fsm
+from radx.ul.framing import PDUReader
+from radx.ul.fsm import Event, State
+from radx.ul.negotiation import invalid_request_reason, negotiate
+from radx.ul.pdu import AAssociateRQ, AbortReason, PDUDecodeError
+
+# States in which the local user may send P-DATA (PS3.8 Table 9-10: Evt9
+# is DT-1 in Sta6 and AR-7 in Sta8).
+_CAN_SEND_DATA = (State.STA6, State.STA8)
+
+
+class _PendingStore:
+    """A C-STORE-RQ whose data set is arriving."""
+
+    __slots__ = ("request", "context", "reception", "status", "comment")
+
+    def __init__(self, request, context, reception, status=None, comment=None):
+        self.request = request
+        self.context = context
+        # None when the request is refused before anything is written; the
+        # data set is then read and dropped, and ``status`` answered.
+        self.reception = reception
+        self.status = status
+        self.comment = comment
+
+
+class AssociationProtocol(Protocol):
+    """Feeds bytes to the upper layer machine and carries out its effects in order."""
+
+    log = Logger()
+
+    def __init__(self, factory, peer: str) -> None:
+        self.factory = factory
+        self.config = factory.config
+        self.peer = peer
+        self.machine = fsm.UpperLayer(requestor=False, provider_check=factory.provider_check)
+        self.reader = PDUReader(maximum_pdata_length=self.config.policy.maximum_pdu_length)
+        self.assembler = MessageAssembler()
+        self.negotiated = None
+        self.calling_ae_title = ""
+        self.associated = False
+        self._artim = None
+        self._idle = None
+        self._reader_failed = False
+        self._store: _PendingStore | None = None
+        self._busy = 0  # operations whose response is not yet sent
+        self._release_requested = False
+        self._paused = False
+        self._dispatch = {
+            fsm.SendPDU: self._send_pdu,
+            fsm.StartARTIM: self._start_artim,
+            fsm.StopARTIM: self._stop_artim,
+            fsm.CloseTransport: self._close_transport,
+            fsm.AssociateIndication: self._associate_indication,
+            fsm.AssociateRejectedByProvider: self._rejected_by_provider,
+            fsm.DataIndication: self._data_indication,
+            fsm.ReleaseIndication: self._release_indication,
+            fsm.ReleaseConfirmation: lambda effect: None,
+            fsm.AbortIndication: self._abort_indication,
+            fsm.ProviderAbortIndication: self._provider_abort_indication,
+        }
+
+    # Twisted's side -------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        # DIMSE is request/response: Nagle's algorithm would hold each PDU back.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self.factory.connections.add(self)
+        self._handle(Event.EVT5)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._reader_failed:
+            return
+        if self._idle is not None:
+            self._idle.reset(self.config.idle_timeout)
+        try:
+            pdus = self.reader.feed(data)
+        except PDUDecodeError as error:
+            self._reader_failed = True
+            self._invalid_pdu(error.reason, error.message)
+            return
+        for pdu in pdus:
+            if isinstance(pdu, AAssociateRQ):
+                invalid = invalid_request_reason(pdu)
+                if invalid is not None:
+                    self._invalid_pdu(AbortReason.INVALID_PDU_PARAMETER_VALUE, invalid)
+                    return
+            self._run(self.machine.receive(pdu))
+            if self.machine.state is State.STA1:
+                return
+
+    def connectionLost(self, reason=None) -> None:
+        self.factory.connections.discard(self)
+        self._handle(Event.EVT17)
+        self._cancel_timers()
+        self._abandon_store()
+        if self.associated:
+            self.associated = False
+            self.factory.association_ended(self)
+
+    # The machine's effects ---------------------------------------------
+
+    def _handle(self, event: Event, **arguments) -> None:
+        self._run(self.machine.handle(event, **arguments))
+
+    def _run(self, transition: fsm.Transition) -> None:
+        for effect in transition.effects:
+            self._dispatch[type(effect)](effect)
+
+    def _send_pdu(self, effect: fsm.SendPDU) -> None:
+        self.transport.write(effect.pdu.encode())
+
+    def _start_artim(self, effect=None) -> None:
+        self._stop_artim()
+        self._artim = self.factory.reactor.callLater(self.config.artim_timeout, self._artim_expired)
+
+    def _stop_artim(self, effect=None) -> None:
+        if self._artim is not None:
+            if self._artim.active():
+                self._artim.cancel()
+            self._artim = None
+
+    def _artim_expired(self) -> None:
+        self._artim = None
+        if self.machine.state is State.STA2:
+            self.log.info(
+                "No A-ASSOCIATE-RQ within {timeout}s, closing peer={peer}",
+                timeout=self.config.artim_timeout,
+                peer=self.peer,
+            )
+        self._handle(Event.EVT18)
+
+    def _close_transport(self, effect=None) -> None:
+        self.transport.loseConnection()
+
+    def _invalid_pdu(self, reason: int, message: str) -> None:
+        self._handle(Event.EVT19, reason=reason, message=f"invalid PDU: {message}")
+
+    def _rejected_by_provider(self, effect: fsm.AssociateRejectedByProvider) -> None:
+        self._log_reject(effect.request, effect.reject, self.factory.reject_reason(effect.reject))
+
+    def _log_reject(self, request, reject, why) -> None:
+        self.log.info(
+            "Association rejected peer={peer} calling_ae={calling_ae} called_ae={called_ae}"
+            " result={result} source={source} reason={reason}: {why}",
+            peer=self.peer,
+            calling_ae=request.calling_ae_title,
+            called_ae=request.called_ae_title,
+            result=reject.result,
+            source=reject.source,
+            reason=reject.reason,
+            why=why,
+        )
+
+    def _associate_indication(self, effect: fsm.AssociateIndication) -> None:
+        request = effect.request
+        negotiated = negotiate(request, self.config.policy)
+        if negotiated.reject is not None:
+            self._log_reject(request, negotiated.reject, negotiated.reason)
+            self._handle(Event.EVT8, pdu=negotiated.reject)
+            return
+        self.negotiated = negotiated
+        self.calling_ae_title = request.calling_ae_title
+        self.associated = True
+        self.factory.association_started(self)
+        accepted = sum(1 for item in negotiated.accept.presentation_contexts if item.result == 0)
+        self.log.info(
+            "Association accepted peer={peer} calling_ae={calling_ae} called_ae={called_ae}"
+            " contexts={accepted}/{proposed}",
+            peer=self.peer,
+            calling_ae=request.calling_ae_title,
+            called_ae=request.called_ae_title,
+            accepted=accepted,
+            proposed=len(request.presentation_contexts),
+        )
+        self._handle(Event.EVT7, pdu=negotiated.accept)
+        self._idle = self.factory.reactor.callLater(self.config.idle_timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._idle = None
+        if self._busy and self._paused:
+            # Nothing arrives because we stopped reading: not the peer's idleness.
+            self._idle = self.factory.reactor.callLater(self.config.idle_timeout, self._idle_expired)
+            return
+        self._local_abort(f"no data for {self.config.idle_timeout}s (idle timeout)")
+
+    def _local_abort(self, why: str) -> None:
+        if self.machine.state in (State.STA1, State.STA2, State.STA13):
+            return
+        self._abandon_store()
+        self._handle(Event.EVT15, message=why)
+
+    def _release_indication(self, effect: fsm.ReleaseIndication) -> None:
+        self._release_requested = True
+        self._answer_release_when_idle()
+
+    def _answer_release_when_idle(self) -> None:
+        # PS3.8 Table 9-10 AR-7: responses may still go out in Sta8, so a
+        # release that arrives while an instance is being filed waits for it.
+        if self._release_requested and not self._busy and self.machine.state is State.STA8:
+            self._release_requested = False
+            self._handle(Event.EVT14)
+
+    def _abort_indication(self, effect: fsm.AbortIndication) -> None:
+        self.log.info(
+            "Association aborted by the peer peer={peer} calling_ae={calling_ae}",
+            peer=self.peer,
+            calling_ae=self.calling_ae_title,
+        )
+        self._abandon_store()
+
+    def _provider_abort_indication(self, effect: fsm.ProviderAbortIndication) -> None:
+        self.log.info(
+            "Association aborted peer={peer} calling_ae={calling_ae}: {why}",
+            peer=self.peer,
+            calling_ae=self.calling_ae_title or "-",
+            why=effect.reason,
+        )
+        self._abandon_store()
+
+    # DIMSE -------------------------------------------------------------------
+
+    def _data_indication(self, effect: fsm.DataIndication) -> None:
+        contexts = self.negotiated.contexts
+        for item in effect.pdata.items:
+            if item.context_id not in contexts:
+                self._invalid_pdu(
+                    AbortReason.INVALID_PDU_PARAMETER_VALUE,
+                    f"P-DATA on presentation context {item.context_id}, which was not accepted",
+                )
+                return
+            try:
+                events = self.assembler.feed(item.context_id, item.message_control_header, item.data)
+            except DIMSEProtocolError as error:
+                self._invalid_pdu(AbortReason.INVALID_PDU_PARAMETER_VALUE, f"DIMSE: {error}")
+                return
+            except DIMSEDecodeError as error:
+                self._undecodable_command(item.context_id, error)
+                continue
+            for event in events:
+                if type(event) is DataSetFragment:
+                    self._data_set_fragment(event)
+                else:
+                    self._command_received(event)
+
+    def _command_received(self, event: CommandReceived) -> None:
+        command = event.command
+        context = self.negotiated.contexts[event.context_id]
+        if isinstance(command, CEchoRQ):
+            self._c_echo(context, command)
+        elif isinstance(command, CStoreRQ):
+            self._c_store(context, command)
+        elif isinstance(command, (CEchoRSP, CStoreRSP)):
+            self._invalid_pdu(
+                AbortReason.UNEXPECTED_PDU_PARAMETER,
+                f"DIMSE: unexpected {type(command).__name__} to an SCP",
+            )
+        else:
+            self._unknown_command(context, command, event.has_data_set)
+
+    def _send_message(self, context_id: int, command_bytes: bytes) -> None:
+        if self.machine.state not in _CAN_SEND_DATA:
+            return
+        for pdu in message_pdus(
+            context_id, command_bytes, self.negotiated.peer_maximum_pdu_length, command=True
+        ):
+            self._handle(Event.EVT9, pdu=pdu)
+
+    def _c_echo(self, context, request: CEchoRQ) -> None:
+        stats = self.factory.stats
+        stats.echo_requests += 1
+        self.log.info(
+            "C-ECHO request received calling_ae={calling_ae} count={count}",
+            calling_ae=self.calling_ae_title,
+            count=stats.echo_requests,
+        )
+        status = Status.SUCCESS
+        if context.abstract_syntax != uids.VERIFICATION_SOP_CLASS:
+            # PS3.7 9.3.5: C-ECHO belongs to the Verification SOP Class.
+            status = Status.SOP_CLASS_NOT_SUPPORTED
+        response = CEchoRSP(
+            message_id_being_responded_to=request.message_id,
+            status=status,
+            affected_sop_class_uid=request.affected_sop_class_uid,
+        )
+        self._send_message(context.context_id, response.encode())
+
+    def _unknown_command(self, context, command: UnknownCommand, has_data_set: bool) -> None:
+        # Its data set, if any, is read and dropped (no _PendingStore).
+        if not command.expects_response:
+            self.log.info(
+                "Ignored DIMSE {name} calling_ae={calling_ae}: not a request radx answers",
+                name=command.name,
+                calling_ae=self.calling_ae_title,
+            )
+            return
+        self.log.info(
+            "Unsupported DIMSE {name} calling_ae={calling_ae}: answered 0x0211 Unrecognized Operation",
+            name=command.name,
+            calling_ae=self.calling_ae_title,
+        )
+        self._send_message(
+            context.context_id,
+            encode_response(command.command_field, command.message_id or 0, Status.UNRECOGNIZED_OPERATION),
+        )
+
+    def _undecodable_command(self, context_id: int, error: DIMSEDecodeError) -> None:
+        """A command set that decoded but is not a valid command: a failure status if it can be answered."""
+        field, message_id = error.command_field, error.message_id
+        if field is None or message_id is None or field & RESPONSE_BIT or field == C_CANCEL_RQ:
+            self._invalid_pdu(AbortReason.INVALID_PDU_PARAMETER_VALUE, f"DIMSE: {error.message}")
+            return
+        # PS3.4 B.2.3: C-STORE's "Cannot understand"; PS3.7 C.5: others' "Mistyped argument".
+        status = Status.CANNOT_UNDERSTAND if field == C_STORE_RQ else Status.MISTYPED_ARGUMENT
+        self.log.warn(
+            "Invalid DIMSE command calling_ae={calling_ae}: {why}; answered status=0x{status:04X}",
+            calling_ae=self.calling_ae_title,
+            why=error.message,
+            status=int(status),
+        )
+        self._send_message(context_id, encode_response(field, message_id, status, error_comment=error.message))
+
+    def _c_store(self, context, request: CStoreRQ) -> None:
+        stats = self.factory.stats
+        stats.store_requests += 1
+        self._busy += 1
+        self.log.info(
+            "C-STORE request received calling_ae={calling_ae} sop_class={sop_class} count={count}",
+            calling_ae=self.calling_ae_title,
+            sop_class=request.affected_sop_class_uid,
+            count=stats.store_requests,
+        )
+        if not self.config.policy.accepts_abstract_syntax(request.affected_sop_class_uid):
+            self._store = _PendingStore(
+                request,
+                context,
+                None,
+                Status.SOP_CLASS_NOT_SUPPORTED,
+                f"SOP class {request.affected_sop_class_uid} is not accepted",
+            )
+            return
+        if not is_valid_uid(request.affected_sop_instance_uid):
+            # PS3.7 9.1.1.1.9: Invalid SOP Instance; nothing is written.
+            self._store = _PendingStore(
+                request,
+                context,
+                None,
+                Status.INVALID_OBJECT_INSTANCE,
+                f"malformed Affected SOP Instance UID {request.affected_sop_instance_uid[:80]!r}",
+            )
+            return
+        config = self.config
+
+        def writer_factory():
+            return InstanceWriter(
+                config.output_dir,
+                sop_class_uid=request.affected_sop_class_uid,
+                sop_instance_uid=request.affected_sop_instance_uid,
+                transfer_syntax_uid=context.transfer_syntax,
+                calling_ae_title=self.calling_ae_title,
+                organize=config.organize,
+                fsync=config.fsync,
+            )
+
+        reception = InstanceReception(
+            self.factory.reactor,
+            self.factory.threadpool,
+            writer_factory,
+            on_backlog=self._backlog,
+        )
+        self._store = _PendingStore(request, context, reception)
+
+    def _data_set_fragment(self, fragment: DataSetFragment) -> None:
+        store = self._store
+        if store is None:
+            return
+        if store.reception is not None:
+            store.reception.write(fragment.data)
+        if fragment.last:
+            self._store = None
+            self._data_set_complete(store)
+
+    def _data_set_complete(self, store: _PendingStore) -> None:
+        if store.reception is None:
+            self._store_answered(store, store.status, store.comment)
+            return
+        finished = store.reception.finish()
+        finished.addCallbacks(
+            self._stored,
+            self._store_failed,
+            callbackArgs=(store,),
+            errbackArgs=(store,),
+        )
+
+    def _stored(self, stored, store: _PendingStore) -> None:
+        if stored is None:
+            return  # abandoned: the association is gone
+        for warning in stored.warnings:
+            self.log.warn("{warning} sop_instance={uid}", warning=warning, uid=store.request.affected_sop_instance_uid)
+        if stored.replaced:
+            self.log.info("Replaced existing file path={path}", path=stored.path)
+        self.log.info("Stored DICOM file path={path}", path=stored.path)
+        self.factory.stats.stores_succeeded += 1
+        self._store_answered(store, Status.SUCCESS, None, count_failure=False)
+
+    def _store_failed(self, failure, store: _PendingStore) -> None:
+        error = failure.check(StorageError)
+        if error is None:
+            self.log.failure(
+                "Unexpected error filing sop_instance={uid}",
+                failure,
+                uid=store.request.affected_sop_instance_uid,
+            )
+            self._store_answered(store, Status.OUT_OF_RESOURCES, "internal error")
+            return
+        value = failure.value
+        self._store_answered(store, value.status, value.message)
+
+    def _store_answered(self, store, status, comment, count_failure=True) -> None:
+        request = store.request
+        if count_failure:
+            self.factory.stats.store_failures += 1
+            self.log.warn(
+                "C-STORE failed status=0x{status:04X} calling_ae={calling_ae}"
+                " sop_instance={uid}: {why}",
+                status=int(status),
+                calling_ae=self.calling_ae_title,
+                uid=request.affected_sop_instance_uid[:80],
+                why=comment,
+            )
+        response = CStoreRSP(
+            message_id_being_responded_to=request.message_id,
+            status=status,
+            affected_sop_class_uid=request.affected_sop_class_uid,
+            affected_sop_instance_uid=request.affected_sop_instance_uid,
+            error_comment=comment[:64] if comment else None,
+        )
+        self._operation_done(store.context.context_id, response.encode())
+
+    def _operation_done(self, context_id: int, response: bytes) -> None:
+        self._busy -= 1
+        self._send_message(context_id, response)
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.config.idle_timeout)
+        self._answer_release_when_idle()
+
+    def _backlog(self, paused: bool) -> None:
+        self._paused = paused
+        if paused:
+            self.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
+
+    def _abandon_store(self) -> None:
+        store, self._store = self._store, None
+        if store is not None and store.reception is not None:
+            store.reception.abort()
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _cancel_timers(self) -> None:
+        self._stop_artim()
+        if self._idle is not None:
+            if self._idle.active():
+                self._idle.cancel()
+            self._idle = None

@@ -1,0 +1,245 @@
+"""Tests for radx.scp.protocol: one association over a StringTransport on a Clock."""
+
+from __future__ import annotations
+
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from radx import uids
+from radx.dimse.commands import CEchoRSP, decode_command, encode_command_set
+from radx.dimse.fragmenting import message_pdus
+from radx.scp.factory import ServerConfig
+from radx.testing import ScpHarness, associate_rq, echo_rq_bytes
+from radx.ul.fsm import State
+from radx.ul.negotiation import AcceptorPolicy
+from radx.ul.pdu import (
+    AAbort,
+    AAssociateAC,
+    AAssociateRJ,
+    AReleaseRP,
+    AReleaseRQ,
+    PDataTF,
+    PresentationDataValueItem,
+)
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+class LogCapture:
+    def __init__(self, test):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def messages(self):
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.events if e.get("log_namespace", "").startswith("radx")]
+
+
+def config(**kwargs) -> ServerConfig:
+    return ServerConfig(output_dir="unused", fsync=False, **kwargs)
+
+
+def command_of(pdus) -> object:
+    data = b"".join(bytes(item.data) for pdu in pdus for item in pdu.items)
+    return decode_command(data)
+
+
+class AssociationTests(SynchronousTestCase):
+    def setUp(self):
+        self.log = LogCapture(self)
+        self.harness = ScpHarness(config())
+
+    def associate(self, **kwargs):
+        self.harness.send(associate_rq(**kwargs).encode())
+        return self.harness.received_pdus()
+
+    def test_accepts_verification(self):
+        [ac] = self.associate()
+        self.assertIsInstance(ac, AAssociateAC)
+        self.assertEqual([(c.context_id, c.result) for c in ac.presentation_contexts], [(1, 0)])
+        self.assertEqual(ac.user_information.maximum_length, 16384)
+        self.assertEqual(ac.user_information.implementation_class_uid, uids.IMPLEMENTATION_CLASS_UID)
+        self.assertIs(self.harness.protocol.machine.state, State.STA6)
+
+    def test_echo_one_byte_at_a_time(self):
+        self.harness.send(associate_rq().encode(), one_byte_at_a_time=True)
+        self.assertIsInstance(self.harness.received_pdus()[0], AAssociateAC)
+        self.harness.send(echo_rq_bytes(message_id=7), one_byte_at_a_time=True)
+        response = command_of(self.harness.received_pdus())
+        self.assertEqual(response, CEchoRSP(message_id_being_responded_to=7, status=0))
+        self.assertIn("C-ECHO request received calling_ae=TEST-SCU count=1", self.log.messages())
+
+    def test_many_echoes_then_release(self):
+        self.associate()
+        for message_id in range(1, 51):
+            self.harness.send(echo_rq_bytes(message_id=message_id))
+            response = command_of(self.harness.received_pdus())
+            self.assertEqual(response.message_id_being_responded_to, message_id)
+        self.assertEqual(self.harness.factory.stats.echo_requests, 50)
+        self.harness.send(AReleaseRQ().encode())
+        self.assertEqual(self.harness.received_pdus(), [AReleaseRP()])
+        self.assertIs(self.harness.protocol.machine.state, State.STA13)
+        # The peer closes; ARTIM is stopped and nothing is left scheduled.
+        self.harness.disconnect()
+        self.assertEqual(self.harness.reactor.getDelayedCalls(), [])
+
+    def test_fragmented_command(self):
+        """A command set cut into many PDVs is reassembled (PS3.8 9.3.5.1)."""
+        self.associate()
+        from radx.dimse.commands import CEchoRQ
+
+        command = CEchoRQ(message_id=3).encode()
+        data = b"".join(p.encode() for p in message_pdus(1, command, 10, command=True))
+        self.assertGreater(len(data), 5 * 12)
+        self.harness.send(data)
+        self.assertEqual(command_of(self.harness.received_pdus()).message_id_being_responded_to, 3)
+
+    def test_wrong_called_ae(self):
+        [rj] = self.associate(called_ae_title="WRONG-AE")
+        self.assertEqual(rj, AAssociateRJ(1, 1, 7))
+        self.assertIs(self.harness.protocol.machine.state, State.STA13)
+        self.assertTrue(any("called AE title 'WRONG-AE'" in m for m in self.log.messages()))
+        # The requestor should close; if it does not, ARTIM does.
+        self.harness.reactor.advance(30)
+        self.assertTrue(self.harness.closed)
+
+    def test_echo_refused_when_disabled(self):
+        self.harness = ScpHarness(config(policy=AcceptorPolicy(accept_echo=False)))
+        [ac] = self.associate()
+        self.assertEqual(ac.presentation_contexts[0].result, 3)
+
+    def test_unknown_command_gets_unrecognized_operation(self):
+        self.associate()
+        # C-FIND-RQ (0x0020) with no data set: radx does not implement it.
+        command = encode_command_set(
+            {0x00000002: uids.VERIFICATION_SOP_CLASS, 0x00000100: 0x0020, 0x00000110: 9, 0x00000800: 0x0101}
+        )
+        self.harness.send(b"".join(p.encode() for p in message_pdus(1, command, 16384, command=True)))
+        response = command_of(self.harness.received_pdus())
+        self.assertEqual(response.command_field, 0x8020)
+        self.assertEqual(response.elements[0x00000900], 0x0211)
+
+
+class InvalidInputTests(SynchronousTestCase):
+    def setUp(self):
+        self.log = LogCapture(self)
+        self.harness = ScpHarness(config())
+
+    def assert_aborted_once(self, source, reason, needle):
+        pdus = self.harness.received_pdus()
+        self.assertEqual(pdus, [AAbort(source, reason)])
+        messages = [m for m in self.log.messages() if "aborted" in m]
+        self.assertEqual(len(messages), 1, self.log.messages())
+        self.assertIn("127.0.0.1:40000", messages[0])
+        self.assertIn(needle, messages[0])
+
+    def test_http_request(self):
+        self.harness.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assert_aborted_once(0, 0, "invalid PDU")
+        self.harness.reactor.advance(30)
+        self.assertTrue(self.harness.closed)
+
+    def test_tls_client_hello(self):
+        self.harness.send(bytes.fromhex("160301020001"))
+        self.assert_aborted_once(0, 0, "invalid PDU")
+
+    def test_declared_length_too_large(self):
+        self.harness.send(associate_rq().encode())
+        self.harness.received_pdus()
+        self.harness.send(bytes.fromhex("0400ffffffff"))
+        self.assert_aborted_once(2, 6, "invalid PDU")
+
+    def test_pdata_for_unaccepted_context(self):
+        self.harness.send(associate_rq().encode())
+        self.harness.received_pdus()
+        self.harness.send(echo_rq_bytes(context_id=3))
+        self.assert_aborted_once(2, 6, "presentation context 3")
+
+    def test_pdata_before_association(self):
+        self.harness.send(echo_rq_bytes())
+        self.assert_aborted_once(0, 0, "unexpected PDataTF")
+
+    def test_second_associate_rq(self):
+        self.harness.send(associate_rq().encode())
+        self.harness.received_pdus()
+        self.harness.send(associate_rq().encode())
+        self.assert_aborted_once(2, 2, "unexpected AAssociateRQ")
+
+    def test_even_context_id(self):
+        self.harness.send(associate_rq(contexts=[(2, uids.VERIFICATION_SOP_CLASS, ("1.2.840.10008.1.2",))]).encode())
+        self.assert_aborted_once(0, 0, "even presentation context ID 2")
+
+    def test_data_set_with_no_command(self):
+        self.harness.send(associate_rq().encode())
+        self.harness.received_pdus()
+        self.harness.send(PDataTF((PresentationDataValueItem(1, 2, b"\x08\x00"),)).encode())
+        self.assert_aborted_once(2, 6, "DIMSE")
+
+    def test_garbage_after_abort_is_ignored(self):
+        self.harness.send(b"\xff" * 10)
+        self.harness.received_pdus()
+        self.harness.send(b"\xff" * 10)
+        self.assertEqual(self.harness.received_pdus(), [])
+
+
+class TimerTests(SynchronousTestCase):
+    def test_artim_closes_a_silent_connection(self):
+        harness = ScpHarness(config(artim_timeout=5))
+        harness.reactor.advance(4.9)
+        self.assertFalse(harness.closed)
+        harness.reactor.advance(0.2)
+        self.assertTrue(harness.closed)
+        self.assertEqual(harness.received_pdus(), [])
+
+    def test_idle_association_is_aborted(self):
+        harness = ScpHarness(config(idle_timeout=60, artim_timeout=5))
+        harness.send(associate_rq().encode())
+        harness.received_pdus()
+        harness.reactor.advance(59)
+        harness.send(echo_rq_bytes())  # activity resets the idle timer
+        harness.received_pdus()
+        harness.reactor.advance(59)
+        self.assertEqual(harness.received_pdus(), [])
+        harness.reactor.advance(2)
+        self.assertEqual(harness.received_pdus(), [AAbort(0, 0)])
+        harness.reactor.advance(5)
+        self.assertTrue(harness.closed)
+        harness.disconnect()
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
+
+    def test_release_never_closed_by_peer(self):
+        harness = ScpHarness(config(artim_timeout=5))
+        harness.send(associate_rq().encode() + AReleaseRQ().encode())
+        self.assertEqual(harness.received_pdus()[-1], AReleaseRP())
+        self.assertFalse(harness.closed)
+        harness.reactor.advance(5)
+        self.assertTrue(harness.closed)
+
+
+class LimitTests(SynchronousTestCase):
+    def test_max_conns(self):
+        """PS3.8 9.3.4: transient, service-provider (presentation), local-limit-exceeded."""
+        log = LogCapture(self)
+        harness = ScpHarness(config(max_conns=1))
+        harness.send(associate_rq().encode())
+        self.assertIsInstance(harness.received_pdus()[0], AAssociateAC)
+        # A connection that never associates does not count.
+        idle = harness.connect(("127.0.0.1", 40001))
+        second = harness.connect(("127.0.0.1", 40002))
+        second.dataReceived(associate_rq().encode())
+        self.assertEqual(PDUReaderFor(second), [AAssociateRJ(2, 3, 2)])
+        self.assertTrue(any("local limit exceeded" in m for m in log.messages()))
+        # Once the first ends, a new one is accepted.
+        harness.disconnect()
+        third = harness.connect(("127.0.0.1", 40003))
+        third.dataReceived(associate_rq().encode())
+        self.assertIsInstance(PDUReaderFor(third)[0], AAssociateAC)
+        self.assertIs(idle.machine.state, State.STA2)
+
+
+def PDUReaderFor(protocol):
+    from radx.ul.framing import PDUReader
+
+    return PDUReader(maximum_pdata_length=0).feed(protocol.transport.value())

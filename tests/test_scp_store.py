@@ -1,0 +1,146 @@
+"""C-STORE through the protocol, no sockets: bytes in, files and statuses out."""
+
+from __future__ import annotations
+
+import os
+
+from pydicom.data import get_testdata_file
+from twisted.trial.unittest import SynchronousTestCase
+
+from radx.dimse.commands import CStoreRSP, decode_command
+from radx.scp.factory import ServerConfig
+from radx.storage.part10 import data_set_offset
+from radx.storage.store import INCOMING
+from radx.testing import ScpHarness, SteppedThreadPool, associate_rq, store_rq_bytes
+from radx.ul.pdu import AAbort, AAssociateAC, AReleaseRP, AReleaseRQ
+from tests.test_scp_protocol import LogCapture
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+CT_SMALL_INSTANCE = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
+CT_SMALL_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
+CT_SMALL_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
+
+
+def data_set_of(path: str) -> bytes:
+    with open(path, "rb") as f:
+        offset = data_set_offset(f)
+        f.seek(offset)
+        return f.read()
+
+
+def responses(harness) -> list:
+    """The DIMSE responses in what radx wrote (single-fragment commands)."""
+    return [
+        decode_command(bytes(item.data))
+        for pdu in harness.received_pdus()
+        if hasattr(pdu, "items")
+        for item in pdu.items
+    ]
+
+
+class StoreTests(SynchronousTestCase):
+    def setUp(self):
+        self.log = LogCapture(self)
+        self.output = self.mktemp()
+        os.makedirs(self.output)
+        self.ct = data_set_of(get_testdata_file("CT_small.dcm"))
+
+    def harness(self, threadpool=None, **kwargs):
+        config = ServerConfig(output_dir=self.output, fsync=False, **kwargs)
+        harness = ScpHarness(config, threadpool=threadpool)
+        harness.send(associate_rq(contexts=[(1, CT, (EXPLICIT_LE,))]).encode())
+        [ac] = harness.received_pdus()
+        self.assertIsInstance(ac, AAssociateAC)
+        return harness
+
+    def stored_path(self):
+        return os.path.join(self.output, CT_SMALL_STUDY, CT_SMALL_SERIES, CT_SMALL_INSTANCE + ".dcm")
+
+    def test_store_is_filed_bit_for_bit(self):
+        harness = self.harness()
+        harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE, message_id=5))
+        [response] = responses(harness)
+        self.assertEqual(
+            response,
+            CStoreRSP(message_id_being_responded_to=5, status=0, affected_sop_class_uid=CT,
+                      affected_sop_instance_uid=CT_SMALL_INSTANCE),
+        )
+        self.assertEqual(data_set_of(self.stored_path()), self.ct)
+        messages = self.log.messages()
+        self.assertIn(f"C-STORE request received calling_ae=TEST-SCU sop_class={CT} count=1", messages)
+        self.assertIn(f"Stored DICOM file path={self.stored_path()}", messages)
+        self.assertEqual(os.listdir(os.path.join(self.output, INCOMING)), [])
+
+    def test_flat_layout(self):
+        harness = self.harness(organize=False)
+        harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE))
+        self.assertEqual(responses(harness)[0].status, 0)
+        self.assertEqual(data_set_of(os.path.join(self.output, CT_SMALL_INSTANCE + ".dcm")), self.ct)
+
+    def test_one_byte_at_a_time(self):
+        harness = self.harness()
+        harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE, maximum_length=4096), one_byte_at_a_time=True)
+        self.assertEqual(responses(harness)[0].status, 0)
+        self.assertEqual(data_set_of(self.stored_path()), self.ct)
+
+    def test_mismatched_instance_is_refused(self):
+        harness = self.harness()
+        harness.send(store_rq_bytes(self.ct, CT, "1.2.3.4"))
+        [response] = responses(harness)
+        self.assertEqual(response.status, 0xA900)
+        self.assertFalse(os.path.exists(os.path.join(self.output, "1.2.3.4.dcm")))
+        self.assertEqual(harness.factory.stats.store_failures, 1)
+
+    def test_malformed_instance_uid_writes_nothing(self):
+        harness = self.harness()
+        harness.send(store_rq_bytes(self.ct, CT, "../../escape"))
+        [response] = responses(harness)
+        self.assertEqual(response.status, 0x0117)
+        self.assertEqual(os.listdir(self.output), [])
+
+    def test_unreadable_data_set(self):
+        harness = self.harness()
+        harness.send(store_rq_bytes(b"\x01\x02" * 100, CT, "1.2.3.4"))
+        self.assertEqual(responses(harness)[0].status, 0xC000)
+        self.assertEqual(os.listdir(os.path.join(self.output, INCOMING)), [])
+
+    def test_association_goes_on_after_a_failure(self):
+        harness = self.harness()
+        harness.send(store_rq_bytes(self.ct, CT, "1.2.3.4", message_id=1))
+        harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE, message_id=2))
+        self.assertEqual([r.status for r in responses(harness)], [0xA900, 0])
+
+    def test_abort_in_the_middle_leaves_nothing(self):
+        pool = SteppedThreadPool()
+        harness = self.harness(threadpool=pool)
+        data = store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE)
+        harness.send(data[: len(data) // 2])
+        pool.run_all()
+        harness.send(AAbort(0, 0).encode())
+        pool.run_all()
+        self.assertEqual(harness.received_pdus(), [])
+        self.assertFalse(os.path.exists(self.stored_path()))
+        incoming = os.path.join(self.output, INCOMING)
+        self.assertEqual(os.listdir(incoming) if os.path.exists(incoming) else [], [])
+
+    def test_release_waits_for_the_response(self):
+        """PS3.8 AR-7: the C-STORE-RSP may follow the A-RELEASE-RQ; the RP comes after it."""
+        pool = SteppedThreadPool()
+        harness = self.harness(threadpool=pool)
+        harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE) + AReleaseRQ().encode())
+        self.assertEqual(harness.received_pdus(), [])
+        pool.run_all()
+        pdus = harness.received_pdus()
+        self.assertEqual(decode_command(bytes(pdus[0].items[0].data)).status, 0)
+        self.assertEqual(pdus[1:], [AReleaseRP()])
+
+    def test_success_only_after_the_file_is_in_place(self):
+        pool = SteppedThreadPool()
+        harness = self.harness(threadpool=pool)
+        harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE))
+        self.assertEqual(harness.received_pdus(), [])
+        self.assertFalse(os.path.exists(self.stored_path()))
+        pool.run_all()
+        self.assertTrue(os.path.exists(self.stored_path()))
+        self.assertEqual(responses(harness)[0].status, 0)
