@@ -1,0 +1,158 @@
+# -*- test-case-name: tests.test_app_options -*-
+"""The options of the SCP, defined once for `radx dicom scp` and `twistd radx-scp`."""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+from radx import __version__
+from radx.storage.layout import is_valid_uid
+from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES
+
+DEFAULT_PORT = 11112
+MINIMUM_PDU = 4096
+MAXIMUM_PDU = 4 * 1024 * 1024
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
+_boolean.coerceDoc = "true or false."  # type: ignore[attr-defined]
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"a port is 0 to 65535, not {port}")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, not {number}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"must be a positive number of seconds, not {value}")
+    return number
+
+
+def _ae_title(value: str) -> str:
+    # PS3.5 6.2: AE is 16 characters at most, default repertoire, no
+    # backslash or control characters; leading/trailing spaces are not
+    # significant and all spaces is not allowed.
+    title = value.strip(" ")
+    if not title:
+        raise ValueError("an AE title must not be empty")
+    if len(title) > 16:
+        raise ValueError(f"an AE title has at most 16 characters, {title!r} has {len(title)}")
+    if any(ord(c) < 0x20 or ord(c) > 0x7E or c == "\\" for c in title):
+        raise ValueError(f"an AE title is printable ASCII without backslash: {title!r}")
+    return title
+
+
+def _pdu_length(value: str) -> int:
+    length = int(value)
+    if not MINIMUM_PDU <= length <= MAXIMUM_PDU:
+        raise ValueError(f"must be between {MINIMUM_PDU} and {MAXIMUM_PDU} bytes, not {length}")
+    return length
+
+
+# Flags that are booleans with a default of true: they take `--flag`,
+# `--flag=true` and `--flag=false`, as the reference's examples write them.
+BOOLEAN_FLAGS = ("organize", "accept-echo", "fsync")
+
+
+class ScpOptions(usage.Options):
+    """radx dicom scp [PORT] [flags]"""
+
+    synopsis = "[PORT] [flags]"
+    longdesc = (
+        "Run a DICOM SCP that accepts associations, answers C-ECHO and files every "
+        "C-STORE instance on disk (Study/Series/Instance by default). PORT defaults to 11112."
+    )
+
+    optParameters = [
+        ["aet", None, "RADX-SCP", "Application Entity Title for this SCP.", _ae_title],
+        ["output-dir", None, "./dicom-received", "Directory to store received files."],
+        ["max-pdu", None, 16384, "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", _pdu_length],
+        ["max-conns", None, 10, "Maximum concurrent associations.", _positive_int],
+        ["bind", None, "", "Address to listen on (default: all interfaces, IPv4 and IPv6)."],
+        ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _boolean],
+        ["accept-echo", None, True, "Accept C-ECHO verification requests.", _boolean],
+        ["fsync", None, True, "fsync each file and folder before answering Success.", _boolean],
+        ["artim-timeout", None, 30.0, "Seconds to wait for an A-ASSOCIATE-RQ, or for the peer to close after release/abort (ARTIM).", _seconds],
+        ["idle-timeout", None, 120.0, "Seconds an association may stay silent before it is aborted.", _seconds],
+        ["threads", None, 4, "Threads for file system work.", _positive_int],
+        ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _seconds],
+        ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
+    ]
+    optFlags = [
+        ["verbose", "v", "Log at debug level (same as --log-level debug)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["sop-class"] = []
+        self["transfer-syntax"] = []
+        self["port"] = DEFAULT_PORT
+
+    def opt_sop_class(self, uid: str) -> None:
+        """Accepted SOP Class UID; repeat for several (default: all storage SOP classes)."""
+        if not is_valid_uid(uid):
+            raise usage.UsageError(f"--sop-class: {uid!r} is not a valid UID")
+        self["sop-class"].append(uid)
+
+    def opt_transfer_syntax(self, uid: str) -> None:
+        """Accepted Transfer Syntax UID; repeat for several (default: every standard one)."""
+        if not is_valid_uid(uid):
+            raise usage.UsageError(f"--transfer-syntax: {uid!r} is not a valid UID")
+        self["transfer-syntax"].append(uid)
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"radx {__version__.public()}")
+        sys.exit(0)
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        super().parseOptions(normalise_boolean_flags(options))
+
+    def parseArgs(self, port=None) -> None:
+        if port is not None:
+            try:
+                self["port"] = _port(port)
+            except ValueError as error:
+                raise usage.UsageError(f"PORT: {error}")
+
+    def postOptions(self) -> None:
+        if self["verbose"]:
+            self["log-level"] = "debug"
+        if self["log-level"] not in ("debug", "info", "warn", "error"):
+            raise usage.UsageError(f"--log-level: {self['log-level']!r} is not debug, info, warn or error")
+
+    @property
+    def transfer_syntaxes(self) -> tuple[str, ...]:
+        return tuple(self["transfer-syntax"]) or DEFAULT_TRANSFER_SYNTAXES
+
+
+def normalise_boolean_flags(arguments: list[str]) -> list[str]:
+    """Turn a bare `--organize` into `--organize=true`; leave `--organize=false` be."""
+    bare = {f"--{name}" for name in BOOLEAN_FLAGS}
+    return [f"{argument}=true" if argument in bare else argument for argument in arguments]

@@ -1,0 +1,151 @@
+# -*- test-case-name: tests.test_app_tap -*-
+"""`twistd radx-scp`: the Options and the makeService the plugin names."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, task
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from radx.app.options import ScpOptions
+from radx.scp.factory import SCPFactory, ServerConfig
+from radx.storage.store import clean_incoming
+from radx.ul.negotiation import AcceptorPolicy
+
+Options = ScpOptions
+
+log = Logger(namespace="radx.scp")
+
+
+def config_from_options(options: ScpOptions) -> ServerConfig:
+    sop_classes = frozenset(options["sop-class"]) or None
+    policy = AcceptorPolicy(
+        ae_title=options["aet"],
+        maximum_pdu_length=options["max-pdu"],
+        accept_echo=options["accept-echo"],
+        sop_classes=sop_classes,
+        transfer_syntaxes=options.transfer_syntaxes,
+    )
+    return ServerConfig(
+        policy=policy,
+        output_dir=options["output-dir"],
+        organize=options["organize"],
+        fsync=options["fsync"],
+        max_conns=options["max-conns"],
+        artim_timeout=options["artim-timeout"],
+        idle_timeout=options["idle-timeout"],
+    )
+
+
+def server_endpoint(reactor, port: int, bind: str):
+    """TCP on ``bind`` (an IPv4 or IPv6 address), or on every interface."""
+    if bind and ":" in bind:
+        return endpoints.TCP6ServerEndpoint(reactor, port, interface=bind)
+    if bind:
+        return endpoints.TCP4ServerEndpoint(reactor, port, interface=bind)
+    # "::" listens on IPv6 and, dual-stack, IPv4 too where the host has IPv6.
+    if _has_ipv6():
+        return endpoints.TCP6ServerEndpoint(reactor, port, interface="::")
+    return endpoints.TCP4ServerEndpoint(reactor, port)
+
+
+def _has_ipv6() -> bool:
+    import socket
+
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    try:
+        probe.bind(("::", 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+class _ThreadPoolService(service.Service):
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class ScpService(service.MultiService):
+    """The SCP: a listening port, a threadpool for the file system, a statistics timer."""
+
+    def __init__(self, options: ScpOptions, reactor=None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.options = options
+        self.config = config_from_options(options)
+        self.threadpool = ThreadPool(minthreads=1, maxthreads=options["threads"], name="radx-storage")
+        _ThreadPoolService(self.threadpool).setServiceParent(self)
+        self.factory = SCPFactory(self.config, reactor, self.threadpool)
+        self.port = None
+        self._statistics = task.LoopingCall(self.log_statistics)
+        self._statistics.clock = reactor
+
+    def prepare_output_dir(self) -> None:
+        """Create the output folder; clean what a crash left in its temporary folder."""
+        os.makedirs(self.config.output_dir, exist_ok=True)
+        for name in clean_incoming(self.config.output_dir):
+            log.warn("Removed a partial file left by an earlier run name={name}", name=name)
+
+    def listen(self) -> defer.Deferred:
+        endpoint = server_endpoint(self.reactor, self.options["port"], self.options["bind"])
+        listening = endpoint.listen(self.factory)
+
+        def listened(port):
+            self.port = port
+            return port
+
+        return listening.addCallback(listened)
+
+    def startService(self) -> None:
+        # Under twistd: failures here are reported by twistd and end it.
+        self.prepare_output_dir()
+        super().startService()
+        if self.port is None:
+            self.listen().addErrback(self._listen_failed)
+        # The first statistics line comes one interval after start.
+        self._statistics.start(self.options["stats-interval"], now=False)
+
+    def _listen_failed(self, failure):
+        log.failure("Could not listen", failure)
+        self.reactor.stop()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        self.factory.accepting = False
+        if self._statistics.running:
+            self._statistics.stop()
+        if self.port is not None:
+            port, self.port = self.port, None
+            yield port.stopListening()
+        yield super().stopService()
+
+    def log_statistics(self) -> None:
+        stats = self.factory.stats
+        log.info(
+            "Server statistics echo_count={echo} store_count={store} store_failures={failures}",
+            echo=stats.echo_requests,
+            store=stats.store_requests,
+            failures=stats.store_failures,
+        )
+
+
+def makeService(options: ScpOptions) -> ScpService:
+    return ScpService(options)
