@@ -1,0 +1,64 @@
+"""Shared pieces of the interoperability tests: a real radx SCP on a loopback port, real peers."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer, reactor, task, utils
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import TestCase
+
+from radx.scp.factory import SCPFactory, ServerConfig
+from radx.testing import dcmtk_tool
+
+# Debian's DCMTK leaves Nagle's algorithm on unless told: every DIMSE
+# message would wait ~40 ms for a delayed ACK.
+DCMTK_ENV = {"TCP_NODELAY": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+def require_dcmtk(name: str) -> str:
+    path = dcmtk_tool(name)
+    if path is None:
+        raise AssertionError(
+            f"DCMTK's {name} is not installed: run scripts/test.sh, which installs the dcmtk package"
+        )
+    return path
+
+
+class ServerTestCase(TestCase):
+    """Runs a radx SCP on 127.0.0.1 (an ephemeral port) for each test, on the real reactor."""
+
+    timeout = 120
+
+    def server_config(self, **kwargs) -> ServerConfig:
+        defaults = dict(output_dir=self.mktemp(), artim_timeout=5.0, idle_timeout=30.0)
+        defaults.update(kwargs)
+        return ServerConfig(**defaults)
+
+    def start_server(self, config: ServerConfig | None = None, interface: str = "127.0.0.1") -> SCPFactory:
+        if config is None:
+            config = self.server_config()
+        os.makedirs(config.output_dir, exist_ok=True)
+        self.threadpool = ThreadPool(minthreads=1, maxthreads=4, name="test-storage")
+        self.threadpool.start()
+        self.addCleanup(self.threadpool.stop)
+        self.factory = SCPFactory(config, reactor, self.threadpool)
+        self.listening_port = reactor.listenTCP(0, self.factory, interface=interface)
+        self.addCleanup(self._stop)
+        self.port = self.listening_port.getHost().port
+        return self.factory
+
+    @defer.inlineCallbacks
+    def _stop(self):
+        yield self.listening_port.stopListening()
+        for protocol in list(self.factory.connections):
+            protocol.transport.abortConnection()
+        # Leave the reactor clean: wait for every connection to be gone.
+        for _ in range(200):
+            if not self.factory.connections:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+
+    def run_tool(self, path: str, *arguments: str, env=None):
+        """Run a program; a Deferred of (stdout, stderr, exit code)."""
+        return utils.getProcessOutputAndValue(path, arguments, env=env or DCMTK_ENV)

@@ -1,0 +1,114 @@
+"""C-ECHO against real peers over loopback: DCMTK echoscu, pynetdicom, and hostile raw clients."""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import defer, threads
+
+from radx.ul.framing import PDUReader
+from radx.ul.pdu import AAbort
+from tests.interop import ServerTestCase, require_dcmtk
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def _raw_exchange(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``payload``; return all the server sends until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+class EchoscuTests(ServerTestCase):
+    def setUp(self):
+        self.echoscu = require_dcmtk("echoscu")
+
+    @defer.inlineCallbacks
+    def test_echo_succeeds(self):
+        self.start_server()
+        out, err, code = yield self.run_tool(self.echoscu, "-v", "-aec", "RADX-SCP", "127.0.0.1", str(self.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"Received Echo Response (Success)", out + err)
+        self.assertEqual(self.factory.stats.echo_requests, 1)
+
+    @defer.inlineCallbacks
+    def test_repeated_echoes_in_one_association(self):
+        self.start_server()
+        out, err, code = yield self.run_tool(
+            self.echoscu, "--repeat", "25", "-aec", "RADX-SCP", "127.0.0.1", str(self.port)
+        )
+        self.assertEqual(code, 0, err)
+        self.assertEqual(self.factory.stats.echo_requests, 25)
+        self.assertEqual(self.factory.stats.associations, 1)
+
+    @defer.inlineCallbacks
+    def test_wrong_called_ae_title_is_rejected(self):
+        self.start_server()
+        out, err, code = yield self.run_tool(self.echoscu, "-aec", "WRONG-AE", "127.0.0.1", str(self.port))
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"Called AE Title Not Recognized", out + err)
+        self.assertEqual(self.factory.stats.echo_requests, 0)
+
+    @defer.inlineCallbacks
+    def test_abort_instead_of_release(self):
+        self.start_server()
+        out, err, code = yield self.run_tool(
+            self.echoscu, "--abort", "-aec", "RADX-SCP", "127.0.0.1", str(self.port)
+        )
+        self.assertEqual(code, 0, err)
+        out, err, code = yield self.run_tool(self.echoscu, "-aec", "RADX-SCP", "127.0.0.1", str(self.port))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(self.factory.stats.echo_requests, 2)
+
+    @defer.inlineCallbacks
+    def test_hostile_clients_do_not_stop_the_server(self):
+        """Garbage, HTTP and a TLS ClientHello each get A-ABORT; echoscu still works after each.
+
+        After the A-ABORT the server waits ARTIM for the peer to close
+        (PS3.8 AA-1), then closes itself: these peers never do.
+        """
+        self.start_server(self.server_config(artim_timeout=0.5))
+        hello = bytes.fromhex("16030100c4010000c00303") + b"\x00" * 190
+        for payload in (b"\x00\x01\x02garbage" * 10, b"GET / HTTP/1.1\r\nHost: radx\r\n\r\n", hello):
+            answer = yield threads.deferToThread(_raw_exchange, self.port, payload)
+            self.assertEqual(PDUReader().feed(answer), [AAbort(0, 0)])
+            out, err, code = yield self.run_tool(self.echoscu, "-aec", "RADX-SCP", "127.0.0.1", str(self.port))
+            self.assertEqual(code, 0, err)
+
+
+class PynetdicomEchoTests(ServerTestCase):
+    def setUp(self):
+        self.start_server()
+
+    def _echoes(self, associations: int, echoes: int) -> list[int]:
+        from pynetdicom import AE
+
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(VERIFICATION)
+        statuses = []
+        for _ in range(associations):
+            assoc = ae.associate("127.0.0.1", self.port, ae_title="RADX-SCP")
+            if not assoc.is_established:
+                raise AssertionError("association not established")
+            for _ in range(echoes):
+                statuses.append(assoc.send_c_echo().Status)
+            assoc.release()
+        return statuses
+
+    @defer.inlineCallbacks
+    def test_many_echoes_in_one_association(self):
+        statuses = yield threads.deferToThread(self._echoes, 1, 100)
+        self.assertEqual(statuses, [0] * 100)
+        self.assertEqual(self.factory.stats.echo_requests, 100)
+
+    @defer.inlineCallbacks
+    def test_many_associations_in_a_row(self):
+        statuses = yield threads.deferToThread(self._echoes, 30, 2)
+        self.assertEqual(statuses, [0] * 60)
+        self.assertEqual(self.factory.stats.associations, 30)

@@ -1,0 +1,104 @@
+"""Wireshark's DICOM dissector reads what radx sends: a capture of real associations over loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from pydicom.data import get_testdata_file
+from twisted.internet import defer, reactor, task, threads
+
+from tests.interop import ServerTestCase, require_dcmtk
+
+TSHARK = "/usr/bin/tshark"
+
+
+def _start_capture(port: int, path: str) -> subprocess.Popen:
+    """tshark capturing TCP port ``port`` on loopback; returns once it captures.
+
+    tshark says it is capturing a little before it is: probe connections
+    to the port are made until the capture file grows.
+    """
+    if not os.access(TSHARK, os.X_OK):
+        raise AssertionError("tshark is not installed: run scripts/test.sh, which installs it")
+    capture = subprocess.Popen(
+        [TSHARK, "-i", "lo", "-f", f"tcp port {port}", "-w", path, "-a", "duration:60"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in capture.stderr:
+        if "Capturing on" in line:
+            break
+    else:
+        raise AssertionError(f"tshark did not start capturing (exit {capture.wait()})")
+    for _ in range(100):
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        time.sleep(0.05)
+        if os.path.exists(path) and os.path.getsize(path) > size and size > 0:
+            return capture
+    raise AssertionError("tshark captured nothing of the probe connections")
+
+
+def _stop_capture(capture: subprocess.Popen) -> None:
+    capture.send_signal(signal.SIGINT)
+    capture.wait(timeout=30)
+    capture.stderr.close()
+
+
+def _dissect(path: str, port: int, *arguments: str) -> str:
+    return subprocess.run(
+        [TSHARK, "-r", path, "-d", f"tcp.port=={port},dicom", *arguments],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+
+
+class DissectorTests(ServerTestCase):
+    @defer.inlineCallbacks
+    def capture(self, tool, *files):
+        """Capture one run of a DCMTK tool against radx; the pcap's path."""
+        self.start_server()
+        path = os.path.abspath(self.mktemp() + ".pcap")
+        capture = yield threads.deferToThread(_start_capture, self.port, path)
+        try:
+            out, err, code = yield self.run_tool(tool, "-aec", "RADX-SCP", "127.0.0.1", str(self.port), *files)
+            self.assertEqual(code, 0, err)
+            # Let the last segments (release, FIN) reach the capture.
+            yield task.deferLater(reactor, 0.5, lambda: None)
+        finally:
+            yield threads.deferToThread(_stop_capture, capture)
+        return path
+
+    def assert_clean(self, path: str, expected: list[str]) -> None:
+        summary = _dissect(path, self.port, "-Y", "dicom", "-T", "fields", "-e", "dicom.pdu.type")
+        types = [line for line in summary.split() if line]
+        for pdu_type in expected:
+            self.assertIn(pdu_type, types, summary)
+        # TCP's own analysis (SACKs, windows) is loopback's business, not ours.
+        problems = _dissect(
+            path, self.port, "-Y", "_ws.malformed || (_ws.expert.severity >= warning && !tcp.analysis.flags)"
+        )
+        self.assertEqual(problems.strip(), "", problems)
+
+    @defer.inlineCallbacks
+    def test_echo_association(self):
+        path = yield self.capture(require_dcmtk("echoscu"))
+        # A-ASSOCIATE-RQ, -AC, P-DATA-TF, A-RELEASE-RQ, -RP.
+        self.assert_clean(path, ["0x01", "0x02", "0x04", "0x05", "0x06"])
+        info = _dissect(path, self.port, "-Y", "dicom")
+        self.assertIn("C-ECHO-RSP", info)
+
+    @defer.inlineCallbacks
+    def test_store_association(self):
+        path = yield self.capture(require_dcmtk("storescu"), get_testdata_file("CT_small.dcm"))
+        self.assert_clean(path, ["0x01", "0x02", "0x04", "0x05", "0x06"])
+        info = _dissect(path, self.port, "-Y", "dicom")
+        self.assertIn("C-STORE-RSP", info)
+        self.assertIn("Success", info)
