@@ -243,3 +243,48 @@ def PDUReaderFor(protocol):
     from radx.ul.framing import PDUReader
 
     return PDUReader(maximum_pdata_length=0).feed(protocol.transport.value())
+
+
+class DimseTimeoutTests(SynchronousTestCase):
+    def test_trickling_sender_is_aborted(self):
+        """One byte a second never completes a PDU: the DIMSE timeout aborts."""
+        harness = ScpHarness(config(dimse_timeout=10, idle_timeout=120, artim_timeout=5))
+        harness.send(associate_rq().encode())
+        harness.received_pdus()
+        data = echo_rq_bytes()
+        for i in range(10):
+            harness.send(data[i : i + 1])
+            harness.reactor.advance(1)
+        self.assertEqual(harness.received_pdus(), [AAbort(0, 0)])
+        harness.reactor.advance(5)
+        self.assertTrue(harness.closed)
+
+    def test_slow_but_steady_pdus_are_fine(self):
+        harness = ScpHarness(config(dimse_timeout=10))
+        harness.send(associate_rq().encode())
+        harness.received_pdus()
+        for message_id in range(1, 4):
+            data = echo_rq_bytes(message_id=message_id)
+            harness.send(data[:5])
+            harness.reactor.advance(9)
+            harness.send(data[5:])
+            self.assertEqual(command_of(harness.received_pdus()).message_id_being_responded_to, message_id)
+
+
+class ShutdownTests(SynchronousTestCase):
+    def test_idle_associations_are_aborted_and_new_requests_rejected(self):
+        harness = ScpHarness(config())
+        harness.send(associate_rq().encode())
+        harness.received_pdus()
+        waiting = harness.connect(("127.0.0.1", 40001))
+        done = harness.factory.shut_down()
+        self.assertEqual(harness.received_pdus(), [AAbort(0, 0)])
+        self.assertTrue(harness.closed)
+        # A connection that had not associated asks now: a transient reject
+        # (PS3.8 9.3.4: service-provider presentation, temporary congestion).
+        waiting.dataReceived(associate_rq().encode())
+        self.assertEqual(PDUReaderFor(waiting), [AAssociateRJ(2, 3, 1)])
+        harness.protocol.connectionLost(None)
+        self.assertNoResult(done)
+        waiting.connectionLost(None)
+        self.successResultOf(done)

@@ -54,6 +54,11 @@ class StoreTests(SynchronousTestCase):
         self.assertIsInstance(ac, AAssociateAC)
         return harness
 
+    def incoming(self) -> list[str]:
+        """Temporary files left in OUTPUT/.radx-incoming."""
+        folder = os.path.join(self.output, INCOMING)
+        return os.listdir(folder) if os.path.exists(folder) else []
+
     def stored_path(self):
         return os.path.join(self.output, CT_SMALL_STUDY, CT_SMALL_SERIES, CT_SMALL_INSTANCE + ".dcm")
 
@@ -70,7 +75,7 @@ class StoreTests(SynchronousTestCase):
         messages = self.log.messages()
         self.assertIn(f"C-STORE request received calling_ae=TEST-SCU sop_class={CT} count=1", messages)
         self.assertIn(f"Stored DICOM file path={self.stored_path()}", messages)
-        self.assertEqual(os.listdir(os.path.join(self.output, INCOMING)), [])
+        self.assertEqual(self.incoming(), [])
 
     def test_flat_layout(self):
         harness = self.harness(organize=False)
@@ -103,7 +108,7 @@ class StoreTests(SynchronousTestCase):
         harness = self.harness()
         harness.send(store_rq_bytes(b"\x01\x02" * 100, CT, "1.2.3.4"))
         self.assertEqual(responses(harness)[0].status, 0xC000)
-        self.assertEqual(os.listdir(os.path.join(self.output, INCOMING)), [])
+        self.assertEqual(self.incoming(), [])
 
     def test_association_goes_on_after_a_failure(self):
         harness = self.harness()
@@ -121,8 +126,7 @@ class StoreTests(SynchronousTestCase):
         pool.run_all()
         self.assertEqual(harness.received_pdus(), [])
         self.assertFalse(os.path.exists(self.stored_path()))
-        incoming = os.path.join(self.output, INCOMING)
-        self.assertEqual(os.listdir(incoming) if os.path.exists(incoming) else [], [])
+        self.assertEqual(self.incoming(), [])
 
     def test_release_waits_for_the_response(self):
         """PS3.8 AR-7: the C-STORE-RSP may follow the A-RELEASE-RQ; the RP comes after it."""
@@ -144,3 +148,34 @@ class StoreTests(SynchronousTestCase):
         pool.run_all()
         self.assertTrue(os.path.exists(self.stored_path()))
         self.assertEqual(responses(harness)[0].status, 0)
+
+    def test_shutdown_lets_the_store_in_progress_finish(self):
+        pool = SteppedThreadPool()
+        harness = self.harness(threadpool=pool)
+        harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE))
+        done = harness.factory.shut_down()
+        self.assertEqual(harness.received_pdus(), [])
+        pool.run_all()
+        pdus = harness.received_pdus()
+        self.assertEqual(decode_command(bytes(pdus[0].items[0].data)).status, 0)
+        self.assertEqual(pdus[1:], [AAbort(0, 0)])
+        self.assertEqual(data_set_of(self.stored_path()), self.ct)
+        harness.protocol.connectionLost(None)
+        self.successResultOf(done)
+
+    def test_drain_timeout_discards_a_data_set_still_arriving(self):
+        pool = SteppedThreadPool()
+        harness = self.harness(threadpool=pool, drain_timeout=10)
+        data = store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE)
+        harness.send(data[: len(data) // 2])
+        pool.run_all()
+        done = harness.factory.shut_down()
+        harness.reactor.advance(9)
+        self.assertEqual(harness.received_pdus(), [])
+        harness.reactor.advance(1)
+        self.assertEqual(harness.received_pdus(), [AAbort(0, 0)])
+        harness.protocol.connectionLost(None)
+        pool.run_all()
+        self.successResultOf(done)
+        self.assertFalse(os.path.exists(self.stored_path()))
+        self.assertEqual(self.incoming(), [])

@@ -98,6 +98,8 @@ class ScpOptions(usage.Options):
         ["fsync", None, True, "fsync each file and folder before answering Success.", _boolean],
         ["artim-timeout", None, 30.0, "Seconds to wait for an A-ASSOCIATE-RQ, or for the peer to close after release/abort (ARTIM).", _seconds],
         ["idle-timeout", None, 120.0, "Seconds an association may stay silent before it is aborted.", _seconds],
+        ["dimse-timeout", None, 60.0, "Seconds within which a PDU, once begun, must arrive in full.", _seconds],
+        ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _seconds],
         ["threads", None, 4, "Threads for file system work.", _positive_int],
         ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _seconds],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
@@ -132,7 +134,29 @@ class ScpOptions(usage.Options):
     def parseOptions(self, options=None) -> None:
         if options is None:
             options = sys.argv[1:]
-        super().parseOptions(normalise_boolean_flags(options))
+        options = normalise_boolean_flags(options)
+        super().parseOptions(self._positionals_last(options))
+
+    def _positionals_last(self, arguments: list[str]) -> list[str]:
+        """Let PORT stand before the flags (`radx dicom scp 11113 --aet X`), which getopt does not."""
+        takes_value = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
+        flags: list[str] = []
+        positionals: list[str] = []
+        index = 0
+        while index < len(arguments):
+            argument = arguments[index]
+            index += 1
+            if argument == "--":
+                positionals.extend(arguments[index:])
+                break
+            if argument.startswith("-") and argument != "-":
+                flags.append(argument)
+                if argument in takes_value and index < len(arguments):
+                    flags.append(arguments[index])
+                    index += 1
+            else:
+                positionals.append(argument)
+        return flags + ["--"] + positionals if positionals else flags
 
     def parseArgs(self, port=None) -> None:
         if port is not None:

@@ -37,6 +37,8 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         max_conns=options["max-conns"],
         artim_timeout=options["artim-timeout"],
         idle_timeout=options["idle-timeout"],
+        dimse_timeout=options["dimse-timeout"],
+        drain_timeout=options["drain-timeout"],
     )
 
 
@@ -135,6 +137,7 @@ class ScpService(service.MultiService):
         if self.port is not None:
             port, self.port = self.port, None
             yield port.stopListening()
+        yield self.factory.shut_down()
         yield super().stopService()
 
     def log_statistics(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
@@ -42,6 +43,11 @@ class ServerConfig:
     artim_timeout: float = 30.0
     # An established association on which nothing arrives is aborted.
     idle_timeout: float = 120.0
+    # A PDU, once begun, must arrive in full within this many seconds: a
+    # sender trickling bytes cannot hold an association open.
+    dimse_timeout: float = 60.0
+    # At shutdown, how long operations in progress may take to finish.
+    drain_timeout: float = 30.0
 
 
 @dataclass
@@ -68,6 +74,8 @@ class SCPFactory(ServerFactory):
         self.connections: set[AssociationProtocol] = set()
         self.active: set[AssociationProtocol] = set()
         self.accepting = True
+        # (condition, Deferred) pairs fired when a connection ends and the condition holds.
+        self._waiters: list = []
 
     def buildProtocol(self, addr) -> AssociationProtocol:
         return AssociationProtocol(self, describe_peer(addr))
@@ -77,26 +85,81 @@ class SCPFactory(ServerFactory):
         reject = negotiation.provider_reject(request)
         if reject is not None:
             return reject
-        if not self.accepting or len(self.active) >= self.config.max_conns:
-            # PS3.8 9.3.4: transient, service-provider (presentation),
-            # local-limit-exceeded.
-            return AAssociateRJ(
-                negotiation.RESULT_REJECTED_TRANSIENT,
-                negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION,
-                negotiation.REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED,
-            )
-        return None
+        # PS3.8 9.3.4: transient, service-provider (presentation related):
+        # temporary-congestion while shutting down, local-limit-exceeded
+        # at --max-conns.
+        if not self.accepting:
+            reason = negotiation.REASON_PRESENTATION_TEMPORARY_CONGESTION
+        elif len(self.active) >= self.config.max_conns:
+            reason = negotiation.REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED
+        else:
+            return None
+        return AAssociateRJ(
+            negotiation.RESULT_REJECTED_TRANSIENT,
+            negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION,
+            reason,
+        )
 
     def reject_reason(self, reject: AAssociateRJ) -> str:
         if reject.source == negotiation.SOURCE_SERVICE_PROVIDER_ACSE:
             return "protocol version not supported"
         if not self.accepting:
-            return "server is shutting down"
+            return "the server is shutting down"
         return f"local limit exceeded: {len(self.active)} associations already open (--max-conns {self.config.max_conns})"
+
+    def connection_lost(self, protocol: AssociationProtocol) -> None:
+        self.connections.discard(protocol)
+        self.active.discard(protocol)
+        waiting, self._waiters = self._waiters, []
+        for condition, waiter in waiting:
+            if condition():
+                waiter.callback(None)
+            else:
+                self._waiters.append((condition, waiter))
+
+    def _when(self, condition) -> defer.Deferred:
+        if condition():
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._waiters.append((condition, waiter))
+        return waiter
+
+    @defer.inlineCallbacks
+    def shut_down(self):
+        """Refuse new associations, let operations in progress finish, then close everything.
+
+        Bounded by ``drain_timeout``: associations still open then are
+        aborted, and a data set still arriving is discarded, never
+        half-written. Connections that never associated are closed last.
+        """
+        self.accepting = False
+        busy = [p for p in self.active if p.busy]
+        if busy:
+            self.log.info(
+                "Waiting up to {timeout}s for {count} association(s) to finish their operations",
+                timeout=self.config.drain_timeout,
+                count=len(busy),
+            )
+        for protocol in list(self.active):
+            protocol.shut_down()
+        drained = self._when(lambda: not self.active)
+        timer = self.reactor.callLater(self.config.drain_timeout, drained.cancel)
+        try:
+            yield drained
+        except defer.CancelledError:
+            self.log.warn(
+                "Drain timeout: aborting {count} association(s) still open",
+                count=len(self.active),
+            )
+            for protocol in list(self.active):
+                protocol.abort_now()
+        else:
+            timer.cancel()
+        for protocol in list(self.connections):
+            protocol.transport.abortConnection()
+        yield self._when(lambda: not self.connections)
 
     def association_started(self, protocol: AssociationProtocol) -> None:
         self.active.add(protocol)
         self.stats.associations += 1
 
-    def association_ended(self, protocol: AssociationProtocol) -> None:
-        self.active.discard(protocol)

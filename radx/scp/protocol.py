@@ -73,6 +73,8 @@ class AssociationProtocol(Protocol):
         self.associated = False
         self._artim = None
         self._idle = None
+        self._pdu_timer = None
+        self._shutting_down = False
         self._reader_failed = False
         self._store: _PendingStore | None = None
         self._busy = 0  # operations whose response is not yet sent
@@ -113,6 +115,7 @@ class AssociationProtocol(Protocol):
             self._reader_failed = True
             self._invalid_pdu(error.reason, error.message)
             return
+        self._watch_partial_pdu(bool(pdus))
         for pdu in pdus:
             if isinstance(pdu, AAssociateRQ):
                 invalid = invalid_request_reason(pdu)
@@ -124,13 +127,56 @@ class AssociationProtocol(Protocol):
                 return
 
     def connectionLost(self, reason=None) -> None:
-        self.factory.connections.discard(self)
         self._handle(Event.EVT17)
         self._cancel_timers()
         self._abandon_store()
-        if self.associated:
-            self.associated = False
-            self.factory.association_ended(self)
+        self.factory.connection_lost(self)
+
+    # Shutdown, as the factory asks ---------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """An operation is in progress: a data set arriving or being filed."""
+        return self._busy > 0
+
+    def shut_down(self) -> None:
+        """Finish the operation in progress, if any, then abort the association."""
+        self._shutting_down = True
+        if self.associated and not self.busy:
+            self._abort_for_shutdown()
+
+    def abort_now(self) -> None:
+        """The drain timeout is over: abort whatever is in progress."""
+        self._local_abort("the server is shutting down (drain timeout)")
+        self.transport.abortConnection()
+
+    def _abort_for_shutdown(self) -> None:
+        self._local_abort("the server is shutting down")
+        self.transport.loseConnection()
+
+    def _watch_partial_pdu(self, progressed: bool) -> None:
+        """Start, restart or stop the DIMSE timer on the PDU being received."""
+        timer = self._pdu_timer
+        if not self.reader.buffered:
+            if timer is not None:
+                timer.cancel()
+                self._pdu_timer = None
+        elif timer is None:
+            self._pdu_timer = self.factory.reactor.callLater(self.config.dimse_timeout, self._pdu_timed_out)
+        elif progressed:
+            timer.reset(self.config.dimse_timeout)
+
+    def _pdu_timed_out(self) -> None:
+        self._pdu_timer = None
+        why = f"a PDU did not arrive in full within {self.config.dimse_timeout}s (DIMSE timeout)"
+        if self.machine.state is State.STA2:
+            # No association yet: ARTIM's business, but the same cure.
+            self._stop_artim()
+            self.log.info("Closing peer={peer}: {why}", peer=self.peer, why=why)
+            self.transport.loseConnection()
+            return
+        self._reader_failed = True
+        self._local_abort(why)
 
     # The machine's effects ---------------------------------------------
 
@@ -219,7 +265,7 @@ class AssociationProtocol(Protocol):
         self._local_abort(f"no data for {self.config.idle_timeout}s (idle timeout)")
 
     def _local_abort(self, why: str) -> None:
-        if self.machine.state in (State.STA1, State.STA2, State.STA13):
+        if self.machine.state in (State.STA1, State.STA2, State.STA4, State.STA13):
             return
         self._abandon_store()
         self._handle(Event.EVT15, message=why)
@@ -477,6 +523,8 @@ class AssociationProtocol(Protocol):
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.config.idle_timeout)
         self._answer_release_when_idle()
+        if self._shutting_down and not self.busy and self.machine.state is State.STA6:
+            self._abort_for_shutdown()
 
     def _backlog(self, paused: bool) -> None:
         self._paused = paused
@@ -495,7 +543,8 @@ class AssociationProtocol(Protocol):
 
     def _cancel_timers(self) -> None:
         self._stop_artim()
-        if self._idle is not None:
-            if self._idle.active():
-                self._idle.cancel()
-            self._idle = None
+        for name in ("_idle", "_pdu_timer"):
+            timer = getattr(self, name)
+            if timer is not None and timer.active():
+                timer.cancel()
+            setattr(self, name, None)

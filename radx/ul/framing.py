@@ -56,6 +56,11 @@ class PDUReader:
         self._buffer = bytearray()
         self._failure: PDUDecodeError | None = None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of a PDU begun but not yet complete."""
+        return len(self._buffer)
+
     def feed(self, data: bytes) -> list[PDU]:
         """Add received bytes; return the PDUs completed by them (possibly none), in order."""
         if self._failure is not None:

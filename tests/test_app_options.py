@@ -1,0 +1,107 @@
+"""Tests for radx.app.options: the flags of the reference, parsed the way its examples write them."""
+
+from __future__ import annotations
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from radx.app.options import ScpOptions
+from radx.app.tap import config_from_options
+from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES
+
+
+def parse(*arguments: str) -> ScpOptions:
+    options = ScpOptions()
+    options.parseOptions(list(arguments))
+    return options
+
+
+class DefaultsTests(SynchronousTestCase):
+    def test_reference_defaults(self):
+        options = parse()
+        self.assertEqual(
+            {key: options[key] for key in ("port", "aet", "output-dir", "max-pdu", "max-conns", "organize", "accept-echo", "sop-class", "bind")},
+            {
+                "port": 11112,
+                "aet": "RADX-SCP",
+                "output-dir": "./dicom-received",
+                "max-pdu": 16384,
+                "max-conns": 10,
+                "organize": True,
+                "accept-echo": True,
+                "sop-class": [],
+                "bind": "",
+            },
+        )
+        self.assertEqual(options["stats-interval"], 30.0)
+        self.assertEqual(options.transfer_syntaxes, DEFAULT_TRANSFER_SYNTAXES)
+
+    def test_config(self):
+        config = config_from_options(parse("--aet", "ARCHIVE", "--max-pdu", "65536", "--max-conns", "50"))
+        self.assertEqual(config.policy.ae_title, "ARCHIVE")
+        self.assertEqual(config.policy.maximum_pdu_length, 65536)
+        self.assertEqual(config.max_conns, 50)
+        self.assertIsNone(config.policy.sop_classes)
+
+
+class ReferenceExamplesTests(SynchronousTestCase):
+    """The forms in the reference's Usage Examples."""
+
+    def test_port_before_flags(self):
+        options = parse("11113", "--aet", "RESEARCH-SCP")
+        self.assertEqual((options["port"], options["aet"]), (11113, "RESEARCH-SCP"))
+
+    def test_port_after_flags(self):
+        self.assertEqual(parse("--aet", "X", "11114")["port"], 11114)
+
+    def test_boolean_forms(self):
+        self.assertFalse(parse("--organize=false", "--output-dir", "/data/flat")["organize"])
+        self.assertTrue(parse("--organize", "--output-dir", "/archive/2024")["organize"])
+        self.assertTrue(parse("--organize=true")["organize"])
+        self.assertFalse(parse("--accept-echo=false")["accept-echo"])
+        # A bare boolean flag does not swallow the next argument.
+        options = parse("--organize", "11115")
+        self.assertEqual((options["organize"], options["port"]), (True, 11115))
+
+    def test_repeated_sop_class(self):
+        options = parse("--sop-class", "1.2.840.10008.5.1.4.1.1.2", "--sop-class", "1.2.840.10008.5.1.4.1.1.4")
+        self.assertEqual(options["sop-class"], ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"])
+        self.assertEqual(
+            config_from_options(options).policy.sop_classes,
+            frozenset({"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"}),
+        )
+
+    def test_transfer_syntax_restriction(self):
+        options = parse("--transfer-syntax", "1.2.840.10008.1.2.1")
+        self.assertEqual(options.transfer_syntaxes, ("1.2.840.10008.1.2.1",))
+
+    def test_verbose(self):
+        self.assertEqual(parse("-v")["log-level"], "debug")
+
+
+class InvalidValuesTests(SynchronousTestCase):
+    def assert_refused(self, needle, *arguments):
+        error = self.assertRaises(usage.UsageError, parse, *arguments)
+        self.assertIn(needle, str(error))
+
+    def test_pdu_out_of_range(self):
+        self.assert_refused("between 4096 and", "--max-pdu", "100")
+        self.assert_refused("between 4096 and", "--max-pdu", "999999999")
+
+    def test_malformed_sop_class(self):
+        self.assert_refused("not a valid UID", "--sop-class", "1.2.abc")
+
+    def test_long_ae_title(self):
+        self.assert_refused("at most 16 characters", "--aet", "A-VERY-LONG-AE-TITLE")
+
+    def test_bad_boolean(self):
+        self.assert_refused("true or false", "--organize=maybe")
+
+    def test_bad_port(self):
+        self.assert_refused("65535", "70000")
+
+    def test_too_many_arguments(self):
+        self.assertRaises(usage.UsageError, parse, "11112", "11113")
+
+    def test_bad_log_level(self):
+        self.assert_refused("debug, info, warn or error", "--log-level", "loud")

@@ -1,0 +1,47 @@
+"""The layering rules: the pure protocol code imports nothing from the reactor."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import radx
+
+ROOT = pathlib.Path(radx.__file__).parent
+PURE_PACKAGES = ("ul", "dimse", "storage")
+
+
+def imported_modules(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+class PurityTests(SynchronousTestCase):
+    def test_pure_layers_do_not_import_twisted(self):
+        offenders = []
+        for package in PURE_PACKAGES:
+            for path in sorted((ROOT / package).glob("*.py")):
+                for name in imported_modules(path):
+                    if name == "twisted" or name.startswith("twisted."):
+                        offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+                    if name.startswith("radx.scp") or name.startswith("radx.app"):
+                        offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+        self.assertEqual(offenders, [])
+
+    def test_every_module_names_its_tests(self):
+        """trial's test-case-name header, so `trial --testmodule` finds them."""
+        missing = []
+        for path in sorted(ROOT.rglob("*.py")):
+            if path.name in ("__init__.py", "_version.py", "testing.py", "uids.py"):
+                continue
+            if not path.read_text().startswith("# -*- test-case-name:"):
+                missing.append(str(path.relative_to(ROOT)))
+        self.assertEqual(missing, [])
