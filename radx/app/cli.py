@@ -8,7 +8,6 @@ import sys
 
 from twisted.internet import error as internet_error
 from twisted.logger import (
-    FilteringLogObserver,
     LogLevel,
     formatEvent,
     globalLogBeginner,

@@ -476,7 +476,10 @@ class AssociationProtocol(Protocol):
         if stored is None:
             return  # abandoned: the association is gone
         for warning in stored.warnings:
-            self.log.warn("{warning} sop_instance={uid}", warning=warning, uid=store.request.affected_sop_instance_uid)
+            # Not "warning=": that event key means a Python warning to Twisted's observers.
+            self.log.warn(
+                "{detail} sop_instance={uid}", detail=warning, uid=store.request.affected_sop_instance_uid
+            )
         if stored.replaced:
             self.log.info("Replaced existing file path={path}", path=stored.path)
         self.log.info("Stored DICOM file path={path}", path=stored.path)
