@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import errno
+import io
+import os
 import sys
 
-from twisted.internet import error as internet_error
 from twisted.logger import (
     LogLevel,
     formatEvent,
@@ -18,7 +18,7 @@ from radx import __version__
 from radx.app.options import ScpOptions
 
 USAGE = """\
-usage: radx dicom scp [PORT] [flags]
+Usage: radx dicom scp [PORT] [flags]
 
 Commands:
   radx dicom scp    Run a DICOM SCP server to receive DICOM files
@@ -34,13 +34,21 @@ _LEVELS = {
 }
 
 
+def listen_address(options: ScpOptions) -> str:
+    """":11112" for all interfaces, as the reference shows it; IPv6 in brackets."""
+    bind = options["bind"]
+    if ":" in bind:
+        bind = f"[{bind}]"
+    return f"{bind}:{options['port']}"
+
+
 def banner(options: ScpOptions) -> str:
     organization = "Enabled (Study/Series/Instance)" if options["organize"] else "Disabled (flat)"
     echo = "Enabled" if options["accept-echo"] else "Disabled"
     return (
         "✓ DICOM SCP server started\n"
         "\n"
-        f"  Listen Address:    {options['bind']}:{options['port']}\n"
+        f"  Listen Address:    {listen_address(options)}\n"
         f"  AE Title:          {options['aet']}\n"
         f"  Output Directory:  {options['output-dir']}\n"
         f"  Organization:      {organization}\n"
@@ -63,8 +71,7 @@ def shutdown_summary(stats) -> str:
 class ConsoleObserver:
     """`INFO: message` lines: radx's own events from the chosen level, others' warnings and worse."""
 
-    def __init__(self, stream, level: LogLevel) -> None:
-        self.stream = stream
+    def __init__(self, level: LogLevel) -> None:
         self.level = level
 
     def __call__(self, event) -> None:
@@ -79,8 +86,7 @@ class ConsoleObserver:
             text = f"{text}\n{failure.getTraceback()}"
         elif failure is not None:
             text = f"{text}: {failure.getErrorMessage()}"
-        self.stream.write(f"{level.name.upper()}: {text}\n")
-        self.stream.flush()
+        say(f"{level.name.upper()}: {text}\n")
 
 
 def _rank(level: LogLevel) -> int:
@@ -93,61 +99,60 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _listen_error_message(failure_value) -> str:
-    socket_error = getattr(failure_value, "socketError", None)
-    code = getattr(socket_error, "errno", None)
-    if code == errno.EADDRINUSE:
-        return "address already in use"
-    if code in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    if socket_error is not None:
-        return str(getattr(socket_error, "strerror", socket_error)).lower()
-    return str(failure_value)
+def say(text: str) -> None:
+    """Write to the console; a console that went away must not stop the server."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError:
+        # The reader is gone (a closed pipe): send the rest nowhere, so that
+        # neither this nor the final flush at exit fails again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def run_scp(options: ScpOptions, reactor=None) -> int:
     """Run the SCP in the foreground until SIGINT or SIGTERM; the exit status."""
     if reactor is None:
         from twisted.internet import reactor
-    from radx.app.tap import ScpService
+    from radx.app.tap import ScpService, StartupError
 
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A console that cannot show "✓" gets a replacement, not a crash.
+        sys.stdout.reconfigure(errors="replace")
     scp = ScpService(options, reactor)
     try:
         scp.prepare_output_dir()
-    except PermissionError:
-        return _fail("failed to create output directory: permission denied")
-    except OSError as error:
-        return _fail(f"failed to create output directory: {(error.strerror or str(error)).lower()}")
-
-    listening = scp.listen()
-    outcome = []
-    listening.addBoth(outcome.append)
-    if not outcome:
-        # Every endpoint radx uses listens synchronously.
-        return _fail("failed to start server: listening did not complete")
-    if isinstance(outcome[0], Exception) or hasattr(outcome[0], "value"):
-        value = getattr(outcome[0], "value", outcome[0])
-        if isinstance(value, internet_error.CannotListenError):
-            return _fail(f"failed to start server: {_listen_error_message(value)}")
-        return _fail(f"failed to start server: {value}")
+        scp.listen()
+    except StartupError as error:
+        return _fail(str(error))
 
     globalLogBeginner.beginLoggingTo(
-        [ConsoleObserver(sys.stdout, _LEVELS[options["log-level"]])],
+        [ConsoleObserver(_LEVELS[options["log-level"]])],
         redirectStandardIO=False,
     )
-    scp.startService()
-    sys.stdout.write(banner(options))
-    sys.stdout.flush()
+
+    def started():
+        # Inside the reactor, so its SIGINT/SIGTERM handlers are in place
+        # before the banner invites Ctrl+C.
+        scp.startService()
+        say(banner(options))
 
     def shutting_down():
-        sys.stdout.write("\nServer shutting down...\n")
-        sys.stdout.flush()
-        return scp.stopService()
+        say("\nServer shutting down...\n")
+        if scp.running:
+            return scp.stopService()
+        return None
 
+    reactor.callWhenRunning(started)
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
-    reactor.run()
-    sys.stdout.write(shutdown_summary(scp.factory.stats))
-    sys.stdout.flush()
+    try:
+        reactor.run()
+    except KeyboardInterrupt:
+        # Ctrl+C before the reactor took over the signal: nothing started yet.
+        shutting_down()
+    say(shutdown_summary(scp.factory.stats))
     return 0
 
 
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options.parseOptions(argv[2:])
     except usage.UsageError as error:
-        sys.stderr.write(f"Error: {error}\n\nusage: radx dicom scp {options.synopsis}\n")
+        sys.stderr.write(f"Error: {error}\n\n{options.getSynopsis()}\n")
         sys.stderr.write("Run 'radx dicom scp --help' for the flags.\n")
         return 1
     except SystemExit as exit:

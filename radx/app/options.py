@@ -73,35 +73,49 @@ def _pdu_length(value: str) -> int:
     return length
 
 
+def _named(flag: str, coerce):
+    """A coercer whose errors name the flag they are about."""
+
+    def named(value: str):
+        try:
+            return coerce(value)
+        except ValueError as error:
+            raise ValueError(f"--{flag}: {error}") from None
+
+    named.coerceDoc = getattr(coerce, "coerceDoc", None)  # type: ignore[attr-defined]
+    return named
+
+
 # Flags that are booleans with a default of true: they take `--flag`,
 # `--flag=true` and `--flag=false`, as the reference's examples write them.
 BOOLEAN_FLAGS = ("organize", "accept-echo", "fsync")
 
 
+_COERCION_PREFIX = "Parameter type enforcement failed: "
+
+
 class ScpOptions(usage.Options):
     """radx dicom scp [PORT] [flags]"""
-
-    synopsis = "[PORT] [flags]"
     longdesc = (
         "Run a DICOM SCP that accepts associations, answers C-ECHO and files every "
         "C-STORE instance on disk (Study/Series/Instance by default). PORT defaults to 11112."
     )
 
     optParameters = [
-        ["aet", None, "RADX-SCP", "Application Entity Title for this SCP.", _ae_title],
+        ["aet", None, "RADX-SCP", "Application Entity Title for this SCP.", _named("aet", _ae_title)],
         ["output-dir", None, "./dicom-received", "Directory to store received files."],
-        ["max-pdu", None, 16384, "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", _pdu_length],
-        ["max-conns", None, 10, "Maximum concurrent associations.", _positive_int],
+        ["max-pdu", None, 16384, "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", _named("max-pdu", _pdu_length)],
+        ["max-conns", None, 10, "Maximum concurrent associations.", _named("max-conns", _positive_int)],
         ["bind", None, "", "Address to listen on (default: all interfaces, IPv4 and IPv6)."],
-        ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _boolean],
-        ["accept-echo", None, True, "Accept C-ECHO verification requests.", _boolean],
-        ["fsync", None, True, "fsync each file and folder before answering Success.", _boolean],
-        ["artim-timeout", None, 30.0, "Seconds to wait for an A-ASSOCIATE-RQ, or for the peer to close after release/abort (ARTIM).", _seconds],
-        ["idle-timeout", None, 120.0, "Seconds an association may stay silent before it is aborted.", _seconds],
-        ["dimse-timeout", None, 60.0, "Seconds within which a PDU, once begun, must arrive in full.", _seconds],
-        ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _seconds],
-        ["threads", None, 4, "Threads for file system work.", _positive_int],
-        ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _seconds],
+        ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
+        ["accept-echo", None, True, "Accept C-ECHO verification requests.", _named("accept-echo", _boolean)],
+        ["fsync", None, True, "fsync each file and folder before answering Success.", _named("fsync", _boolean)],
+        ["artim-timeout", None, 30.0, "Seconds to wait for an A-ASSOCIATE-RQ, or for the peer to close after release/abort (ARTIM).", _named("artim-timeout", _seconds)],
+        ["idle-timeout", None, 120.0, "Seconds an association may stay silent before it is aborted.", _named("idle-timeout", _seconds)],
+        ["dimse-timeout", None, 60.0, "Seconds within which a PDU, once begun, must arrive in full.", _named("dimse-timeout", _seconds)],
+        ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _named("drain-timeout", _seconds)],
+        ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
+        ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
     ]
     optFlags = [
@@ -131,11 +145,23 @@ class ScpOptions(usage.Options):
         print(f"radx {__version__.public()}")
         sys.exit(0)
 
+    def getSynopsis(self) -> str:
+        if self.parent is None:
+            return "Usage: radx dicom scp [PORT] [flags]"
+        return f"{self.parent.getSynopsis()} {self.parent.subCommand} [PORT] [flags]"
+
     def parseOptions(self, options=None) -> None:
         if options is None:
             options = sys.argv[1:]
         options = normalise_boolean_flags(options)
-        super().parseOptions(self._positionals_last(options))
+        try:
+            super().parseOptions(self._positionals_last(options))
+        except usage.UsageError as error:
+            # Twisted words a failed coercion without the flag; ours name it.
+            message = str(error)
+            if message.startswith(_COERCION_PREFIX):
+                raise usage.UsageError(message[len(_COERCION_PREFIX) :]) from None
+            raise
 
     def _positionals_last(self, arguments: list[str]) -> list[str]:
         """Let PORT stand before the flags (`radx dicom scp 11113 --aet X`), which getopt does not."""

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from radx.app.options import ScpOptions
@@ -16,6 +18,19 @@ from radx.storage.store import clean_incoming
 from radx.ul.negotiation import AcceptorPolicy
 
 Options = ScpOptions
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is what follows "Error: "."""
+
+
+def describe_os_error(error: OSError) -> str:
+    """The reference's words for the errors it names, the system's for others."""
+    if error.errno == errno.EADDRINUSE:
+        return "address already in use"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return (error.strerror or str(error)).lower()
 
 log = Logger(namespace="radx.scp")
 
@@ -102,32 +117,38 @@ class ScpService(service.MultiService):
 
     def prepare_output_dir(self) -> None:
         """Create the output folder; clean what a crash left in its temporary folder."""
-        os.makedirs(self.config.output_dir, exist_ok=True)
-        for name in clean_incoming(self.config.output_dir):
+        try:
+            os.makedirs(self.config.output_dir, exist_ok=True)
+            stale = clean_incoming(self.config.output_dir)
+        except OSError as error:
+            raise StartupError(f"failed to create output directory: {describe_os_error(error)}") from error
+        for name in stale:
             log.warn("Removed a partial file left by an earlier run name={name}", name=name)
 
-    def listen(self) -> defer.Deferred:
+    def listen(self) -> None:
+        """Listen now, or raise StartupError (TCP endpoints listen synchronously)."""
         endpoint = server_endpoint(self.reactor, self.options["port"], self.options["bind"])
-        listening = endpoint.listen(self.factory)
-
-        def listened(port):
-            self.port = port
-            return port
-
-        return listening.addCallback(listened)
+        outcome: list = []
+        endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:
+            raise StartupError("failed to start server: listening did not complete")
+        if isinstance(outcome[0], Failure):
+            error = outcome[0].value
+            socket_error = getattr(error, "socketError", None)
+            if isinstance(socket_error, OSError):
+                raise StartupError(f"failed to start server: {describe_os_error(socket_error)}")
+            raise StartupError(f"failed to start server: {error}")
+        self.port = outcome[0]
 
     def startService(self) -> None:
-        # Under twistd: failures here are reported by twistd and end it.
-        self.prepare_output_dir()
-        super().startService()
+        # Under twistd nothing has been prepared yet; a StartupError raised
+        # here ends twistd with the message, before the reactor runs.
         if self.port is None:
-            self.listen().addErrback(self._listen_failed)
+            self.prepare_output_dir()
+            self.listen()
+        super().startService()
         # The first statistics line comes one interval after start.
         self._statistics.start(self.options["stats-interval"], now=False)
-
-    def _listen_failed(self, failure):
-        log.failure("Could not listen", failure)
-        self.reactor.stop()
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -1,0 +1,853 @@
+"""The real `radx dicom scp` command, run in a subprocess and checked against the reference.
+
+The reference is ``radx-dicom-scp.md``: its Output section (banner, the
+lines logged during operation, the statistics line, the shutdown block),
+its Troubleshooting error messages and its Exit Codes hold to the letter.
+
+Every server here listens on a free ephemeral port (never 11112/11113),
+is reached only at 127.0.0.1, runs in a temporary folder, and is killed
+in cleanup if a test leaves it running. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pydicom
+from pydicom.data import get_testdata_file
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from radx import __version__
+from tests.interop import DCMTK_ENV, require_dcmtk
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+VERIFICATION = "1.2.840.10008.1.1"
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 20.0
+TOOL_TIMEOUT = 30.0
+
+READY = "Press Ctrl+C to stop the server...\n"
+
+# Without CAP_NET_BIND_SERVICE and CAP_DAC_OVERRIDE, root is refused a port
+# below 1024 and a folder it may not write, with EACCES, as an ordinary user
+# is. (Switching to uid 65534 does not work here: that user cannot read the
+# interpreter's site-packages under /root.)
+DROP_PRIVILEGES = ("--bounding-set=-net_bind_service,-dac_override,-dac_read_search",)
+
+
+def radx_command(*arguments: str) -> list[str]:
+    """The `radx` console script's entry point, on the interpreter running the tests."""
+    return [sys.executable, "-m", "radx.app.cli", *arguments]
+
+
+def unprivileged(command: list[str]) -> list[str]:
+    """``command`` without the capabilities that let root ignore permissions."""
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise SkipTest("running as root and setpriv (util-linux) is not installed")
+    return [setpriv, *DROP_PRIVILEGES, *command]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def can_bind(port: int) -> bool:
+    """Whether 127.0.0.1:port is free (nothing listens on it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether ``pid`` has its own SIGTERM handler: the reactor runs (Twisted installs it then)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    except OSError:
+        pass
+    return False
+
+
+def wait_until_running(process: subprocess.Popen, timeout: float = START_TIMEOUT) -> None:
+    """Bounded wait for the reactor of a radx that printed its banner to run.
+
+    radx prints its banner before ``reactor.run()`` installs the SIGINT and
+    SIGTERM handlers: a signal in between is not a clean shutdown (see
+    StartupSignalTests), so tests that signal radx wait for the handlers.
+    """
+    if not os.path.exists(f"/proc/{process.pid}/status"):
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    while not handles_sigterm(process.pid):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"radx's reactor did not start within {timeout}s (exit={process.poll()})")
+        time.sleep(0.02)
+
+
+def testdata(name: str) -> str:
+    path = get_testdata_file(name)
+    if path is None:
+        raise SkipTest(f"pydicom's test file {name} is not available")
+    return path
+
+
+def expected_path(output_dir: str, data_set_path: str, organize: bool = True) -> str:
+    """Where the reference's File Organization puts an instance."""
+    data_set = pydicom.dcmread(data_set_path, stop_before_pixels=True)
+    name = f"{data_set.SOPInstanceUID}.dcm"
+    if not organize:
+        return os.path.join(output_dir, name)
+    return os.path.join(output_dir, str(data_set.StudyInstanceUID), str(data_set.SeriesInstanceUID), name)
+
+
+def stored_files(folder: str) -> list[str]:
+    found = []
+    for root, _, names in os.walk(folder):
+        found.extend(os.path.join(root, name) for name in names if name.endswith(".dcm"))
+    return sorted(found)
+
+
+def banner(listen: str, aet: str, output_dir: str, organization: str, echo: str, max_conns: int) -> str:
+    """The reference's "Server Started" block, with the given values."""
+    return (
+        "✓ DICOM SCP server started\n"
+        "\n"
+        f"  Listen Address:    {listen}\n"
+        f"  AE Title:          {aet}\n"
+        f"  Output Directory:  {output_dir}\n"
+        f"  Organization:      {organization}\n"
+        f"  C-ECHO:           {echo}\n"
+        f"  Max Connections:   {max_conns}\n"
+        "\n"
+        "Press Ctrl+C to stop the server...\n"
+    )
+
+
+ORGANIZED = "Enabled (Study/Series/Instance)"
+FLAT = "Disabled (flat)"
+
+
+def shutdown_block(echoes: int, stores: int, successes: int) -> str:
+    """The reference's "Shutdown" block."""
+    return (
+        "Server shutting down...\n"
+        "\n"
+        f"  C-ECHO Requests:    {echoes}\n"
+        f"  C-STORE Requests:   {stores}\n"
+        f"  Successful Stores:  {successes}\n"
+    )
+
+
+STATISTICS = re.compile(
+    r"^INFO: Server statistics echo_count=(\d+) store_count=(\d+) store_failures=(\d+)$", re.M
+)
+STORED = re.compile(r"^INFO: Stored DICOM file path=(.+)$", re.M)
+
+
+class RadxServer:
+    """One `radx dicom scp` process; stdout and stderr go to files in its folder."""
+
+    def __init__(self, case: SynchronousTestCase, arguments, cwd: str, privileged: bool = True) -> None:
+        self.cwd = cwd
+        self.stdout_path = os.path.join(cwd, "radx.stdout")
+        self.stderr_path = os.path.join(cwd, "radx.stderr")
+        command = radx_command("dicom", "scp", *arguments)
+        if not privileged:
+            command = unprivileged(command)
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(
+                command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        case.addCleanup(self.kill)
+
+    def stdout(self) -> str:
+        with open(self.stdout_path, encoding="utf-8") as out:
+            return out.read()
+
+    def stderr(self) -> str:
+        with open(self.stderr_path, encoding="utf-8") as err:
+            return err.read()
+
+    def describe(self) -> str:
+        return f"exit={self.process.poll()}\n--- stdout\n{self.stdout()}--- stderr\n{self.stderr()}"
+
+    def wait_for(self, predicate, timeout: float = START_TIMEOUT, what: str = "output"):
+        """Poll stdout until ``predicate(stdout)`` is true (its value is returned)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.stdout()
+            found = predicate(text)
+            if found:
+                return found
+            if self.process.poll() is not None:
+                # One last look: the process may have written and exited.
+                found = predicate(self.stdout())
+                if found:
+                    return found
+                raise AssertionError(f"radx exited while waiting for {what}\n{self.describe()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout}s\n{self.describe()}")
+            time.sleep(0.05)
+
+    def wait_ready(self) -> str:
+        text = self.wait_for(lambda text: text if READY in text else None, what="the banner")
+        wait_until_running(self.process)
+        return text
+
+    def wait_for_line(self, line: str, timeout: float = START_TIMEOUT) -> None:
+        self.wait_for(lambda text: line + "\n" in text, timeout, what=repr(line))
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        self.process.send_signal(signum)
+        try:
+            return self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"radx did not stop within {STOP_TIMEOUT}s of signal {signum}\n{self.describe()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+
+
+def run_radx(case: SynchronousTestCase, *arguments: str, privileged: bool = True, cwd: str | None = None):
+    """Run a `radx` command that is expected to end by itself: a CompletedProcess."""
+    command = radx_command(*arguments)
+    if not privileged:
+        command = unprivileged(command)
+    if cwd is None:
+        cwd = case.mktemp()
+        os.makedirs(cwd)
+    return subprocess.run(
+        command, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=START_TIMEOUT
+    )
+
+
+class CliTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.echoscu = require_dcmtk("echoscu")
+        self.storescu = require_dcmtk("storescu")
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.port = free_port()
+
+    def start(self, *arguments: str, privileged: bool = True) -> RadxServer:
+        """`radx dicom scp ARGUMENTS`, run in this test's folder, once its banner is out."""
+        server = RadxServer(self, arguments, self.folder, privileged=privileged)
+        server.wait_ready()
+        return server
+
+    def tool(self, path: str, *arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [path, *arguments], env=DCMTK_ENV, capture_output=True, text=True, timeout=TOOL_TIMEOUT
+        )
+
+    def echo(self, aet: str = "RADX-SCP", *extra: str) -> subprocess.CompletedProcess:
+        return self.tool(self.echoscu, *extra, "-aec", aet, "127.0.0.1", str(self.port))
+
+    def store(self, *files: str, aet: str = "RADX-SCP") -> subprocess.CompletedProcess:
+        return self.tool(self.storescu, "-aec", aet, "127.0.0.1", str(self.port), *files)
+
+    def assertEchoWorks(self, server: RadxServer, aet: str = "RADX-SCP") -> None:
+        done = self.echo(aet)
+        self.assertEqual(done.returncode, 0, f"{done.stdout}{done.stderr}\n{server.describe()}")
+
+    def assertStoreWorks(self, server: RadxServer, path: str, aet: str = "RADX-SCP") -> None:
+        done = self.store(path, aet=aet)
+        self.assertEqual(done.returncode, 0, f"{done.stdout}{done.stderr}\n{server.describe()}")
+
+    def assertStopsCleanly(self, server: RadxServer, signum: int = signal.SIGTERM) -> None:
+        code = server.stop(signum)
+        self.assertEqual(code, 0, server.describe())
+        self.assertIn("Server shutting down...\n", server.stdout())
+
+
+class BannerTests(CliTestCase):
+    """Output / Server Started."""
+
+    def test_reference_banner(self):
+        """`radx dicom scp PORT --output-dir D`: the reference block, to the space, and nothing before it."""
+        output_dir = os.path.join(self.folder, "received")
+        server = self.start(str(self.port), "--output-dir", output_dir)
+        self.assertEqual(
+            server.stdout(),
+            banner(f":{self.port}", "RADX-SCP", output_dir, ORGANIZED, "Enabled", 10),
+        )
+        self.assertEqual(server.stderr(), "")
+        self.assertTrue(os.path.isdir(output_dir))
+        self.assertStopsCleanly(server)
+
+    def test_ipv6_listen_address_is_bracketed(self):
+        """--bind ::1: "[::1]:PORT", as radx writes IPv6 peers, not the ambiguous "::1:PORT"."""
+        from radx.app.cli import banner as radx_banner
+        from radx.app.options import ScpOptions
+
+        options = ScpOptions()
+        options.parseOptions(["--bind", "::1", str(self.port)])
+        self.assertIn(f"  Listen Address:    [::1]:{self.port}\n", radx_banner(options))
+
+
+    def test_stdout_that_cannot_encode_the_banner(self):
+        """A stdout that cannot write "✓" must not leave a hung process holding the port."""
+        output_dir = os.path.join(self.folder, "received")
+        environment = dict(os.environ, PYTHONIOENCODING="ascii")
+        with open(os.path.join(self.folder, "out"), "wb") as out, open(os.path.join(self.folder, "err"), "wb") as err:
+            process = subprocess.Popen(
+                radx_command("dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", output_dir),
+                cwd=self.folder, env=environment, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            )
+
+        def kill():
+            if process.poll() is None:
+                process.kill()
+                process.wait(STOP_TIMEOUT)
+
+        self.addCleanup(kill)
+        deadline = time.monotonic() + 5
+        while process.poll() is None and time.monotonic() < deadline:
+            with open(os.path.join(self.folder, "out"), "rb") as out:
+                started = READY.encode() in out.read()
+            if started:
+                # It coped (a replacement for "✓", say): it must also stop as usual.
+                process.send_signal(signal.SIGTERM)
+                self.assertEqual(process.wait(STOP_TIMEOUT), 0)
+                return
+            time.sleep(0.05)
+        self.assertIsNotNone(process.poll(), "radx hangs: no banner, no exit, the port still bound")
+        self.assertEqual(process.returncode, 1)
+        self.assertTrue(can_bind(self.port), "radx left something listening")
+
+
+    def test_stdout_closed_before_shutdown(self):
+        """`radx dicom scp | head -n 12`, then SIGTERM: radx must still end, not hang."""
+        output_dir = os.path.join(self.folder, "received")
+        with open(os.path.join(self.folder, "err"), "wb") as err:
+            process = subprocess.Popen(
+                radx_command("dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", output_dir),
+                cwd=self.folder, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+            )
+
+        def kill():
+            if process.poll() is None:
+                process.kill()
+                process.wait(STOP_TIMEOUT)
+
+        self.addCleanup(kill)
+        received = b""
+        deadline = time.monotonic() + START_TIMEOUT
+        while READY.encode() not in received:
+            self.assertLess(time.monotonic(), deadline, received)
+            chunk = os.read(process.stdout.fileno(), 4096)
+            self.assertTrue(chunk, "radx closed stdout before its banner")
+            received += chunk
+        wait_until_running(process)
+        process.stdout.close()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.fail("radx hangs after SIGTERM once its stdout is gone")
+        self.assertTrue(can_bind(self.port), "radx left something listening")
+
+
+    def test_configured_values(self):
+        """Every field shows what was configured; disabled organization and C-ECHO say so."""
+        server = self.start(
+            "--bind", "127.0.0.1",
+            "--aet", "BANNER-SCP",
+            "--output-dir", "flat-here",
+            "--organize=false",
+            "--accept-echo=false",
+            "--max-conns", "3",
+            str(self.port),
+        )
+        self.assertEqual(
+            server.stdout(),
+            banner(f"127.0.0.1:{self.port}", "BANNER-SCP", "flat-here", FLAT, "Disabled", 3),
+        )
+        self.assertTrue(os.path.isdir(os.path.join(self.folder, "flat-here")))
+        self.assertStopsCleanly(server)
+
+
+class OperationTests(CliTestCase):
+    """Output / During Operation, Statistics and Shutdown."""
+
+    def test_requests_are_logged_and_counted_at_sigint(self):
+        ct = testdata("CT_small.dcm")
+        server = self.start(str(self.port), "--bind", "127.0.0.1", "--output-dir", "received")
+        self.assertEchoWorks(server)
+        server.wait_for_line("INFO: C-ECHO request received calling_ae=ECHOSCU count=1")
+        self.assertStoreWorks(server, ct)
+        server.wait_for_line(
+            f"INFO: C-STORE request received calling_ae=STORESCU sop_class={CT_IMAGE_STORAGE} count=1"
+        )
+        stored = server.wait_for(lambda text: STORED.findall(text), what="the Stored DICOM file line")
+        # The path is the real one: relative to the server's folder, as --output-dir was given.
+        self.assertEqual(stored, [expected_path("received", ct)])
+        self.assertTrue(os.path.isfile(os.path.join(self.folder, stored[0])))
+        self.assertEqual(
+            stored_files(os.path.join(self.folder, "received")),
+            [os.path.join(self.folder, expected_path("received", ct))],
+        )
+        output = server.stdout()
+        self.assertLess(
+            output.index("INFO: C-STORE request received"), output.index("INFO: Stored DICOM file")
+        )
+
+        code = server.stop(signal.SIGINT)
+        self.assertEqual(code, 0, server.describe())
+        self.assertTrue(server.stdout().endswith(shutdown_block(1, 1, 1)), server.describe())
+        self.assertEqual(server.stderr(), "")
+
+    def test_statistics_and_sigterm(self):
+        """--stats-interval 1: a statistics line each second, with the counts at that moment."""
+        server = self.start(str(self.port), "--bind", "127.0.0.1", "--output-dir", "received", "--stats-interval", "1")
+        first = server.wait_for(lambda text: STATISTICS.findall(text), timeout=10, what="a statistics line")
+        self.assertEqual(first[0], ("0", "0", "0"))
+        self.assertEchoWorks(server)
+        self.assertEchoWorks(server)
+        server.wait_for_line("INFO: Server statistics echo_count=2 store_count=0 store_failures=0", timeout=10)
+
+        code = server.stop(signal.SIGTERM)
+        self.assertEqual(code, 0, server.describe())
+        self.assertTrue(server.stdout().endswith(shutdown_block(2, 0, 0)), server.describe())
+
+    def test_failed_store_is_counted(self):
+        """A C-STORE that cannot be filed counts as a request and a failure, not a success."""
+        ct = testdata("CT_small.dcm")
+        output_dir = os.path.join(self.folder, "received")
+        server = self.start(
+            str(self.port), "--bind", "127.0.0.1", "--output-dir", output_dir, "--stats-interval", "1",
+            privileged=False,
+        )
+        os.chmod(output_dir, 0o555)
+        self.addCleanup(os.chmod, output_dir, 0o755)
+        done = self.store(ct)
+        self.assertNotEqual(done.returncode, 0, done.stdout + done.stderr)
+        server.wait_for_line("INFO: Server statistics echo_count=0 store_count=1 store_failures=1", timeout=10)
+        self.assertEqual(stored_files(output_dir), [])
+        self.assertEqual(server.stop(signal.SIGINT), 0, server.describe())
+        self.assertTrue(server.stdout().endswith(shutdown_block(0, 1, 0)), server.describe())
+
+
+class StartupSignalTests(CliTestCase):
+    def test_ctrl_c_right_after_the_banner(self):
+        """"Press Ctrl+C to stop the server...": pressed at once, radx must stop.
+
+        Timing-dependent: radx is only vulnerable between its banner and
+        reactor.run(); a few attempts catch that window nearly always.
+        """
+        for attempt in range(8):
+            port = free_port()
+            process = subprocess.Popen(
+                radx_command("dicom", "scp", "--bind", "127.0.0.1", str(port), "--output-dir", "received"),
+                cwd=self.folder, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            )
+
+            def kill(process=process):
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(STOP_TIMEOUT)
+                process.stdout.close()
+
+            self.addCleanup(kill)
+            received = b""
+            deadline = time.monotonic() + START_TIMEOUT
+            while READY.encode() not in received:
+                self.assertLess(time.monotonic(), deadline, received)
+                chunk = os.read(process.stdout.fileno(), 4096)
+                self.assertTrue(chunk, "radx closed stdout before its banner")
+                received += chunk
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(2)
+            except subprocess.TimeoutExpired:
+                self.fail(f"attempt {attempt + 1}: radx hangs after SIGINT sent right after its banner")
+
+
+
+class ErrorTests(CliTestCase):
+    """Troubleshooting's messages, on stderr, and exit code 1 (Exit Codes)."""
+
+    def assertFails(self, done: subprocess.CompletedProcess, stderr: str) -> None:
+        self.assertEqual(
+            (done.returncode, done.stderr, done.stdout), (1, stderr, ""), "radx should fail before any banner"
+        )
+
+    def test_port_already_in_use(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+            taken.bind(("127.0.0.1", self.port))
+            taken.listen()
+            done = run_radx(self, "dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", "out")
+            self.assertFails(done, "Error: failed to start server: address already in use\n")
+
+    def test_port_already_in_use_on_all_interfaces(self):
+        """Without --bind radx listens on every interface: 127.0.0.1:PORT being taken is enough to fail."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+            taken.bind(("127.0.0.1", self.port))
+            taken.listen()
+            done = run_radx(self, "dicom", "scp", str(self.port), "--output-dir", "out")
+            self.assertFails(done, "Error: failed to start server: address already in use\n")
+
+    def test_privileged_port(self):
+        done = run_radx(
+            self, "dicom", "scp", "--bind", "127.0.0.1", "104", "--output-dir", "out", privileged=False
+        )
+        self.assertFails(done, "Error: failed to start server: permission denied\n")
+
+    def test_output_directory_not_creatable(self):
+        parent = os.path.join(self.folder, "read-only")
+        os.makedirs(parent)
+        os.chmod(parent, 0o555)
+        self.addCleanup(os.chmod, parent, 0o755)
+        done = run_radx(
+            self,
+            "dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", os.path.join(parent, "a", "b"),
+            privileged=False,
+        )
+        self.assertFails(done, "Error: failed to create output directory: permission denied\n")
+        self.assertTrue(can_bind(self.port), "radx left something listening")
+
+    def assertRefused(self, arguments, *mentions: str) -> str:
+        done = run_radx(self, "dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", "out", *arguments)
+        self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
+        self.assertEqual(done.stdout, "")
+        self.assertTrue(done.stderr.startswith("Error: "), done.stderr)
+        self.assertNotIn("Traceback", done.stderr)
+        for mention in mentions:
+            self.assertIn(mention, done.stderr)
+        self.assertIn("Usage: radx dicom scp [PORT] [flags]", done.stderr)
+        self.assertTrue(can_bind(self.port), "radx left something listening")
+        return done.stderr
+
+    def test_max_pdu_too_small(self):
+        self.assertRefused(["--max-pdu", "100"], "100", "4096")
+
+    def test_invalid_sop_class(self):
+        self.assertRefused(["--sop-class", "1.2.abc"], "--sop-class", "'1.2.abc' is not a valid UID")
+
+    def test_ae_title_too_long(self):
+        self.assertRefused(["--aet", "A" * 17], "at most 16 characters", "A" * 17)
+
+    def test_invalid_values_name_their_flag(self):
+        """Which flag was wrong: the message should say, as --sop-class's does."""
+        for flag, value in (("--max-pdu", "100"), ("--aet", "A" * 17), ("--max-conns", "0")):
+            done = run_radx(self, "dicom", "scp", "--bind", "127.0.0.1", str(self.port), flag, value)
+            self.assertEqual(done.returncode, 1)
+            self.assertIn(flag, done.stderr.splitlines()[0])
+
+
+
+class UsageExampleTests(CliTestCase):
+    """Each of the reference's Usage Examples, flags as written; a free port, temporary folders.
+
+    Examples that name no port would listen on 11112: they are given the
+    test's free port as PORT, which changes nothing else.
+    """
+
+    def example(self, *arguments: str) -> RadxServer:
+        return self.start(*arguments)
+
+    def test_basic_default(self):
+        """radx dicom scp  — the reference banner itself, but for the port."""
+        server = self.example(str(self.port))
+        self.assertEqual(
+            server.stdout(), banner(f":{self.port}", "RADX-SCP", "./dicom-received", ORGANIZED, "Enabled", 10)
+        )
+        self.assertEchoWorks(server)
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct)
+        self.assertEqual(
+            stored_files(os.path.join(self.folder, "dicom-received")),
+            [expected_path(os.path.join(self.folder, "dicom-received"), ct)],
+        )
+        self.assertStopsCleanly(server)
+
+    def test_basic_custom_port(self):
+        """radx dicom scp 11113"""
+        server = self.example(str(self.port))
+        self.assertIn(f"  Listen Address:    :{self.port}\n", server.stdout())
+        self.assertEchoWorks(server)
+        self.assertStopsCleanly(server)
+
+    def test_basic_custom_output_dir(self):
+        """radx dicom scp --output-dir /data/received"""
+        output_dir = os.path.join(self.folder, "data", "received")
+        server = self.example(str(self.port), "--output-dir", output_dir)
+        self.assertIn(f"  Output Directory:  {output_dir}\n", server.stdout())
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct)
+        self.assertEqual(stored_files(output_dir), [expected_path(output_dir, ct)])
+        self.assertStopsCleanly(server)
+
+    def test_custom_ae_title(self):
+        """radx dicom scp --aet MY-SCP"""
+        server = self.example(str(self.port), "--aet", "MY-SCP")
+        self.assertIn("  AE Title:          MY-SCP\n", server.stdout())
+        self.assertEchoWorks(server, aet="MY-SCP")
+        # The default title is no longer this server's.
+        self.assertNotEqual(self.echo("RADX-SCP").returncode, 0)
+        self.assertStopsCleanly(server)
+
+    def test_custom_port_and_ae_title(self):
+        """radx dicom scp 11113 --aet RESEARCH-SCP"""
+        server = self.example(str(self.port), "--aet", "RESEARCH-SCP")
+        output = server.stdout()
+        self.assertIn(f"  Listen Address:    :{self.port}\n", output)
+        self.assertIn("  AE Title:          RESEARCH-SCP\n", output)
+        self.assertEchoWorks(server, aet="RESEARCH-SCP")
+        self.assertStopsCleanly(server)
+
+    def test_maximum_connections(self):
+        """radx dicom scp --max-conns 20"""
+        server = self.example(str(self.port), "--max-conns", "20")
+        self.assertIn("  Max Connections:   20\n", server.stdout())
+        self.assertEchoWorks(server)
+        self.assertStopsCleanly(server)
+
+    def test_larger_pdu(self):
+        """radx dicom scp --max-pdu 32768: advertised in the A-ASSOCIATE-AC."""
+        from pynetdicom import AE
+
+        server = self.example(str(self.port), "--max-pdu", "32768")
+        ae = AE(ae_title="PDU-TEST")
+        ae.acse_timeout = ae.network_timeout = 10
+        ae.add_requested_context(VERIFICATION)
+        assoc = ae.associate("127.0.0.1", self.port, ae_title="RADX-SCP")
+        try:
+            self.assertTrue(assoc.is_established, server.describe())
+            self.assertEqual(assoc.acceptor.maximum_length, 32768)
+            self.assertEqual(assoc.send_c_echo().Status, 0x0000)
+        finally:
+            assoc.release()
+        self.assertStopsCleanly(server)
+
+    def test_flat_organization(self):
+        """radx dicom scp --organize=false --output-dir /data/flat"""
+        output_dir = os.path.join(self.folder, "data", "flat")
+        server = self.example(str(self.port), "--organize=false", "--output-dir", output_dir)
+        self.assertIn(f"  Organization:      {FLAT}\n", server.stdout())
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct)
+        self.assertEqual(stored_files(output_dir), [expected_path(output_dir, ct, organize=False)])
+        server.wait_for_line(f"INFO: Stored DICOM file path={expected_path(output_dir, ct, organize=False)}")
+        self.assertStopsCleanly(server)
+
+    def test_organized_output(self):
+        """radx dicom scp --organize --output-dir /archive/2024"""
+        output_dir = os.path.join(self.folder, "archive", "2024")
+        server = self.example(str(self.port), "--organize", "--output-dir", output_dir)
+        self.assertIn(f"  Organization:      {ORGANIZED}\n", server.stdout())
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct)
+        self.assertEqual(stored_files(output_dir), [expected_path(output_dir, ct)])
+        self.assertStopsCleanly(server)
+
+    def test_echo_disabled(self):
+        """radx dicom scp --accept-echo=false: storage only."""
+        server = self.example(str(self.port), "--accept-echo=false")
+        self.assertIn("  C-ECHO:           Disabled\n", server.stdout())
+        done = self.echo()
+        self.assertNotEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("No Acceptable Presentation Contexts", done.stdout + done.stderr)
+        self.assertNotIn("C-ECHO request received", server.stdout())
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct)
+        self.assertEqual(
+            stored_files(os.path.join(self.folder, "dicom-received")),
+            [expected_path(os.path.join(self.folder, "dicom-received"), ct)],
+        )
+        code = server.stop(signal.SIGTERM)
+        self.assertEqual(code, 0)
+        self.assertTrue(server.stdout().endswith(shutdown_block(0, 1, 1)), server.describe())
+
+    def test_sop_class_filter(self):
+        """radx dicom scp --sop-class 1.2.840.10008.5.1.4.1.1.2 --sop-class 1.2.840.10008.5.1.4.1.1.4"""
+        server = self.example(str(self.port), "--sop-class", CT_IMAGE_STORAGE, "--sop-class", MR_IMAGE_STORAGE)
+        ct, mr = testdata("CT_small.dcm"), testdata("MR_small.dcm")
+        self.assertStoreWorks(server, ct)
+        self.assertStoreWorks(server, mr)
+        received = os.path.join(self.folder, "dicom-received")
+        self.assertEqual(stored_files(received), sorted([expected_path(received, ct), expected_path(received, mr)]))
+        self.assertEchoWorks(server)
+        self.assertStopsCleanly(server)
+
+    def test_production_configuration(self):
+        """radx dicom scp 11112 --aet PRODUCTION-SCP --output-dir /data/pacs-incoming --max-pdu 65536 --max-conns 50 --organize"""
+        output_dir = os.path.join(self.folder, "data", "pacs-incoming")
+        server = self.example(
+            str(self.port),
+            "--aet", "PRODUCTION-SCP",
+            "--output-dir", output_dir,
+            "--max-pdu", "65536",
+            "--max-conns", "50",
+            "--organize",
+        )
+        self.assertEqual(
+            server.stdout(), banner(f":{self.port}", "PRODUCTION-SCP", output_dir, ORGANIZED, "Enabled", 50)
+        )
+        self.assertEchoWorks(server, aet="PRODUCTION-SCP")
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct, aet="PRODUCTION-SCP")
+        self.assertEqual(stored_files(output_dir), [expected_path(output_dir, ct)])
+        self.assertStopsCleanly(server)
+
+    def test_testing_configuration(self):
+        """radx dicom scp 11113 --aet TEST-SCP --output-dir /tmp/test-received --max-conns 5"""
+        output_dir = os.path.join(self.folder, "tmp", "test-received")
+        server = self.example(str(self.port), "--aet", "TEST-SCP", "--output-dir", output_dir, "--max-conns", "5")
+        self.assertEqual(
+            server.stdout(), banner(f":{self.port}", "TEST-SCP", output_dir, ORGANIZED, "Enabled", 5)
+        )
+        self.assertEchoWorks(server, aet="TEST-SCP")
+        self.assertStopsCleanly(server)
+
+
+class MaxConnsTests(CliTestCase):
+    def associate(self, title: str):
+        from pynetdicom import AE
+
+        ae = AE(ae_title=title)
+        ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 10
+        ae.add_requested_context(VERIFICATION)
+        assoc = ae.associate("127.0.0.1", self.port, ae_title="RADX-SCP")
+
+        def close():
+            if assoc.is_established:
+                assoc.abort()
+
+        self.addCleanup(close)
+        return assoc
+
+    def test_third_association_rejected(self):
+        """--max-conns 2: with two associations open, a third gets A-ASSOCIATE-RJ (2, 3, 2)."""
+        server = self.start(str(self.port), "--bind", "127.0.0.1", "--max-conns", "2", "--output-dir", "out")
+        self.assertIn("  Max Connections:   2\n", server.stdout())
+        first, second = self.associate("FIRST"), self.associate("SECOND")
+        self.assertTrue(first.is_established and second.is_established, server.describe())
+        third = self.associate("THIRD")
+        self.assertTrue(third.is_rejected, server.describe())
+        answer = third.acceptor.primitive
+        # PS3.8 9.3.4: rejected-transient, service-provider (presentation related), local-limit-exceeded.
+        self.assertEqual((answer.result, answer.result_source, answer.diagnostic), (0x02, 0x03, 0x02))
+        server.wait_for(
+            lambda text: re.search(
+                r"^INFO: Association rejected peer=127\.0\.0\.1:\d+ calling_ae=THIRD called_ae=RADX-SCP"
+                r" result=2 source=3 reason=2: .*--max-conns 2\b.*$",
+                text,
+                re.M,
+            ),
+            what="the rejection's log line",
+        )
+        # Those open still work.
+        self.assertEqual(first.send_c_echo().Status, 0x0000)
+        first.release()
+        second.release()
+        # Once they are gone, there is room again.
+        deadline = time.monotonic() + 10
+        while True:
+            fourth = self.associate("FOURTH")
+            if fourth.is_established:
+                break
+            self.assertLess(time.monotonic(), deadline, server.describe())
+            time.sleep(0.1)
+        self.assertEqual(fourth.send_c_echo().Status, 0x0000)
+        fourth.release()
+        self.assertStopsCleanly(server)
+
+
+class SopClassFilterTests(CliTestCase):
+    def test_ct_only(self):
+        """--sop-class CT: an MR has no presentation context and is not stored; a CT is."""
+        server = self.start(str(self.port), "--bind", "127.0.0.1", "--sop-class", CT_IMAGE_STORAGE, "--output-dir", "out")
+        received = os.path.join(self.folder, "out")
+        done = self.store(testdata("MR_small.dcm"))
+        self.assertNotEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("No presentation context for: (MR)", done.stdout + done.stderr)
+        self.assertEqual(stored_files(received), [])
+        self.assertNotIn("C-STORE request received", server.stdout())
+
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct)
+        self.assertEqual(stored_files(received), [expected_path(received, ct)])
+        code = server.stop(signal.SIGINT)
+        self.assertEqual(code, 0)
+        self.assertTrue(server.stdout().endswith(shutdown_block(0, 1, 1)), server.describe())
+
+
+# Reference Flags: (flag, default as the reference writes it).
+REFERENCE_FLAGS = [
+    ("--aet", "RADX-SCP"),
+    ("--output-dir", "./dicom-received"),
+    ("--max-pdu", "16384"),
+    ("--max-conns", "10"),
+    ("--organize", "true"),
+    ("--accept-echo", "true"),
+    ("--sop-class", "all"),
+]
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """Each option of a Twisted usage text, its wrapped description joined again."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        match = re.match(r"^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)=?\s*(.*)$", line)
+        if match:
+            current = match.group(1)
+            entries[current] = match.group(2)
+        elif current is not None and line.startswith(" " * 20) and line.strip():
+            previous = entries[current]
+            # Twisted breaks lines after hyphens ("RADX-" / "SCP").
+            glue = "" if previous.endswith("-") else " "
+            entries[current] = previous + glue + line.strip()
+        else:
+            current = None
+    return entries
+
+
+class VersionAndHelpTests(SynchronousTestCase):
+    def test_version(self):
+        for arguments in (["--version"], ["dicom", "scp", "--version"]):
+            done = run_radx(self, *arguments)
+            self.assertEqual((done.returncode, done.stdout, done.stderr), (0, f"radx {__version__.public()}\n", ""))
+
+    def test_help_lists_every_flag_with_its_default(self):
+        done = run_radx(self, "dicom", "scp", "--help")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        entries = help_entries(done.stdout)
+        for flag, default in REFERENCE_FLAGS:
+            self.assertIn(flag, entries, done.stdout)
+            self.assertIn(f"default: {default}".lower(), entries[flag].lower(), f"{flag}: {entries[flag]}")
+        # And the flags radx adds, each with its default.
+        for flag in ("--bind", "--fsync", "--artim-timeout", "--idle-timeout", "--dimse-timeout",
+                     "--drain-timeout", "--threads", "--stats-interval", "--log-level"):
+            self.assertIn(flag, entries, done.stdout)
+            self.assertIn("[default: ", entries[flag], f"{flag}: {entries[flag]}")
+        self.assertIn("PORT defaults to 11112", " ".join(done.stdout.split()))
+
+    def test_help_names_the_command(self):
+        """The reference's Synopsis line: `radx dicom scp [PORT] [flags]`."""
+        done = run_radx(self, "dicom", "scp", "--help")
+        self.assertIn("radx dicom scp [PORT] [flags]", done.stdout.splitlines()[0])
+

@@ -1,0 +1,308 @@
+"""`twistd radx-scp`: the plugin's options, foreground and daemon runs, and makeService in process.
+
+The subprocess tests listen on a free ephemeral port, talk only to
+127.0.0.1, run in a temporary folder, bound every wait, and kill what
+they started if a test stops half-way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from radx.app import tap
+from radx.app.options import ScpOptions
+from tests.interop import DCMTK_ENV, require_dcmtk
+from tests.test_app_cli import free_port, help_entries, radx_command
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 20.0
+
+ECHO_LINE = "C-ECHO request received calling_ae=ECHOSCU count=1"
+
+
+def twistd_command(*arguments: str) -> list[str]:
+    """twistd, on the interpreter running the tests (`python -m twisted` is `twist`, not twistd)."""
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *arguments]
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float, what: str, describe=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout}s\n{describe()}")
+        time.sleep(0.05)
+
+
+def read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return ""
+
+
+class TwistdTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.port = free_port()
+
+    def echo(self, aet: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [require_dcmtk("echoscu"), "-aec", aet, "127.0.0.1", str(self.port)],
+            env=DCMTK_ENV,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def foreground(self, *arguments: str):
+        """`twistd -n ...` in this test's folder; its output in a file."""
+        output = os.path.join(self.folder, "twistd.out")
+        with open(output, "wb") as out:
+            process = subprocess.Popen(
+                twistd_command("-n", *arguments),
+                cwd=self.folder,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+        def kill():
+            if process.poll() is None:
+                process.kill()
+                process.wait(STOP_TIMEOUT)
+
+        self.addCleanup(kill)
+        return process, output
+
+
+class HelpTests(SynchronousTestCase):
+    def test_same_flags_as_radx_dicom_scp(self):
+        folder = self.mktemp()
+        os.makedirs(folder)
+        twistd = subprocess.run(
+            twistd_command("radx-scp", "--help"), cwd=folder, capture_output=True, text=True, timeout=START_TIMEOUT
+        )
+        radx = subprocess.run(
+            radx_command("dicom", "scp", "--help"), cwd=folder, capture_output=True, text=True, timeout=START_TIMEOUT
+        )
+        self.assertEqual(twistd.returncode, 0, twistd.stderr)
+        self.assertEqual(radx.returncode, 0, radx.stderr)
+        twistd_entries, radx_entries = help_entries(twistd.stdout), help_entries(radx.stdout)
+        self.assertEqual(set(twistd_entries), set(radx_entries))
+        # Same defaults too, and they are the reference's flags.
+        self.assertEqual(twistd_entries, radx_entries)
+        self.assertTrue(
+            {"--aet", "--output-dir", "--max-pdu", "--max-conns", "--organize", "--accept-echo", "--sop-class"}
+            <= set(twistd_entries)
+        )
+
+
+class ForegroundTests(TwistdTestCase):
+    def test_runs_answers_echo_and_stops_on_sigterm(self):
+        """twistd -n radx-scp --aet X --output-dir D PORT"""
+        output_dir = os.path.join(self.folder, "received")
+        process, output = self.foreground("radx-scp", "--aet", "TAP-SCP", "--output-dir", output_dir, str(self.port))
+        wait_until(
+            lambda: listening(self.port) or process.poll() is not None,
+            START_TIMEOUT,
+            "listening port",
+            lambda: read(output),
+        )
+        self.assertIsNone(process.poll(), read(output))
+        done = self.echo("TAP-SCP")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr + read(output))
+        wait_until(lambda: ECHO_LINE in read(output), 10, "C-ECHO log line", lambda: read(output))
+        self.assertTrue(os.path.isdir(output_dir))
+
+        process.send_signal(signal.SIGTERM)
+        # twistd shuts down cleanly, then re-raises the signal that stopped
+        # it (Twisted's choice, so that the exit status reports it).
+        self.assertIn(process.wait(STOP_TIMEOUT), (0, -signal.SIGTERM), read(output))
+        self.assertIn("Server Shut Down.", read(output))
+        self.assertFalse(listening(self.port))
+
+    def test_port_in_use_ends_twistd(self):
+        """A port radx cannot listen on ends twistd with a failure, as it ends `radx dicom scp`."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+            taken.bind(("127.0.0.1", self.port))
+            taken.listen()
+            process, output = self.foreground(
+                "radx-scp", "--bind", "127.0.0.1", "--output-dir", "received", str(self.port)
+            )
+            try:
+                code = process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.fail(f"twistd still runs, listening nowhere\n{read(output)}")
+            self.assertNotEqual(code, 0, read(output))
+            self.assertIn("failed to start server: address already in use", read(output))
+
+    def test_port_in_use_fails_the_daemon_start(self):
+        """Daemonizing: the parent reports the child's failure and exits non-zero."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+            taken.bind(("127.0.0.1", self.port))
+            taken.listen()
+            pidfile = os.path.join(self.folder, "radx.pid")
+            started = subprocess.run(
+                twistd_command(
+                    "--pidfile", pidfile, "--logfile", os.path.join(self.folder, "radx.log"),
+                    "radx-scp", "--bind", "127.0.0.1", "--output-dir", "received", str(self.port),
+                ),
+                cwd=self.folder,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        self.assertNotEqual(started.returncode, 0)
+        self.assertIn("failed to start server: address already in use", started.stdout + started.stderr)
+        self.assertFalse(os.path.exists(pidfile))
+
+
+class DaemonTests(TwistdTestCase):
+    def test_daemonizes_and_stops_on_sigterm(self):
+        """twistd --pidfile P --logfile L radx-scp ... PORT: the command returns, the daemon serves."""
+        pidfile = os.path.join(self.folder, "radx.pid")
+        logfile = os.path.join(self.folder, "radx.log")
+        output_dir = os.path.join(self.folder, "received")
+        started = subprocess.run(
+            twistd_command(
+                "--pidfile", pidfile, "--logfile", logfile,
+                "radx-scp", "--aet", "DAEMON-SCP", "--output-dir", output_dir, str(self.port),
+            ),
+            cwd=self.folder,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+        )
+        self.assertEqual(started.returncode, 0, started.stdout + started.stderr)
+
+        def pid_in_file():
+            text = read(pidfile).strip()
+            return int(text) if text.isdigit() else None
+
+        pid = wait_until(pid_in_file, START_TIMEOUT, "pidfile", lambda: read(logfile))
+
+        def kill():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+        self.addCleanup(kill)
+        self.assertTrue(alive(pid))
+        self.assertNotEqual(pid, os.getpid())
+        wait_until(lambda: listening(self.port) or not alive(pid), START_TIMEOUT, "listening port", lambda: read(logfile))
+        self.assertTrue(alive(pid), read(logfile))
+
+        done = self.echo("DAEMON-SCP")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr + read(logfile))
+        wait_until(lambda: ECHO_LINE in read(logfile), 10, "C-ECHO log line", lambda: read(logfile))
+
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not alive(pid), STOP_TIMEOUT, "daemon exit", lambda: read(logfile))
+        wait_until(lambda: not os.path.exists(pidfile), 5, "pidfile removal", lambda: read(logfile))
+        self.assertIn("Server Shut Down.", read(logfile))
+
+
+def parse(*arguments: str) -> ScpOptions:
+    options = tap.Options()
+    options.parseOptions(list(arguments))
+    return options
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """makeService and ScpService, in process, on a memory reactor."""
+
+    def test_make_service(self):
+        service = tap.makeService(parse("--aet", "MADE-SCP", "--max-conns", "7", "--output-dir", self.mktemp(), "4104"))
+        self.assertTrue(IService.providedBy(service))
+        self.assertIsInstance(service, MultiService)
+        self.assertEqual(service.factory.config.policy.ae_title, "MADE-SCP")
+        self.assertEqual(service.factory.config.max_conns, 7)
+        self.assertFalse(service.running)
+
+    def start(self, *arguments: str):
+        reactor = MemoryReactorClock()
+        output_dir = os.path.abspath(self.mktemp())
+        service = tap.ScpService(parse("--output-dir", output_dir, "--stats-interval", "5", *arguments), reactor)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        self.assertTrue(os.path.isdir(output_dir))
+        return reactor, service
+
+    def assertStops(self, reactor, service) -> None:
+        self.successResultOf(service.stopService())
+        self.assertFalse(service.running)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        self.assertFalse(service.threadpool.started)
+
+    def test_listens_on_configured_port_and_interface(self):
+        reactor, service = self.start("--bind", "127.0.0.1", "4104")
+        [(port, factory, _, interface)] = reactor.tcpServers
+        self.assertEqual((port, interface), (4104, "127.0.0.1"))
+        self.assertIs(factory, service.factory)
+        self.assertTrue(service.threadpool.started)
+        self.assertStops(reactor, service)
+
+    def test_listens_on_ipv6_interface(self):
+        reactor, service = self.start("--bind", "::1", "4105")
+        [(port, _, _, interface)] = reactor.tcpServers
+        self.assertEqual((port, interface), (4105, "::1"))
+        self.assertStops(reactor, service)
+
+    def test_statistics_every_interval(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        reactor, service = self.start("--bind", "127.0.0.1", "4106")
+
+        def statistics():
+            return [e for e in events if "Server statistics" in e.get("log_format", "")]
+
+        reactor.advance(4.9)
+        self.assertEqual(statistics(), [])
+        reactor.advance(0.1)
+        reactor.advance(5)
+        lines = statistics()
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(
+            formatEvent(lines[0]), "Server statistics echo_count=0 store_count=0 store_failures=0"
+        )
+        self.assertStops(reactor, service)
+        reactor.advance(60)
+        self.assertEqual(len(statistics()), 2)
