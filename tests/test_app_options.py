@@ -91,6 +91,13 @@ class InvalidValuesTests(SynchronousTestCase):
     def test_malformed_sop_class(self):
         self.assert_refused("not a valid UID", "--sop-class", "1.2.abc")
 
+    def test_non_storage_sop_class(self):
+        self.assert_refused("not a Storage SOP Class", "--sop-class", "1.2.840.10008.5.1.4.1.2.2.1")
+        self.assert_refused("--accept-echo", "--sop-class", "1.2.840.10008.1.1")
+
+    def test_boolean_with_a_space_is_explained(self):
+        self.assert_refused("--organize=false", "--organize", "false")
+
     def test_long_ae_title(self):
         self.assert_refused("at most 16 characters", "--aet", "A-VERY-LONG-AE-TITLE")
 

@@ -80,6 +80,7 @@ class AssociationTests(SynchronousTestCase):
         self.assertEqual(self.harness.factory.stats.echo_requests, 50)
         self.harness.send(AReleaseRQ().encode())
         self.assertEqual(self.harness.received_pdus(), [AReleaseRP()])
+        self.assertIn("Association released peer=127.0.0.1:40000 calling_ae=TEST-SCU", self.log.messages())
         self.assertIs(self.harness.protocol.machine.state, State.STA13)
         # The peer closes; ARTIM is stopped and nothing is left scheduled.
         self.harness.disconnect()

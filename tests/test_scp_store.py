@@ -77,6 +77,26 @@ class StoreTests(SynchronousTestCase):
         self.assertIn(f"Stored DICOM file path={self.stored_path()}", messages)
         self.assertEqual(self.incoming(), [])
 
+    def test_sop_class_must_match_its_context(self):
+        """PS3.4 B.2.3: an MR on a context negotiated for CT is refused (0122), nothing stored."""
+        harness = self.harness()
+        harness.send(store_rq_bytes(self.ct, "1.2.840.10008.5.1.4.1.1.4", CT_SMALL_INSTANCE))
+        [response] = responses(harness)
+        self.assertEqual(response.status, 0x0122)
+        self.assertFalse(os.path.exists(self.stored_path()))
+
+    def test_file_meta_names_both_ends(self):
+        harness = self.harness()
+        harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE))
+        self.assertEqual(responses(harness)[0].status, 0)
+        import pydicom
+
+        meta = pydicom.dcmread(self.stored_path(), stop_before_pixels=True).file_meta
+        self.assertEqual(meta.SourceApplicationEntityTitle, "TEST-SCU")
+        self.assertEqual(meta[0x00020017].value, "TEST-SCU")
+        self.assertEqual(meta[0x00020018].value, "RADX-SCP")
+        self.assertEqual(meta.TransferSyntaxUID, EXPLICIT_LE)
+
     def test_flat_layout(self):
         harness = self.harness(organize=False)
         harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE))

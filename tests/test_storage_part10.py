@@ -124,6 +124,18 @@ class FileMetaBytesTests(SynchronousTestCase):
         self.assertEqual(fm.FileMetaInformationGroupLength, len(meta) - 144)
         self.assertEqual(data_set_offset(io.BytesIO(meta)), len(meta))
 
+    def test_sending_and_receiving_titles(self):
+        """PS3.10 7.1: (0002,0017) Sending and (0002,0018) Receiving Application Entity Title."""
+        meta = file_meta_bytes(
+            "1.2", "1.3", "1.2.840.10008.1.2", "MODALITY",
+            sending_application_entity_title="MODALITY",
+            receiving_application_entity_title="RADX-SCP",
+        )
+        fm = pydicom.dcmread(io.BytesIO(meta)).file_meta
+        self.assertEqual(fm[0x00020017].value, "MODALITY")
+        self.assertEqual(fm[0x00020018].value, "RADX-SCP")
+        self.assertEqual(fm.FileMetaInformationGroupLength, len(meta) - 144)
+
     def test_optional_left_out(self):
         """Type 3 elements without a value are not written."""
         meta = file_meta_bytes("1.2", "1.3", "1.2.840.10008.1.2", "  ", implementation_version_name=None)
@@ -221,6 +233,26 @@ class ReadInstanceHeaderTests(SynchronousTestCase):
                 with self.assertRaises(UnreadableDataSet, msg=(ts, garbage[:20])) as caught:
                     read_instance_header(path, ts)
                 self.assertTrue(caught.exception.message)
+
+    def test_data_set_in_another_vr_encoding(self):
+        """An explicit-VR data set on an implicit-VR context is refused, not mislabelled."""
+        sample = Sample("CT_small.dcm")  # explicit VR little endian
+        implicit = "1.2.840.10008.1.2"
+        path = self.write(
+            file_meta_bytes(sample.header.sop_class_uid, sample.header.sop_instance_uid, implicit, None)
+            + sample.data_set
+        )
+        with self.assertRaises(UnreadableDataSet) as caught:
+            read_instance_header(path, implicit)
+        self.assertIn("is in explicit VR, not in the context's transfer syntax", caught.exception.message)
+
+    def test_every_deflated_syntax_is_inflated(self):
+        data_set = explicit_le(*self.header_elements())
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        deflated = compressor.compress(data_set) + compressor.flush()
+        for ts in ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"):
+            path = self.write(file_meta_bytes("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", ts, None) + deflated)
+            self.assertEqual(read_instance_header(path, ts).study_instance_uid, "1.2.3.5", ts)
 
     def test_no_instance_uid(self):
         ts = "1.2.840.10008.1.2.1"

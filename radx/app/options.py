@@ -9,7 +9,8 @@ from twisted.python import usage
 
 from radx import __version__
 from radx.storage.layout import is_valid_uid
-from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES
+from radx.uids import VERIFICATION_SOP_CLASS
+from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, is_storage_sop_class
 
 DEFAULT_PORT = 11112
 MINIMUM_PDU = 4096
@@ -132,6 +133,10 @@ class ScpOptions(usage.Options):
         """Accepted SOP Class UID; repeat for several (default: all storage SOP classes)."""
         if not is_valid_uid(uid):
             raise usage.UsageError(f"--sop-class: {uid!r} is not a valid UID")
+        if uid == VERIFICATION_SOP_CLASS:
+            raise usage.UsageError("--sop-class: Verification is governed by --accept-echo")
+        if not is_storage_sop_class(uid):
+            raise usage.UsageError(f"--sop-class: {uid} is not a Storage SOP Class; radx is a Storage SCP")
         self["sop-class"].append(uid)
 
     def opt_transfer_syntax(self, uid: str) -> None:
@@ -186,6 +191,11 @@ class ScpOptions(usage.Options):
 
     def parseArgs(self, port=None) -> None:
         if port is not None:
+            if not port.isdigit():
+                raise usage.UsageError(
+                    f"PORT: {port!r} is not a port number"
+                    " (boolean flags take their value with '=', as in --organize=false)"
+                )
             try:
                 self["port"] = _port(port)
             except ValueError as error:

@@ -63,10 +63,19 @@ def server_endpoint(reactor, port: int, bind: str):
         return endpoints.TCP6ServerEndpoint(reactor, port, interface=bind)
     if bind:
         return endpoints.TCP4ServerEndpoint(reactor, port, interface=bind)
-    # "::" listens on IPv6 and, dual-stack, IPv4 too where the host has IPv6.
-    if _has_ipv6():
+    # "::" listens on IPv6 and, dual-stack, IPv4 too where the host has
+    # IPv6 and does not make IPv6 sockets IPv6-only.
+    if _has_ipv6() and not _ipv6_only_by_default():
         return endpoints.TCP6ServerEndpoint(reactor, port, interface="::")
     return endpoints.TCP4ServerEndpoint(reactor, port)
+
+
+def _ipv6_only_by_default() -> bool:
+    try:
+        with open("/proc/sys/net/ipv6/bindv6only") as setting:
+            return setting.read().strip() == "1"
+    except OSError:
+        return False
 
 
 def _has_ipv6() -> bool:
@@ -140,9 +149,16 @@ class ScpService(service.MultiService):
             raise StartupError(f"failed to start server: {error}")
         self.port = outcome[0]
 
+    def privilegedStartService(self) -> None:
+        # twistd calls this before it drops privileges (--uid/--gid), so a
+        # port below 1024 can be opened; a StartupError raised here ends
+        # twistd with its message, before the reactor runs.
+        if self.port is None:
+            self.prepare_output_dir()
+            self.listen()
+        super().privilegedStartService()
+
     def startService(self) -> None:
-        # Under twistd nothing has been prepared yet; a StartupError raised
-        # here ends twistd with the message, before the reactor runs.
         if self.port is None:
             self.prepare_output_dir()
             self.listen()

@@ -34,8 +34,7 @@ class ServerConfig:
     policy: AcceptorPolicy = field(default_factory=AcceptorPolicy)
     output_dir: str = "./dicom-received"
     organize: bool = True
-    # Durable writes (fsync of file and folder before Success); only tests
-    # of the protocol turn it off.
+    # Durable writes: fsync of file and folder before Success (--fsync).
     fsync: bool = True
     max_conns: int = 10
     # PS3.8 9.1.5: ARTIM bounds the wait for an A-ASSOCIATE-RQ and for the

@@ -271,6 +271,11 @@ class AssociationProtocol(Protocol):
         self._handle(Event.EVT15, message=why)
 
     def _release_indication(self, effect: fsm.ReleaseIndication) -> None:
+        self.log.info(
+            "Association released peer={peer} calling_ae={calling_ae}",
+            peer=self.peer,
+            calling_ae=self.calling_ae_title,
+        )
         self._release_requested = True
         self._answer_release_when_idle()
 
@@ -392,6 +397,9 @@ class AssociationProtocol(Protocol):
             return
         # PS3.4 B.2.3: C-STORE's "Cannot understand"; PS3.7 C.5: others' "Mistyped argument".
         status = Status.CANNOT_UNDERSTAND if field == C_STORE_RQ else Status.MISTYPED_ARGUMENT
+        if field == C_STORE_RQ:
+            self.factory.stats.store_requests += 1
+            self.factory.stats.store_failures += 1
         self.log.warn(
             "Invalid DIMSE command calling_ae={calling_ae}: {why}; answered status=0x{status:04X}",
             calling_ae=self.calling_ae_title,
@@ -410,13 +418,16 @@ class AssociationProtocol(Protocol):
             sop_class=request.affected_sop_class_uid,
             count=stats.store_requests,
         )
-        if not self.config.policy.accepts_abstract_syntax(request.affected_sop_class_uid):
+        if request.affected_sop_class_uid != context.abstract_syntax:
+            # PS3.7 9.1.1.1.9 / PS3.4 B.2.3: the request's SOP class must be
+            # the abstract syntax of the context it came on.
             self._store = _PendingStore(
                 request,
                 context,
                 None,
                 Status.SOP_CLASS_NOT_SUPPORTED,
-                f"SOP class {request.affected_sop_class_uid} is not accepted",
+                f"SOP class {request.affected_sop_class_uid[:64]} sent on presentation context"
+                f" {context.context_id}, negotiated for {context.abstract_syntax}",
             )
             return
         if not is_valid_uid(request.affected_sop_instance_uid):
@@ -438,6 +449,7 @@ class AssociationProtocol(Protocol):
                 sop_instance_uid=request.affected_sop_instance_uid,
                 transfer_syntax_uid=context.transfer_syntax,
                 calling_ae_title=self.calling_ae_title,
+                called_ae_title=config.policy.ae_title,
                 organize=config.organize,
                 fsync=config.fsync,
             )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -27,7 +28,14 @@ _FILE_META_VERSION = b"\x00\x01"
 
 # PS3.5 A.5: Deflated Explicit VR Little Endian deflates the whole data set
 # after the file meta; so does JPIP Referenced Deflate (1.2.840.10008.1.2.4.95).
-DEFLATED_TRANSFER_SYNTAXES = frozenset({DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.95"})
+# PS3.5 A.5: the data set is deflated in these (Deflated Explicit VR Little
+# Endian, JPIP Referenced Deflate, JPIP HTJ2K Referenced Deflate).
+# radx reports a data set in the wrong VR encoding itself (read_instance_header).
+warnings.filterwarnings("ignore", message=r"Expected (explicit|implicit) VR, but found", module=r"pydicom\.")
+
+DEFLATED_TRANSFER_SYNTAXES = frozenset(
+    {DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"}
+)
 
 _SOP_CLASS_UID = 0x00080016
 _SOP_INSTANCE_UID = 0x00080018
@@ -65,12 +73,15 @@ def file_meta_bytes(
     source_application_entity_title: str | None,
     implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
     implementation_version_name: str | None = IMPLEMENTATION_VERSION_NAME,
+    sending_application_entity_title: str | None = None,
+    receiving_application_entity_title: str | None = None,
 ) -> bytes:
     """
     The start of a PS3.10 file: preamble, prefix and the file meta group.
 
-    The optional (Type 3) Implementation Version Name and Source Application
-    Entity Title are left out when empty or C{None}.
+    The optional (Type 3) Implementation Version Name and the Source,
+    Sending and Receiving Application Entity Titles are left out when empty
+    or C{None}.
 
     @raise ValueError: a value cannot be encoded as its VR requires.
     """
@@ -85,10 +96,17 @@ def file_meta_bytes(
     version_name = (implementation_version_name or "").strip(" ")
     if version_name:
         elements.append(_text(0x0013, b"SH", version_name))
-    # PS3.5 6.2: leading and trailing spaces of an AE are not significant.
-    title = (source_application_entity_title or "").strip(" ")
-    if title:
-        elements.append(_text(0x0016, b"AE", title))
+    # PS3.10 7.1: (0002,0016) Source, (0002,0017) Sending and (0002,0018)
+    # Receiving Application Entity Title. PS3.5 6.2: leading and trailing
+    # spaces of an AE are not significant.
+    for element, title in (
+        (0x0016, source_application_entity_title),
+        (0x0017, sending_application_entity_title),
+        (0x0018, receiving_application_entity_title),
+    ):
+        title = (title or "").strip(" ")
+        if title:
+            elements.append(_text(element, b"AE", title))
     group = b"".join(elements)
     # PS3.10 7.1: (0002,0000) File Meta Information Group Length, UL.
     group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(group))
@@ -229,6 +247,13 @@ def read_instance_header(path, transfer_syntax_uid: str) -> InstanceHeader:
                 stop_when=lambda tag, vr, length: tag > _SERIES_INSTANCE_UID,
                 specific_tags=list(_HEADER_TAGS),
             )
+            if dataset.original_encoding[0] != implicit:
+                # pydicom found the other VR encoding and read on in it; the
+                # file meta would then misname the data set's transfer syntax.
+                found = "implicit" if dataset.original_encoding[0] else "explicit"
+                raise UnreadableDataSet(
+                    f"the data set is in {found} VR, not in the context's transfer syntax {transfer_syntax_uid}"
+                )
             header = InstanceHeader(
                 _string(dataset, _SOP_CLASS_UID),
                 _string(dataset, _SOP_INSTANCE_UID),

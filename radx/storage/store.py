@@ -97,6 +97,7 @@ class InstanceWriter:
         sop_instance_uid: str,
         transfer_syntax_uid: str,
         calling_ae_title: str | None,
+        called_ae_title: str | None = None,
         organize: bool = True,
         fsync: bool = True,
         file_mode: int | None = None,
@@ -125,10 +126,17 @@ class InstanceWriter:
             raise StorageError(CANNOT_UNDERSTAND, f"malformed SOP Class UID {self.sop_class_uid!r:.80}")
         title = calling_ae_title
         try:
-            meta = file_meta_bytes(self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax_uid, title)
+            meta = file_meta_bytes(
+                self.sop_class_uid,
+                self.sop_instance_uid,
+                self.transfer_syntax_uid,
+                title,
+                sending_application_entity_title=title,
+                receiving_application_entity_title=called_ae_title,
+            )
         except ValueError:
-            # (0002,0016) is Type 3 (PS3.10 7.1): leave out a title it cannot hold.
-            self._warnings.append(f"calling AE title {title!r} not recorded as Source Application Entity Title")
+            # (0002,0016-0018) are Type 3 (PS3.10 7.1): leave out titles it cannot hold.
+            self._warnings.append(f"calling AE title {title!r} not recorded in the file meta")
             try:
                 meta = file_meta_bytes(self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax_uid, None)
             except ValueError as e:

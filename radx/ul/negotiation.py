@@ -43,9 +43,16 @@ PROVIDER_REJECTION = 2
 ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
 TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
 
-# Every standard transfer syntax pydicom knows: storage is bit-preserving,
-# so radx never needs to decode one to accept it.
-DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(str(uid) for uid in AllTransferSyntaxes)
+# PS3.5 A.4: standard transfer syntaxes some pydicom releases do not list:
+# Encapsulated Uncompressed Explicit VR Little Endian, JPIP Referenced and
+# JPIP Referenced Deflate.
+_MORE_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1.98", "1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95")
+
+# Every standard transfer syntax: storage is bit-preserving, so radx never
+# needs to decode one to accept it.
+DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(
+    dict.fromkeys([str(uid) for uid in AllTransferSyntaxes] + list(_MORE_TRANSFER_SYNTAXES))
+)
 
 
 def _is_known_non_storage_sop_class(uid: str) -> bool:
@@ -53,6 +60,9 @@ def _is_known_non_storage_sop_class(uid: str) -> bool:
     if entry is None:
         return False
     name, kind = entry[0], entry[1]
+    if not name:
+        # Listed without a name (some retired classes): as good as unknown.
+        return False
     if kind == "Meta SOP Class":
         return True
     if kind != "SOP Class":
