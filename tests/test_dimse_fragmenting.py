@@ -1,0 +1,46 @@
+"""Tests for radx.dimse.fragmenting: messages cut to fit the peer's Maximum Length."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from radx.dimse.assembly import CommandReceived, DataSetFragment, MessageAssembler
+from radx.dimse.commands import CStoreRQ
+from radx.dimse.fragmenting import UNLIMITED_FRAGMENT, fragment_size, message_pdus
+
+
+class FragmentingTests(SynchronousTestCase):
+    def test_fragment_size(self):
+        """PS3.8 9.3.5: a PDV costs 6 bytes on top of its fragment; 0 means no limit (D.1)."""
+        self.assertEqual(fragment_size(16384), 16378)
+        self.assertEqual(fragment_size(0), UNLIMITED_FRAGMENT)
+
+    def test_every_pdu_fits_and_only_the_last_is_last(self):
+        data = bytes(range(256)) * 100
+        pdus = message_pdus(3, data, 4096, command=False)
+        self.assertEqual(len(pdus), -(-len(data) // 4090))
+        for pdu in pdus:
+            self.assertLessEqual(len(pdu.encode()) - 6, 4096)
+        controls = [pdu.items[0].message_control_header for pdu in pdus]
+        self.assertEqual(controls, [0] * (len(pdus) - 1) + [2])
+        self.assertEqual(b"".join(bytes(p.items[0].data) for p in pdus), data)
+
+    def test_command_bits(self):
+        [pdu] = message_pdus(1, b"\x00" * 10, 16384, command=True)
+        self.assertEqual(pdu.items[0].message_control_header, 3)
+
+    def test_empty_data_set_is_one_last_fragment(self):
+        [pdu] = message_pdus(1, b"", 16384, command=False)
+        self.assertEqual((pdu.items[0].message_control_header, bytes(pdu.items[0].data)), (2, b""))
+
+    def test_round_trip_through_the_assembler(self):
+        command = CStoreRQ(1, "1.2.840.10008.5.1.4.1.1.7", "1.2.3").encode()
+        data = b"\x08\x00\x16\x00" * 5000
+        assembler = MessageAssembler()
+        events = []
+        for pdu in message_pdus(1, command, 100, command=True) + message_pdus(1, data, 1000, command=False):
+            for item in pdu.items:
+                events += assembler.feed(item.context_id, item.message_control_header, item.data)
+        self.assertIsInstance(events[0], CommandReceived)
+        self.assertEqual(b"".join(bytes(e.data) for e in events[1:] if isinstance(e, DataSetFragment)), data)
+        self.assertTrue(events[-1].last)
