@@ -113,20 +113,33 @@ class AssociationProtocol(Protocol):
             pdus = self.reader.feed(data)
         except PDUDecodeError as error:
             self._reader_failed = True
-            self._invalid_pdu(error.reason, error.message)
+            # PS3.8 9.2: the valid PDUs before the bad one come first.
+            if self._receive(error.pdus_before):
+                self._invalid_pdu(error.reason, error.message)
             return
         self._watch_partial_pdu(bool(pdus))
+        self._receive(pdus)
+
+    def _receive(self, pdus) -> bool:
+        """Feed PDUs to the machine in order; False once the connection is closed."""
         for pdu in pdus:
             if isinstance(pdu, AAssociateRQ):
                 invalid = invalid_request_reason(pdu)
                 if invalid is not None:
                     self._invalid_pdu(AbortReason.INVALID_PDU_PARAMETER_VALUE, invalid)
-                    return
+                    continue
             self._run(self.machine.receive(pdu))
             if self.machine.state is State.STA1:
-                return
+                return False
+        return True
 
     def connectionLost(self, reason=None) -> None:
+        if self.machine.state is State.STA2 and self.reader.buffered and not self._reader_failed:
+            # AA-5 issues no indication; say what the peer left unfinished.
+            self.log.info(
+                "Connection closed by peer={peer} in the middle of a PDU, before any association",
+                peer=self.peer,
+            )
         self._handle(Event.EVT17)
         self._cancel_timers()
         self._abandon_store()
@@ -380,8 +393,9 @@ class AssociationProtocol(Protocol):
             )
             return
         self.log.info(
-            "Unsupported DIMSE {name} calling_ae={calling_ae}: answered 0x0211 Unrecognized Operation",
+            "Unsupported DIMSE {name} peer={peer} calling_ae={calling_ae}: answered 0x0211 Unrecognized Operation",
             name=command.name,
+            peer=self.peer,
             calling_ae=self.calling_ae_title,
         )
         self._send_message(
@@ -401,7 +415,8 @@ class AssociationProtocol(Protocol):
             self.factory.stats.store_requests += 1
             self.factory.stats.store_failures += 1
         self.log.warn(
-            "Invalid DIMSE command calling_ae={calling_ae}: {why}; answered status=0x{status:04X}",
+            "Invalid DIMSE command peer={peer} calling_ae={calling_ae}: {why}; answered status=0x{status:04X}",
+            peer=self.peer,
             calling_ae=self.calling_ae_title,
             why=error.message,
             status=int(status),

@@ -62,25 +62,31 @@ class PDUReader:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[PDU]:
-        """Add received bytes; return the PDUs completed by them (possibly none), in order."""
+        """Add received bytes; return the PDUs completed by them (possibly none), in order.
+
+        When the bytes hold valid PDUs and then an invalid one, the error
+        raised carries the valid ones in ``pdus_before``: PS3.8 9.2 handles
+        PDUs in the order they arrive, whatever TCP made of them.
+        """
         if self._failure is not None:
             raise PDUDecodeError(
                 f"PDU stream already failed: {self._failure.message}",
                 self._failure.reason,
             )
+        pdus: list[PDU] = []
         try:
-            return self._feed(data)
+            return self._feed(data, pdus)
         except PDUDecodeError as failure:
             self._failure = failure
             self._buffer = bytearray()
+            failure.pdus_before = pdus
             raise
 
-    def _feed(self, data: bytes) -> list[PDU]:
+    def _feed(self, data: bytes, pdus: list[PDU]) -> list[PDU]:
         buffer = self._buffer
         buffer += data
         end = len(buffer)
         offset = 0
-        pdus: list[PDU] = []
         while offset < end:
             pdu_type = buffer[offset]
             if pdu_type not in PDU_TYPES:

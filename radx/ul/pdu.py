@@ -94,6 +94,8 @@ class PDUDecodeError(Exception):
         super().__init__(message)
         self.message = message
         self.reason = reason
+        # Set by PDUReader.feed: the valid PDUs that arrived before this one.
+        self.pdus_before: list = []
 
     def __repr__(self) -> str:
         return f"PDUDecodeError({self.message!r}, reason={getattr(self.reason, 'name', self.reason)})"
