@@ -199,3 +199,16 @@ class StoreTests(SynchronousTestCase):
         self.successResultOf(done)
         self.assertFalse(os.path.exists(self.stored_path()))
         self.assertEqual(self.incoming(), [])
+
+    def test_no_idle_abort_while_the_instance_is_being_filed(self):
+        """The peer waits for the response radx owes: that is not idleness."""
+        pool = SteppedThreadPool()
+        harness = self.harness(threadpool=pool, idle_timeout=2)
+        harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE))
+        harness.reactor.advance(5)
+        self.assertEqual(harness.received_pdus(), [])
+        pool.run_all()
+        self.assertEqual(responses(harness)[0].status, 0)
+        # Once answered, silence is idleness again.
+        harness.reactor.advance(2)
+        self.assertEqual(harness.received_pdus(), [AAbort(0, 0)])

@@ -154,8 +154,11 @@ class SCPFactory(ServerFactory):
                 protocol.abort_now()
         else:
             timer.cancel()
+        # Connections that never associated have nothing to finish; the
+        # aborted associations close themselves once their A-ABORT is out.
         for protocol in list(self.connections):
-            protocol.transport.abortConnection()
+            if not protocol.associated:
+                protocol.transport.abortConnection()
         yield self._when(lambda: not self.connections)
 
     def association_started(self, protocol: AssociationProtocol) -> None:

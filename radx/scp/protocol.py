@@ -36,6 +36,9 @@ from radx.ul.fsm import Event, State
 from radx.ul.negotiation import invalid_request_reason, negotiate
 from radx.ul.pdu import AAssociateRQ, AbortReason, PDUDecodeError
 
+# Seconds a peer has to read radx's last A-ABORT before the connection is cut.
+_CLOSE_GRACE = 1.0
+
 # States in which the local user may send P-DATA (PS3.8 Table 9-10: Evt9
 # is DT-1 in Sta6 and AR-7 in Sta8).
 _CAN_SEND_DATA = (State.STA6, State.STA8)
@@ -74,6 +77,7 @@ class AssociationProtocol(Protocol):
         self._artim = None
         self._idle = None
         self._pdu_timer = None
+        self._close_timer = None
         self._shutting_down = False
         self._reader_failed = False
         self._store: _PendingStore | None = None
@@ -161,11 +165,30 @@ class AssociationProtocol(Protocol):
     def abort_now(self) -> None:
         """The drain timeout is over: abort whatever is in progress."""
         self._local_abort("the server is shutting down (drain timeout)")
-        self.transport.abortConnection()
+        self._close_after_abort()
 
     def _abort_for_shutdown(self) -> None:
         self._local_abort("the server is shutting down")
-        self.transport.loseConnection()
+        self._close_after_abort()
+
+    def _close_after_abort(self) -> None:
+        """Close so that the A-ABORT just written reaches the peer.
+
+        Closing a socket with unread bytes in it sends a TCP reset, which
+        can overtake the A-ABORT: instead radx stops writing (FIN after the
+        A-ABORT), reads and drops what still comes, and cuts the connection
+        if the peer has not closed within a second.
+        """
+        self._reader_failed = True
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is not None:
+            half_close()
+        else:
+            self.transport.loseConnection()
+        self._close_timer = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 
     def _watch_partial_pdu(self, progressed: bool) -> None:
         """Start, restart or stop the DIMSE timer on the PDU being received."""
@@ -271,8 +294,11 @@ class AssociationProtocol(Protocol):
 
     def _idle_expired(self) -> None:
         self._idle = None
-        if self._busy and self._paused:
-            # Nothing arrives because we stopped reading: not the peer's idleness.
+        # Nothing arrives because radx stopped reading, or because the peer
+        # waits for a response radx still owes it (the instance is being
+        # filed): neither is the peer's idleness.
+        waiting_for_radx = self._paused or (self._busy and self._store is None)
+        if waiting_for_radx:
             self._idle = self.factory.reactor.callLater(self.config.idle_timeout, self._idle_expired)
             return
         self._local_abort(f"no data for {self.config.idle_timeout}s (idle timeout)")
@@ -573,7 +599,7 @@ class AssociationProtocol(Protocol):
 
     def _cancel_timers(self) -> None:
         self._stop_artim()
-        for name in ("_idle", "_pdu_timer"):
+        for name in ("_idle", "_pdu_timer", "_close_timer"):
             timer = getattr(self, name)
             if timer is not None and timer.active():
                 timer.cancel()
