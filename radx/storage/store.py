@@ -9,7 +9,14 @@ import uuid
 from dataclasses import dataclass, field
 
 from radx.storage.layout import InvalidUID, is_valid_uid, relative_instance_path
-from radx.storage.part10 import UnreadableDataSet, file_meta_bytes, read_instance_header
+from radx.storage.header import scan_header
+from radx.storage.part10 import (
+    DEFLATED_TRANSFER_SYNTAXES,
+    UnreadableDataSet,
+    file_meta_bytes,
+    read_instance_header,
+)
+from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
 # Temporary files live here, inside the output directory: the same file
 # system, so the final rename is atomic.  Hidden, so `find -name '*.dcm'`
@@ -31,6 +38,10 @@ except (AttributeError, ValueError, OSError):
     _IOV_MAX = 1024
 if _IOV_MAX <= 0:
     _IOV_MAX = 1024
+
+
+# How much of the start of a data set is kept for the fast header scan.
+HEAD_BYTES = 64 * 1024
 
 
 class StorageError(Exception):
@@ -113,6 +124,9 @@ class InstanceWriter:
         self.dir_mode = dir_mode
         self.temp_path: str | None = None
         self._fd: int | None = None
+        # The data set's first bytes, for the fast header scan at commit.
+        self._head = bytearray()
+        self._data_set_length = 0
         self._warnings: list[str] = []
 
         # Everything that needs no disk first: a refusal writes nothing.
@@ -185,6 +199,20 @@ class InstanceWriter:
                     views[first] = views[first][written:]
                     written = 0
 
+    def _scan_head(self):
+        """The header from the bytes kept in memory, or None to read the file with pydicom."""
+        syntax = self.transfer_syntax_uid
+        if syntax in DEFLATED_TRANSFER_SYNTAXES:
+            return None
+        # PS3.5 A.1-A.4: implicit VR little endian, explicit VR big endian,
+        # explicit VR little endian for every other (native or encapsulated).
+        return scan_header(
+            self._head,
+            syntax == IMPLICIT_VR_LITTLE_ENDIAN,
+            syntax != EXPLICIT_VR_BIG_ENDIAN,
+            complete=self._data_set_length == len(self._head),
+        )
+
     def _closed(self) -> StorageError:
         return StorageError(OUT_OF_RESOURCES, "the instance's file is already closed")
 
@@ -198,6 +226,11 @@ class InstanceWriter:
         """
         if self._fd is None:
             raise self._closed()
+        head = self._head
+        for chunk in chunks:
+            self._data_set_length += len(chunk)
+            if len(head) < HEAD_BYTES:
+                head += memoryview(chunk)[: HEAD_BYTES - len(head)]
         try:
             self._write_all(chunks)
         except OSError as e:
@@ -229,7 +262,9 @@ class InstanceWriter:
 
             # 2. The stored data set is the one the command announced.
             try:
-                header = read_instance_header(temp, self.transfer_syntax_uid)
+                header = self._scan_head()
+                if header is None:
+                    header = read_instance_header(temp, self.transfer_syntax_uid)
             except UnreadableDataSet as e:
                 # PS3.4 B.2.3: Cxxx, Cannot understand.
                 raise StorageError(CANNOT_UNDERSTAND, e.message) from None
