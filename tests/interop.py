@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 from twisted.internet import defer, reactor, task, utils
 from twisted.python.threadpool import ThreadPool
@@ -14,6 +15,24 @@ from radx.testing import dcmtk_tool
 # Debian's DCMTK leaves Nagle's algorithm on unless told: every DIMSE
 # message would wait ~40 ms for a delayed ACK.
 DCMTK_ENV = {"TCP_NODELAY": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 just now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def process_status(pid: int, field: str) -> int:
+    """A size field of /proc/PID/status (VmHWM, VmRSS...), in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                value, unit = line.split()[1:3]
+                assert unit == "kB", line
+                return int(value) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def require_dcmtk(name: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from twisted.logger import Logger
 from radx.storage.store import INCOMING
 from tests import dicomfiles
 from tests import test_interop_store as interop
+from tests.interop import free_port, process_status
 
 log = Logger()
 
@@ -29,23 +29,6 @@ def report(message: str) -> None:
     """A figure worth quoting: on trial's output and in its log."""
     print(f"\n    {message}")
     log.info("{message}", message=message)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def process_status(pid: int, field: str) -> int:
-    """A size field of /proc/PID/status (VmHWM, VmRSS...), in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                value, unit = line.split()[1:3]
-                assert unit == "kB", line
-                return int(value) * 1024
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 class AcceptanceTests(interop.StoreTestCase):

@@ -39,7 +39,7 @@ from radx.testing import associate_rq, echo_rq_bytes
 from radx.ul.framing import PDUReader
 from radx.ul.pdu import AAbort, AAssociateAC, AAssociateRJ, AReleaseRP, AReleaseRQ, PDataTF
 from tests import dicomfiles, interop
-from tests.interop import DCMTK_ENV, require_dcmtk
+from tests.interop import DCMTK_ENV, free_port, process_status, require_dcmtk
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -54,23 +54,6 @@ STOP_TIMEOUT = 60.0
 def report(message: str) -> None:
     """A figure worth quoting, on trial's output."""
     print(f"\n    {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def process_status(pid: int, field: str) -> int:
-    """A size field of /proc/PID/status (VmHWM, VmRSS...), in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                value, unit = line.split()[1:3]
-                assert unit == "kB", line
-                return int(value) * 1024
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def open_sockets(pid: int) -> int:
