@@ -341,7 +341,7 @@ def run_once(ctx: RunContext, receiver: Receiver, scenario: Scenario, index: int
         "machine_busy": busy,
         "machine_iowait": iowait,
         "awake_spinners": spin_cpu,
-        # CPU seconds the machine spent on processes not of this run: other sessions' work.
+        # CPU seconds the machine spent on processes not of this run: other work on the machine.
         "foreign": max(0.0, busy - main_cpu - other_cpu - child_cpu - sender_cpu - self_cpu - spin_cpu),
     }
     result["peak_rss_mib"] = {

@@ -843,7 +843,7 @@ class MalformedInputOverSocketTests(ServerTestCase):
 
     @defer.inlineCallbacks
     def test_header_then_close_before_association_is_logged(self):
-        """The issue asks for one line naming the peer; radx logs nothing in Sta2 (AA-5)."""
+        """One line names the peer, although AA-5 (Evt17 in Sta2) issues no indication."""
         self.start()
         result = yield self.exchange([b"\x01\x00\x00\x00"], shutdown=True)
         self.assert_logged_once(result, "closed")
