@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ except (AttributeError, ValueError, OSError):
 if _IOV_MAX <= 0:
     _IOV_MAX = 1024
 
+
+_RENAME_LOCK = threading.Lock()
 
 # How much of the start of a data set is kept for the fast header scan.
 HEAD_BYTES = 64 * 1024
@@ -303,8 +306,11 @@ class InstanceWriter:
                     _fsync_directory(parent)
 
             # 5. Atomic: a reader sees the old file or the new, never a mix.
-            replaced = os.path.lexists(final)
-            os.replace(temp, final)
+            # One rename at a time in this process, so that "replaced" is
+            # true of exactly the commits that replaced a file.
+            with _RENAME_LOCK:
+                replaced = os.path.lexists(final)
+                os.replace(temp, final)
             renamed = True
             self.temp_path = None
 
