@@ -555,7 +555,7 @@ def targets(summary: dict) -> list[tuple[str, bool | None, str]]:
 # --- profiling -------------------------------------------------------------------
 
 
-def profile_scenarios(ctx: RunContext, scenarios, top: int, log=print) -> dict:
+def profile_scenarios(ctx: RunContext, scenarios, top: int, log=print, tag: str = "") -> dict:
     """radx under cProfile (all threads), then, if py-spy is installed, sampled by py-spy."""
     import pstats
     import io
@@ -565,7 +565,7 @@ def profile_scenarios(ctx: RunContext, scenarios, top: int, log=print) -> dict:
     pyspy = shutil.which("py-spy")
     for scenario in scenarios:
         entry = {}
-        prof = os.path.join(OUT, f"radx-{scenario.key}.prof")
+        prof = os.path.join(OUT, f"radx-{tag}{scenario.key}.prof")
         for stale in (prof, prof[:-5] + "-threads.prof"):
             if os.path.exists(stale):
                 os.unlink(stale)
@@ -592,7 +592,7 @@ def profile_scenarios(ctx: RunContext, scenarios, top: int, log=print) -> dict:
                 log(text.rstrip())
                 entry[f"{os.path.basename(path)}:{order}"] = text
         if pyspy:
-            raw = os.path.join(OUT, f"radx-{scenario.key}.pyspy.txt")
+            raw = os.path.join(OUT, f"radx-{tag}{scenario.key}.pyspy.txt")
 
             def attach(pid, raw=raw):
                 return procs.spawn(
@@ -825,7 +825,9 @@ def main(argv=None) -> int:
                         if not cell["ok"]:
                             log(f"  FAIL {key} {rkey}: {'; '.join(cell['problems'])[:500]}")
             if args.profile or args.profile_only:
-                section["profiles"] = profile_scenarios(ctx, scenarios, args.top, log=log)
+                # tmpfs profiles are radx-<scenario>.prof; the disk's radx-disk-<scenario>.prof.
+                tag = "disk-" if fs == "disk" else ""
+                section["profiles"] = profile_scenarios(ctx, scenarios, args.top, log=log, tag=tag)
             if ctx.spinners:
                 ctx.spinners.stop()
                 ctx.spinners = None
