@@ -173,3 +173,41 @@ class UserInformationTests(SynchronousTestCase):
     def test_user_identity_is_not_answered(self):
         rq = request(context(1, CT), sub_items=[UserIdentityRQSubItem(1, True, b"user")])
         self.assertIsNone(self.user_information(rq).user_identity)
+
+
+class UIDTablesTests(SynchronousTestCase):
+    """radx/ul/_uid_tables.py agrees with the installed pydicom's dictionary."""
+
+    def test_transfer_syntaxes(self):
+        from pydicom.uid import AllTransferSyntaxes
+
+        extra = {"1.2.840.10008.1.2.1.98", "1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95"}
+        self.assertEqual(set(negotiation.DEFAULT_TRANSFER_SYNTAXES), {str(u) for u in AllTransferSyntaxes} | extra)
+
+    def test_not_storage(self):
+        from pydicom._uid_dict import UID_dictionary
+
+        def storage(name, kind):
+            # A SOP class named "... Storage" (not Commitment or Management), or
+            # one listed without a name, is a storage class; the rest is not.
+            if not name:
+                return True
+            if kind != "SOP Class":
+                return False
+            return "Storage" in name and "Commitment" not in name and "Storage Management" not in name
+
+        expected = {uid for uid, entry in UID_dictionary.items() if not storage(entry[0], entry[1])}
+        from radx.ul._uid_tables import NOT_STORAGE
+
+        self.assertEqual(NOT_STORAGE, expected)
+
+    def test_server_modules_do_not_import_pydicom(self):
+        import subprocess
+        import sys
+
+        code = (
+            "import sys, radx.app.cli, radx.app.tap, radx.scp.factory, radx.scp.protocol;"
+            "print('pydicom' in sys.modules)"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        self.assertEqual(result.stdout.strip(), "False")

@@ -8,7 +8,6 @@ import warnings
 import zlib
 from dataclasses import dataclass
 
-from pydicom.filereader import read_dataset
 
 from radx.storage.layout import is_valid_uid
 from radx.uids import (
@@ -233,6 +232,10 @@ def read_instance_header(path, transfer_syntax_uid: str) -> InstanceHeader:
     """
     # PS3.5 A.1: implicit VR little endian; A.3: explicit VR big endian;
     # A.2, A.4, A.5: explicit VR little endian (native, encapsulated, deflated).
+    # pydicom is imported only when the fast scan defers to it: a server
+    # that never needs it does not carry its memory.
+    from pydicom.filereader import read_dataset
+
     implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
     little_endian = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
     try:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydicom._uid_dict import UID_dictionary
-from pydicom.uid import AllTransferSyntaxes
-
 from radx import uids
+from radx.ul._uid_tables import NOT_STORAGE, TRANSFER_SYNTAXES
 from radx.ul.pdu import (
     AAssociateAC,
     AAssociateRJ,
@@ -43,33 +41,9 @@ PROVIDER_REJECTION = 2
 ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
 TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
 
-# PS3.5 A.4: standard transfer syntaxes some pydicom releases do not list:
-# Encapsulated Uncompressed Explicit VR Little Endian, JPIP Referenced and
-# JPIP Referenced Deflate.
-_MORE_TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1.98", "1.2.840.10008.1.2.4.94", "1.2.840.10008.1.2.4.95")
-
 # Every standard transfer syntax: storage is bit-preserving, so radx never
 # needs to decode one to accept it.
-DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(
-    dict.fromkeys([str(uid) for uid in AllTransferSyntaxes] + list(_MORE_TRANSFER_SYNTAXES))
-)
-
-
-def _is_known_non_storage_sop_class(uid: str) -> bool:
-    entry = UID_dictionary.get(uid)
-    if entry is None:
-        return False
-    name, kind = entry[0], entry[1]
-    if not name:
-        # Listed without a name (some retired classes): as good as unknown.
-        return False
-    if kind == "Meta SOP Class":
-        return True
-    if kind != "SOP Class":
-        # A transfer syntax, a frame of reference, a coding scheme...:
-        # nothing an SCP of the Storage Service Class can serve.
-        return True
-    return "Storage" not in name or "Commitment" in name or "Storage Management" in name
+DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = TRANSFER_SYNTAXES
 
 
 def is_storage_sop_class(uid: str) -> bool:
@@ -79,7 +53,7 @@ def is_storage_sop_class(uid: str) -> bool:
     Storage Commitment, worklists...) is not; an unknown UID is taken as a
     private storage class, which a receiving archive must accept.
     """
-    return uid != uids.VERIFICATION_SOP_CLASS and not _is_known_non_storage_sop_class(uid)
+    return uid != uids.VERIFICATION_SOP_CLASS and uid not in NOT_STORAGE
 
 
 @dataclass(frozen=True)
