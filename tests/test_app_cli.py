@@ -826,6 +826,27 @@ def help_entries(text: str) -> dict[str, str]:
     return entries
 
 
+class FormatEventTests(SynchronousTestCase):
+    """The console's fast formatting gives the text Twisted's own formatEvent gives."""
+
+    def test_same_text_as_twisted(self) -> None:
+        from twisted.logger import formatEvent
+
+        from radx.app.cli import format_event
+
+        events = [
+            {"log_format": "C-ECHO request received calling_ae={calling_ae} count={count}", "calling_ae": "A", "count": 3},
+            {"log_format": "C-STORE failed status=0x{status:04X}: {why}", "status": 0xA700, "why": "full"},
+            {"log_format": "plain text, no fields"},
+            {"log_format": "a call {f()}", "f": lambda: "made"},
+            {"log_format": "a missing {key}"},
+            {"log_format": None, "message": "legacy"},
+            {"log_format": "{peer.host}", "peer": type("Address", (), {"host": "127.0.0.1"})()},
+        ]
+        for event in events:
+            self.assertEqual(format_event(event), formatEvent(event), event)
+
+
 class VersionAndHelpTests(SynchronousTestCase):
     def test_version(self):
         for arguments in (["--version"], ["dicom", "scp", "--version"]):

@@ -211,6 +211,29 @@ class BufferingTests(SynchronousTestCase):
         self.assertIsInstance(data, memoryview)
         self.assertIsInstance(data.obj, bytes)
 
+    def test_whole_pdu_is_not_copied(self) -> None:
+        """A PDU that arrives within one read is decoded in place: its fragment is a view of those bytes."""
+        received = pdata(100) + pdata(200)[:30]
+        (pdu,) = PDUReader().feed(received)
+        self.assertIs(pdu.items[0].data.obj, received)
+
+    def test_mutable_input_is_copied(self) -> None:
+        """Bytes the caller may change later are copied before fragments refer to them."""
+        received = bytearray(pdata(100))
+        (pdu,) = PDUReader().feed(received)
+        received[12:] = bytes(len(received) - 12)
+        self.assertEqual(bytes(pdu.items[0].data), pdata(100)[12:])
+
+    def test_buffered_counts_the_pdu_begun(self) -> None:
+        reader = PDUReader()
+        raw = pdata(100)
+        reader.feed(raw[:3])
+        self.assertEqual(reader.buffered, 3)
+        reader.feed(raw[3:50])
+        self.assertEqual(reader.buffered, 50)
+        reader.feed(raw[50:] + raw[:7])
+        self.assertEqual(reader.buffered, 7)
+
     def test_pdv_items_decoded(self) -> None:
         raw = bytes.fromhex("04 00 0000000e 00000003 01 03 aa 00000003 03 00 bb")
         (pdu,) = PDUReader().feed(raw)

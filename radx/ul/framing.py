@@ -52,14 +52,17 @@ class PDUReader:
             raise ValueError("PDU length limits must be 0 (no limit) or positive")
         self.maximum_pdata_length = maximum_pdata_length
         self.maximum_other_length = maximum_other_length
-        # Bytes received but not yet part of a complete PDU; always starts at a PDU boundary.
-        self._buffer = bytearray()
+        # The PDU begun but not complete: the received pieces of it, by
+        # reference, and its whole length once its header is known.
+        self._pieces: list = []
+        self._pending = 0
+        self._needed = 0
         self._failure: PDUDecodeError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes of a PDU begun but not yet complete."""
-        return len(self._buffer)
+        return self._pending
 
     def feed(self, data: bytes) -> list[PDU]:
         """Add received bytes; return the PDUs completed by them (possibly none), in order.
@@ -67,6 +70,10 @@ class PDUReader:
         When the bytes hold valid PDUs and then an invalid one, the error
         raised carries the valid ones in ``pdus_before``: PS3.8 9.2 handles
         PDUs in the order they arrive, whatever TCP made of them.
+
+        No byte is copied for a PDU that arrives within one ``data``: its
+        P-DATA fragments are memoryviews of ``data`` itself.  A PDU spread
+        over several calls is joined once, when its last byte arrives.
         """
         if self._failure is not None:
             raise PDUDecodeError(
@@ -75,20 +82,48 @@ class PDUReader:
             )
         pdus: list[PDU] = []
         try:
-            return self._feed(data, pdus)
+            if type(data) is not bytes:
+                data = bytes(data)  # the fragments keep references: they need bytes that cannot change
+            offset = self._continue(data, pdus) if self._pending else 0
+            self._split(data, offset, pdus)
+            return pdus
         except PDUDecodeError as failure:
             self._failure = failure
-            self._buffer = bytearray()
+            self._pieces, self._pending, self._needed = [], 0, 0
             failure.pdus_before = pdus
             raise
 
-    def _feed(self, data: bytes, pdus: list[PDU]) -> list[PDU]:
-        buffer = self._buffer
-        buffer += data
-        end = len(buffer)
+    def _continue(self, data: bytes, pdus: list[PDU]) -> int:
+        """Add to the PDU begun earlier; return the offset in ``data`` after what it took."""
         offset = 0
+        if not self._needed:
+            # Its header is still incomplete: complete it first.
+            offset = min(_HEADER_LENGTH - self._pending, len(data))
+            header = b"".join(self._pieces) + data[:offset]
+            self._pieces, self._pending = [header], len(header)
+            if len(header) < _HEADER_LENGTH:
+                return offset
+            (length,) = _LENGTH_FIELD.unpack_from(header, 2)
+            self._check_length(header[0], length)
+            self._needed = _HEADER_LENGTH + length
+        take = min(self._needed - self._pending, len(data) - offset)
+        if take:
+            with memoryview(data) as view:
+                self._pieces.append(view[offset : offset + take])
+            self._pending += take
+            offset += take
+        if self._pending == self._needed:
+            whole = b"".join(self._pieces)
+            self._pieces, self._pending, self._needed = [], 0, 0
+            pdus.append(decode_pdu(whole[0], memoryview(whole)[_HEADER_LENGTH:]))
+        return offset
+
+    def _split(self, data: bytes, offset: int, pdus: list[PDU]) -> None:
+        """Decode the whole PDUs in ``data`` from ``offset`` in place; keep the rest."""
+        end = len(data)
+        view = None
         while offset < end:
-            pdu_type = buffer[offset]
+            pdu_type = data[offset]
             if pdu_type not in PDU_TYPES:
                 # PS3.8 9.3.8: unrecognized-PDU; refused on its first byte (an HTTP "G", a TLS 16H)
                 raise PDUDecodeError(
@@ -96,22 +131,19 @@ class PDUReader:
                     AbortReason.UNRECOGNIZED_PDU,
                 )
             if end - offset < _HEADER_LENGTH:
-                break
-            (length,) = _LENGTH_FIELD.unpack_from(buffer, offset + 2)
+                self._pieces, self._pending = [data[offset:]], end - offset
+                return
+            (length,) = _LENGTH_FIELD.unpack_from(data, offset + 2)
             self._check_length(pdu_type, length)
             body_end = offset + _HEADER_LENGTH + length
+            if view is None:
+                view = memoryview(data)
             if body_end > end:
-                break
-            # One copy into an immutable bytes object: decoded P-DATA fragments are
-            # memoryviews of it, so the buffer stays free to be resized.
-            with memoryview(buffer) as view, view[offset + _HEADER_LENGTH : body_end] as piece:
-                body = bytes(piece)
-            pdus.append(decode_pdu(pdu_type, body))
+                self._pieces, self._pending = [view[offset:]], end - offset
+                self._needed = _HEADER_LENGTH + length
+                return
+            pdus.append(decode_pdu(pdu_type, view[offset + _HEADER_LENGTH : body_end]))
             offset = body_end
-        if offset:
-            # Compact once per feed, so a long PDU arriving in many reads is not re-sliced each time.
-            del buffer[:offset]
-        return pdus
 
     def _check_length(self, pdu_type: int, length: int) -> None:
         name = _PDU_NAMES[pdu_type]
