@@ -395,3 +395,48 @@ class CleanIncomingTests(StoreTestsMixin, SynchronousTestCase):
     def test_no_incoming(self):
         self.assertEqual(clean_incoming(self.output), [])
         self.assertEqual(clean_incoming(os.path.join(self.base, "absent")), [])
+
+
+OTHER = SOP_INSTANCE + "1"
+
+
+class KnownDirectoryTests(StoreTestsMixin, SynchronousTestCase):
+    """Folders are checked once, yet a folder removed behind radx's back is made again."""
+
+    def test_removed_series_folder_is_made_again(self):
+        first = self.store(data_set())
+        shutil.rmtree(os.path.join(self.output, STUDY))
+        second = self.store(data_set(sop_instance=OTHER), sop_instance_uid=OTHER)
+        self.assertTrue(os.path.isfile(second.path))
+        self.assertEqual(os.path.dirname(second.path), os.path.dirname(first.path))
+        self.assertIncomingEmpty()
+
+    def test_removed_incoming_folder_is_made_again(self):
+        self.store(data_set())
+        shutil.rmtree(os.path.join(self.output, INCOMING))
+        stored = self.store(data_set(sop_instance=OTHER), sop_instance_uid=OTHER)
+        self.assertTrue(os.path.isfile(stored.path))
+        self.assertIncomingEmpty()
+
+    def test_second_instance_of_a_series_makes_no_folder(self):
+        """Filing into a known series stats no folder: the cache is what answers."""
+        self.store(data_set())
+        calls = []
+        real_makedirs = os.makedirs
+        try:
+            os.makedirs = lambda *args, **kwargs: calls.append(args) or real_makedirs(*args, **kwargs)
+            self.store(data_set(sop_instance=OTHER), sop_instance_uid=OTHER)
+        finally:
+            os.makedirs = real_makedirs
+        self.assertEqual(calls, [])
+
+    def test_cache_is_bounded(self):
+        from radx.storage.store import _KnownDirectories
+
+        known = _KnownDirectories(size=3)
+        for name in "abcde":
+            known.add(name)
+        self.assertEqual([name in known for name in "abcde"], [False, False, True, True, True])
+        known.forget_under("d")
+        self.assertNotIn("d", known)
+        self.assertIn("e", known)

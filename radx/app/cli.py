@@ -13,6 +13,7 @@ from twisted.logger import (
     globalLogBeginner,
 )
 from twisted.python import usage
+from twisted.python.threadable import isInIOThread
 
 from radx import __version__
 from radx.app.options import ScpOptions
@@ -71,10 +72,16 @@ def shutdown_summary(stats) -> str:
 class ConsoleObserver:
     """`INFO: message` lines: radx's own events from the chosen level, others' warnings and worse."""
 
-    def __init__(self, level: LogLevel) -> None:
+    def __init__(self, level: LogLevel, reactor=None, flush_delay: float = 0.1) -> None:
         self.level = level
         self._radx_rank = _RANK[level]
         self._other_rank = max(_RANK[level], _RANK[LogLevel.warn])
+        # On the reactor thread, lines are flushed together at most
+        # flush_delay after the first: one write(2) for many lines, instead
+        # of one a line, which cost a busy server a tenth of its time.
+        self._reactor = reactor
+        self.flush_delay = flush_delay
+        self._flush_call = None
 
     def __call__(self, event) -> None:
         level = event.get("log_level", LogLevel.info)
@@ -88,7 +95,17 @@ class ConsoleObserver:
             text = f"{text}\n{failure.getTraceback()}"
         elif failure is not None:
             text = f"{text}: {failure.getErrorMessage()}"
-        say(f"{level.name.upper()}: {text}\n")
+        line = f"{level.name.upper()}: {text}\n"
+        if self._reactor is None or not isInIOThread():
+            say(line)
+            return
+        say(line, flush=False)
+        if self._flush_call is None:
+            self._flush_call = self._reactor.callLater(self.flush_delay, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        say("")
 
 
 _RANK = {
@@ -119,11 +136,12 @@ def _fail(message: str) -> int:
     return 1
 
 
-def say(text: str) -> None:
+def say(text: str, flush: bool = True) -> None:
     """Write to the console; a console that went away must not stop the server."""
     try:
         sys.stdout.write(text)
-        sys.stdout.flush()
+        if flush:
+            sys.stdout.flush()
     except OSError:
         # The reader is gone (a closed pipe): send the rest nowhere, so that
         # neither this nor the final flush at exit fails again.
@@ -149,7 +167,7 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
         return _fail(str(error))
 
     globalLogBeginner.beginLoggingTo(
-        [ConsoleObserver(_LEVELS[options["log-level"]])],
+        [ConsoleObserver(_LEVELS[options["log-level"]], reactor)],
         redirectStandardIO=False,
     )
 

@@ -65,6 +65,8 @@ class AssociationProtocol(Protocol):
     log = Logger()
 
     def __init__(self, factory, peer: str) -> None:
+        # Bound once: Logger is a descriptor that makes a new Logger at each self.log.
+        self.log = type(self).log.__get__(self, type(self))
         self.factory = factory
         self.config = factory.config
         self.peer = peer

@@ -43,6 +43,39 @@ if _IOV_MAX <= 0:
 
 _RENAME_LOCK = threading.Lock()
 
+
+class _KnownDirectories:
+    """
+    Folders seen to exist lately, so that filing an instance into a series
+    already begun costs no mkdir or stat.  Bounded: the oldest are
+    forgotten first.  A folder removed behind radx's back is forgotten when
+    a file cannot be made in it, and made again.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._paths: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._paths
+
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._paths[path] = None
+            while len(self._paths) > self.size:
+                del self._paths[next(iter(self._paths))]
+
+    def forget_under(self, root: str) -> None:
+        """Forget ``root`` and every folder below it."""
+        prefix = os.path.join(root, "")
+        with self._lock:
+            for path in [p for p in self._paths if p == root or p.startswith(prefix)]:
+                del self._paths[path]
+
+
+_KNOWN_DIRECTORIES = _KnownDirectories()
+
 # How much of the start of a data set is kept for the fast header scan.
 HEAD_BYTES = 64 * 1024
 
@@ -161,10 +194,16 @@ class InstanceWriter:
 
         incoming = os.path.join(self.output_dir, INCOMING)
         try:
-            self._make_directory(incoming)
             path = os.path.join(incoming, uuid.uuid4().hex + PART_SUFFIX)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-            self._fd = os.open(path, flags, 0o666)
+            self._make_directory(incoming)
+            try:
+                self._fd = os.open(path, flags, 0o666)
+            except FileNotFoundError:
+                # The folder went away since radx last made it: again.
+                _KNOWN_DIRECTORIES.forget_under(self.output_dir)
+                self._make_directory(incoming)
+                self._fd = os.open(path, flags, 0o666)
             self.temp_path = path
             if file_mode is not None:
                 os.fchmod(self._fd, file_mode)
@@ -175,15 +214,29 @@ class InstanceWriter:
 
     def _make_directory(self, path: str) -> bool:
         """Make a directory unless it exists; return whether it was made."""
+        if path in _KNOWN_DIRECTORIES:
+            return False
         try:
             os.makedirs(path, 0o777)
         except FileExistsError:
             if not os.path.isdir(path):
                 raise
+            _KNOWN_DIRECTORIES.add(path)
             return False
         if self.dir_mode is not None:
             os.chmod(path, self.dir_mode)
+        _KNOWN_DIRECTORIES.add(path)
         return True
+
+    def _make_directories(self, components) -> tuple[str, list]:
+        """The folders of ``components`` (all but the file name) made; the innermost, and those made."""
+        directory = self.output_dir
+        made = []
+        for name in components[:-1]:
+            parent, directory = directory, os.path.join(directory, name)
+            if self._make_directory(directory):
+                made.append((parent, directory))
+        return directory, made
 
     def _write_all(self, chunks) -> None:
         views = [view for view in (memoryview(c).cast("B") for c in chunks) if len(view)]
@@ -292,25 +345,29 @@ class InstanceWriter:
                 _strip_padding(header.series_instance_uid),
                 self.organize,
             )
-            directory = self.output_dir
-            made = []
-            for name in components[:-1]:
-                parent, directory = directory, os.path.join(directory, name)
+            for attempt in (1, 2):
                 # 4. Its folders, each made durable with its entry.
-                if self._make_directory(directory):
-                    made.append((parent, directory))
-            final = os.path.join(directory, components[-1])
-            if self.fsync:
-                for parent, made_directory in made:
-                    _fsync_directory(made_directory)
-                    _fsync_directory(parent)
+                directory, made = self._make_directories(components)
+                final = os.path.join(directory, components[-1])
+                if self.fsync:
+                    for parent, made_directory in made:
+                        _fsync_directory(made_directory)
+                        _fsync_directory(parent)
 
-            # 5. Atomic: a reader sees the old file or the new, never a mix.
-            # One rename at a time in this process, so that "replaced" is
-            # true of exactly the commits that replaced a file.
-            with _RENAME_LOCK:
-                replaced = os.path.lexists(final)
-                os.replace(temp, final)
+                # 5. Atomic: a reader sees the old file or the new, never a mix.
+                # One rename at a time in this process, so that "replaced" is
+                # true of exactly the commits that replaced a file.
+                try:
+                    with _RENAME_LOCK:
+                        replaced = os.path.lexists(final)
+                        os.replace(temp, final)
+                except FileNotFoundError:
+                    if attempt == 2 or not os.path.lexists(temp):
+                        raise
+                    # A folder radx made earlier was removed since: make it again.
+                    _KNOWN_DIRECTORIES.forget_under(self.output_dir)
+                    continue
+                break
             renamed = True
             self.temp_path = None
 
