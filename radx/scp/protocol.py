@@ -43,6 +43,9 @@ _CLOSE_GRACE = 1.0
 # is DT-1 in Sta6 and AR-7 in Sta8).
 _CAN_SEND_DATA = (State.STA6, State.STA8)
 
+# Bytes asked of the socket per read.
+_READ_SIZE = 256 * 1024
+
 
 class _PendingStore:
     """A C-STORE-RQ whose data set is arriving."""
@@ -107,6 +110,9 @@ class AssociationProtocol(Protocol):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        if hasattr(self.transport, "bufferSize"):
+            # Twisted reads 64 KiB at a time; a data set arrives in fewer, larger reads.
+            self.transport.bufferSize = _READ_SIZE
         self.factory.connections.add(self)
         self._handle(Event.EVT5)
 

@@ -38,6 +38,10 @@ from radx.ul.pdu import (
 class State(enum.Enum):
     """PS3.8 Tables 9-1 to 9-5."""
 
+    # Members are singletons: hash by identity, in C, not by name in Python
+    # (the (state, event) lookup runs for every PDU).
+    __hash__ = object.__hash__
+
     STA1 = "Sta1"  # Idle
     STA2 = "Sta2"  # Transport connection open (Awaiting A-ASSOCIATE-RQ PDU)
     STA3 = "Sta3"  # Awaiting local A-ASSOCIATE response primitive
@@ -55,6 +59,10 @@ class State(enum.Enum):
 
 class Event(enum.Enum):
     """PS3.8 Table 9-10, the events."""
+
+    # Members are singletons: hash by identity, in C, not by name in Python
+    # (the (state, event) lookup runs for every PDU).
+    __hash__ = object.__hash__
 
     EVT1 = "Evt1"  # A-ASSOCIATE request (local user)
     EVT2 = "Evt2"  # Transport connection confirm (local transport service)
