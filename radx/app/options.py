@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 
 from twisted.python import usage
@@ -74,6 +75,27 @@ def _pdu_length(value: str) -> int:
     return length
 
 
+def _mode(value) -> int:
+    """Permission bits written in octal, as chmod takes them: 0600, 640."""
+    if isinstance(value, int):
+        return value
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise ValueError(f"expected octal permission bits such as 0600, not {value!r}") from None
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"expected octal permission bits such as 0600, not {value!r}")
+    return mode
+
+
+def _network(value: str):
+    """An IPv4 or IPv6 network in CIDR notation; a bare address is a network of one."""
+    try:
+        return ipaddress.ip_network(value.strip())
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR network: {error}") from None
+
+
 def _named(flag: str, coerce):
     """A coercer whose errors name the flag they are about."""
 
@@ -118,6 +140,8 @@ class ScpOptions(usage.Options):
         ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
         ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
+        ["file-mode", None, "0600", "Permissions of the files radx creates (octal).", _named("file-mode", _mode)],
+        ["dir-mode", None, "0700", "Permissions of the folders radx creates (octal).", _named("dir-mode", _mode)],
     ]
     optFlags = [
         ["verbose", "v", "Log at debug level (same as --log-level debug)."],
@@ -127,6 +151,8 @@ class ScpOptions(usage.Options):
         super().__init__()
         self["sop-class"] = []
         self["transfer-syntax"] = []
+        self["allow-calling-aet"] = []
+        self["allow-ip"] = []
         self["port"] = DEFAULT_PORT
 
     def opt_sop_class(self, uid: str) -> None:
@@ -144,6 +170,20 @@ class ScpOptions(usage.Options):
         if not is_valid_uid(uid):
             raise usage.UsageError(f"--transfer-syntax: {uid!r} is not a valid UID")
         self["transfer-syntax"].append(uid)
+
+    def opt_allow_calling_aet(self, title: str) -> None:
+        """Accept associations only from this calling AE title; repeat for several (default: any)."""
+        try:
+            self["allow-calling-aet"].append(_named("allow-calling-aet", _ae_title)(title))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
+
+    def opt_allow_ip(self, network: str) -> None:
+        """Accept connections only from this address or CIDR network, IPv4 or IPv6; repeat for several (default: any)."""
+        try:
+            self["allow-ip"].append(_named("allow-ip", _network)(network))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -206,6 +246,8 @@ class ScpOptions(usage.Options):
             self["log-level"] = "debug"
         if self["log-level"] not in ("debug", "info", "warn", "error"):
             raise usage.UsageError(f"--log-level: {self['log-level']!r} is not debug, info, warn or error")
+        for flag in ("file-mode", "dir-mode"):
+            self[flag] = _mode(self[flag])
 
     @property
     def transfer_syntaxes(self) -> tuple[str, ...]:

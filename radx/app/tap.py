@@ -43,6 +43,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         accept_echo=options["accept-echo"],
         sop_classes=sop_classes,
         transfer_syntaxes=options.transfer_syntaxes,
+        calling_ae_titles=frozenset(options["allow-calling-aet"]) or None,
     )
     return ServerConfig(
         policy=policy,
@@ -54,6 +55,9 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         idle_timeout=options["idle-timeout"],
         dimse_timeout=options["dimse-timeout"],
         drain_timeout=options["drain-timeout"],
+        allowed_networks=tuple(options["allow-ip"]) or None,
+        file_mode=options["file-mode"],
+        dir_mode=options["dir-mode"],
     )
 
 
@@ -125,9 +129,14 @@ class ScpService(service.MultiService):
         self._statistics.clock = reactor
 
     def prepare_output_dir(self) -> None:
-        """Create the output folder; clean what a crash left in its temporary folder."""
+        """Create the output folder; clean what a crash left in its temporary folder.
+
+        A folder radx creates gets --dir-mode; an existing one keeps its mode.
+        """
         try:
-            os.makedirs(self.config.output_dir, exist_ok=True)
+            if not os.path.isdir(self.config.output_dir):
+                os.makedirs(self.config.output_dir, mode=self.config.dir_mode, exist_ok=True)
+                os.chmod(self.config.output_dir, self.config.dir_mode)
             stale = clean_incoming(self.config.output_dir)
         except OSError as error:
             raise StartupError(f"failed to create output directory: {describe_os_error(error)}") from error

@@ -493,6 +493,8 @@ class AssociationProtocol(Protocol):
                 called_ae_title=config.policy.ae_title,
                 organize=config.organize,
                 fsync=config.fsync,
+                file_mode=config.file_mode,
+                dir_mode=config.dir_mode,
             )
 
         reception = InstanceReception(

@@ -164,7 +164,9 @@ class InstanceWriter:
             self._make_directory(incoming)
             path = os.path.join(incoming, uuid.uuid4().hex + PART_SUFFIX)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-            self._fd = os.open(path, flags, 0o666)
+            # Created with its final mode (umask can only narrow it), then
+            # set exactly: never a moment of wider access.
+            self._fd = os.open(path, flags, 0o666 if file_mode is None else file_mode)
             self.temp_path = path
             if file_mode is not None:
                 os.fchmod(self._fd, file_mode)
@@ -176,7 +178,7 @@ class InstanceWriter:
     def _make_directory(self, path: str) -> bool:
         """Make a directory unless it exists; return whether it was made."""
         try:
-            os.makedirs(path, 0o777)
+            os.makedirs(path, 0o777 if self.dir_mode is None else self.dir_mode)
         except FileExistsError:
             if not os.path.isdir(path):
                 raise
