@@ -15,6 +15,7 @@ from twisted.logger import (
 from twisted.python import usage
 
 from radx import __version__
+from radx.app.jsonlog import event_as_json
 from radx.app.options import ScpOptions
 
 USAGE = """\
@@ -42,6 +43,21 @@ def listen_address(options: ScpOptions) -> str:
     return f"{bind}:{options['port']}"
 
 
+def tls_line(options: ScpOptions) -> str:
+    """The banner's TLS line, or nothing without TLS."""
+    if not options.tls:
+        return ""
+    port = options["tls-port"]
+    address = listen_address(options) if port is None else listen_address({"bind": options["bind"], "port": port})
+    notes = []
+    if port is None:
+        notes.append("TLS only")
+    if options["tls-ca"]:
+        notes.append("client certificate required")
+    suffix = f" ({', '.join(notes)})" if notes else ""
+    return f"  TLS Address:       {address}{suffix}\n"
+
+
 def banner(options: ScpOptions) -> str:
     organization = "Enabled (Study/Series/Instance)" if options["organize"] else "Disabled (flat)"
     echo = "Enabled" if options["accept-echo"] else "Disabled"
@@ -49,6 +65,7 @@ def banner(options: ScpOptions) -> str:
         "✓ DICOM SCP server started\n"
         "\n"
         f"  Listen Address:    {listen_address(options)}\n"
+        f"{tls_line(options)}"
         f"  AE Title:          {options['aet']}\n"
         f"  Output Directory:  {options['output-dir']}\n"
         f"  Organization:      {organization}\n"
@@ -69,16 +86,20 @@ def shutdown_summary(stats) -> str:
 
 
 class ConsoleObserver:
-    """`INFO: message` lines: radx's own events from the chosen level, others' warnings and worse."""
+    """`INFO: message` lines (or JSON lines): radx's own events from the chosen level, others' warnings and worse."""
 
-    def __init__(self, level: LogLevel) -> None:
+    def __init__(self, level: LogLevel, json: bool = False) -> None:
         self.level = level
+        self.json = json
 
     def __call__(self, event) -> None:
         level = event.get("log_level", LogLevel.info)
         namespace = event.get("log_namespace", "")
         threshold = self.level if namespace.startswith("radx") else max(self.level, LogLevel.warn, key=_rank)
         if _rank(level) < _rank(threshold):
+            return
+        if self.json:
+            say(event_as_json(event, traceback=self.level is LogLevel.debug) + "\n")
             return
         text = formatEvent(event)
         failure = event.get("log_failure")
@@ -99,16 +120,18 @@ def _fail(message: str) -> int:
     return 1
 
 
-def say(text: str) -> None:
+def say(text: str, stream=None) -> None:
     """Write to the console; a console that went away must not stop the server."""
+    if stream is None:
+        stream = sys.stdout
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        stream.write(text)
+        stream.flush()
     except OSError:
         # The reader is gone (a closed pipe): send the rest nowhere, so that
         # neither this nor the final flush at exit fails again.
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
 
 
@@ -128,19 +151,23 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
     except StartupError as error:
         return _fail(str(error))
 
+    json = options["log-format"] == "json"
     globalLogBeginner.beginLoggingTo(
-        [ConsoleObserver(_LEVELS[options["log-level"]])],
+        [ConsoleObserver(_LEVELS[options["log-level"]], json=json)],
         redirectStandardIO=False,
     )
+    # With JSON logs, stdout holds JSON lines only; the banner and the
+    # shutdown block go to stderr.
+    console = sys.stderr if json else sys.stdout
 
     def started():
         # Inside the reactor, so its SIGINT/SIGTERM handlers are in place
         # before the banner invites Ctrl+C.
         scp.startService()
-        say(banner(options))
+        say(banner(options), console)
 
     def shutting_down():
-        say("\nServer shutting down...\n")
+        say("\nServer shutting down...\n", console)
         if scp.running:
             return scp.stopService()
         return None
@@ -152,7 +179,7 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
     except KeyboardInterrupt:
         # Ctrl+C before the reactor took over the signal: nothing started yet.
         shutting_down()
-    say(shutdown_summary(scp.factory.stats))
+    say(shutdown_summary(scp.factory.stats), console)
     return 0
 
 

@@ -140,11 +140,17 @@ class ScpOptions(usage.Options):
         ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
         ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
+        ["log-format", None, "text", "Log lines as text, or as one JSON object a line (json)."],
+        ["tls-cert", None, None, "PEM certificate (and chain) of this SCP: enables DICOM TLS."],
+        ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
+        ["tls-ca", None, None, "PEM CA certificate(s): clients must present a certificate it signed (mutual TLS)."],
+        ["tls-port", None, None, "Port for TLS (2762 is DICOM-TLS's); PORT stays plain TCP. Without it, PORT is TLS only.", _named("tls-port", _port)],
         ["file-mode", None, "0600", "Permissions of the files radx creates (octal).", _named("file-mode", _mode)],
         ["dir-mode", None, "0700", "Permissions of the folders radx creates (octal).", _named("dir-mode", _mode)],
     ]
     optFlags = [
         ["verbose", "v", "Log at debug level (same as --log-level debug)."],
+        ["require-peer-cert", None, "Require a client certificate signed by --tls-ca (implied by --tls-ca)."],
     ]
 
     def __init__(self) -> None:
@@ -246,8 +252,27 @@ class ScpOptions(usage.Options):
             self["log-level"] = "debug"
         if self["log-level"] not in ("debug", "info", "warn", "error"):
             raise usage.UsageError(f"--log-level: {self['log-level']!r} is not debug, info, warn or error")
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format: {self['log-format']!r} is not text or json")
         for flag in ("file-mode", "dir-mode"):
             self[flag] = _mode(self[flag])
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        if not self["tls-cert"]:
+            for flag in ("tls-ca", "tls-port"):
+                if self[flag] is not None:
+                    raise usage.UsageError(f"--{flag} needs --tls-cert and --tls-key")
+        if self["require-peer-cert"] and not self["tls-ca"]:
+            raise usage.UsageError("--require-peer-cert needs --tls-ca, the CA that signs client certificates")
+        if self["tls-port"] is not None and self["tls-port"] == self["port"] and self["port"] != 0:
+            raise usage.UsageError(f"--tls-port: {self['tls-port']} is PORT already; leave --tls-port out for TLS only")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self["tls-cert"])
 
     @property
     def transfer_syntaxes(self) -> tuple[str, ...]:

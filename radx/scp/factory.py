@@ -42,6 +42,20 @@ def peer_ip(addr):
     return address
 
 
+def peer_subject(transport) -> str | None:
+    """The subject of the TLS peer's certificate (RFC 4514), or None: plain TCP, or no certificate."""
+    get_certificate = getattr(transport, "getPeerCertificate", None)
+    if get_certificate is None:
+        return None
+    try:
+        certificate = get_certificate()
+    except Exception:
+        return None
+    if certificate is None:
+        return None
+    return certificate.to_cryptography().subject.rfc4514_string()
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything an association needs to know about the server it belongs to."""
@@ -84,6 +98,7 @@ class SCPFactory(ServerFactory):
 
     log = Logger()
     noisy = False
+    peer_subject = staticmethod(peer_subject)
 
     def __init__(self, config: ServerConfig, reactor, threadpool) -> None:
         self.config = config

@@ -1,0 +1,70 @@
+# -*- test-case-name: tests.test_security_audit -*-
+"""`--log-format json`: each log event as one JSON object a line, with stable keys.
+
+Keys: ``time`` (UTC, ISO 8601), ``level``, ``namespace``, ``message`` (the
+text line), then every field the event's format names (``peer``,
+``calling_ae``, ``stored``...), ``audit`` for the record that ends each
+association, and ``error`` when the event carries a failure.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from string import Formatter
+
+from twisted.logger import ILogObserver, formatEvent
+from zope.interface import implementer
+
+_RESERVED = ("time", "level", "namespace", "message", "error")
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+def _format_fields(log_format: str) -> list[str]:
+    names = []
+    try:
+        parsed = list(Formatter().parse(log_format))
+    except ValueError:
+        return names
+    for _, name, _, _ in parsed:
+        if name:
+            # "{a.b}" and "{a[0]}" name the field "a".
+            root = name.split(".", 1)[0].split("[", 1)[0]
+            if root and root not in names:
+                names.append(root)
+    return names
+
+
+def event_as_json(event, traceback: bool = False) -> str:
+    """One event as one line of JSON (no newline)."""
+    level = event.get("log_level")
+    record = {
+        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(timespec="milliseconds"),
+        "level": level.name if level is not None else "info",
+        "namespace": event.get("log_namespace", ""),
+        "message": formatEvent(event),
+    }
+    names = _format_fields(event.get("log_format") or "")
+    if "audit" in event:
+        names.append("audit")
+    for name in names:
+        if name in event:
+            value = event[name]
+            key = name if name not in _RESERVED else f"field_{name}"
+            record[key] = value if isinstance(value, _SIMPLE) else str(value)
+    failure = event.get("log_failure")
+    if failure is not None:
+        record["error"] = failure.getTraceback() if traceback else failure.getErrorMessage()
+    return json.dumps(record, ensure_ascii=False)
+
+
+@implementer(ILogObserver)
+class JsonLogObserver:
+    """Writes each event it is given to ``write`` as a JSON line."""
+
+    def __init__(self, write, traceback: bool = False) -> None:
+        self.write = write
+        self.traceback = traceback
+
+    def __call__(self, event) -> None:
+        self.write(event_as_json(event, self.traceback) + "\n")
