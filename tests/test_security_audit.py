@@ -27,7 +27,7 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 
 AUDIT_LINE = re.compile(
     r"^Association ended peer=(?P<peer>\S+) tls_subject=(?P<tls_subject>.+) calling_ae=(?P<calling_ae>\S+)"
-    r" called_ae=(?P<called_ae>\S+) contexts=(?P<contexts>\S+) stored=(?P<stored>\d+) failed=(?P<failed>\d+)"
+    r" called_ae=(?P<called_ae>\S+) accepted=(?P<accepted>\d+/\d+) contexts=(?P<contexts>\S+) stored=(?P<stored>\d+) failed=(?P<failed>\d+)"
     r" duration=(?P<duration>[\d.]+)s outcome=(?P<outcome>\S+)$"
 )
 
@@ -55,6 +55,7 @@ class AuditRecordTests(SynchronousTestCase):
                     (3, CT, (uids.EXPLICIT_VR_LITTLE_ENDIAN,)))
         self.harness.send(associate_rq(calling_ae_title="CT-1", contexts=contexts).encode())
         self.harness.send(echo_rq_bytes())
+        self.harness.send(echo_rq_bytes(message_id=2))
         self.harness.reactor.advance(2.5)
         self.harness.send(AReleaseRQ().encode())
         self.assertEqual(self.audits(), [])  # not before the end
@@ -66,7 +67,8 @@ class AuditRecordTests(SynchronousTestCase):
                 "tls_subject": "-",
                 "calling_ae": "CT-1",
                 "called_ae": "RADX-SCP",
-                "contexts": "1.2.840.10008.1.1/1.2.840.10008.1.2,1.2.840.10008.5.1.4.1.1.2/1.2.840.10008.1.2.1",
+                "accepted": "2/2",
+                "contexts": "1.2.840.10008.1.1/1.2.840.10008.1.2",
                 "stored": "0",
                 "failed": "0",
                 "duration": "2.500",
@@ -75,13 +77,20 @@ class AuditRecordTests(SynchronousTestCase):
         )
         [event] = self.audits()
         self.assertEqual(event["duration"], 2.5)
+        self.assertEqual(
+            event["accepted_contexts"],
+            ["1.2.840.10008.1.1/1.2.840.10008.1.2", "1.2.840.10008.5.1.4.1.1.2/1.2.840.10008.1.2.1"],
+        )
         self.assertEqual(event["log_level"], LogLevel.info)
 
     def test_rejected_association(self):
         self.harness.send(associate_rq(called_ae_title="SOMEONE-ELSE").encode())
         self.harness.disconnect()
         record = self.audit_line()
-        self.assertEqual((record["outcome"], record["contexts"], record["called_ae"]), ("rejected", "-", "SOMEONE-ELSE"))
+        self.assertEqual(
+            (record["outcome"], record["accepted"], record["contexts"], record["called_ae"]),
+            ("rejected", "0/1", "-", "SOMEONE-ELSE"),
+        )
 
     def test_aborted_by_peer(self):
         self.harness.send(associate_rq().encode())
@@ -151,8 +160,12 @@ class JsonLineTests(SynchronousTestCase):
         self.assertEqual(record["error"], "division by zero")
 
     def test_audit_flag(self):
-        record = json.loads(event_as_json(self.event(log_format="Association ended", audit=True)))
+        record = json.loads(
+            event_as_json(self.event(log_format="Association ended", audit=True, pairs=("a/b", "c/d"), thing=object))
+        )
         self.assertIs(record["audit"], True)
+        self.assertEqual(record["pairs"], ["a/b", "c/d"])
+        self.assertEqual(record["thing"], "<class 'object'>")
 
 
 def json_lines(text: str) -> list[dict]:
@@ -185,6 +198,7 @@ class CommandTests(CliTestCase):
         self.assertEqual(audit["calling_ae"], "ECHOSCU")
         self.assertEqual(audit["outcome"], "released")
         self.assertEqual(audit["contexts"], "1.2.840.10008.1.1/1.2.840.10008.1.2")
+        self.assertEqual(audit["accepted_contexts"], ["1.2.840.10008.1.1/1.2.840.10008.1.2"])
         self.assertTrue(audit["message"].startswith("Association ended peer=127.0.0.1:"))
         self.assertEqual({"time", "level", "namespace", "message"} - set(audit), set())
         self.assertIn("C-ECHO request received calling_ae=ECHOSCU count=1", [r["message"] for r in records])

@@ -101,6 +101,9 @@ class DcmtkTLSTests(TLSServerTestCase):
         yield self.wait_for_log("Association ended")
         [audit] = self.logs.audits()
         self.assertEqual((audit["stored"], audit["failed"]), (3, 0))
+        # storescu proposes every storage class; the record names the one used.
+        self.assertEqual(audit["contexts"], f"{CT_IMAGE_STORAGE}/1.2.840.10008.1.2.1")
+        self.assertGreater(audit["accepted"], 1)
 
     @defer.inlineCallbacks
     def test_server_authentication_only(self):

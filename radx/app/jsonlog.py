@@ -3,8 +3,9 @@
 
 Keys: ``time`` (UTC, ISO 8601), ``level``, ``namespace``, ``message`` (the
 text line), then every field the event's format names (``peer``,
-``calling_ae``, ``stored``...), ``audit`` for the record that ends each
-association, and ``error`` when the event carries a failure.
+``calling_ae``, ``stored``...); for the record that ends each association
+(``audit``: true) every field it carries, ``accepted_contexts`` among them;
+and ``error`` when the event carries a failure.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def _format_fields(log_format: str) -> list[str]:
     return names
 
 
+def _json_value(value):
+    if isinstance(value, _SIMPLE):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(item, _SIMPLE) for item in value):
+        return list(value)
+    return str(value)
+
+
 def event_as_json(event, traceback: bool = False) -> str:
     """One event as one line of JSON (no newline)."""
     level = event.get("log_level")
@@ -45,13 +54,13 @@ def event_as_json(event, traceback: bool = False) -> str:
         "message": formatEvent(event),
     }
     names = _format_fields(event.get("log_format") or "")
-    if "audit" in event:
-        names.append("audit")
+    if event.get("audit"):
+        # The audit record: every field it carries.
+        names += [name for name in event if not name.startswith("log_") and name not in names]
     for name in names:
         if name in event:
-            value = event[name]
             key = name if name not in _RESERVED else f"field_{name}"
-            record[key] = value if isinstance(value, _SIMPLE) else str(value)
+            record[key] = _json_value(event[name])
     failure = event.get("log_failure")
     if failure is not None:
         record["error"] = failure.getTraceback() if traceback else failure.getErrorMessage()

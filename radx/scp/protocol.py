@@ -92,6 +92,7 @@ class AssociationProtocol(Protocol):
         self._stored_count = 0
         self._failed_count = 0
         self._outcome: str | None = None
+        self._used_contexts: dict[int, None] = {}  # IDs that carried a command, in order
         self._dispatch = {
             fsm.SendPDU: self._send_pdu,
             fsm.StartARTIM: self._start_artim,
@@ -161,18 +162,29 @@ class AssociationProtocol(Protocol):
         self.factory.connection_lost(self)
 
     def _audit(self) -> None:
-        """One record per association: who, over what, what was stored, how it ended. UIDs only."""
+        """One record per association: who, over what, what was stored, how it ended. UIDs only.
+
+        The line names the contexts used (a requestor may propose a hundred
+        and use one); ``accepted_contexts``, for JSON, lists every accepted one.
+        """
         request = self._request
-        contexts = self.negotiated.contexts.values() if self.negotiated is not None else ()
+        accepted = self.negotiated.contexts if self.negotiated is not None else {}
+
+        def pairs(ids):
+            return list(dict.fromkeys(f"{accepted[i].abstract_syntax}/{accepted[i].transfer_syntax}" for i in ids))
+
         self.log.info(
             "Association ended peer={peer} tls_subject={tls_subject} calling_ae={calling_ae}"
-            " called_ae={called_ae} contexts={contexts} stored={stored} failed={failed}"
-            " duration={duration:.3f}s outcome={outcome}",
+            " called_ae={called_ae} accepted={accepted}/{proposed} contexts={contexts}"
+            " stored={stored} failed={failed} duration={duration:.3f}s outcome={outcome}",
             peer=self.peer,
             tls_subject=self._tls_subject or "-",
             calling_ae=request.calling_ae_title,
             called_ae=request.called_ae_title,
-            contexts=",".join(dict.fromkeys(f"{c.abstract_syntax}/{c.transfer_syntax}" for c in contexts)) or "-",
+            accepted=len(accepted),
+            proposed=len(request.presentation_contexts),
+            contexts=",".join(pairs(i for i in self._used_contexts if i in accepted)) or "-",
+            accepted_contexts=pairs(accepted),
             stored=self._stored_count,
             failed=self._failed_count,
             duration=self.factory.reactor.seconds() - self._connected_at,
@@ -414,6 +426,7 @@ class AssociationProtocol(Protocol):
     def _command_received(self, event: CommandReceived) -> None:
         command = event.command
         context = self.negotiated.contexts[event.context_id]
+        self._used_contexts[event.context_id] = None
         if isinstance(command, CEchoRQ):
             self._c_echo(context, command)
         elif isinstance(command, CStoreRQ):
