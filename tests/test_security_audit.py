@@ -294,3 +294,29 @@ class TwistdSecurityTests(TwistdTestCase):
         [audit] = [record for record in records if record.get("audit")]
         self.assertEqual(audit["tls_subject"], pki.client.subject)
         self.assertIn("Server Shut Down.", [record["message"] for record in records])
+
+
+class TwistdObserverTests(SynchronousTestCase):
+    """makeService with --log-format json gives twistd's application a JSON observer, unless syslog is asked for."""
+
+    def application_observer(self, **twistd_options):
+        from twisted.application.service import Application
+        from twisted.logger import ILogObserver
+
+        from radx.app.options import ScpOptions
+        from radx.app.tap import makeService
+
+        options = ScpOptions()
+        options.parseOptions(["--log-format", "json"])
+        options.parent = dict(twistd_options)
+        application = Application("radx-scp")
+        makeService(options).setServiceParent(application)
+        return application.getComponent(ILogObserver, None)
+
+    def test_json_observer(self):
+        from radx.app.jsonlog import JsonLogObserver
+
+        self.assertIsInstance(self.application_observer(nodaemon=True, logfile="-"), JsonLogObserver)
+
+    def test_syslog_keeps_twistd_observer(self):
+        self.assertIsNone(self.application_observer(nodaemon=True, syslog=True))

@@ -240,9 +240,10 @@ class _JsonLoggingService(ScpService):
     def setServiceParent(self, parent) -> None:
         super().setServiceParent(parent)
         # twistd's AppLogger uses an ILogObserver component of the
-        # application, unless --logger names another observer.
+        # application, unless --logger names another observer; with
+        # --syslog, twistd's syslog observer stays.
         set_component = getattr(parent, "setComponent", None)
-        if set_component is not None:
+        if set_component is not None and not (self.options.parent or {}).get("syslog"):
             set_component(ILogObserver, JsonLogObserver(_twistd_log_writer(self.options.parent)))
 
 
