@@ -178,24 +178,29 @@ class AllowCallingAETests(ServerTestCase):
         from pynetdicom import AE, evt
 
         self.start()
-        received = []
 
         def associate(title: str):
+            received = []
             ae = AE(ae_title=title)
             ae.add_requested_context(VERIFICATION)
             handlers = [(evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))]
             association = ae.associate("127.0.0.1", self.port, ae_title="RADX-SCP", evt_handlers=handlers)
-            outcome = (association.is_established, association.is_rejected)
+            outcome = (association.is_established, association.is_rejected, association.is_aborted)
             if association.is_established:
                 association.release()
-            return outcome
+            return outcome, received
 
-        outcome = yield threads.deferToThread(associate, "PYNETDICOM")
-        self.assertEqual(outcome, (False, True))
+        outcome, received = yield threads.deferToThread(associate, "PYNETDICOM")
+        if not received:
+            # pynetdicom, loaded, now and then fails its own connection
+            # set-up before a byte arrives (docs/testing.rst): once more.
+            outcome, received = yield threads.deferToThread(associate, "PYNETDICOM")
+        self.assertEqual(len(received), 1, (outcome, received))
         [reject] = received
         self.assertEqual((reject.result, reject.source, reject.reason_diagnostic), (1, 1, 3))
-        outcome = yield threads.deferToThread(associate, "MODALITY-1")
-        self.assertEqual(outcome, (True, False))
+        self.assertEqual(outcome, (False, True, False))
+        outcome, _ = yield threads.deferToThread(associate, "MODALITY-1")
+        self.assertEqual(outcome, (True, False, False))
 
 
 class CallingAENegotiationTests(SynchronousTestCase):

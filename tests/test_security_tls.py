@@ -58,6 +58,17 @@ class TLSServerTestCase(ServerTestCase):
             self.echoscu, "-v", *tls_options, "-aec", "RADX-SCP", "127.0.0.1", str(port or self.tls_port)
         )
 
+    def client_context(self, identity=None, maximum=None) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.pki.ca.cert)
+        if identity is not None:
+            context.load_cert_chain(identity.cert, identity.key)
+        if maximum is not None:
+            # OpenSSL 3 allows TLS 1.0/1.1 only at security level 0.
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            context.maximum_version = maximum
+        return context
+
     @defer.inlineCallbacks
     def wait_for_log(self, text: str, timeout: float = 5.0):
         for _ in range(int(timeout / 0.01)):
@@ -163,17 +174,6 @@ class DcmtkTLSTests(TLSServerTestCase):
 
 
 class PythonTLSClientTests(TLSServerTestCase):
-    def client_context(self, identity=None, maximum=None) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.pki.ca.cert)
-        if identity is not None:
-            context.load_cert_chain(identity.cert, identity.key)
-        if maximum is not None:
-            # OpenSSL 3 allows TLS 1.0/1.1 only at security level 0.
-            context.set_ciphers("DEFAULT:@SECLEVEL=0")
-            context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-            context.maximum_version = maximum
-        return context
-
     @defer.inlineCallbacks
     def test_pynetdicom_with_ssl_context(self):
         from pynetdicom import AE
@@ -241,6 +241,41 @@ class PythonTLSClientTests(TLSServerTestCase):
         self.assertEqual([v for v, _ in versions], ["TLSv1.2", "TLSv1.3"])
         # TLS 1.2: a BCP 195 suite, forward secret and AEAD.
         self.assertRegex(versions[0][1], r"^ECDHE-(RSA|ECDSA)-(AES\d+-GCM|CHACHA20-POLY1305)")
+
+
+class AbortOverTLSTests(TLSServerTestCase):
+    @defer.inlineCallbacks
+    def test_a_abort_reaches_the_peer_through_tls(self):
+        """An invalid PDU on a TLS association: radx's A-ABORT arrives through the TLS layer."""
+        from radx.ul.pdu import AAbort
+
+        self.start_tls_server(mutual=True)
+        context = self.client_context(self.pki.client)
+        rq = associate_rq(contexts=((1, VERIFICATION, ("1.2.840.10008.1.2",)),)).encode()
+
+        def exchange():
+            with socket.create_connection(("127.0.0.1", self.tls_port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as wrapped:
+                    wrapped.sendall(rq)
+                    reader = PDUReader(maximum_pdata_length=0)
+                    pdus = []
+                    while len(pdus) < 1:
+                        pdus += reader.feed(wrapped.recv(65536))
+                    # A PDU type no version of PS3.8 defines.
+                    wrapped.sendall(b"\x55\x00\x00\x00\x00\x00")
+                    # PS3.8 AA-8: radx waits (ARTIM) for the requestor to close.
+                    while not isinstance(pdus[-1], AAbort):
+                        data = wrapped.recv(65536)
+                        if not data:
+                            break
+                        pdus += reader.feed(data)
+                    return pdus
+
+        pdus = yield threads.deferToThread(exchange)
+        self.assertIsInstance(pdus[0], AAssociateAC)
+        self.assertIsInstance(pdus[-1], AAbort)
+        yield self.wait_for_log("Association ended")
+        self.assertEqual(self.logs.audits()[0]["outcome"], "aborted")
 
 
 class _AssociateOnce(protocol.Protocol):
