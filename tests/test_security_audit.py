@@ -320,3 +320,19 @@ class TwistdObserverTests(SynchronousTestCase):
 
     def test_syslog_keeps_twistd_observer(self):
         self.assertIsNone(self.application_observer(nodaemon=True, syslog=True))
+
+
+class TwistdStartupErrorTests(TwistdTestCase):
+    def test_unusable_key_ends_twistd(self):
+        pki = PKI(os.path.join(self.folder, "pki"))
+        process, output = self.foreground(
+            "radx-scp", "--tls-cert", pki.server.cert, "--tls-key", pki.client.key,
+            "--output-dir", "received", str(self.port),
+        )
+        try:
+            code = process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.fail(f"twistd still runs\n{read(output)}")
+        self.assertNotEqual(code, 0, read(output))
+        self.assertIn(f"--tls-key {pki.client.key}: the key does not match the certificate", read(output))
+        self.assertFalse(listening(self.port))
