@@ -832,7 +832,7 @@ class FormatEventTests(SynchronousTestCase):
     def test_same_text_as_twisted(self) -> None:
         from twisted.logger import formatEvent
 
-        from radx.app.cli import format_event
+        from radx.app.logformat import format_event
 
         events = [
             {"log_format": "C-ECHO request received calling_ae={calling_ae} count={count}", "calling_ae": "A", "count": 3},

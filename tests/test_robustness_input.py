@@ -794,11 +794,12 @@ class MalformedInputOverSocketTests(ServerTestCase):
         return result
 
     def assert_logged_once(self, result, *needles) -> None:
-        """Exactly one radx line names this peer, besides "Association accepted/released", and it gives the reason."""
+        """Exactly one radx line names this peer, besides "Association accepted/released/ended", and it gives the reason."""
         lines = [
             line
             for line in self.log.lines()
-            if result["peer"] in line and not line.startswith(("Association accepted", "Association released"))
+            if result["peer"] in line
+            and not line.startswith(("Association accepted", "Association released", "Association ended"))
         ]
         self.assertEqual(len(lines), 1, self.log.lines())
         for needle in needles:

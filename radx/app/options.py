@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 
 from twisted.python import usage
@@ -74,6 +75,27 @@ def _pdu_length(value: str) -> int:
     return length
 
 
+def _mode(value) -> int:
+    """Permission bits written in octal, as chmod takes them: 0600, 640."""
+    if isinstance(value, int):
+        return value
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise ValueError(f"expected octal permission bits such as 0600, not {value!r}") from None
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"expected octal permission bits such as 0600, not {value!r}")
+    return mode
+
+
+def _network(value: str):
+    """An IPv4 or IPv6 network in CIDR notation; a bare address is a network of one."""
+    try:
+        return ipaddress.ip_network(value.strip())
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR network: {error}") from None
+
+
 def _named(flag: str, coerce):
     """A coercer whose errors name the flag they are about."""
 
@@ -118,15 +140,25 @@ class ScpOptions(usage.Options):
         ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
         ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
+        ["log-format", None, "text", "Log lines as text, or as one JSON object a line (json)."],
+        ["tls-cert", None, None, "PEM certificate (and chain) of this SCP: enables DICOM TLS."],
+        ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
+        ["tls-ca", None, None, "PEM CA certificate(s): clients must present a certificate it signed (mutual TLS)."],
+        ["tls-port", None, None, "Port for TLS (2762 is DICOM-TLS's); PORT stays plain TCP. Without it, PORT is TLS only.", _named("tls-port", _port)],
+        ["file-mode", None, "0600", "Permissions of the files radx creates (octal).", _named("file-mode", _mode)],
+        ["dir-mode", None, "0700", "Permissions of the folders radx creates (octal).", _named("dir-mode", _mode)],
     ]
     optFlags = [
         ["verbose", "v", "Log at debug level (same as --log-level debug)."],
+        ["require-peer-cert", None, "Require a client certificate signed by --tls-ca (implied by --tls-ca)."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["sop-class"] = []
         self["transfer-syntax"] = []
+        self["allow-calling-aet"] = []
+        self["allow-ip"] = []
         self["port"] = DEFAULT_PORT
 
     def opt_sop_class(self, uid: str) -> None:
@@ -144,6 +176,20 @@ class ScpOptions(usage.Options):
         if not is_valid_uid(uid):
             raise usage.UsageError(f"--transfer-syntax: {uid!r} is not a valid UID")
         self["transfer-syntax"].append(uid)
+
+    def opt_allow_calling_aet(self, title: str) -> None:
+        """Accept associations only from this calling AE title; repeat for several (default: any)."""
+        try:
+            self["allow-calling-aet"].append(_named("allow-calling-aet", _ae_title)(title))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
+
+    def opt_allow_ip(self, network: str) -> None:
+        """Accept connections only from this address or CIDR network, IPv4 or IPv6; repeat for several (default: any)."""
+        try:
+            self["allow-ip"].append(_named("allow-ip", _network)(network))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -206,6 +252,27 @@ class ScpOptions(usage.Options):
             self["log-level"] = "debug"
         if self["log-level"] not in ("debug", "info", "warn", "error"):
             raise usage.UsageError(f"--log-level: {self['log-level']!r} is not debug, info, warn or error")
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format: {self['log-format']!r} is not text or json")
+        for flag in ("file-mode", "dir-mode"):
+            self[flag] = _mode(self[flag])
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        if not self["tls-cert"]:
+            for flag in ("tls-ca", "tls-port"):
+                if self[flag] is not None:
+                    raise usage.UsageError(f"--{flag} needs --tls-cert and --tls-key")
+        if self["require-peer-cert"] and not self["tls-ca"]:
+            raise usage.UsageError("--require-peer-cert needs --tls-ca, the CA that signs client certificates")
+        if self["tls-port"] is not None and self["tls-port"] == self["port"] and self["port"] != 0:
+            raise usage.UsageError(f"--tls-port: {self['tls-port']} is PORT already; leave --tls-port out for TLS only")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self["tls-cert"])
 
     @property
     def transfer_syntaxes(self) -> tuple[str, ...]:

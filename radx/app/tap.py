@@ -8,10 +8,11 @@ import os
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from radx.app.jsonlog import JsonLogObserver
 from radx.app.options import ScpOptions
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.storage.store import clean_incoming
@@ -43,6 +44,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         accept_echo=options["accept-echo"],
         sop_classes=sop_classes,
         transfer_syntaxes=options.transfer_syntaxes,
+        calling_ae_titles=frozenset(options["allow-calling-aet"]) or None,
     )
     return ServerConfig(
         policy=policy,
@@ -54,6 +56,9 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         idle_timeout=options["idle-timeout"],
         dimse_timeout=options["dimse-timeout"],
         drain_timeout=options["drain-timeout"],
+        allowed_networks=tuple(options["allow-ip"]) or None,
+        file_mode=options["file-mode"],
+        dir_mode=options["dir-mode"],
     )
 
 
@@ -121,24 +126,64 @@ class ScpService(service.MultiService):
         _ThreadPoolService(self.threadpool).setServiceParent(self)
         self.factory = SCPFactory(self.config, reactor, self.threadpool)
         self.port = None
+        # The TLS port when it is not PORT (--tls-port).
+        self.tls_port = None
         self._statistics = task.LoopingCall(self.log_statistics)
         self._statistics.clock = reactor
 
     def prepare_output_dir(self) -> None:
-        """Create the output folder; clean what a crash left in its temporary folder."""
+        """Create the output folder; clean what a crash left in its temporary folder.
+
+        A folder radx creates gets --dir-mode; an existing one keeps its mode.
+        """
         try:
-            os.makedirs(self.config.output_dir, exist_ok=True)
+            if not os.path.isdir(self.config.output_dir):
+                os.makedirs(self.config.output_dir, mode=self.config.dir_mode, exist_ok=True)
+                os.chmod(self.config.output_dir, self.config.dir_mode)
             stale = clean_incoming(self.config.output_dir)
         except OSError as error:
             raise StartupError(f"failed to create output directory: {describe_os_error(error)}") from error
         for name in stale:
             log.warn("Removed a partial file left by an earlier run name={name}", name=name)
 
+    def tls_factory(self):
+        """The factory of the TLS listener (PS3.15 B.9), or StartupError for unusable files."""
+        from radx.scp.secure import TLSServerFactory
+        from radx.tls import TLSConfigurationError, server_options
+
+        options = self.options
+        try:
+            certificate_options = server_options(options["tls-cert"], options["tls-key"], options["tls-ca"])
+        except TLSConfigurationError as error:
+            raise StartupError(str(error)) from None
+        return TLSServerFactory(certificate_options, self.factory)
+
     def listen(self) -> None:
-        """Listen now, or raise StartupError (TCP endpoints listen synchronously)."""
-        endpoint = server_endpoint(self.reactor, self.options["port"], self.options["bind"])
+        """Listen now, or raise StartupError (TCP endpoints listen synchronously).
+
+        Without TLS, PORT is plain TCP; with --tls-cert and --tls-port, PORT
+        is plain and --tls-port TLS; with --tls-cert alone, PORT is TLS only.
+        """
+        options = self.options
+        if not options.tls:
+            self.port = self._listen(options["port"], self.factory)
+            return
+        tls = self.tls_factory()
+        if options["tls-port"] is None:
+            self.port = self._listen(options["port"], tls)
+            return
+        self.port = self._listen(options["port"], self.factory)
+        try:
+            self.tls_port = self._listen(options["tls-port"], tls)
+        except StartupError:
+            port, self.port = self.port, None
+            port.stopListening()
+            raise
+
+    def _listen(self, port_number: int, factory):
+        endpoint = server_endpoint(self.reactor, port_number, self.options["bind"])
         outcome: list = []
-        endpoint.listen(self.factory).addBoth(outcome.append)
+        endpoint.listen(factory).addBoth(outcome.append)
         if not outcome:
             raise StartupError("failed to start server: listening did not complete")
         if isinstance(outcome[0], Failure):
@@ -147,7 +192,7 @@ class ScpService(service.MultiService):
             if isinstance(socket_error, OSError):
                 raise StartupError(f"failed to start server: {describe_os_error(socket_error)}")
             raise StartupError(f"failed to start server: {error}")
-        self.port = outcome[0]
+        return outcome[0]
 
     def privilegedStartService(self) -> None:
         # twistd calls this before it drops privileges (--uid/--gid), so a
@@ -171,9 +216,11 @@ class ScpService(service.MultiService):
         self.factory.accepting = False
         if self._statistics.running:
             self._statistics.stop()
-        if self.port is not None:
-            port, self.port = self.port, None
-            yield port.stopListening()
+        for name in ("port", "tls_port"):
+            port = getattr(self, name)
+            if port is not None:
+                setattr(self, name, None)
+                yield port.stopListening()
         yield self.factory.shut_down()
         yield super().stopService()
 
@@ -187,5 +234,45 @@ class ScpService(service.MultiService):
         )
 
 
+class _JsonLoggingService(ScpService):
+    """Under twistd with --log-format json: the application's log observer writes JSON lines."""
+
+    def setServiceParent(self, parent) -> None:
+        super().setServiceParent(parent)
+        # twistd's AppLogger uses an ILogObserver component of the
+        # application, unless --logger names another observer; with
+        # --syslog, twistd's syslog observer stays.
+        set_component = getattr(parent, "setComponent", None)
+        if set_component is not None and not (self.options.parent or {}).get("syslog"):
+            set_component(ILogObserver, JsonLogObserver(_twistd_log_writer(self.options.parent)))
+
+
+def _twistd_log_writer(twistd_options):
+    """Where twistd would log (--logfile, or stdout with -n, else twistd.log): a write function."""
+    import sys
+
+    from twisted.python import logfile
+
+    name = (twistd_options or {}).get("logfile") or ""
+    nodaemon = (twistd_options or {}).get("nodaemon")
+    if name == "-" or (not name and nodaemon):
+        stream = sys.stdout
+
+        def write(text):
+            stream.write(text)
+            stream.flush()
+
+        return write
+    log_file = logfile.LogFile.fromFullPath(name or "twistd.log")
+
+    def write(text):
+        log_file.write(text)
+        log_file.flush()
+
+    return write
+
+
 def makeService(options: ScpOptions) -> ScpService:
+    if options["log-format"] == "json":
+        return _JsonLoggingService(options)
     return ScpService(options)

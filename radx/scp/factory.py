@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
@@ -27,6 +28,34 @@ def describe_peer(addr) -> str:
     return f"{host}:{addr.port}"
 
 
+def peer_ip(addr):
+    """The peer's IP address; an IPv4 peer on a dual-stack socket (``::ffff:a.b.c.d``) as IPv4."""
+    host = getattr(addr, "host", None)
+    if host is None:
+        return None
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def peer_subject(transport) -> str | None:
+    """The subject of the TLS peer's certificate (RFC 4514), or None: plain TCP, or no certificate."""
+    get_certificate = getattr(transport, "getPeerCertificate", None)
+    if get_certificate is None:
+        return None
+    try:
+        certificate = get_certificate()
+    except Exception:
+        return None
+    if certificate is None:
+        return None
+    return certificate.to_cryptography().subject.rfc4514_string()
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything an association needs to know about the server it belongs to."""
@@ -47,6 +76,12 @@ class ServerConfig:
     dimse_timeout: float = 60.0
     # At shutdown, how long operations in progress may take to finish.
     drain_timeout: float = 30.0
+    # Peers allowed to connect (--allow-ip); None: every address.
+    allowed_networks: tuple | None = None
+    # Permissions of the files and folders radx creates (--file-mode,
+    # --dir-mode): owner-only, since the files hold health information.
+    file_mode: int = 0o600
+    dir_mode: int = 0o700
 
 
 @dataclass
@@ -63,6 +98,7 @@ class SCPFactory(ServerFactory):
 
     log = Logger()
     noisy = False
+    peer_subject = staticmethod(peer_subject)
 
     def __init__(self, config: ServerConfig, reactor, threadpool) -> None:
         self.config = config
@@ -76,8 +112,21 @@ class SCPFactory(ServerFactory):
         # (condition, Deferred) pairs fired when a connection ends and the condition holds.
         self._waiters: list = []
 
-    def buildProtocol(self, addr) -> AssociationProtocol:
+    def buildProtocol(self, addr) -> AssociationProtocol | None:
+        if not self.admits(addr):
+            return None
         return AssociationProtocol(self, describe_peer(addr))
+
+    def admits(self, addr) -> bool:
+        """Whether the peer's address is in --allow-ip; None from buildProtocol closes at once."""
+        networks = self.config.allowed_networks
+        if networks is None:
+            return True
+        address = peer_ip(addr)
+        if address is not None and any(address in network for network in networks):
+            return True
+        self.log.info("Refused connection from {peer}: not in --allow-ip", peer=describe_peer(addr))
+        return False
 
     def provider_check(self, request) -> AAssociateRJ | None:
         """AE-6: may the provider take this association at all?"""

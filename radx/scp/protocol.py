@@ -89,6 +89,15 @@ class AssociationProtocol(Protocol):
         self._busy = 0  # operations whose response is not yet sent
         self._release_requested = False
         self._paused = False
+        # For the audit record at the end: who, from where, what, the outcome
+        # (the facts of a PS3.15 A.5 audit message; not its XML format).
+        self._request: AAssociateRQ | None = None
+        self._tls_subject: str | None = None
+        self._connected_at = 0.0
+        self._stored_count = 0
+        self._failed_count = 0
+        self._outcome: str | None = None
+        self._used_contexts: dict[int, None] = {}  # IDs that carried a command, in order
         self._dispatch = {
             fsm.SendPDU: self._send_pdu,
             fsm.StartARTIM: self._start_artim,
@@ -113,6 +122,7 @@ class AssociationProtocol(Protocol):
         if hasattr(self.transport, "bufferSize"):
             # Twisted reads 64 KiB at a time; a data set arrives in fewer, larger reads.
             self.transport.bufferSize = _READ_SIZE
+        self._connected_at = self.factory.reactor.seconds()
         self.factory.connections.add(self)
         self._handle(Event.EVT5)
 
@@ -155,7 +165,44 @@ class AssociationProtocol(Protocol):
         self._handle(Event.EVT17)
         self._cancel_timers()
         self._abandon_store()
+        if self._request is not None:
+            self._audit()
         self.factory.connection_lost(self)
+
+    def _audit(self) -> None:
+        """One record per association: who, over what, what was stored, how it ended. UIDs only.
+
+        The line names the contexts used (a requestor may propose a hundred
+        and use one); ``accepted_contexts``, for JSON, lists every accepted one.
+        """
+        request = self._request
+        accepted = self.negotiated.contexts if self.negotiated is not None else {}
+
+        def pairs(ids):
+            return list(dict.fromkeys(f"{accepted[i].abstract_syntax}/{accepted[i].transfer_syntax}" for i in ids))
+
+        self.log.info(
+            "Association ended peer={peer} tls_subject={tls_subject} calling_ae={calling_ae}"
+            " called_ae={called_ae} accepted={accepted}/{proposed} contexts={contexts}"
+            " stored={stored} failed={failed} duration={duration:.3f}s outcome={outcome}",
+            peer=self.peer,
+            tls_subject=self._tls_subject or "-",
+            calling_ae=request.calling_ae_title,
+            called_ae=request.called_ae_title,
+            accepted=len(accepted),
+            proposed=len(request.presentation_contexts),
+            contexts=",".join(pairs(i for i in self._used_contexts if i in accepted)) or "-",
+            accepted_contexts=pairs(accepted),
+            stored=self._stored_count,
+            failed=self._failed_count,
+            duration=self.factory.reactor.seconds() - self._connected_at,
+            outcome=self._outcome or "closed",
+            audit=True,
+        )
+
+    def _ended(self, outcome: str) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
 
     # Shutdown, as the factory asks ---------------------------------------
 
@@ -264,6 +311,9 @@ class AssociationProtocol(Protocol):
         self._log_reject(effect.request, effect.reject, self.factory.reject_reason(effect.reject))
 
     def _log_reject(self, request, reject, why) -> None:
+        self._request = request
+        self._tls_subject = self.factory.peer_subject(self.transport)
+        self._ended("rejected")
         self.log.info(
             "Association rejected peer={peer} calling_ae={calling_ae} called_ae={called_ae}"
             " result={result} source={source} reason={reason}: {why}",
@@ -278,6 +328,8 @@ class AssociationProtocol(Protocol):
 
     def _associate_indication(self, effect: fsm.AssociateIndication) -> None:
         request = effect.request
+        self._request = request
+        self._tls_subject = self.factory.peer_subject(self.transport)
         negotiated = negotiate(request, self.config.policy)
         if negotiated.reject is not None:
             self._log_reject(request, negotiated.reject, negotiated.reason)
@@ -315,6 +367,7 @@ class AssociationProtocol(Protocol):
         if self.machine.state in (State.STA1, State.STA2, State.STA4, State.STA13):
             return
         self._abandon_store()
+        self._ended("aborted")
         self._handle(Event.EVT15, message=why)
 
     def _release_indication(self, effect: fsm.ReleaseIndication) -> None:
@@ -324,6 +377,7 @@ class AssociationProtocol(Protocol):
             calling_ae=self.calling_ae_title,
         )
         self._release_requested = True
+        self._ended("released")
         self._answer_release_when_idle()
 
     def _answer_release_when_idle(self) -> None:
@@ -339,6 +393,7 @@ class AssociationProtocol(Protocol):
             peer=self.peer,
             calling_ae=self.calling_ae_title,
         )
+        self._ended("aborted-by-peer")
         self._abandon_store()
 
     def _provider_abort_indication(self, effect: fsm.ProviderAbortIndication) -> None:
@@ -348,6 +403,7 @@ class AssociationProtocol(Protocol):
             calling_ae=self.calling_ae_title or "-",
             why=effect.reason,
         )
+        self._ended("aborted")
         self._abandon_store()
 
     # DIMSE -------------------------------------------------------------------
@@ -378,6 +434,7 @@ class AssociationProtocol(Protocol):
     def _command_received(self, event: CommandReceived) -> None:
         command = event.command
         context = self.negotiated.contexts[event.context_id]
+        self._used_contexts[event.context_id] = None
         if isinstance(command, CEchoRQ):
             self._c_echo(context, command)
         elif isinstance(command, CStoreRQ):
@@ -448,6 +505,7 @@ class AssociationProtocol(Protocol):
         if field == C_STORE_RQ:
             self.factory.stats.store_requests += 1
             self.factory.stats.store_failures += 1
+            self._failed_count += 1
         self.log.warn(
             "Invalid DIMSE command peer={peer} calling_ae={calling_ae}: {why}; answered status=0x{status:04X}",
             peer=self.peer,
@@ -501,6 +559,8 @@ class AssociationProtocol(Protocol):
                 called_ae_title=config.policy.ae_title,
                 organize=config.organize,
                 fsync=config.fsync,
+                file_mode=config.file_mode,
+                dir_mode=config.dir_mode,
             )
 
         reception = InstanceReception(
@@ -545,6 +605,7 @@ class AssociationProtocol(Protocol):
             self.log.info("Replaced existing file path={path}", path=stored.path)
         self.log.info("Stored DICOM file path={path}", path=stored.path)
         self.factory.stats.stores_succeeded += 1
+        self._stored_count += 1
         self._store_answered(store, Status.SUCCESS, None, count_failure=False)
 
     def _store_failed(self, failure, store: _PendingStore) -> None:
@@ -564,6 +625,7 @@ class AssociationProtocol(Protocol):
         request = store.request
         if count_failure:
             self.factory.stats.store_failures += 1
+            self._failed_count += 1
             self.log.warn(
                 "C-STORE failed status=0x{status:04X} calling_ae={calling_ae}"
                 " sop_instance={uid}: {why}",

@@ -196,14 +196,17 @@ class InstanceWriter:
         try:
             path = os.path.join(incoming, uuid.uuid4().hex + PART_SUFFIX)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+            # Created with its final mode (umask can only narrow it), then
+            # set exactly: never a moment of wider access.
+            mode = 0o666 if file_mode is None else file_mode
             self._make_directory(incoming)
             try:
-                self._fd = os.open(path, flags, 0o666)
+                self._fd = os.open(path, flags, mode)
             except FileNotFoundError:
                 # The folder went away since radx last made it: again.
                 _KNOWN_DIRECTORIES.forget_under(self.output_dir)
                 self._make_directory(incoming)
-                self._fd = os.open(path, flags, 0o666)
+                self._fd = os.open(path, flags, mode)
             self.temp_path = path
             if file_mode is not None:
                 os.fchmod(self._fd, file_mode)
@@ -217,7 +220,7 @@ class InstanceWriter:
         if path in _KNOWN_DIRECTORIES:
             return False
         try:
-            os.makedirs(path, 0o777)
+            os.makedirs(path, 0o777 if self.dir_mode is None else self.dir_mode)
         except FileExistsError:
             if not os.path.isdir(path):
                 raise

@@ -65,6 +65,8 @@ class AcceptorPolicy:
     accept_echo: bool = True
     # None: every storage SOP class; otherwise only these.
     sop_classes: frozenset[str] | None = None
+    # None: any calling AE title; otherwise only these (--allow-calling-aet).
+    calling_ae_titles: frozenset[str] | None = None
     transfer_syntaxes: tuple[str, ...] = DEFAULT_TRANSFER_SYNTAXES
     implementation_class_uid: str = uids.IMPLEMENTATION_CLASS_UID
     implementation_version_name: str = uids.IMPLEMENTATION_VERSION_NAME
@@ -136,6 +138,16 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
                 REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED,
             ),
             reason=f"called AE title {request.called_ae_title!r} is not {policy.ae_title!r}",
+        )
+    if policy.calling_ae_titles is not None and request.calling_ae_title not in policy.calling_ae_titles:
+        # PS3.8 9.3.4: rejected-permanent, service-user, calling-AE-title-not-recognized.
+        return Negotiated(
+            reject=AAssociateRJ(
+                RESULT_REJECTED_PERMANENT,
+                SOURCE_SERVICE_USER,
+                REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED,
+            ),
+            reason=f"calling AE title {request.calling_ae_title!r} is not in --allow-calling-aet",
         )
     if request.application_context_name != uids.APPLICATION_CONTEXT_NAME:
         return Negotiated(

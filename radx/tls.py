@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_security_tls -*-
+"""TLS for DICOM (PS3.15 Annex B): context options built from PEM files, for the SCP and for an SCU.
+
+Both sides use the Non-Downgrading BCP 195 TLS Secure Transport Connection
+Profile (PS3.15 B.9): TLS 1.2 or newer only, and for TLS 1.2 only the
+forward-secret AEAD cipher suites that BCP 195 (RFC 9325 4.2) recommends.
+TLS 1.3's suites are all AEAD and forward-secret; OpenSSL's defaults stand.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import crypto
+from twisted.internet import ssl
+from twisted.internet.ssl import TLSVersion
+
+# PS3.15 B.9 / RFC 9325 4.2: ECDHE key exchange with AES-GCM or
+# ChaCha20-Poly1305. (DHE suites would need DH parameters; ECDHE suffices.)
+BCP195_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+# PS3.15 B.9: TLS 1.2 is the least version; 1.0 and 1.1 are refused (RFC 8996).
+MINIMUM_VERSION = TLSVersion.TLSv1_2
+
+
+class TLSConfigurationError(Exception):
+    """A certificate, key or CA file cannot be used; the message names the file and why."""
+
+
+def _read(flag: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError as error:
+        what = (error.strerror or str(error)).lower()
+        raise TLSConfigurationError(f"{flag} {path}: {what}") from None
+
+
+def load_certificates(flag: str, path: str) -> list[x509.Certificate]:
+    """Every certificate of a PEM file, in order (a leaf and its chain, or CAs)."""
+    data = _read(flag, path)
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise TLSConfigurationError(f"{flag} {path}: no PEM certificate in the file")
+    return certificates
+
+
+def load_private_key(flag: str, path: str):
+    data = _read(flag, path)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise TLSConfigurationError(f"{flag} {path}: the key is encrypted; radx needs it unencrypted") from None
+    except (ValueError, serialization.UnsupportedAlgorithm):
+        raise TLSConfigurationError(f"{flag} {path}: no usable PEM private key in the file") from None
+
+
+def _public_bytes(key) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _identity(cert_path: str, key_path: str, cert_flag: str, key_flag: str):
+    """(certificate, private key, chain) as pyOpenSSL objects, the key checked against the certificate."""
+    chain = load_certificates(cert_flag, cert_path)
+    key = load_private_key(key_flag, key_path)
+    if _public_bytes(chain[0].public_key()) != _public_bytes(key.public_key()):
+        raise TLSConfigurationError(f"{key_flag} {key_path}: the key does not match the certificate in {cert_path}")
+    return (
+        crypto.X509.from_cryptography(chain[0]),
+        crypto.PKey.from_cryptography_key(key),
+        [crypto.X509.from_cryptography(extra) for extra in chain[1:]],
+    )
+
+
+def _trust_root(flag: str, path: str):
+    certificates = load_certificates(flag, path)
+    return ssl.trustRootFromCertificates(
+        [ssl.Certificate(crypto.X509.from_cryptography(certificate)) for certificate in certificates]
+    )
+
+
+def server_options(cert_path: str, key_path: str, ca_path: str | None = None) -> ssl.CertificateOptions:
+    """
+    The SCP's TLS options.
+
+    With C{ca_path}, the peer must present a certificate that chains to one
+    of the CA certificates in it (mutual TLS, PS3.15 B.9: the node
+    authenticates the peer); the handshake fails otherwise.
+
+    @raise TLSConfigurationError: a file is missing, unreadable or unusable.
+    """
+    certificate, key, chain = _identity(cert_path, key_path, "--tls-cert", "--tls-key")
+    extra = {}
+    if ca_path is not None:
+        # A trust root makes Twisted verify, and require, the peer's certificate.
+        extra = dict(trustRoot=_trust_root("--tls-ca", ca_path))
+    options = ssl.CertificateOptions(
+        privateKey=key,
+        certificate=certificate,
+        extraCertChain=chain,
+        raiseMinimumTo=MINIMUM_VERSION,
+        acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(BCP195_CIPHERS),
+        **extra,
+    )
+    _check(options)
+    return options
+
+
+def client_options(
+    hostname: str,
+    ca_path: str | None = None,
+    cert_path: str | None = None,
+    key_path: str | None = None,
+):
+    """
+    An SCU's TLS options: the server's certificate is verified against
+    C{ca_path} (or the system's trust store) and its name against
+    C{hostname} (service-identity); C{cert_path}/C{key_path} are the client's
+    own certificate, for a server that requires one.
+
+    @raise TLSConfigurationError: a file is missing, unreadable or unusable.
+    """
+    client_certificate = None
+    if cert_path is not None or key_path is not None:
+        if cert_path is None or key_path is None:
+            raise TLSConfigurationError("a client certificate needs both its certificate and its key")
+        certificate, key, _ = _identity(cert_path, key_path, "certificate", "key")
+        client_certificate = ssl.PrivateCertificate.fromCertificateAndKeyPair(
+            ssl.Certificate(certificate), ssl.KeyPair(key)
+        )
+    trust_root = _trust_root("CA", ca_path) if ca_path is not None else None
+    return ssl.optionsForClientTLS(
+        hostname,
+        trustRoot=trust_root,
+        clientCertificate=client_certificate,
+        extraCertificateOptions=dict(
+            raiseMinimumTo=MINIMUM_VERSION,
+            acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(BCP195_CIPHERS),
+        ),
+    )
+
+
+def _check(options: ssl.CertificateOptions) -> None:
+    """Build the OpenSSL context once, so that what OpenSSL refuses is found at start."""
+    from OpenSSL import SSL
+
+    try:
+        options.getContext()
+    except SSL.Error as error:
+        raise TLSConfigurationError(f"OpenSSL refused the TLS set-up: {error}") from None
+
