@@ -260,13 +260,13 @@ class StoreTests(RequestorTestsMixin, SynchronousTestCase):
         self.assertEqual([len(p.items[0].data) for p in fragments], [4090, 4090, 1820])
         self.assertEqual([p.items[0].message_control_header for p in fragments], [0, 0, 2])
         self.assertEqual(b"".join(bytes(p.items[0].data) for p in fragments), data)
-        self.assertEqual(sent, [4090, 4090, 1820])
+        self.assertEqual(sent, [10000])  # read and written at once: one stretch of fragments
         peer.send(response_bytes(CStoreRSP(1, 0xB000, CT, "1.2.3.4")))
         self.assertEqual(self.successResultOf(answered).status, 0xB000)
 
     def test_backpressure_pauses_reading(self):
         """The transport's producer: a paused transport gets nothing more until it resumes."""
-        source, data = self.source(100_000)
+        source, data = self.source(300_000)
         peer, association = self.established()
         written = []
         original = peer.transport.write
@@ -279,7 +279,8 @@ class StoreTests(RequestorTestsMixin, SynchronousTestCase):
 
         peer.transport.write = write
         association.store(source, 1)
-        self.assertEqual(len(written), 3)  # command, two fragments, then paused
+        # The command, two stretches of 7 fragments (what one send carries), then paused.
+        self.assertEqual(written[1:], [7 * 16390, 7 * 16390])
         self.assertIsNotNone(peer.transport.producer)
         peer.transport.producer.resumeProducing()
         self.assertIsNone(peer.transport.producer)
@@ -287,7 +288,7 @@ class StoreTests(RequestorTestsMixin, SynchronousTestCase):
         self.assertEqual(received, data)
 
     def test_stalled_transfer_times_out(self):
-        source, data = self.source(100_000)
+        source, data = self.source(300_000)
         peer, association = self.established()
         original = peer.transport.write
         peer.transport.write = lambda chunk: (original(chunk), peer.transport.producer and peer.transport.producer.pauseProducing())
@@ -302,7 +303,7 @@ class StoreTests(RequestorTestsMixin, SynchronousTestCase):
         self.assertClean()
 
     def test_early_response_waits_for_the_end_of_the_data_set(self):
-        source, data = self.source(50_000)
+        source, data = self.source(300_000)
         peer, association = self.established()
         paused = []
         original = peer.transport.write

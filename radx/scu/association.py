@@ -23,7 +23,7 @@ from zope.interface import implementer
 from radx import uids
 from radx.dimse.assembly import CommandReceived, DIMSEProtocolError, MessageAssembler
 from radx.dimse.commands import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, DIMSEDecodeError
-from radx.dimse.fragmenting import LAST, fragment_size, message_pdus
+from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size, message_pdus
 from radx.ul import fsm
 from radx.ul.framing import PDUReader
 from radx.ul.fsm import Event, State
@@ -34,16 +34,17 @@ from radx.ul.pdu import (
     ImplementationClassUIDSubItem,
     ImplementationVersionNameSubItem,
     MaximumLengthSubItem,
-    PDataTF,
     PDUDecodeError,
     PresentationContextItemRQ,
-    PresentationDataValueItem,
     UserInformationItem,
 )
 
 DEFAULT_TIMEOUT = 30.0
 # Seconds the peer has to close after radx's A-ABORT (PS3.8 AA-1 in Sta13).
 DEFAULT_ARTIM = 5.0
+
+# Twisted's TCP transport hands at most 128 KiB to each send(2).
+_STRETCH = 128 * 1024
 
 # States with an association in which radx may send P-DATA (Evt9 is DT-1 in Sta6).
 _TRANSFER_STATES = (State.STA6,)
@@ -128,6 +129,9 @@ class _DataSetSender:
         self._left = length
         self._context_id = context_id
         self._size = fragment_size(protocol.peer_maximum_length)
+        # Data set bytes read and written at a time: as many whole fragments
+        # as one send of the transport carries.
+        self._stretch = max(1, _STRETCH // (self._size + 12)) * self._size
         self._done = done
         self._paused = False
         self._stopped = False
@@ -141,16 +145,16 @@ class _DataSetSender:
         protocol.progressed()
         read = self._fp.read
         while not self._paused and not self._stopped:
-            size = min(self._size, self._left)
+            size = min(self._stretch, self._left)
             data = read(size)
             if len(data) != size:
                 self._finish(OSError(f"the file ended {self._left - len(data)} bytes early"))
                 return
             self._left -= size
             last = self._left == 0
-            # PS3.8 E.2: a data set fragment; the last one says so.
-            item = PresentationDataValueItem(self._context_id, LAST if last else 0, data)
-            if not protocol.send_data(PDataTF((item,))):
+            # PS3.8 E.2: data set fragments; the last one of the data set says so.
+            pdus = EncodedPDUs(encode_fragments(self._context_id, data, self._size, command=False, ends_message=last))
+            if not protocol.send_data(pdus):
                 self._finish(None)
                 return
             if protocol.on_data_sent is not None:
@@ -370,8 +374,8 @@ class RequestorProtocol(Protocol):
 
     # Sending -------------------------------------------------------------------
 
-    def send_data(self, pdu: PDataTF) -> bool:
-        """Evt9 for one P-DATA-TF; False when the association can carry no more."""
+    def send_data(self, pdu) -> bool:
+        """Evt9 for P-DATA-TF PDUs (one, or EncodedPDUs); False when the association can carry no more."""
         if self.machine.state not in _TRANSFER_STATES:
             return False
         self._run(self.machine.handle(Event.EVT9, pdu=pdu))

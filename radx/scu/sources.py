@@ -18,6 +18,8 @@ _PREFIX = b"DICM"
 _META_START = _PREFIX_OFFSET + len(_PREFIX)
 # The file meta group is small; a group longer than this is not a file meta.
 _MAXIMUM_META = 1 << 16
+# What is read first: the preamble and a usual file meta.
+_USUAL_META = 4096
 # PS3.5 7.1.2: explicit VRs whose length is 4 bytes, after two reserved bytes.
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _SHORT_HEADER = struct.Struct("<HH2sH")
@@ -112,9 +114,16 @@ def read_source(path: str) -> Part10Source:
     @raise OSError: the file cannot be read.
     """
     with open(path, "rb") as fp:
-        head = fp.read(_META_START + _MAXIMUM_META)
         size = os.fstat(fp.fileno()).st_size
-    offset, values = parse_file_meta(head)
+        head = fp.read(_USUAL_META)
+        try:
+            offset, values = parse_file_meta(head)
+        except NotPart10:
+            if len(head) < _USUAL_META:
+                raise
+            # A long file meta (private elements): read all it may be.
+            head += fp.read(_META_START + _MAXIMUM_META - len(head))
+            offset, values = parse_file_meta(head)
     found = {}
     for element, name in (
         (_MEDIA_STORAGE_SOP_CLASS_UID, "Media Storage SOP Class UID (0002,0002)"),
