@@ -6,6 +6,7 @@ port: every server here listens on a free ephemeral port, never 11112.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -14,7 +15,9 @@ import sys
 from twisted.internet import defer, protocol, reactor, task, utils
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase
 
+from radx.app.scu_cli import Progress
 from radx.scp.factory import SCPFactory
 from radx.scu.association import AssociationError
 from radx.scu.echo import echo
@@ -327,3 +330,34 @@ class StoreCommandTests(CommandTestCase):
         out, err, code = yield self.radx("dicom", "store", "--host", "127.0.0.1")
         self.assertEqual(code, 2)
         self.assertIn("name files to send, or a folder with --dir", err)
+
+
+class ProgressTests(SynchronousTestCase):
+    """The progress bar of `radx dicom store` on a terminal: files, bytes, rate; ten redraws a second at most."""
+
+    def setUp(self):
+        self.now = 100.0
+        self.stream = io.StringIO()
+        self.progress = Progress(self.stream, total_files=4, total_bytes=4_000_000, clock=lambda: self.now)
+
+    def test_line(self):
+        self.now += 2
+        self.progress.data_sent(1_000_000)
+        self.progress.file_done()
+        self.assertEqual(self.progress.line(), "[######------------------] 1/4 files  1.0/4.0 MB  0.5 MB/s")
+
+    def test_redrawn_at_most_ten_times_a_second(self):
+        for _ in range(50):
+            self.progress.data_sent(10_000)
+            self.now += 0.01
+        # 0.5 s: the first draw, then one every 0.1 s.
+        self.assertEqual(self.stream.getvalue().count("\r"), 5)
+        self.progress.draw(force=True)
+        self.assertEqual(self.stream.getvalue().count("\r"), 6)
+
+    def test_lines_printed_above_the_bar(self):
+        self.progress.draw(force=True)
+        self.progress.say(self.stream, "FAILED a.dcm: why\n")
+        self.assertTrue(self.stream.getvalue().endswith("\r\x1b[KFAILED a.dcm: why\n"))
+        self.progress.clear()
+        self.assertTrue(self.stream.getvalue().endswith("FAILED a.dcm: why\n"))  # nothing shown, nothing cleared
