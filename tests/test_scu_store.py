@@ -9,9 +9,10 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.trial.unittest import SynchronousTestCase
 
 from radx.scu.echo import echo
-from radx.scu.store import StoreJob
+from radx.scu.store import FileResult, StoreJob
 from radx.ul.negotiation import AcceptorPolicy
 from tests import dicomfiles
 from tests.interop import ServerTestCase
@@ -141,3 +142,17 @@ class RadxServerTests(ServerTestCase):
             {"not sent: Association rejected: Called AE Title Not Recognized (rejected-permanent, service-user)"},
         )
         self.assertEqual(len(results), 3)
+
+
+class FileResultTests(SynchronousTestCase):
+    def test_warning_is_stored(self):
+        """PS3.4 B.2.3: a warning status means the instance was stored."""
+        result = FileResult("a.dcm", status=0xB007, error_comment="checked")
+        self.assertTrue(result.stored and result.warning)
+        self.assertEqual(result.describe(), "status 0xB007 (Data Set does not match SOP Class): checked")
+
+    def test_failure_and_reason(self):
+        self.assertFalse(FileResult("a.dcm", status=0xA700).stored)
+        unsent = FileResult("b.dcm", reason="not sent: no association")
+        self.assertFalse(unsent.stored or unsent.warning)
+        self.assertEqual(unsent.describe(), "not sent: no association")

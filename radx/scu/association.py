@@ -17,7 +17,6 @@ from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from radx import uids
@@ -181,8 +180,6 @@ class _DataSetSender:
 
 class RequestorProtocol(Protocol):
     """Feeds bytes to the upper layer machine (requestor role) and carries out its effects in order."""
-
-    log = Logger()
 
     def __init__(
         self,
