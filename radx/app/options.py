@@ -98,6 +98,11 @@ _COERCION_PREFIX = "Parameter type enforcement failed: "
 class CommandOptions(usage.Options):
     """Options of a `radx dicom` command: positionals may come first, errors name their flag."""
 
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"radx {__version__.public()}")
+        sys.exit(0)
+
     def parseOptions(self, options=None) -> None:
         if options is None:
             options = sys.argv[1:]
@@ -160,11 +165,6 @@ class ScpOptions(CommandOptions):
         if not is_valid_uid(uid):
             raise usage.UsageError(f"--transfer-syntax: {uid!r} is not a valid UID")
         self["transfer-syntax"].append(uid)
-
-    def opt_version(self) -> None:
-        """Print the version and exit."""
-        print(f"radx {__version__.public()}")
-        sys.exit(0)
 
     def getSynopsis(self) -> str:
         if self.parent is None:

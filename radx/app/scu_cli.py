@@ -127,7 +127,9 @@ def _run_reactor(reactor, start) -> int:
     outcome = []
 
     def begin():
-        d = start()
+        from twisted.internet import defer
+
+        d = defer.maybeDeferred(start)
 
         def done(result):
             outcome.append(result)
