@@ -16,7 +16,7 @@ from radx.scu.store import FileResult, StoreJob
 from radx.ul.negotiation import AcceptorPolicy
 from tests import dicomfiles
 from tests.interop import ServerTestCase
-from tests.test_interop_store import organized_path
+from tests.test_interop_store import organized_path, poll, walk_files
 
 CT = dicomfiles.CT_IMAGE_STORAGE
 
@@ -143,6 +143,20 @@ class RadxServerTests(ServerTestCase):
         )
         self.assertEqual(len(results), 3)
 
+    @defer.inlineCallbacks
+    def test_interrupted_job_aborts_its_associations(self):
+        """What Ctrl+C does: each open association is aborted, the server keeps no partial file."""
+        large = dicomfiles.write_large_multiframe(self.mktemp(), 20 << 20, seed=26)
+        self.start_server(self.server_config(fsync=False))
+        job = self.job()
+        sending = job.run([large])
+        yield poll(lambda: self.factory.stats.store_requests == 1, 10, "the C-STORE to begin")
+        yield job.abort("interrupted")
+        (result,) = yield sending
+        self.assertEqual(result.describe(), "interrupted")
+        yield poll(lambda: not self.factory.connections, 10, "the server to close")
+        self.assertEqual(walk_files(self.factory.config.output_dir)[0], set())
+
 
 class FileResultTests(SynchronousTestCase):
     def test_warning_is_stored(self):
@@ -156,3 +170,4 @@ class FileResultTests(SynchronousTestCase):
         unsent = FileResult("b.dcm", reason="not sent: no association")
         self.assertFalse(unsent.stored or unsent.warning)
         self.assertEqual(unsent.describe(), "not sent: no association")
+

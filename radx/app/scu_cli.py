@@ -124,17 +124,20 @@ def _write(stream, text: str) -> None:
 
 def _run_reactor(reactor, start) -> int:
     """Run ``start()`` (a Deferred of an exit status) on the reactor until it fires."""
+    from twisted.internet import defer
+    from twisted.internet.error import ReactorNotRunning
+
     outcome = []
 
     def begin():
-        from twisted.internet import defer
-
         d = defer.maybeDeferred(start)
 
         def done(result):
             outcome.append(result)
-            if reactor.running:
+            try:
                 reactor.stop()
+            except ReactorNotRunning:
+                pass  # already stopping: Ctrl+C or SIGTERM
 
         d.addBoth(done)
 
@@ -270,7 +273,7 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
         from twisted.internet import reactor
     from radx.scu.association import client_endpoint
     from radx.scu.sources import list_files
-    from radx.scu.store import StoreJob
+    from radx.scu.store import FileResult, StoreJob
 
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -319,11 +322,19 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
             progress.draw(force=True)
         return job.send(sources).addCallback(lambda _: EXIT_OK)
 
-    _run_reactor(reactor, start)
+    # Ctrl+C: the peer is told with an A-ABORT, rather than left with half an instance.
+    reactor.addSystemEventTrigger("before", "shutdown", job.abort, "interrupted")
+    finished = _run_reactor(reactor, start) == EXIT_OK
     if progress is not None:
         progress.clear()
     elapsed = time.monotonic() - started
     results = job.results
+    if not finished:
+        answered = {r.path for r in results}
+        for path in paths:
+            if path not in answered:
+                job.results.append(FileResult(path, reason="not sent: interrupted"))
+        _write(stderr, f"Interrupted: {len(paths) - len(answered)} files not sent or not answered\n")
     succeeded = sum(1 for r in results if r.stored)
     warned = sum(1 for r in results if r.warning)
     failed = len(results) - succeeded

@@ -72,6 +72,7 @@ class StoreJob:
         self.on_result = on_result
         self.on_data_sent = on_data_sent
         self.results: list[FileResult] = []
+        self._open: set = set()
 
     def _record(self, result: FileResult) -> None:
         self.results.append(result)
@@ -89,6 +90,18 @@ class StoreJob:
             except OSError as error:
                 self._record(FileResult(path, reason=f"cannot read: {error.strerror or error}"))
         return sources
+
+    def abort(self, why: str, grace: float = 1.0) -> defer.Deferred:
+        """
+        A-ABORT every association still open (an interrupted job); fires
+        when they are closed, or after ``grace`` seconds.
+        """
+        closing = []
+        for association in list(self._open):
+            association.abort(why)
+            closing.append(association.closed)
+        done = defer.DeferredList(closing).addTimeout(grace, self.reactor)
+        return done.addErrback(lambda _: None)
 
     def run(self, paths: list[str]) -> defer.Deferred:
         """Read and send every file; fires with the list of FileResult (never fails)."""
@@ -119,6 +132,8 @@ class StoreJob:
         except AssociationError as error:
             return error.message
         association.on_data_sent = self.on_data_sent
+        self._open.add(association)
+        association.closed.addCallback(lambda _: self._open.discard(association))
         while queue:
             source = queue.popleft()
             context = association.contexts[context_ids[source.presentation]]
