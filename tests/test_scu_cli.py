@@ -124,6 +124,14 @@ class EchoCommandTests(CommandTestCase):
         )
 
     @defer.inlineCallbacks
+    def test_verification_not_accepted(self):
+        """A server with --accept-echo=false: associated, but no Verification context; exit 1."""
+        self.start_server(self.server_config(policy=AcceptorPolicy(accept_echo=False)))
+        out, err, code = yield self.radx("dicom", "echo", "127.0.0.1", str(self.port))
+        self.assertEqual(code, 1)
+        self.assertIn("presentation context not accepted: abstract-syntax-not-supported (provider rejection)", err)
+
+    @defer.inlineCallbacks
     def test_refused(self):
         out, err, code = yield self.radx("dicom", "echo", "127.0.0.1", str(free_port()))
         self.assertEqual(code, 4)

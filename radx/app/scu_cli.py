@@ -151,9 +151,13 @@ def _run_reactor(reactor, start) -> int:
 
 
 def _association_exit(error) -> int:
-    from radx.scu.association import AssociationRejected
+    from radx.scu.association import AssociationAborted, AssociationRejected
 
-    return EXIT_REJECTED if isinstance(error, AssociationRejected) else EXIT_NO_ASSOCIATION
+    if isinstance(error, AssociationRejected):
+        return EXIT_REJECTED
+    if isinstance(error, AssociationAborted):
+        return EXIT_NO_ASSOCIATION
+    return EXIT_FAILED  # associated, but the Verification context was not accepted
 
 
 # echo ------------------------------------------------------------------------
@@ -167,7 +171,7 @@ def run_echo(options: EchoOptions, reactor=None, stdout=None) -> int:
 
     stdout = stdout or sys.stdout
     host, port, called = options["host"], options["port"], options["called-ae"]
-    where = f"{called}@{host}:{port}"
+    where = f"{called}@[{host}]:{port}" if ":" in host else f"{called}@{host}:{port}"
     failed = []
 
     def show(result):
