@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from twisted.internet import defer
 
 from radx import uids
-from radx.scu.association import DEFAULT_TIMEOUT, associate, associate_request
+from radx.scu.association import DEFAULT_TIMEOUT, AssociationAborted, associate, associate_request
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,11 @@ def echo(
             results.append(result)
             if on_result is not None:
                 on_result(result)
+    except AssociationAborted:
+        raise
     except BaseException:
-        association.abort()
-        yield association.closed
+        # Associated but unable to echo (no Verification context): end politely.
+        yield association.release()
         raise
     yield association.release()
     return results
