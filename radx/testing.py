@@ -7,6 +7,9 @@ when told::
     harness = ScpHarness(ServerConfig(output_dir=path))
     harness.send(associate_rq_bytes("RADX-SCP", contexts=[(1, VERIFICATION)]))
     harness.received_pdus()  # [AAssociateAC(...)]
+
+``MemoryEndpoint`` does the same for the sending side (``radx.scu``): each
+connection it makes is a StringTransport, whose far end the test plays.
 """
 
 from __future__ import annotations
@@ -140,17 +143,11 @@ class ScpHarness:
         return protocol
 
     def send(self, data: bytes, one_byte_at_a_time: bool = False) -> None:
-        if one_byte_at_a_time:
-            for i in range(len(data)):
-                self.protocol.dataReceived(data[i : i + 1])
-        else:
-            self.protocol.dataReceived(data)
+        _feed(self.protocol, data, one_byte_at_a_time)
 
     def received_pdus(self) -> list:
         """The PDUs radx wrote since the last call."""
-        data = self.transport.value()
-        self.transport.clear()
-        return self._reader.feed(data)
+        return _written_pdus(self.transport, self._reader)
 
     def disconnect(self) -> None:
         from twisted.internet.error import ConnectionLost
@@ -162,6 +159,70 @@ class ScpHarness:
     @property
     def closed(self) -> bool:
         return self.transport.disconnecting
+
+
+def _feed(protocol, data: bytes, one_byte_at_a_time: bool) -> None:
+    if one_byte_at_a_time:
+        for i in range(len(data)):
+            protocol.dataReceived(data[i : i + 1])
+    else:
+        protocol.dataReceived(data)
+
+
+def _written_pdus(transport: StringTransport, reader: PDUReader) -> list:
+    data = transport.value()
+    transport.clear()
+    return reader.feed(data)
+
+
+class AcceptorPeer:
+    """The far end of one requestor connection made by a MemoryEndpoint: what radx wrote, what it is sent."""
+
+    def __init__(self, protocol, transport: StringTransport) -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self._reader = PDUReader(maximum_pdata_length=0)
+
+    def received_pdus(self) -> list:
+        """The PDUs radx wrote since the last call."""
+        return _written_pdus(self.transport, self._reader)
+
+    def send(self, data: bytes, one_byte_at_a_time: bool = False) -> None:
+        _feed(self.protocol, data, one_byte_at_a_time)
+
+    def disconnect(self) -> None:
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+
+
+class MemoryEndpoint:
+    """
+    A client endpoint for ``radx.scu`` whose connections are StringTransports,
+    made at once; ``peers`` holds an AcceptorPeer for each. ``refuse`` makes
+    connecting fail, ``hang`` makes it never finish.
+    """
+
+    def __init__(self, refuse: bool = False, hang: bool = False) -> None:
+        self.refuse = refuse
+        self.hang = hang
+        self.peers: list[AcceptorPeer] = []
+
+    def connect(self, factory):
+        from twisted.internet import defer
+        from twisted.internet.error import ConnectionRefusedError
+
+        if self.refuse:
+            return defer.fail(ConnectionRefusedError())
+        if self.hang:
+            return defer.Deferred()
+        address = IPv4Address("TCP", "127.0.0.1", 11112)
+        protocol = factory.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        self.peers.append(AcceptorPeer(protocol, transport))
+        return defer.succeed(protocol)
 
 
 def dcmtk_tool(name: str) -> str | None:

@@ -6,7 +6,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from radx.dimse.assembly import CommandReceived, DataSetFragment, MessageAssembler
 from radx.dimse.commands import CStoreRQ
-from radx.dimse.fragmenting import UNLIMITED_FRAGMENT, fragment_size, message_pdus
+from radx.dimse.fragmenting import UNLIMITED_FRAGMENT, EncodedPDUs, encode_fragments, fragment_size, message_pdus
+from radx.ul.pdu import PDataTF, PresentationDataValueItem
 
 
 class FragmentingTests(SynchronousTestCase):
@@ -44,3 +45,15 @@ class FragmentingTests(SynchronousTestCase):
         self.assertIsInstance(events[0], CommandReceived)
         self.assertEqual(b"".join(bytes(e.data) for e in events[1:] if isinstance(e, DataSetFragment)), data)
         self.assertTrue(events[-1].last)
+
+    def test_encode_fragments_is_message_pdus_encoded(self):
+        data = bytes(range(256)) * 100
+        for ends in (True, False):
+            expected = message_pdus(5, data, 4096, command=False)
+            if not ends:
+                # Without the end of the message, no fragment is the last.
+                expected = [PDataTF((PresentationDataValueItem(5, 0, p.items[0].data),)) for p in expected]
+            encoded = encode_fragments(5, memoryview(data), fragment_size(4096), command=False, ends_message=ends)
+            self.assertEqual(encoded, b"".join(p.encode() for p in expected))
+        self.assertEqual(encode_fragments(1, b"ab", 10, command=True, ends_message=True), message_pdus(1, b"ab", 16, command=True)[0].encode())
+        self.assertEqual(EncodedPDUs(b"x").encode(), b"x")

@@ -21,11 +21,15 @@ from radx.app.options import ScpOptions
 
 USAGE = """\
 Usage: radx dicom scp [PORT] [flags]
+       radx dicom echo HOST [PORT] [flags]
+       radx dicom store FILE... | --dir DIR [flags]
 
 Commands:
   radx dicom scp    Run a DICOM SCP server to receive DICOM files
+  radx dicom echo   Test connectivity to an SCP with C-ECHO
+  radx dicom store  Send DICOM files to an SCP with C-STORE
 
-Run 'radx dicom scp --help' for its flags.
+Run 'radx dicom COMMAND --help' for its flags.
 """
 
 _LEVELS = {
@@ -215,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["--version"], ["version"]):
         print(f"radx {__version__.public()}")
         return 0
+    if argv[:2] in (["dicom", "echo"], ["dicom", "store"]):
+        from radx.app import scu_cli
+
+        command = scu_cli.echo_main if argv[1] == "echo" else scu_cli.store_main
+        return command(argv[2:])
     if argv[:2] != ["dicom", "scp"]:
         sys.stderr.write(USAGE)
         return 0 if argv[:1] in (["--help"], ["-h"]) else 2

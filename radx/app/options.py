@@ -117,7 +117,28 @@ BOOLEAN_FLAGS = ("organize", "accept-echo", "fsync")
 _COERCION_PREFIX = "Parameter type enforcement failed: "
 
 
-class ScpOptions(usage.Options):
+class CommandOptions(usage.Options):
+    """Options of a `radx dicom` command: positionals may come first, errors name their flag."""
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"radx {__version__.public()}")
+        sys.exit(0)
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            super().parseOptions(positionals_last(self, options))
+        except usage.UsageError as error:
+            # Twisted words a failed coercion without the flag; ours name it.
+            message = str(error)
+            if message.startswith(_COERCION_PREFIX):
+                raise usage.UsageError(message[len(_COERCION_PREFIX) :]) from None
+            raise
+
+
+class ScpOptions(CommandOptions):
     """radx dicom scp [PORT] [flags]"""
     longdesc = (
         "Run a DICOM SCP that accepts associations, answers C-ECHO and files every "
@@ -191,11 +212,6 @@ class ScpOptions(usage.Options):
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
 
-    def opt_version(self) -> None:
-        """Print the version and exit."""
-        print(f"radx {__version__.public()}")
-        sys.exit(0)
-
     def getSynopsis(self) -> str:
         if self.parent is None:
             return "Usage: radx dicom scp [PORT] [flags]"
@@ -204,36 +220,7 @@ class ScpOptions(usage.Options):
     def parseOptions(self, options=None) -> None:
         if options is None:
             options = sys.argv[1:]
-        options = normalise_boolean_flags(options)
-        try:
-            super().parseOptions(self._positionals_last(options))
-        except usage.UsageError as error:
-            # Twisted words a failed coercion without the flag; ours name it.
-            message = str(error)
-            if message.startswith(_COERCION_PREFIX):
-                raise usage.UsageError(message[len(_COERCION_PREFIX) :]) from None
-            raise
-
-    def _positionals_last(self, arguments: list[str]) -> list[str]:
-        """Let PORT stand before the flags (`radx dicom scp 11113 --aet X`), which getopt does not."""
-        takes_value = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
-        flags: list[str] = []
-        positionals: list[str] = []
-        index = 0
-        while index < len(arguments):
-            argument = arguments[index]
-            index += 1
-            if argument == "--":
-                positionals.extend(arguments[index:])
-                break
-            if argument.startswith("-") and argument != "-":
-                flags.append(argument)
-                if argument in takes_value and index < len(arguments):
-                    flags.append(arguments[index])
-                    index += 1
-            else:
-                positionals.append(argument)
-        return flags + ["--"] + positionals if positionals else flags
+        super().parseOptions(normalise_boolean_flags(options))
 
     def parseArgs(self, port=None) -> None:
         if port is not None:
@@ -277,6 +264,28 @@ class ScpOptions(usage.Options):
     @property
     def transfer_syntaxes(self) -> tuple[str, ...]:
         return tuple(self["transfer-syntax"]) or DEFAULT_TRANSFER_SYNTAXES
+
+
+def positionals_last(options: usage.Options, arguments: list[str]) -> list[str]:
+    """Let positionals stand before the flags (`radx dicom scp 11113 --aet X`), which getopt does not."""
+    takes_value = {f"--{name[:-1]}" for name in options.longOpt if name.endswith("=")}
+    flags: list[str] = []
+    positionals: list[str] = []
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        index += 1
+        if argument == "--":
+            positionals.extend(arguments[index:])
+            break
+        if argument.startswith("-") and argument != "-":
+            flags.append(argument)
+            if argument in takes_value and index < len(arguments):
+                flags.append(arguments[index])
+                index += 1
+        else:
+            positionals.append(argument)
+    return flags + ["--"] + positionals if positionals else flags
 
 
 def normalise_boolean_flags(arguments: list[str]) -> list[str]:

@@ -1,7 +1,9 @@
-# -*- test-case-name: tests.test_dimse_fragmenting -*-
+# -*- test-case-name: tests.test_dimse_fragmenting,tests.test_scu_association -*-
 """Cutting a DIMSE message into P-DATA-TF PDUs that fit the peer's Maximum Length."""
 
 from __future__ import annotations
+
+import struct
 
 from radx.ul.pdu import PDataTF, PresentationDataValueItem
 
@@ -43,3 +45,42 @@ def message_pdus(
             PDataTF((PresentationDataValueItem(context_id, control, view[offset : offset + size]),))
         )
     return pdus
+
+
+# PS3.8 9.3.5 and 9.3.5.1: a P-DATA-TF's header (PDU-type 04H, reserved,
+# PDU-length) followed by its one PDV's (item-length, context ID, Message
+# Control Header).
+_PDATA_HEADERS = struct.Struct(">BBLLBB")
+
+
+class EncodedPDUs:
+    """Consecutive P-DATA-TF PDUs of one message, already encoded back to back, to be sent as one write."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def encode(self) -> bytes:
+        return self.data
+
+
+def encode_fragments(context_id: int, data, size: int, command: bool, ends_message: bool) -> bytes:
+    """
+    The wire bytes of P-DATA-TF PDUs carrying ``data`` in fragments of at
+    most ``size`` bytes, one PDV each: the same PDUs as ``message_pdus``
+    makes, without an object per PDU. With ``ends_message`` the last
+    fragment has the last-fragment bit; ``data`` may be a memoryview.
+    """
+    kind = COMMAND if command else 0
+    pack = _PDATA_HEADERS.pack
+    view = memoryview(data)
+    length = len(view)
+    parts = []
+    for offset in range(0, max(length, 1), size):
+        fragment = view[offset : offset + size]
+        n = len(fragment)
+        control = kind | (LAST if ends_message and offset + size >= length else 0)
+        parts.append(pack(0x04, 0, n + 6, n + 2, context_id, control))
+        parts.append(fragment)
+    return b"".join(parts)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_negotiation -*-
+# -*- test-case-name: tests.test_negotiation,tests.test_scu_sources -*-
 """Association negotiation for the acceptor: an A-ASSOCIATE-RQ and local policy in, AC or RJ out."""
 
 from __future__ import annotations
@@ -216,3 +216,50 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
         contexts=contexts,
         peer_maximum_pdu_length=peer_maximum or 0,
     )
+
+
+# PS3.8 9.3.4 Table 9-21: the reasons of an A-ASSOCIATE-RJ, by source.
+_REJECT_REASONS = {
+    SOURCE_SERVICE_USER: {
+        REASON_USER_NO_REASON_GIVEN: "No Reason Given",
+        REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED: "Application Context Name Not Supported",
+        REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED: "Calling AE Title Not Recognized",
+        REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED: "Called AE Title Not Recognized",
+    },
+    SOURCE_SERVICE_PROVIDER_ACSE: {
+        1: "No Reason Given",
+        REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED: "Protocol Version Not Supported",
+    },
+    SOURCE_SERVICE_PROVIDER_PRESENTATION: {
+        REASON_PRESENTATION_TEMPORARY_CONGESTION: "Temporary Congestion",
+        REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED: "Local Limit Exceeded",
+    },
+}
+_REJECT_SOURCES = {
+    SOURCE_SERVICE_USER: "service-user",
+    SOURCE_SERVICE_PROVIDER_ACSE: "service-provider (ACSE)",
+    SOURCE_SERVICE_PROVIDER_PRESENTATION: "service-provider (presentation)",
+}
+_REJECT_RESULTS = {RESULT_REJECTED_PERMANENT: "permanent", RESULT_REJECTED_TRANSIENT: "transient"}
+
+
+def describe_reject(reject: AAssociateRJ) -> str:
+    """``Called AE Title Not Recognized (rejected-permanent, source service-user)``."""
+    reason = _REJECT_REASONS.get(reject.source, {}).get(reject.reason, f"reason {reject.reason}")
+    source = _REJECT_SOURCES.get(reject.source, f"source {reject.source}")
+    result = _REJECT_RESULTS.get(reject.result, f"result {reject.result}")
+    return f"{reason} (rejected-{result}, {source})"
+
+
+# PS3.8 9.3.3.2 Table 9-18: the result/reason of a presentation context.
+_CONTEXT_RESULTS = {
+    ACCEPTANCE: "acceptance",
+    USER_REJECTION: "user-rejection",
+    PROVIDER_REJECTION: "no-reason (provider rejection)",
+    ABSTRACT_SYNTAX_NOT_SUPPORTED: "abstract-syntax-not-supported (provider rejection)",
+    TRANSFER_SYNTAXES_NOT_SUPPORTED: "transfer-syntaxes-not-supported (provider rejection)",
+}
+
+
+def describe_context_result(result: int) -> str:
+    return _CONTEXT_RESULTS.get(result, f"result {result}")

@@ -1,0 +1,359 @@
+# -*- test-case-name: tests.test_scu_cli -*-
+"""`radx dicom echo` and `radx dicom store`: the sending side, on the same reactor as the server."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from twisted.python import usage
+
+from radx.app.options import (
+    DEFAULT_PORT,
+    CommandOptions,
+    _ae_title,
+    _named,
+    _pdu_length,
+    _port,
+    _positive_int,
+    _seconds,
+)
+from radx.dimse.status import describe_status, is_failure
+
+# Exit statuses (documented in docs/usage.rst).
+EXIT_OK = 0
+EXIT_FAILED = 1  # an operation answered with a failure status, or a file was not stored
+EXIT_USAGE = 2
+EXIT_REJECTED = 3
+EXIT_NO_ASSOCIATION = 4  # no connection, an abort, or a timeout
+
+_CLIENT_PARAMETERS = [
+    ["called-ae", None, "RADX-SCP", "AE title of the peer (the called AE).", _named("called-ae", _ae_title)],
+    ["calling-ae", None, "RADX-SCU", "AE title of this side (the calling AE).", _named("calling-ae", _ae_title)],
+    ["max-pdu", None, 16384, "Largest P-DATA PDU this side receives (advertised to the peer).", _named("max-pdu", _pdu_length)],
+    ["timeout", None, 30.0, "Seconds to wait for the connection, the association, each response.", _named("timeout", _seconds)],
+]  # fmt: skip
+
+
+def _count(value: str) -> int:
+    number = _positive_int(value)
+    if number > 65535:
+        raise ValueError(f"at most 65535, not {number}")
+    return number
+
+
+class EchoOptions(CommandOptions):
+    """radx dicom echo HOST [PORT] [flags]"""
+
+    longdesc = "Open an association, send C-ECHO (Verification), print the status and round-trip time."
+    optParameters = _CLIENT_PARAMETERS + [
+        ["count", None, 1, "C-ECHO requests to send, one after the other, on one association.", _named("count", _count)],
+    ]  # fmt: skip
+
+    def getSynopsis(self) -> str:
+        return "Usage: radx dicom echo HOST [PORT] [flags]"
+
+    def parseArgs(self, host, port=None) -> None:
+        self["host"] = host
+        self["port"] = _positional_port(port)
+
+
+class StoreOptions(CommandOptions):
+    """radx dicom store FILE... | --dir DIR [flags]"""
+
+    longdesc = (
+        "Send DICOM Part 10 files with C-STORE, their data sets exactly as stored, in their own"
+        " SOP classes and transfer syntaxes."
+    )
+    optParameters = _CLIENT_PARAMETERS + [
+        ["host", None, "localhost", "Host of the peer."],
+        ["port", None, DEFAULT_PORT, "Port of the peer.", _named("port", _port)],
+        ["dir", None, None, "Send the files in this folder (with --recursive, its folders too)."],
+        ["conns", None, 1, "Associations to spread the files over, at once.", _named("conns", _positive_int)],
+    ]  # fmt: skip
+    optFlags = [
+        ["recursive", "r", "With --dir, descend into its folders."],
+    ]
+
+    def getSynopsis(self) -> str:
+        return "Usage: radx dicom store FILE... | --dir DIR [flags]"
+
+    def parseArgs(self, *files) -> None:
+        self["files"] = list(files)
+
+    def postOptions(self) -> None:
+        if not self["files"] and self["dir"] is None:
+            raise usage.UsageError("name files to send, or a folder with --dir")
+        if self["dir"] is not None and not os.path.isdir(self["dir"]):
+            raise usage.UsageError(f"--dir: {self['dir']!r} is not a folder")
+        if self["recursive"] and self["dir"] is None:
+            raise usage.UsageError("--recursive goes with --dir")
+
+
+def _positional_port(port: str | None) -> int:
+    if port is None:
+        return DEFAULT_PORT
+    try:
+        return _port(port)
+    except ValueError:
+        raise usage.UsageError(f"PORT: {port!r} is not a port number") from None
+
+
+def _parse(options: CommandOptions, arguments: list[str], command: str) -> int | None:
+    """Parse; an exit status when there is nothing more to do."""
+    try:
+        options.parseOptions(arguments)
+    except usage.UsageError as error:
+        sys.stderr.write(f"Error: {error}\n\n{options.getSynopsis()}\n")
+        sys.stderr.write(f"Run 'radx dicom {command} --help' for the flags.\n")
+        return EXIT_USAGE
+    except SystemExit as exit:
+        # --help prints and exits with 0.
+        return exit.code or 0
+    return None
+
+
+def _write(stream, text: str) -> None:
+    try:
+        stream.write(text)
+        stream.flush()
+    except OSError:
+        pass
+
+
+def _run_reactor(reactor, start) -> int:
+    """Run ``start()`` (a Deferred of an exit status) on the reactor until it fires."""
+    from twisted.internet import defer
+    from twisted.internet.error import ReactorNotRunning
+
+    outcome = []
+
+    def begin():
+        d = defer.maybeDeferred(start)
+
+        def done(result):
+            outcome.append(result)
+            try:
+                reactor.stop()
+            except ReactorNotRunning:
+                pass  # already stopping: Ctrl+C or SIGTERM
+
+        d.addBoth(done)
+
+    reactor.callWhenRunning(begin)
+    reactor.run()
+    result = outcome[0] if outcome else EXIT_NO_ASSOCIATION
+    if not isinstance(result, int):
+        _write(sys.stderr, f"Error: {result.getErrorMessage() if hasattr(result, 'getErrorMessage') else result}\n")
+        return EXIT_NO_ASSOCIATION
+    return result
+
+
+def _association_exit(error) -> int:
+    from radx.scu.association import AssociationAborted, AssociationRejected
+
+    if isinstance(error, AssociationRejected):
+        return EXIT_REJECTED
+    if isinstance(error, AssociationAborted):
+        return EXIT_NO_ASSOCIATION
+    return EXIT_FAILED  # associated, but the Verification context was not accepted
+
+
+# echo ------------------------------------------------------------------------
+
+
+def run_echo(options: EchoOptions, reactor=None, stdout=None) -> int:
+    if reactor is None:
+        from twisted.internet import reactor
+    from radx.scu.association import AssociationError, client_endpoint
+    from radx.scu.echo import echo
+
+    stdout = stdout or sys.stdout
+    host, port, called = options["host"], options["port"], options["called-ae"]
+    where = f"{called}@[{host}]:{port}" if ":" in host else f"{called}@{host}:{port}"
+    failed = []
+
+    def show(result):
+        if is_failure(result.status):
+            failed.append(result)
+        text = "Success" if result.status == 0 else describe_status(result.status)
+        _write(stdout, f"C-ECHO to {where}: {text} ({result.seconds * 1e3:.1f} ms)\n")
+
+    def start():
+        endpoint = client_endpoint(reactor, host, port, options["timeout"])
+        d = echo(
+            endpoint,
+            reactor,
+            called,
+            options["calling-ae"],
+            count=options["count"],
+            timeout=options["timeout"],
+            maximum_length=options["max-pdu"],
+            on_result=show,
+        )
+        d.addCallback(lambda _: EXIT_FAILED if failed else EXIT_OK)
+
+        def association_failed(failure):
+            failure.trap(AssociationError)
+            _write(sys.stderr, f"C-ECHO to {where}: {failure.value.message}\n")
+            return _association_exit(failure.value)
+
+        return d.addErrback(association_failed)
+
+    return _run_reactor(reactor, start)
+
+
+def echo_main(arguments: list[str]) -> int:
+    options = EchoOptions()
+    code = _parse(options, arguments, "echo")
+    return code if code is not None else run_echo(options)
+
+
+# store -----------------------------------------------------------------------
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+class Progress:
+    """A one-line progress bar (files, bytes, rate), redrawn at most ten times a second."""
+
+    WIDTH = 24
+    INTERVAL = 0.1
+
+    def __init__(self, stream, total_files: int, total_bytes: int, clock=time.monotonic) -> None:
+        self.stream = stream
+        self.total_files = total_files
+        self.total_bytes = total_bytes
+        self.clock = clock
+        self.started = clock()
+        self.files = 0
+        self.sent = 0
+        self._drawn_at = None
+        self._shown = False
+
+    def data_sent(self, size: int) -> None:
+        self.sent += size
+        self.draw()
+
+    def file_done(self) -> None:
+        self.files += 1
+        self.draw()
+
+    def line(self) -> str:
+        elapsed = max(self.clock() - self.started, 1e-9)
+        fraction = self.sent / self.total_bytes if self.total_bytes else self.files / max(self.total_files, 1)
+        filled = min(self.WIDTH, int(fraction * self.WIDTH))
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        return (
+            f"[{bar}] {self.files}/{self.total_files} files"
+            f"  {self.sent / 1e6:.1f}/{self.total_bytes / 1e6:.1f} MB"
+            f"  {self.sent / 1e6 / elapsed:.1f} MB/s"
+        )
+
+    def draw(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and self._drawn_at is not None and now - self._drawn_at < self.INTERVAL:
+            return
+        self._drawn_at = now
+        self._shown = True
+        _write(self.stream, "\r" + self.line() + "\x1b[K")
+
+    def clear(self) -> None:
+        if self._shown:
+            _write(self.stream, "\r\x1b[K")
+            self._shown = False
+
+    def say(self, stream, text: str) -> None:
+        """Print a line above the bar."""
+        self.clear()
+        _write(stream, text)
+
+
+def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty=None) -> int:
+    if reactor is None:
+        from twisted.internet import reactor
+    from radx.scu.association import client_endpoint
+    from radx.scu.sources import list_files
+    from radx.scu.store import FileResult, StoreJob
+
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    if tty is None:
+        tty = stdout.isatty()
+    try:
+        paths = list_files(options["files"], options["dir"], options["recursive"])
+    except OSError as error:
+        _write(stderr, f"Error: --dir: {error.strerror}: {options['dir']}\n")
+        return EXIT_FAILED
+    progress: Progress | None = None
+
+    def say(stream, text):
+        if progress is not None:
+            progress.say(stream, text)
+        else:
+            _write(stream, text)
+
+    def on_result(result):
+        if not result.stored:
+            say(stderr, f"FAILED {result.path}: {result.describe()}\n")
+        elif result.warning:
+            say(stderr, f"WARNING {result.path}: {result.describe()}\n")
+        if progress is not None:
+            progress.file_done()
+
+    job = StoreJob(
+        client_endpoint(reactor, options["host"], options["port"], options["timeout"]),
+        reactor,
+        options["called-ae"],
+        options["calling-ae"],
+        connections=options["conns"],
+        timeout=options["timeout"],
+        maximum_length=options["max-pdu"],
+        on_result=on_result,
+    )
+    started = time.monotonic()
+
+    def start():
+        nonlocal progress
+        sources = job.read(paths)
+        if tty:
+            progress = Progress(stdout, len(paths), sum(s.data_set_length for s in sources))
+            progress.files = len(job.results)
+            job.on_data_sent = progress.data_sent
+            progress.draw(force=True)
+        return job.send(sources).addCallback(lambda _: EXIT_OK)
+
+    # Ctrl+C: the peer is told with an A-ABORT, rather than left with half an instance.
+    reactor.addSystemEventTrigger("before", "shutdown", job.abort, "interrupted")
+    finished = _run_reactor(reactor, start) == EXIT_OK
+    if progress is not None:
+        progress.clear()
+    elapsed = time.monotonic() - started
+    results = job.results
+    if not finished:
+        answered = {r.path for r in results}
+        for path in paths:
+            if path not in answered:
+                job.results.append(FileResult(path, reason="not sent: interrupted"))
+        _write(stderr, f"Interrupted: {len(paths) - len(answered)} files not sent or not answered\n")
+    succeeded = sum(1 for r in results if r.stored)
+    warned = sum(1 for r in results if r.warning)
+    failed = len(results) - succeeded
+    size = sum(r.size for r in results if r.status is not None)
+    summary = (
+        f"Sent {len(results)} file{'' if len(results) == 1 else 's'} ({_megabytes(size)}) in {elapsed:.1f} s:"
+        f" {succeeded} succeeded, {failed} failed"
+    )
+    if warned:
+        summary += f" ({warned} with warnings)"
+    _write(stdout, summary + "\n")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def store_main(arguments: list[str]) -> int:
+    options = StoreOptions()
+    code = _parse(options, arguments, "store")
+    return code if code is not None else run_store(options)

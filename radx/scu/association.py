@@ -1,0 +1,591 @@
+# -*- test-case-name: tests.test_scu_association -*-
+"""One association, requestor side: a thin Twisted Protocol over the pure upper layer and DIMSE.
+
+``associate()`` opens the transport through any client endpoint (TCP now;
+a TLS endpoint wrapping it is the same call), sends the A-ASSOCIATE-RQ and
+fires with the protocol once the association is accepted. The protocol
+then runs one operation at a time (C-ECHO, C-STORE) and releases or aborts.
+Time lives here: one timer bounds every wait on the peer, ARTIM bounds the
+wait for the peer to close after an A-ABORT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from zope.interface import implementer
+
+from radx import uids
+from radx.dimse.assembly import CommandReceived, DIMSEProtocolError, MessageAssembler
+from radx.dimse.commands import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, DIMSEDecodeError
+from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size, message_pdus
+from radx.ul import fsm
+from radx.ul.framing import PDUReader
+from radx.ul.fsm import Event, State
+from radx.ul.negotiation import ACCEPTANCE, describe_context_result, describe_reject
+from radx.ul.pdu import (
+    AAssociateRQ,
+    AbortReason,
+    ImplementationClassUIDSubItem,
+    ImplementationVersionNameSubItem,
+    MaximumLengthSubItem,
+    PDUDecodeError,
+    PresentationContextItemRQ,
+    UserInformationItem,
+)
+
+DEFAULT_TIMEOUT = 30.0
+# Seconds the peer has to close after radx's A-ABORT (PS3.8 AA-1 in Sta13).
+DEFAULT_ARTIM = 5.0
+
+# Twisted's TCP transport hands at most 128 KiB to each send(2).
+_STRETCH = 128 * 1024
+
+# States with an association in which radx may send P-DATA (Evt9 is DT-1 in Sta6).
+_TRANSFER_STATES = (State.STA6,)
+
+
+class AssociationError(Exception):
+    """The association could not be made, or ended before the operation did."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class AssociationRejected(AssociationError):
+    """The peer answered A-ASSOCIATE-RJ."""
+
+    def __init__(self, reject):
+        super().__init__(f"Association rejected: {describe_reject(reject)}")
+        self.reject = reject
+
+
+class AssociationAborted(AssociationError):
+    """A-ABORT either way, a lost connection, a refused connection or a timeout."""
+
+
+def associate_request(
+    called_ae_title: str,
+    calling_ae_title: str,
+    contexts: dict[tuple[str, str], int],
+    maximum_length: int,
+) -> AAssociateRQ:
+    """An A-ASSOCIATE-RQ proposing ``{(abstract syntax, transfer syntax): context ID}``."""
+    return AAssociateRQ(
+        called_ae_title=called_ae_title,
+        calling_ae_title=calling_ae_title,
+        application_context_name=uids.APPLICATION_CONTEXT_NAME,
+        presentation_contexts=tuple(
+            PresentationContextItemRQ(context_id, abstract, (transfer,))
+            for (abstract, transfer), context_id in sorted(contexts.items(), key=lambda item: item[1])
+        ),
+        # PS3.8 D.1 and PS3.7 D.3.3.2: our receive limit and our implementation.
+        user_information=UserInformationItem(
+            (
+                MaximumLengthSubItem(maximum_length),
+                ImplementationClassUIDSubItem(uids.IMPLEMENTATION_CLASS_UID),
+                ImplementationVersionNameSubItem(uids.IMPLEMENTATION_VERSION_NAME),
+            )
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ContextResult:
+    """A proposed presentation context, as the peer answered it."""
+
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+    result: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.result == ACCEPTANCE
+
+    @property
+    def why(self) -> str:
+        return f"presentation context not accepted: {describe_context_result(self.result)}"
+
+
+@implementer(IPushProducer)
+class _DataSetSender:
+    """Streams a data set from a file as P-DATA-TF PDUs, as fast as the transport takes them.
+
+    Registered as the transport's streaming producer: the transport pauses
+    it when its buffer is full and resumes it when drained, so at most about
+    one buffer of the data set is in memory, whatever its size.
+    """
+
+    def __init__(self, protocol, fp, length: int, context_id: int, done: defer.Deferred) -> None:
+        self._protocol = protocol
+        self._fp = fp
+        self._left = length
+        self._context_id = context_id
+        self._size = fragment_size(protocol.peer_maximum_length)
+        # Data set bytes read and written at a time: as many whole fragments
+        # as one send of the transport carries.
+        self._stretch = max(1, _STRETCH // (self._size + 12)) * self._size
+        self._done = done
+        self._paused = False
+        self._stopped = False
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        protocol = self._protocol
+        protocol.progressed()
+        read = self._fp.read
+        while not self._paused and not self._stopped:
+            size = min(self._stretch, self._left)
+            data = read(size)
+            if len(data) != size:
+                self._finish(OSError(f"the file ended {self._left - len(data)} bytes early"))
+                return
+            self._left -= size
+            last = self._left == 0
+            # PS3.8 E.2: data set fragments; the last one of the data set says so.
+            pdus = EncodedPDUs(encode_fragments(self._context_id, data, self._size, command=False, ends_message=last))
+            if not protocol.send_data(pdus):
+                self._finish(None)
+                return
+            if protocol.on_data_sent is not None:
+                protocol.on_data_sent(size)
+            if last:
+                self._finish(None)
+                return
+
+    def stopProducing(self) -> None:
+        self._finish(None)
+
+    def _finish(self, error) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._fp.close()
+        self._protocol.data_set_sent(self, error)
+        done, self._done = self._done, None
+        if error is not None:
+            done.errback(error)
+        else:
+            done.callback(None)
+
+
+class RequestorProtocol(Protocol):
+    """Feeds bytes to the upper layer machine (requestor role) and carries out its effects in order."""
+
+    def __init__(
+        self,
+        request: AAssociateRQ,
+        reactor,
+        timeout: float = DEFAULT_TIMEOUT,
+        artim_timeout: float | None = None,
+    ) -> None:
+        self.request = request
+        self.reactor = reactor
+        self.timeout = timeout
+        self.artim_timeout = min(DEFAULT_ARTIM, timeout) if artim_timeout is None else artim_timeout
+        self.machine = fsm.UpperLayer(requestor=True)
+        maximum = request.user_information.maximum_length or 0
+        self.reader = PDUReader(maximum_pdata_length=maximum)
+        self.assembler = MessageAssembler()
+        self.contexts: dict[int, ContextResult] = {}
+        self.peer_maximum_length = 0
+        self.accept = None
+        self.error: AssociationError | None = None
+        # Fires with this protocol when the association is accepted.
+        self.established: defer.Deferred = defer.Deferred()
+        # Fires with None once the transport is closed (and never fails).
+        self.closed: defer.Deferred = defer.Deferred()
+        self._open_transport = None
+        self._connecting: defer.Deferred | None = None
+        self._released: defer.Deferred | None = None
+        self._response: defer.Deferred | None = None
+        self._response_to: int | None = None
+        self._sender: _DataSetSender | None = None
+        self._early_response = None
+        # Called with the size of each data set fragment written (progress).
+        self.on_data_sent = None
+        self._message_id = 0
+        self._timer = None
+        self._artim = None
+        self._dispatch = {
+            fsm.SendPDU: self._send_pdu,
+            fsm.StartARTIM: self._start_artim,
+            fsm.StopARTIM: self._stop_artim,
+            fsm.OpenTransport: self._open,
+            fsm.CloseTransport: self._close_transport,
+            fsm.AssociateAccepted: self._accepted,
+            fsm.AssociateRejected: self._rejected,
+            fsm.DataIndication: self._data_indication,
+            fsm.ReleaseIndication: self._release_indication,
+            fsm.ReleaseConfirmation: self._release_confirmation,
+            fsm.AbortIndication: self._abort_indication,
+            fsm.ProviderAbortIndication: self._provider_abort_indication,
+        }
+
+    # Opening ---------------------------------------------------------------
+
+    def request_association(self, open_transport) -> defer.Deferred:
+        """Evt1: ask for the association; ``open_transport(protocol)`` connects (a Deferred)."""
+        self._open_transport = open_transport
+        self._watch()
+        self._handle(Event.EVT1, pdu=self.request)
+        return self.established
+
+    def _open(self, effect) -> None:
+        # AE-1: TRANSPORT CONNECT; connectionMade is Evt2.
+        connecting = self._open_transport(self)
+        self._connecting = connecting
+
+        def connected(result):
+            self._connecting = None
+            return result
+
+        def failed(failure):
+            self._connecting = None
+            if self.machine.state is State.STA4:
+                self.error = self.error or AssociationAborted(f"Cannot connect: {failure.getErrorMessage()}")
+                self._handle(Event.EVT17)
+                self._finished()
+
+        connecting.addCallbacks(connected, failed)
+
+    # Twisted's side -------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        # DIMSE is request/response: Nagle's algorithm would hold each PDU back.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self._handle(Event.EVT2)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.machine.state in (State.STA1, State.STA13):
+            return
+        self.progressed()
+        try:
+            pdus = self.reader.feed(data)
+        except PDUDecodeError as error:
+            for pdu in error.pdus_before:
+                self._run(self.machine.receive(pdu))
+            if self.machine.state not in (State.STA1, State.STA13):
+                self._handle(Event.EVT19, reason=error.reason, message=f"invalid PDU: {error.message}")
+            return
+        for pdu in pdus:
+            self._run(self.machine.receive(pdu))
+            if self.machine.state in (State.STA1, State.STA13):
+                return
+
+    def connectionLost(self, reason=None) -> None:
+        self._handle(Event.EVT17)
+        self._finished()
+
+    def _finished(self) -> None:
+        self._cancel_timers()
+        self._fail(self.error or AssociationAborted("Connection closed"))
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    # The user's side --------------------------------------------------------
+
+    def context_for(self, abstract_syntax: str) -> ContextResult | None:
+        """The context proposed for an abstract syntax: an accepted one if any."""
+        proposed = [c for c in self.contexts.values() if c.abstract_syntax == abstract_syntax]
+        accepted = [c for c in proposed if c.accepted]
+        return (accepted or proposed or [None])[0]
+
+    def _next_message_id(self) -> int:
+        # PS3.7 9.1.1.1.2 / E.1: Message ID is an unsigned 16-bit value.
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def echo(self) -> defer.Deferred:
+        """C-ECHO on the Verification context; fires with the CEchoRSP."""
+        context = self.context_for(uids.VERIFICATION_SOP_CLASS)
+        if context is None or not context.accepted:
+            why = "no Verification context was proposed" if context is None else context.why
+            return defer.fail(AssociationError(why))
+        message_id = self._next_message_id()
+        response = self._expect(message_id)
+        self._send_message(context.context_id, CEchoRQ(message_id=message_id).encode())
+        return response
+
+    def store(self, source, context_id: int) -> defer.Deferred:
+        """
+        C-STORE ``source`` (a Part10Source) on ``context_id``: the command, then
+        its data set streamed from the file; fires with the CStoreRSP.
+        """
+        message_id = self._next_message_id()
+        request = CStoreRQ(
+            message_id=message_id,
+            affected_sop_class_uid=source.sop_class_uid,
+            affected_sop_instance_uid=source.sop_instance_uid,
+        )
+        try:
+            fp = open(source.path, "rb")
+            fp.seek(source.data_set_offset)
+        except OSError as error:
+            return defer.fail(error)
+        response = self._expect(message_id)
+        self._send_message(context_id, request.encode())
+        if self.machine.state not in _TRANSFER_STATES:
+            fp.close()
+            return response
+        sent = defer.Deferred()
+        sent.addErrback(self._sending_failed)
+        self._sender = _DataSetSender(self, fp, source.data_set_length, context_id, sent)
+        self.transport.registerProducer(self._sender, True)
+        self._sender.resumeProducing()
+        return response
+
+    def release(self) -> defer.Deferred:
+        """A-RELEASE; fires with None once released and closed."""
+        if self.machine.state is not State.STA6:
+            return self.closed
+        self._released = defer.Deferred()
+        self._watch()
+        self._handle(Event.EVT11)
+        released = self._released
+        return released.addCallback(lambda _: self.closed)
+
+    def abort(self, why: str = "aborted by the user") -> None:
+        """A-ABORT (service-user); what is outstanding fails with ``why``."""
+        if self.machine.state in (State.STA1, State.STA13):
+            return
+        self.error = self.error or AssociationAborted(why)
+        if self.machine.state is State.STA4:
+            # AA-2: nothing to send yet; stop connecting.
+            self._handle(Event.EVT15)
+            self._finished()
+            return
+        self._handle(Event.EVT15)
+        self._fail(self.error)
+
+    # Sending -------------------------------------------------------------------
+
+    def send_data(self, pdu) -> bool:
+        """Evt9 for P-DATA-TF PDUs (one, or EncodedPDUs); False when the association can carry no more."""
+        if self.machine.state not in _TRANSFER_STATES:
+            return False
+        self._run(self.machine.handle(Event.EVT9, pdu=pdu))
+        return True
+
+    def _send_message(self, context_id: int, command: bytes) -> None:
+        for pdu in message_pdus(context_id, command, self.peer_maximum_length, command=True):
+            if not self.send_data(pdu):
+                return
+
+    def data_set_sent(self, sender, error) -> None:
+        if sender is not self._sender:
+            return
+        self._sender = None
+        if self.transport is not None and self.machine.state is not State.STA1:
+            self.transport.unregisterProducer()
+        early, self._early_response = self._early_response, None
+        if early is not None and error is None:
+            self._respond(early)
+
+    def _sending_failed(self, failure) -> None:
+        self.abort(f"Cannot read the file: {failure.getErrorMessage()}")
+
+    def _expect(self, message_id: int) -> defer.Deferred:
+        self._response = defer.Deferred()
+        self._response_to = message_id
+        self._watch()
+        return self._response
+
+    # Timers --------------------------------------------------------------------
+
+    def progressed(self) -> None:
+        """The peer did something: restart the wait on it."""
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.timeout)
+
+    def _watch(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.timeout)
+        else:
+            self._timer = self.reactor.callLater(self.timeout, self._timed_out)
+
+    def _unwatch(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        what = {
+            State.STA4: "no connection",
+            State.STA5: "no answer to the A-ASSOCIATE-RQ",
+            State.STA7: "no answer to the A-RELEASE-RQ",
+        }.get(self.machine.state, "no response")
+        self.abort(f"Timed out: {what} within {self.timeout:g} s")
+
+    def _start_artim(self, effect=None) -> None:
+        self._stop_artim()
+        self._artim = self.reactor.callLater(self.artim_timeout, self._artim_expired)
+
+    def _stop_artim(self, effect=None) -> None:
+        if self._artim is not None and self._artim.active():
+            self._artim.cancel()
+        self._artim = None
+
+    def _artim_expired(self) -> None:
+        self._artim = None
+        self._handle(Event.EVT18)
+        if self.transport is not None:
+            # The peer may not read at all: what is left unsent is dropped.
+            self.transport.abortConnection()
+
+    def _cancel_timers(self) -> None:
+        self._unwatch()
+        self._stop_artim()
+
+    # The machine's effects ---------------------------------------------------
+
+    def _handle(self, event: Event, **arguments) -> None:
+        self._run(self.machine.handle(event, **arguments))
+
+    def _run(self, transition: fsm.Transition) -> None:
+        for effect in transition.effects:
+            self._dispatch[type(effect)](effect)
+
+    def _send_pdu(self, effect: fsm.SendPDU) -> None:
+        self.transport.write(effect.pdu.encode())
+
+    def _close_transport(self, effect=None) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+        elif self._connecting is not None:
+            self._connecting.cancel()
+
+    def _accepted(self, effect: fsm.AssociateAccepted) -> None:
+        accept = effect.accept
+        proposed = {item.context_id: item for item in self.request.presentation_contexts}
+        for item in accept.presentation_contexts:
+            asked = proposed.get(item.context_id)
+            if asked is None:
+                continue
+            transfer = item.transfer_syntax if item.result == ACCEPTANCE else asked.transfer_syntaxes[0]
+            if item.result == ACCEPTANCE and item.transfer_syntax not in asked.transfer_syntaxes:
+                # PS3.8 9.3.3.2: the acceptor picks one of the proposed transfer syntaxes.
+                self._handle(
+                    Event.EVT15,
+                    message=f"the peer accepted context {item.context_id} with transfer syntax"
+                    f" {item.transfer_syntax}, which was not proposed",
+                )
+                self._fail(self.error)
+                return
+            self.contexts[item.context_id] = ContextResult(item.context_id, asked.abstract_syntax, transfer, item.result)
+        for context_id, asked in proposed.items():
+            # PS3.8 9.3.3.2: a context the AC does not answer is not accepted.
+            if context_id not in self.contexts:
+                self.contexts[context_id] = ContextResult(
+                    context_id, asked.abstract_syntax, asked.transfer_syntaxes[0], 2
+                )
+        self.accept = accept
+        self.peer_maximum_length = accept.user_information.maximum_length or 0
+        self._unwatch()
+        self.established.callback(self)
+
+    def _rejected(self, effect: fsm.AssociateRejected) -> None:
+        self.error = AssociationRejected(effect.reject)
+
+    def _release_indication(self, effect: fsm.ReleaseIndication) -> None:
+        # The peer asks to release (AR-2), or both did at once (AR-8): answer.
+        if not effect.collision:
+            self.error = self.error or AssociationAborted("The peer released the association")
+            self._fail(self.error)
+        self._handle(Event.EVT14)
+
+    def _release_confirmation(self, effect) -> None:
+        self._unwatch()
+        released, self._released = self._released, None
+        if released is not None:
+            released.callback(None)
+
+    def _abort_indication(self, effect: fsm.AbortIndication) -> None:
+        self.error = self.error or AssociationAborted("Association aborted by the peer (A-ABORT, service-user)")
+
+    def _provider_abort_indication(self, effect: fsm.ProviderAbortIndication) -> None:
+        self.error = self.error or AssociationAborted(f"Association aborted: {effect.reason}")
+
+    # DIMSE -------------------------------------------------------------------
+
+    def _data_indication(self, effect: fsm.DataIndication) -> None:
+        for item in effect.pdata.items:
+            try:
+                events = self.assembler.feed(item.context_id, item.message_control_header, item.data)
+            except (DIMSEProtocolError, DIMSEDecodeError) as error:
+                self._invalid(f"DIMSE: {error.message}")
+                return
+            for event in events:
+                if type(event) is CommandReceived:
+                    self._command_received(event)
+                    if self.machine.state is not State.STA6:
+                        return
+
+    def _command_received(self, event: CommandReceived) -> None:
+        command = event.command
+        if not isinstance(command, (CEchoRSP, CStoreRSP)) or event.has_data_set:
+            self._invalid(f"DIMSE: unexpected {type(command).__name__} to an SCU")
+            return
+        if command.message_id_being_responded_to != self._response_to or self._response is None:
+            self._invalid(
+                f"DIMSE: a response to message {command.message_id_being_responded_to},"
+                f" which is not outstanding"
+            )
+            return
+        if self._sender is not None:
+            # An answer before the whole data set: PS3.8 E.1 still wants the
+            # message completed, so the rest is sent before the next one.
+            self._early_response = command
+            return
+        self._respond(command)
+
+    def _respond(self, command) -> None:
+        response, self._response, self._response_to = self._response, None, None
+        self._unwatch()
+        response.callback(command)
+
+    def _invalid(self, message: str) -> None:
+        self.error = self.error or AssociationAborted(f"Association aborted: {message}")
+        self._handle(Event.EVT19, reason=AbortReason.UNEXPECTED_PDU_PARAMETER, message=message)
+        self._fail(self.error)
+
+    def _fail(self, error: AssociationError) -> None:
+        """Every outstanding wait fails with ``error``."""
+        if self._sender is not None:
+            self._sender.stopProducing()
+        for name in ("_response", "_released"):
+            waiting = getattr(self, name)
+            if waiting is not None:
+                setattr(self, name, None)
+                waiting.errback(error)
+        if not self.established.called:
+            self.established.errback(error)
+
+
+def client_endpoint(reactor, host: str, port: int, timeout: float = DEFAULT_TIMEOUT):
+    """
+    The endpoint an association is opened through: TCP to ``host`` (a name,
+    IPv4 or IPv6 address). A TLS client is this endpoint wrapped
+    (``wrapClientTLS``); nothing else in the requestor changes.
+    """
+    from twisted.internet.endpoints import HostnameEndpoint
+
+    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+
+
+def associate(endpoint, request: AAssociateRQ, reactor, timeout: float = DEFAULT_TIMEOUT) -> defer.Deferred:
+    """Open an association through ``endpoint``; fires with the RequestorProtocol once accepted."""
+    protocol = RequestorProtocol(request, reactor, timeout)
+    return protocol.request_association(lambda p: connectProtocol(endpoint, p))

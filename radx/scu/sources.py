@@ -1,0 +1,197 @@
+# -*- test-case-name: tests.test_scu_sources -*-
+"""The files a C-STORE SCU sends: their file meta read, their data sets located, contexts planned.
+
+Pure: standard library only, no Twisted. A PS3.10 file names its SOP
+Class, SOP Instance and Transfer Syntax in its file meta group (PS3.10
+7.1); the data set after the group is sent as it is stored, never decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+# PS3.10 7.1: a 128-byte preamble, then "DICM".
+_PREFIX_OFFSET = 128
+_PREFIX = b"DICM"
+_META_START = _PREFIX_OFFSET + len(_PREFIX)
+# The file meta group is small; a group longer than this is not a file meta.
+_MAXIMUM_META = 1 << 16
+# What is read first: the preamble and a usual file meta.
+_USUAL_META = 4096
+# PS3.5 7.1.2: explicit VRs whose length is 4 bytes, after two reserved bytes.
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_SHORT_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<I")
+
+_GROUP_LENGTH = 0x0000
+_MEDIA_STORAGE_SOP_CLASS_UID = 0x0002
+_MEDIA_STORAGE_SOP_INSTANCE_UID = 0x0003
+_TRANSFER_SYNTAX_UID = 0x0010
+
+# PS3.8 9.3.2.2: presentation context IDs are odd integers from 1 to 255.
+MAXIMUM_CONTEXTS = 128
+
+
+class NotPart10(Exception):
+    """A file that cannot be sent as it is; the argument says why."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Part10Source:
+    """One PS3.10 file to send: what it holds, and where its data set lies."""
+
+    path: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    data_set_offset: int
+    data_set_length: int
+
+    @property
+    def presentation(self) -> tuple[str, str]:
+        """The (abstract syntax, transfer syntax) it must be sent in."""
+        return (self.sop_class_uid, self.transfer_syntax_uid)
+
+
+def _uid(value: bytes) -> str:
+    # PS3.5 6.2: UI values are padded to even length with a NUL.
+    return value.rstrip(b"\x00 ").decode("ascii", "replace")
+
+
+def parse_file_meta(head: bytes) -> tuple[int, dict[int, bytes]]:
+    """
+    Parse the file meta group at the start of a PS3.10 file.
+
+    @param head: the file's first bytes, enough to hold its meta group.
+    @return: (offset of the data set, {element number: raw value}).
+    @raise NotPart10: no preamble and prefix, or a malformed group.
+    """
+    if len(head) < _META_START or head[_PREFIX_OFFSET:_META_START] != _PREFIX:
+        raise NotPart10("not a DICOM Part 10 file (no DICM prefix)")
+    values: dict[int, bytes] = {}
+    offset = _META_START
+    end = None
+    # PS3.10 7.1: group 0002 in explicit VR little endian; it ends where
+    # (0002,0000) says, or, without it, at the first element of another group.
+    while end is None or offset < end:
+        if offset + 8 > len(head):
+            if end is None and offset == len(head):
+                break  # a file of file meta only
+            raise NotPart10("the file meta group is truncated")
+        group, element, vr, length = _SHORT_HEADER.unpack_from(head, offset)
+        if group != 0x0002:
+            if end is not None:
+                raise NotPart10("the file meta group length does not match its elements")
+            break
+        header = 8
+        if vr in _LONG_VRS:
+            if offset + 12 > len(head):
+                raise NotPart10("the file meta group is truncated")
+            (length,) = _LONG_LENGTH.unpack_from(head, offset + 8)
+            header = 12
+        value_start = offset + header
+        if value_start + length > len(head):
+            raise NotPart10("the file meta group is truncated")
+        value = head[value_start : value_start + length]
+        values[element] = value
+        if element == _GROUP_LENGTH and vr == b"UL" and length == 4 and end is None:
+            end = value_start + 4 + _LONG_LENGTH.unpack(value)[0]
+        offset = value_start + length
+    return offset, values
+
+
+def read_source(path: str) -> Part10Source:
+    """
+    Read what sending ``path`` needs from its file meta.
+
+    @raise NotPart10: the file is not a PS3.10 file radx can send as it is.
+    @raise OSError: the file cannot be read.
+    """
+    with open(path, "rb") as fp:
+        size = os.fstat(fp.fileno()).st_size
+        head = fp.read(_USUAL_META)
+        try:
+            offset, values = parse_file_meta(head)
+        except NotPart10:
+            if len(head) < _USUAL_META:
+                raise
+            # A long file meta (private elements): read all it may be.
+            head += fp.read(_META_START + _MAXIMUM_META - len(head))
+            offset, values = parse_file_meta(head)
+    found = {}
+    for element, name in (
+        (_MEDIA_STORAGE_SOP_CLASS_UID, "Media Storage SOP Class UID (0002,0002)"),
+        (_MEDIA_STORAGE_SOP_INSTANCE_UID, "Media Storage SOP Instance UID (0002,0003)"),
+        (_TRANSFER_SYNTAX_UID, "Transfer Syntax UID (0002,0010)"),
+    ):
+        value = _uid(values.get(element, b""))
+        if not value:
+            raise NotPart10(f"the file meta has no {name}")
+        found[element] = value
+    return Part10Source(
+        path=path,
+        sop_class_uid=found[_MEDIA_STORAGE_SOP_CLASS_UID],
+        sop_instance_uid=found[_MEDIA_STORAGE_SOP_INSTANCE_UID],
+        transfer_syntax_uid=found[_TRANSFER_SYNTAX_UID],
+        data_set_offset=offset,
+        data_set_length=size - offset,
+    )
+
+
+def list_files(files: list[str], directory: str | None = None, recursive: bool = False) -> list[str]:
+    """
+    The files named, then those of ``directory``: the files directly in it,
+    or, with ``recursive``, in its folders too, in name order. Hidden files
+    and folders (a leading dot) in a directory are left out.
+    """
+    found = list(files)
+    if directory is None:
+        return found
+    if not recursive:
+        names = sorted(os.listdir(directory))
+        found.extend(
+            os.path.join(directory, name)
+            for name in names
+            if not name.startswith(".") and os.path.isfile(os.path.join(directory, name))
+        )
+        return found
+    for root, folders, names in os.walk(directory):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        found.extend(os.path.join(root, name) for name in sorted(names) if not name.startswith("."))
+    return found
+
+
+@dataclass
+class Batch:
+    """Files whose presentation contexts fit one A-ASSOCIATE-RQ, and the context ID of each."""
+
+    context_ids: dict[tuple[str, str], int] = field(default_factory=dict)
+    sources: list[Part10Source] = field(default_factory=list)
+
+
+def plan_batches(sources: list[Part10Source], maximum: int = MAXIMUM_CONTEXTS) -> list[Batch]:
+    """
+    Group ``sources`` so that each group needs at most ``maximum`` presentation
+    contexts: one per (SOP class, transfer syntax), the file's own, since
+    its bytes are sent as stored. Context IDs are 1, 3, 5... (PS3.8 9.3.2.2).
+    Files keep their order within a batch.
+    """
+    batches: list[Batch] = []
+    where: dict[tuple[str, str], Batch] = {}
+    for source in sources:
+        key = source.presentation
+        batch = where.get(key)
+        if batch is None:
+            if not batches or len(batches[-1].context_ids) >= maximum:
+                batches.append(Batch())
+            batch = batches[-1]
+            batch.context_ids[key] = 2 * len(batch.context_ids) + 1
+            where[key] = batch
+        batch.sources.append(source)
+    return batches

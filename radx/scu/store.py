@@ -1,0 +1,164 @@
+# -*- test-case-name: tests.test_scu_store -*-
+"""C-STORE SCU: files read for their file meta, spread over N associations, each answered by name."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from twisted.internet import defer
+
+from radx.dimse.status import describe_status, is_failure, is_warning
+from radx.scu.association import DEFAULT_TIMEOUT, AssociationError, associate, associate_request
+from radx.scu.sources import NotPart10, Part10Source, plan_batches, read_source
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What became of one file: its C-STORE status, or why it was not stored."""
+
+    path: str
+    status: int | None = None
+    error_comment: str | None = None
+    reason: str | None = None  # when there is no status: why not sent, or not answered
+    size: int = 0
+
+    @property
+    def stored(self) -> bool:
+        """Success or a warning (PS3.4 B.2.3: a warning means the instance was stored)."""
+        return self.status is not None and not is_failure(self.status)
+
+    @property
+    def warning(self) -> bool:
+        return self.status is not None and is_warning(self.status)
+
+    def describe(self) -> str:
+        if self.status is None:
+            return self.reason or "not stored"
+        text = f"status {describe_status(self.status)}"
+        if self.error_comment:
+            text += f": {self.error_comment}"
+        return text
+
+
+class StoreJob:
+    """
+    Send files with C-STORE over up to ``connections`` associations at once.
+
+    ``endpoint`` is any client endpoint (reused for each association).
+    ``on_result`` is called with each L{FileResult} as it is known,
+    ``on_data_sent`` with the size of each data set fragment written.
+    """
+
+    def __init__(
+        self,
+        endpoint,
+        reactor,
+        called_ae_title: str,
+        calling_ae_title: str,
+        connections: int = 1,
+        timeout: float = DEFAULT_TIMEOUT,
+        maximum_length: int = 16384,
+        on_result=None,
+        on_data_sent=None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.reactor = reactor
+        self.called_ae_title = called_ae_title
+        self.calling_ae_title = calling_ae_title
+        self.connections = connections
+        self.timeout = timeout
+        self.maximum_length = maximum_length
+        self.on_result = on_result
+        self.on_data_sent = on_data_sent
+        self.results: list[FileResult] = []
+        self._open: set = set()
+
+    def _record(self, result: FileResult) -> None:
+        self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def read(self, paths: list[str]) -> list[Part10Source]:
+        """The sources of ``paths``; a file that cannot be sent as it is fails now."""
+        sources = []
+        for path in paths:
+            try:
+                sources.append(read_source(path))
+            except NotPart10 as error:
+                self._record(FileResult(path, reason=error.message))
+            except OSError as error:
+                self._record(FileResult(path, reason=f"cannot read: {error.strerror or error}"))
+        return sources
+
+    def abort(self, why: str, grace: float = 1.0) -> defer.Deferred:
+        """
+        A-ABORT every association still open (an interrupted job); fires
+        when they are closed, or after ``grace`` seconds.
+        """
+        closing = []
+        for association in list(self._open):
+            association.abort(why)
+            closing.append(association.closed)
+        done = defer.DeferredList(closing).addTimeout(grace, self.reactor)
+        return done.addErrback(lambda _: None)
+
+    def run(self, paths: list[str]) -> defer.Deferred:
+        """Read and send every file; fires with the list of FileResult (never fails)."""
+        return self.send(self.read(paths))
+
+    @defer.inlineCallbacks
+    def send(self, sources: list[Part10Source]):
+        """Send ``sources``; fires with the list of FileResult (never fails)."""
+        for batch in plan_batches(sources):
+            queue = deque(batch.sources)
+            workers = min(self.connections, len(queue))
+            errors = yield defer.gatherResults(
+                [self._worker(batch.context_ids, queue) for _ in range(workers)]
+            )
+            # Files no association was left to send.
+            why = next((e for e in errors if e is not None), "no association")
+            while queue:
+                source = queue.popleft()
+                self._record(FileResult(source.path, reason=f"not sent: {why}", size=source.data_set_length))
+        return self.results
+
+    @defer.inlineCallbacks
+    def _worker(self, context_ids: dict[tuple[str, str], int], queue: deque):
+        """One association taking files from ``queue``; fires with why it stopped early, or None."""
+        request = associate_request(self.called_ae_title, self.calling_ae_title, context_ids, self.maximum_length)
+        try:
+            association = yield associate(self.endpoint, request, self.reactor, self.timeout)
+        except AssociationError as error:
+            return error.message
+        association.on_data_sent = self.on_data_sent
+        self._open.add(association)
+        association.closed.addCallback(lambda _: self._open.discard(association))
+        while queue:
+            source = queue.popleft()
+            context = association.contexts[context_ids[source.presentation]]
+            if not context.accepted:
+                self._record(FileResult(source.path, reason=context.why, size=source.data_set_length))
+                continue
+            try:
+                response = yield association.store(source, context.context_id)
+            except AssociationError as error:
+                self._record(FileResult(source.path, reason=error.message, size=source.data_set_length))
+                yield association.closed
+                return error.message
+            except OSError as error:
+                self._record(FileResult(source.path, reason=f"cannot read: {error.strerror or error}"))
+                continue
+            self._record(
+                FileResult(
+                    source.path,
+                    status=response.status,
+                    error_comment=response.error_comment,
+                    size=source.data_set_length,
+                )
+            )
+        try:
+            yield association.release()
+        except AssociationError:
+            pass  # every file has its answer already
+        return None

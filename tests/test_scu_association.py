@@ -1,0 +1,324 @@
+"""The requestor protocol on an in-memory transport and a hand-moved clock: no sockets, no real time."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from radx import uids
+from radx.dimse.commands import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, decode_command
+from radx.dimse.fragmenting import message_pdus
+from radx.scu.association import (
+    AssociationAborted,
+    AssociationRejected,
+    associate,
+    associate_request,
+)
+from radx.scu.echo import echo
+from radx.scu.sources import Part10Source
+from radx.testing import MemoryEndpoint
+from radx.ul.fsm import State
+from radx.ul.pdu import (
+    AAbort,
+    AAssociateAC,
+    AAssociateRJ,
+    AAssociateRQ,
+    AReleaseRP,
+    AReleaseRQ,
+    MaximumLengthSubItem,
+    PDataTF,
+    PresentationContextItemAC,
+    UserInformationItem,
+)
+
+VERIFICATION = uids.VERIFICATION_SOP_CLASS
+CT = "1.2.840.10008.5.1.4.1.1.2"
+ECHO_CONTEXTS = {(VERIFICATION, uids.IMPLICIT_VR_LITTLE_ENDIAN): 1}
+
+
+def accept_for(request: AAssociateRQ, results=None, maximum_length: int = 16384) -> AAssociateAC:
+    """The A-ASSOCIATE-AC accepting every proposed context (or with ``results`` by context ID)."""
+    results = results or {}
+    return AAssociateAC(
+        called_ae_title=request.called_ae_title,
+        calling_ae_title=request.calling_ae_title,
+        presentation_contexts=tuple(
+            PresentationContextItemAC(item.context_id, results.get(item.context_id, 0), item.transfer_syntaxes[0])
+            for item in request.presentation_contexts
+        ),
+        user_information=UserInformationItem((MaximumLengthSubItem(maximum_length),)),
+    )
+
+
+def response_bytes(response, context_id: int = 1) -> bytes:
+    return b"".join(p.encode() for p in message_pdus(context_id, response.encode(), 16384, command=True))
+
+
+class RequestorTestsMixin:
+    def setUp(self):
+        self.clock = Clock()
+        self.endpoint = MemoryEndpoint()
+
+    def associate(self, contexts=ECHO_CONTEXTS, timeout: float = 10.0):
+        request = associate_request("RADX-SCP", "RADX-SCU", contexts, 16384)
+        d = associate(self.endpoint, request, self.clock, timeout)
+        return request, d
+
+    def established(self, contexts=ECHO_CONTEXTS, timeout: float = 10.0, **accept):
+        """An accepted association, and its peer with nothing left to read."""
+        request, d = self.associate(contexts, timeout)
+        (peer,) = self.endpoint.peers
+        peer.received_pdus()
+        peer.send(accept_for(request, **accept).encode())
+        return peer, self.successResultOf(d)
+
+    def assertClean(self):
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class AssociationTests(RequestorTestsMixin, SynchronousTestCase):
+    def test_request_proposes_contexts_and_limits(self):
+        request, d = self.associate({(CT, uids.EXPLICIT_VR_LITTLE_ENDIAN): 1, (VERIFICATION, uids.IMPLICIT_VR_LITTLE_ENDIAN): 3})
+        (peer,) = self.endpoint.peers
+        (sent,) = peer.received_pdus()
+        self.assertEqual(sent, request)
+        self.assertEqual([(c.context_id, c.abstract_syntax, c.transfer_syntaxes) for c in sent.presentation_contexts],
+                         [(1, CT, (uids.EXPLICIT_VR_LITTLE_ENDIAN,)), (3, VERIFICATION, (uids.IMPLICIT_VR_LITTLE_ENDIAN,))])  # fmt: skip
+        self.assertEqual(sent.user_information.maximum_length, 16384)
+        self.assertEqual(sent.user_information.implementation_class_uid, uids.IMPLEMENTATION_CLASS_UID)
+        self.assertNoResult(d)
+
+    def test_accept_echo_release(self):
+        """A-ASSOCIATE-AC, C-ECHO-RQ/RSP, A-RELEASE-RQ/RP: everything fed one byte at a time."""
+        request, d = self.associate()
+        (peer,) = self.endpoint.peers
+        peer.received_pdus()
+        peer.send(accept_for(request, maximum_length=4096).encode(), one_byte_at_a_time=True)
+        association = self.successResultOf(d)
+        self.assertEqual(association.machine.state, State.STA6)
+        self.assertEqual(association.peer_maximum_length, 4096)
+        self.assertTrue(peer.transport.disconnecting is False)
+        answered = association.echo()
+        (pdata,) = peer.received_pdus()
+        self.assertIsInstance(pdata, PDataTF)
+        self.assertEqual(decode_command(pdata.items[0].data), CEchoRQ(message_id=1))
+        self.assertNoResult(answered)
+        peer.send(response_bytes(CEchoRSP(1, 0x0000)), one_byte_at_a_time=True)
+        self.assertEqual(self.successResultOf(answered).status, 0)
+        released = association.release()
+        self.assertEqual(peer.received_pdus(), [AReleaseRQ()])
+        self.assertNoResult(released)
+        peer.send(AReleaseRP().encode())
+        self.assertTrue(peer.transport.disconnecting)
+        peer.disconnect()
+        self.assertIsNone(self.successResultOf(released))
+        self.assertEqual(association.machine.state, State.STA1)
+        self.assertClean()
+
+    def test_echo_helper(self):
+        """radx.scu.echo: N echoes on one association, each timed, then a release."""
+        ticks = iter(range(100))
+        results = []
+        d = echo(self.endpoint, self.clock, "RADX-SCP", "RADX-SCU", count=2, on_result=results.append,
+                 clock=lambda: next(ticks))  # fmt: skip
+        (peer,) = self.endpoint.peers
+        (request,) = peer.received_pdus()
+        peer.send(accept_for(request).encode())
+        for message_id in (1, 2):
+            (pdata,) = peer.received_pdus()
+            self.assertEqual(decode_command(pdata.items[0].data).message_id, message_id)
+            peer.send(response_bytes(CEchoRSP(message_id, 0x0000)))
+        self.assertEqual(peer.received_pdus(), [AReleaseRQ()])
+        peer.send(AReleaseRP().encode())
+        peer.disconnect()
+        self.assertEqual([(r.status, r.seconds) for r in self.successResultOf(d)], [(0, 1), (0, 1)])
+        self.assertEqual(len(results), 2)
+        self.assertClean()
+
+    def test_reject(self):
+        request, d = self.associate()
+        (peer,) = self.endpoint.peers
+        peer.received_pdus()
+        peer.send(AAssociateRJ(1, 1, 7).encode())
+        self.assertTrue(peer.transport.disconnecting)
+        peer.disconnect()
+        failure = self.failureResultOf(d, AssociationRejected)
+        self.assertEqual(
+            failure.value.message,
+            "Association rejected: Called AE Title Not Recognized (rejected-permanent, service-user)",
+        )
+        self.assertEqual(failure.value.reject, AAssociateRJ(1, 1, 7))
+        self.assertClean()
+
+    def test_peer_aborts_during_echo(self):
+        peer, association = self.established()
+        answered = association.echo()
+        peer.send(AAbort(2, 0).encode())
+        self.assertTrue(peer.transport.disconnecting)
+        peer.disconnect()
+        failure = self.failureResultOf(answered, AssociationAborted)
+        self.assertIn("A-ABORT from the peer's service provider", failure.value.message)
+        self.assertIsNone(self.successResultOf(association.closed))
+        self.assertClean()
+
+    def test_connection_lost(self):
+        request, d = self.associate()
+        (peer,) = self.endpoint.peers
+        peer.disconnect()
+        failure = self.failureResultOf(d, AssociationAborted)
+        self.assertIn("transport connection closed by the peer", failure.value.message)
+        self.assertClean()
+
+    def test_connection_refused(self):
+        self.endpoint.refuse = True
+        request, d = self.associate()
+        failure = self.failureResultOf(d, AssociationAborted)
+        self.assertTrue(failure.value.message.startswith("Cannot connect: Connection was refused"), failure.value.message)
+        self.assertClean()
+
+    def test_no_connection_times_out(self):
+        self.endpoint.hang = True
+        request, d = self.associate(timeout=3)
+        self.clock.advance(2.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        failure = self.failureResultOf(d, AssociationAborted)
+        self.assertEqual(failure.value.message, "Timed out: no connection within 3 s")
+        self.assertClean()
+
+    def test_no_answer_to_request_times_out(self):
+        """No A-ASSOCIATE-AC: A-ABORT after the timeout, then the transport is cut ARTIM later."""
+        request, d = self.associate(timeout=3)
+        (peer,) = self.endpoint.peers
+        peer.received_pdus()
+        self.clock.advance(3)
+        failure = self.failureResultOf(d, AssociationAborted)
+        self.assertEqual(failure.value.message, "Timed out: no answer to the A-ASSOCIATE-RQ within 3 s")
+        self.assertEqual(peer.received_pdus(), [AAbort(0, 0)])
+        self.assertFalse(peer.transport.disconnecting)
+        self.clock.advance(5)
+        self.assertTrue(peer.transport.disconnecting)
+        peer.disconnect()
+        self.assertClean()
+
+    def test_no_response_times_out(self):
+        peer, association = self.established(timeout=3)
+        self.assertClean()  # nothing outstanding, nothing timed
+        answered = association.echo()
+        self.clock.advance(3)
+        failure = self.failureResultOf(answered, AssociationAborted)
+        self.assertEqual(failure.value.message, "Timed out: no response within 3 s")
+        peer.received_pdus()
+        peer.disconnect()
+        self.assertClean()
+
+    def test_response_to_another_message_aborts(self):
+        peer, association = self.established()
+        answered = association.echo()
+        peer.received_pdus()
+        peer.send(response_bytes(CEchoRSP(7, 0x0000)))
+        failure = self.failureResultOf(answered, AssociationAborted)
+        self.assertIn("a response to message 7, which is not outstanding", failure.value.message)
+        self.assertEqual(peer.received_pdus(), [AAbort(2, 5)])
+        peer.disconnect()
+        self.assertClean()
+
+    def test_verification_not_accepted(self):
+        peer, association = self.established(results={1: 3})
+        failure = self.failureResultOf(association.echo())
+        self.assertEqual(
+            failure.value.message,
+            "presentation context not accepted: abstract-syntax-not-supported (provider rejection)",
+        )
+
+
+class StoreTests(RequestorTestsMixin, SynchronousTestCase):
+    def source(self, size: int) -> Part10Source:
+        path = self.mktemp()
+        data = os.urandom(size)
+        with open(path, "wb") as fp:
+            fp.write(b"HEADER" + data)
+        return Part10Source(path, CT, "1.2.3.4", uids.EXPLICIT_VR_LITTLE_ENDIAN, 6, size), data
+
+    def established(self, maximum_length=16384):
+        return super().established({(CT, uids.EXPLICIT_VR_LITTLE_ENDIAN): 1}, maximum_length=maximum_length)
+
+    def test_data_set_streamed_in_fragments_of_the_peers_size(self):
+        source, data = self.source(10_000)
+        peer, association = self.established(maximum_length=4096)
+        sent = []
+        association.on_data_sent = sent.append
+        answered = association.store(source, 1)
+        pdus = peer.received_pdus()
+        command, fragments = pdus[0], pdus[1:]
+        self.assertEqual(
+            decode_command(command.items[0].data),
+            CStoreRQ(message_id=1, affected_sop_class_uid=CT, affected_sop_instance_uid="1.2.3.4"),
+        )
+        self.assertEqual([len(p.items[0].data) for p in fragments], [4090, 4090, 1820])
+        self.assertEqual([p.items[0].message_control_header for p in fragments], [0, 0, 2])
+        self.assertEqual(b"".join(bytes(p.items[0].data) for p in fragments), data)
+        self.assertEqual(sent, [10000])  # read and written at once: one stretch of fragments
+        peer.send(response_bytes(CStoreRSP(1, 0xB000, CT, "1.2.3.4")))
+        self.assertEqual(self.successResultOf(answered).status, 0xB000)
+
+    def test_backpressure_pauses_reading(self):
+        """The transport's producer: a paused transport gets nothing more until it resumes."""
+        source, data = self.source(300_000)
+        peer, association = self.established()
+        written = []
+        original = peer.transport.write
+
+        def write(chunk):
+            original(chunk)
+            written.append(len(chunk))
+            if len(written) == 3:
+                peer.transport.producer.pauseProducing()
+
+        peer.transport.write = write
+        association.store(source, 1)
+        # The command, two stretches of 7 fragments (what one send carries), then paused.
+        self.assertEqual(written[1:], [7 * 16390, 7 * 16390])
+        self.assertIsNotNone(peer.transport.producer)
+        peer.transport.producer.resumeProducing()
+        self.assertIsNone(peer.transport.producer)
+        received = b"".join(bytes(p.items[0].data) for p in peer.received_pdus()[1:])
+        self.assertEqual(received, data)
+
+    def test_stalled_transfer_times_out(self):
+        source, data = self.source(300_000)
+        peer, association = self.established()
+        original = peer.transport.write
+        peer.transport.write = lambda chunk: (original(chunk), peer.transport.producer and peer.transport.producer.pauseProducing())
+        answered = association.store(source, 1)
+        self.clock.advance(10)
+        failure = self.failureResultOf(answered, AssociationAborted)
+        self.assertEqual(failure.value.message, "Timed out: no response within 10 s")
+        self.assertIsNone(peer.transport.producer)
+        self.clock.advance(5)  # ARTIM: the peer never closed
+        self.assertTrue(peer.transport.disconnecting)
+        peer.disconnect()
+        self.assertClean()
+
+    def test_early_response_waits_for_the_end_of_the_data_set(self):
+        source, data = self.source(300_000)
+        peer, association = self.established()
+        paused = []
+        original = peer.transport.write
+
+        def write(chunk):
+            original(chunk)
+            if not paused and peer.transport.producer is not None:
+                paused.append(True)
+                peer.transport.producer.pauseProducing()
+
+        peer.transport.write = write
+        answered = association.store(source, 1)
+        peer.send(response_bytes(CStoreRSP(1, 0x0122, CT, "1.2.3.4")))
+        self.assertNoResult(answered)
+        peer.transport.producer.resumeProducing()
+        self.assertEqual(self.successResultOf(answered).status, 0x0122)
+        received = b"".join(bytes(p.items[0].data) for p in peer.received_pdus()[1:])
+        self.assertEqual(received, data)
