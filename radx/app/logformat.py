@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_app_cli.FormatEventTests -*-
+# -*- test-case-name: tests.test_app_cli -*-
 """The text of a log event, for the console and the JSON lines."""
 
 from __future__ import annotations
