@@ -31,6 +31,7 @@ from radx.scp.storing import InstanceReception
 from radx.storage.layout import is_valid_uid
 from radx.storage.store import InstanceWriter, StorageError
 from radx.ul import fsm
+from radx.ul.driver import MachineDriver
 from radx.ul.framing import PDUReader
 from radx.ul.fsm import Event, State
 from radx.ul.negotiation import invalid_request_reason, negotiate
@@ -62,7 +63,7 @@ class _PendingStore:
         self.comment = comment
 
 
-class AssociationProtocol(Protocol):
+class AssociationProtocol(MachineDriver, Protocol):
     """Feeds bytes to the upper layer machine and carries out its effects in order."""
 
     log = Logger()
@@ -270,16 +271,6 @@ class AssociationProtocol(Protocol):
         self._local_abort(why)
 
     # The machine's effects ---------------------------------------------
-
-    def _handle(self, event: Event, **arguments) -> None:
-        self._run(self.machine.handle(event, **arguments))
-
-    def _run(self, transition: fsm.Transition) -> None:
-        for effect in transition.effects:
-            self._dispatch[type(effect)](effect)
-
-    def _send_pdu(self, effect: fsm.SendPDU) -> None:
-        self.transport.write(effect.pdu.encode())
 
     def _start_artim(self, effect=None) -> None:
         self._stop_artim()

@@ -24,6 +24,7 @@ from radx.dimse.assembly import CommandReceived, DIMSEProtocolError, MessageAsse
 from radx.dimse.commands import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, DIMSEDecodeError
 from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size, message_pdus
 from radx.ul import fsm
+from radx.ul.driver import MachineDriver
 from radx.ul.framing import PDUReader
 from radx.ul.fsm import Event, State
 from radx.ul.negotiation import ACCEPTANCE, describe_context_result, describe_reject
@@ -178,7 +179,7 @@ class _DataSetSender:
             done.callback(None)
 
 
-class RequestorProtocol(Protocol):
+class RequestorProtocol(MachineDriver, Protocol):
     """Feeds bytes to the upper layer machine (requestor role) and carries out its effects in order."""
 
     def __init__(
@@ -450,16 +451,6 @@ class RequestorProtocol(Protocol):
         self._stop_artim()
 
     # The machine's effects ---------------------------------------------------
-
-    def _handle(self, event: Event, **arguments) -> None:
-        self._run(self.machine.handle(event, **arguments))
-
-    def _run(self, transition: fsm.Transition) -> None:
-        for effect in transition.effects:
-            self._dispatch[type(effect)](effect)
-
-    def _send_pdu(self, effect: fsm.SendPDU) -> None:
-        self.transport.write(effect.pdu.encode())
 
     def _close_transport(self, effect=None) -> None:
         if self.transport is not None:
