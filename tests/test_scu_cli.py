@@ -242,7 +242,7 @@ class StoreCommandTests(CommandTestCase):
         instance = dicomfiles.instance_uids(good)[2].encode()
         bad = self.mktemp() + ".dcm"
         with open(bad, "wb") as fp:
-            fp.write(data.replace(instance, b"1.2.x" + instance[5:], 1))
+            fp.write(data.replace(instance, b"1.2.x" + instance[5:]))  # meta and data set
         self.start_server()
         out, err, code = yield self.radx("dicom", "store", bad, "--host", "127.0.0.1", "--port", str(self.port))
         self.assertEqual(code, 1)

@@ -31,6 +31,18 @@ class ReadSourceTests(SynchronousTestCase):
             fp.write(data)
         return path
 
+    def test_data_set_uids_win_over_a_stale_file_meta(self):
+        """pydicom's rtplan.dcm names another SOP Instance in its meta than in its data set: the data set's is sent."""
+        import pydicom
+        from pydicom.data import get_testdata_file
+
+        path = get_testdata_file("rtplan.dcm")
+        data_set = pydicom.dcmread(path, stop_before_pixels=True)
+        self.assertNotEqual(data_set.file_meta.MediaStorageSOPInstanceUID, data_set.SOPInstanceUID)
+        source = read_source(path)
+        self.assertEqual(source.sop_instance_uid, data_set.SOPInstanceUID)
+        self.assertEqual(source.sop_class_uid, data_set.SOPClassUID)
+
     def test_pydicom_files(self):
         """Every transfer syntax case: the UIDs of the file meta, the data set where part10 finds it."""
         for case, test_file in dicomfiles.pydicom_test_files().items():

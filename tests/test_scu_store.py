@@ -123,7 +123,7 @@ class RadxServerTests(ServerTestCase):
         # Same length, so the group length still holds.
         bad_uid = b"1.2.x" + instance[5:]
         with open(bad, "wb") as fp:
-            fp.write(data.replace(instance, bad_uid, 1))
+            fp.write(data.replace(instance, bad_uid))  # in the file meta and the data set
         self.start_server()
         (result,) = yield self.job().run([bad])
         self.assertFalse(result.stored)

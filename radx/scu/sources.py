@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_scu_sources -*-
 """The files a C-STORE SCU sends: their file meta read, their data sets located, contexts planned.
 
-Pure: standard library only, no Twisted. A PS3.10 file names its SOP
+Pure: no Twisted. A PS3.10 file names its SOP
 Class, SOP Instance and Transfer Syntax in its file meta group (PS3.10
 7.1); the data set after the group is sent as it is stored, never decoded.
 """
@@ -12,6 +12,10 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from radx.storage.header import scan_header
+from radx.storage.part10 import DEFLATED_TRANSFER_SYNTAXES
+from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+
 # PS3.10 7.1: a 128-byte preamble, then "DICM".
 _PREFIX_OFFSET = 128
 _PREFIX = b"DICM"
@@ -20,6 +24,8 @@ _META_START = _PREFIX_OFFSET + len(_PREFIX)
 _MAXIMUM_META = 1 << 16
 # What is read first: the preamble and a usual file meta.
 _USUAL_META = 4096
+# How much of the data set is scanned for its own SOP Class and Instance UIDs.
+_DATA_SET_HEAD = 64 * 1024
 # PS3.5 7.1.2: explicit VRs whose length is 4 bytes, after two reserved bytes.
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _SHORT_HEADER = struct.Struct("<HH2sH")
@@ -124,6 +130,7 @@ def read_source(path: str) -> Part10Source:
             # A long file meta (private elements): read all it may be.
             head += fp.read(_META_START + _MAXIMUM_META - len(head))
             offset, values = parse_file_meta(head)
+        data_set_head = head[offset:] + fp.read(max(0, _DATA_SET_HEAD - (len(head) - offset)))
     found = {}
     for element, name in (
         (_MEDIA_STORAGE_SOP_CLASS_UID, "Media Storage SOP Class UID (0002,0002)"),
@@ -134,14 +141,43 @@ def read_source(path: str) -> Part10Source:
         if not value:
             raise NotPart10(f"the file meta has no {name}")
         found[element] = value
+    sop_class_uid = found[_MEDIA_STORAGE_SOP_CLASS_UID]
+    sop_instance_uid = found[_MEDIA_STORAGE_SOP_INSTANCE_UID]
+    # PS3.4 B.2.3: the receiver checks the command's UIDs against the data
+    # set's (0008,0016) and (0008,0018), not the file meta's; where a file's
+    # meta disagrees with its data set, the data set's are the ones to send.
+    header = _data_set_uids(data_set_head, found[_TRANSFER_SYNTAX_UID], size - offset)
+    if header is not None:
+        sop_class_uid, sop_instance_uid = header
     return Part10Source(
         path=path,
-        sop_class_uid=found[_MEDIA_STORAGE_SOP_CLASS_UID],
-        sop_instance_uid=found[_MEDIA_STORAGE_SOP_INSTANCE_UID],
+        sop_class_uid=sop_class_uid,
+        sop_instance_uid=sop_instance_uid,
         transfer_syntax_uid=found[_TRANSFER_SYNTAX_UID],
         data_set_offset=offset,
         data_set_length=size - offset,
     )
+
+
+def _data_set_uids(head: bytes, transfer_syntax_uid: str, length: int) -> tuple[str, str] | None:
+    """The data set's own SOP Class and Instance UIDs from its first bytes, or None if they cannot be read so."""
+    if transfer_syntax_uid in DEFLATED_TRANSFER_SYNTAXES:
+        return None
+    # PS3.5 A.1-A.4: implicit VR little endian, explicit VR big endian,
+    # explicit VR little endian for every other (native or encapsulated).
+    header = scan_header(
+        head,
+        transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN,
+        transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN,
+        complete=len(head) >= length,
+    )
+    if header is None:
+        return None
+    sop_class_uid = header.sop_class_uid.rstrip("\x00 ")
+    sop_instance_uid = header.sop_instance_uid.rstrip("\x00 ")
+    if not sop_class_uid or not sop_instance_uid:
+        return None
+    return sop_class_uid, sop_instance_uid
 
 
 def list_files(files: list[str], directory: str | None = None, recursive: bool = False) -> list[str]:
