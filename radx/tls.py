@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_security_tls -*-
+# -*- test-case-name: tests.test_security_tls,tests.test_scu_tls -*-
 """TLS for DICOM (PS3.15 Annex B): context options built from PEM files, for the SCP and for an SCU.
 
 Both sides use the Non-Downgrading BCP 195 TLS Secure Transport Connection
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
+from service_identity import VerificationError
 from twisted.internet import ssl
 from twisted.internet.ssl import TLSVersion
 
@@ -118,35 +119,85 @@ def client_options(
     """
     An SCU's TLS options: the server's certificate is verified against
     C{ca_path} (or the system's trust store) and its name against
-    C{hostname} (service-identity); C{cert_path}/C{key_path} are the client's
-    own certificate, for a server that requires one.
+    C{hostname} (service-identity: a DNS name, or an IPv4 or IPv6 address
+    matched against the certificate's IP addresses); C{cert_path}/C{key_path}
+    are the client's own certificate, for a server that requires one.
 
-    @raise TLSConfigurationError: a file is missing, unreadable or unusable.
+    @raise TLSConfigurationError: a file is missing, unreadable or unusable;
+        the message names the flag of radx's clients that gave it.
     """
     client_certificate = None
     if cert_path is not None or key_path is not None:
         if cert_path is None or key_path is None:
-            raise TLSConfigurationError("a client certificate needs both its certificate and its key")
-        certificate, key, _ = _identity(cert_path, key_path, "certificate", "key")
+            raise TLSConfigurationError("--tls-cert and --tls-key go together")
+        certificate, key, _ = _identity(cert_path, key_path, "--tls-cert", "--tls-key")
         client_certificate = ssl.PrivateCertificate.fromCertificateAndKeyPair(
             ssl.Certificate(certificate), ssl.KeyPair(key)
         )
-    trust_root = _trust_root("CA", ca_path) if ca_path is not None else None
-    return ssl.optionsForClientTLS(
-        hostname,
-        trustRoot=trust_root,
-        clientCertificate=client_certificate,
-        extraCertificateOptions=dict(
-            raiseMinimumTo=MINIMUM_VERSION,
-            acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(BCP195_CIPHERS),
-        ),
-    )
+    trust_root = _trust_root("--tls-ca", ca_path) if ca_path is not None else None
+    try:
+        return ssl.optionsForClientTLS(
+            hostname,
+            trustRoot=trust_root,
+            clientCertificate=client_certificate,
+            extraCertificateOptions=dict(
+                raiseMinimumTo=MINIMUM_VERSION,
+                acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(BCP195_CIPHERS),
+            ),
+        )
+    except UnicodeError:
+        raise TLSConfigurationError(f"{hostname!r} is not a host name a certificate can be checked against") from None
+    except SSL.Error as error:
+        raise TLSConfigurationError(f"OpenSSL refused the TLS set-up: {error}") from None
+
+
+def describe_tls_failure(failure) -> str:
+    """
+    Why a TLS connection failed, in one line: OpenSSL's reasons ("wrong
+    version number", "certificate verify failed"), the name a server's
+    certificate does not carry, or how the connection ended.
+    """
+    error = failure.value
+    if isinstance(error, VerificationError):
+        # service-identity: the certificate is trusted but names another host.
+        wanted = ", ".join(sorted({_mismatched(mismatch) for mismatch in error.errors}))
+        return f"the certificate does not name {wanted}"
+    if isinstance(error, SSL.Error):
+        reasons = [entry[2] for entry in (error.args[0] if error.args else []) if isinstance(entry, tuple) and len(entry) == 3]
+        if reasons:
+            return "; ".join(reasons)
+        return str(error) or type(error).__name__
+    return "the connection closed before the handshake completed"
+
+
+# What OpenSSL's reasons mean to a client, in the terms of radx's flags.
+_CLIENT_MEANINGS = {
+    "certificate verify failed": "the server's certificate is not from a trusted CA, or not valid now",
+    "tlsv13 alert certificate required": "the server requires a client certificate",
+    "tlsv1 alert unknown ca": "the server does not trust the CA of the client certificate",
+    "sslv3 alert handshake failure": "the server refused the handshake",
+    "wrong version number": "the server does not speak TLS on this port",
+}
+
+
+def describe_server_refusal(failure) -> str:
+    """describe_tls_failure for a client: OpenSSL's reason, and what it means where that is known."""
+    why = describe_tls_failure(failure)
+    meaning = _CLIENT_MEANINGS.get(why)
+    return f"{why} ({meaning})" if meaning else why
+
+
+def _mismatched(mismatch) -> str:
+    identity = mismatch.mismatched_id
+    for attribute in ("hostname", "ip"):
+        value = getattr(identity, attribute, None)
+        if value is not None:
+            return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return str(identity)
 
 
 def _check(options: ssl.CertificateOptions) -> None:
     """Build the OpenSSL context once, so that what OpenSSL refuses is found at start."""
-    from OpenSSL import SSL
-
     try:
         options.getContext()
     except SSL.Error as error:

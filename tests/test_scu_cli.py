@@ -13,13 +13,12 @@ import shutil
 import sys
 
 from twisted.internet import defer, protocol, reactor, task, utils
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app.scu_cli import Progress
 from radx.scp.factory import SCPFactory
-from radx.scu.association import AssociationError
+from radx.scu.association import AssociationError, client_endpoint
 from radx.scu.echo import echo
 from radx.ul.negotiation import AcceptorPolicy
 from tests import dicomfiles
@@ -70,12 +69,17 @@ class CommandTestCase(ServerTestCase):
         return port.getHost().port
 
     @defer.inlineCallbacks
-    def start_storescp(self):
-        """DCMTK storescp, bit-preserving, accepting every transfer syntax; (port, output folder)."""
+    def start_storescp(self, *options: str, tls_options=None):
+        """
+        DCMTK storescp, bit-preserving, accepting every transfer syntax, with
+        ``options`` (+tls...) and ``tls_options`` to reach it; (port, output folder).
+        """
         output = self.mktemp()
         os.makedirs(output)
         port = free_port()
-        storescp = spawn(require_dcmtk("storescp"), "+B", "+xa", "-aet", "RADX-SCP", "-od", output, str(port), env=DCMTK_ENV)
+        storescp = spawn(
+            require_dcmtk("storescp"), *options, "+B", "+xa", "-aet", "RADX-SCP", "-od", output, str(port), env=DCMTK_ENV
+        )
 
         def stop():
             if not storescp.ended.called:
@@ -83,7 +87,7 @@ class CommandTestCase(ServerTestCase):
             return storescp.ended
 
         self.addCleanup(stop)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1)
+        endpoint = client_endpoint(reactor, "127.0.0.1", port, 1, tls_options)
         # storescp answers C-ECHO: it is up when an echo succeeds.
         for _ in range(100):
             try:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_scu_cli -*-
+# -*- test-case-name: tests.test_scu_cli,tests.test_scu_tls -*-
 """`radx dicom echo` and `radx dicom store`: the sending side, on the same reactor as the server."""
 
 from __future__ import annotations
@@ -33,7 +33,15 @@ _CLIENT_PARAMETERS = [
     ["calling-ae", None, "RADX-SCU", "AE title of this side (the calling AE).", _named("calling-ae", _ae_title)],
     ["max-pdu", None, 16384, "Largest P-DATA PDU this side receives (advertised to the peer).", _named("max-pdu", _pdu_length)],
     ["timeout", None, 30.0, "Seconds to wait for the connection, the association, each response.", _named("timeout", _seconds)],
+    ["tls-ca", None, None, "PEM CA certificate(s) the server's certificate must chain to (implies --tls; default: the system's)."],
+    ["tls-cert", None, None, "PEM certificate (and chain) of this side, for a server that requires one (implies --tls)."],
+    ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
+    ["tls-server-name", None, None, "Name the server's certificate must carry, if not HOST (implies --tls)."],
 ]  # fmt: skip
+
+_CLIENT_FLAGS = [
+    ["tls", None, "Use DICOM TLS (TLS 1.2 or newer), verifying the server's certificate and name."],
+]
 
 
 def _count(value: str) -> int:
@@ -50,6 +58,7 @@ class EchoOptions(CommandOptions):
     optParameters = _CLIENT_PARAMETERS + [
         ["count", None, 1, "C-ECHO requests to send, one after the other, on one association.", _named("count", _count)],
     ]  # fmt: skip
+    optFlags = _CLIENT_FLAGS
 
     def getSynopsis(self) -> str:
         return "Usage: radx dicom echo HOST [PORT] [flags]"
@@ -57,6 +66,9 @@ class EchoOptions(CommandOptions):
     def parseArgs(self, host, port=None) -> None:
         self["host"] = host
         self["port"] = _positional_port(port)
+
+    def postOptions(self) -> None:
+        _check_tls(self)
 
 
 class StoreOptions(CommandOptions):
@@ -72,7 +84,7 @@ class StoreOptions(CommandOptions):
         ["dir", None, None, "Send the files in this folder (with --recursive, its folders too)."],
         ["conns", None, 1, "Associations to spread the files over, at once.", _named("conns", _positive_int)],
     ]  # fmt: skip
-    optFlags = [
+    optFlags = _CLIENT_FLAGS + [
         ["recursive", "r", "With --dir, descend into its folders."],
     ]
 
@@ -89,6 +101,37 @@ class StoreOptions(CommandOptions):
             raise usage.UsageError(f"--dir: {self['dir']!r} is not a folder")
         if self["recursive"] and self["dir"] is None:
             raise usage.UsageError("--recursive goes with --dir")
+        _check_tls(self)
+
+
+def _check_tls(options: CommandOptions) -> None:
+    """Any --tls-* flag turns TLS on; a client certificate needs its key and the key its certificate."""
+    if (options["tls-cert"] is None) != (options["tls-key"] is None):
+        raise usage.UsageError("--tls-cert and --tls-key go together")
+    if any(options[flag] is not None for flag in ("tls-ca", "tls-cert", "tls-server-name")):
+        options["tls"] = True
+    if options["tls-server-name"] == "":
+        raise usage.UsageError("--tls-server-name: a name, not nothing")
+
+
+def _endpoint(options: CommandOptions, reactor, stderr):
+    """The client endpoint of the options, TLS when asked for; None (said on ``stderr``) when a TLS file is unusable."""
+    from radx.scu.association import client_endpoint
+    from radx.tls import TLSConfigurationError, client_options
+
+    tls_options = None
+    if options["tls"]:
+        try:
+            tls_options = client_options(
+                options["tls-server-name"] or options["host"],
+                options["tls-ca"],
+                options["tls-cert"],
+                options["tls-key"],
+            )
+        except TLSConfigurationError as error:
+            _write(stderr, f"Error: {error}\n")
+            return None
+    return client_endpoint(reactor, options["host"], options["port"], options["timeout"], tls_options)
 
 
 def _positional_port(port: str | None) -> int:
@@ -166,10 +209,13 @@ def _association_exit(error) -> int:
 def run_echo(options: EchoOptions, reactor=None, stdout=None) -> int:
     if reactor is None:
         from twisted.internet import reactor
-    from radx.scu.association import AssociationError, client_endpoint
+    from radx.scu.association import AssociationError
     from radx.scu.echo import echo
 
     stdout = stdout or sys.stdout
+    endpoint = _endpoint(options, reactor, sys.stderr)
+    if endpoint is None:
+        return EXIT_USAGE
     host, port, called = options["host"], options["port"], options["called-ae"]
     where = f"{called}@[{host}]:{port}" if ":" in host else f"{called}@{host}:{port}"
     failed = []
@@ -181,7 +227,6 @@ def run_echo(options: EchoOptions, reactor=None, stdout=None) -> int:
         _write(stdout, f"C-ECHO to {where}: {text} ({result.seconds * 1e3:.1f} ms)\n")
 
     def start():
-        endpoint = client_endpoint(reactor, host, port, options["timeout"])
         d = echo(
             endpoint,
             reactor,
@@ -275,7 +320,6 @@ class Progress:
 def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty=None) -> int:
     if reactor is None:
         from twisted.internet import reactor
-    from radx.scu.association import client_endpoint
     from radx.scu.sources import list_files
     from radx.scu.store import FileResult, StoreJob
 
@@ -283,6 +327,9 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
     stderr = stderr or sys.stderr
     if tty is None:
         tty = stdout.isatty()
+    endpoint = _endpoint(options, reactor, stderr)
+    if endpoint is None:
+        return EXIT_USAGE
     try:
         paths = list_files(options["files"], options["dir"], options["recursive"])
     except OSError as error:
@@ -305,7 +352,7 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
             progress.file_done()
 
     job = StoreJob(
-        client_endpoint(reactor, options["host"], options["port"], options["timeout"]),
+        endpoint,
         reactor,
         options["called-ae"],
         options["calling-ae"],
@@ -350,6 +397,9 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
     if warned:
         summary += f" ({warned} with warnings)"
     _write(stdout, summary + "\n")
+    if finished and job.association_errors and not job.associated:
+        # Not one association: rejected (3), or no connection, a failed TLS handshake, an abort (4).
+        return _association_exit(job.association_errors[0])
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -3,24 +3,13 @@
 
 from __future__ import annotations
 
-from OpenSSL import SSL
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 from radx.scp.factory import describe_peer
+from radx.tls import describe_tls_failure
 
 log = Logger(namespace="radx.scp.secure")
-
-
-def describe_tls_failure(failure) -> str:
-    """OpenSSL's reasons ("wrong version number", "certificate verify failed"), or how the connection ended."""
-    error = failure.value
-    if isinstance(error, SSL.Error):
-        reasons = [entry[2] for entry in (error.args[0] if error.args else []) if isinstance(entry, tuple) and len(entry) == 3]
-        if reasons:
-            return "; ".join(reasons)
-        return str(error) or type(error).__name__
-    return "the connection closed before the handshake completed"
 
 
 class _TLSConnection(TLSMemoryBIOProtocol):

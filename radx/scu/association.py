@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_scu_association -*-
+# -*- test-case-name: tests.test_scu_association,tests.test_scu_tls -*-
 """One association, requestor side: a thin Twisted Protocol over the pure upper layer and DIMSE.
 
 ``associate()`` opens the transport through any client endpoint (TCP now;
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
@@ -179,6 +179,7 @@ class _DataSetSender:
             done.callback(None)
 
 
+@implementer(IHandshakeListener)
 class RequestorProtocol(MachineDriver, Protocol):
     """Feeds bytes to the upper layer machine (requestor role) and carries out its effects in order."""
 
@@ -215,6 +216,7 @@ class RequestorProtocol(MachineDriver, Protocol):
         # Called with the size of each data set fragment written (progress).
         self.on_data_sent = None
         self._message_id = 0
+        self._tls_handshake_done = False
         self._timer = None
         self._artim = None
         self._dispatch = {
@@ -285,9 +287,32 @@ class RequestorProtocol(MachineDriver, Protocol):
             if self.machine.state in (State.STA1, State.STA13):
                 return
 
+    def handshakeCompleted(self) -> None:
+        # IHandshakeListener: called by a TLS transport once its handshake is done.
+        self._tls_handshake_done = True
+
     def connectionLost(self, reason=None) -> None:
+        if reason is not None and ISSLTransport.providedBy(self.transport):
+            self._tls_lost(reason)
         self._handle(Event.EVT17)
         self._finished()
+
+    def _tls_lost(self, reason) -> None:
+        """A TLS connection that ended on a TLS error, or before its handshake: say why, in OpenSSL's words."""
+        from OpenSSL import SSL
+        from service_identity import VerificationError
+
+        from radx.tls import describe_server_refusal
+
+        tls_error = reason.check(SSL.Error, VerificationError) is not None
+        if self.error is not None or (self._tls_handshake_done and not tls_error):
+            return
+        if self.established.called:
+            self.error = AssociationAborted(f"TLS connection failed: {describe_server_refusal(reason)}")
+        else:
+            # With TLS 1.3 the server checks a client certificate after the
+            # client's side of the handshake is done: its alert arrives here.
+            self.error = AssociationAborted(f"TLS handshake failed: {describe_server_refusal(reason)}")
 
     def _finished(self) -> None:
         self._cancel_timers()
@@ -565,15 +590,18 @@ class RequestorProtocol(MachineDriver, Protocol):
             self.established.errback(error)
 
 
-def client_endpoint(reactor, host: str, port: int, timeout: float = DEFAULT_TIMEOUT):
+def client_endpoint(reactor, host: str, port: int, timeout: float = DEFAULT_TIMEOUT, tls_options=None):
     """
     The endpoint an association is opened through: TCP to ``host`` (a name,
-    IPv4 or IPv6 address). A TLS client is this endpoint wrapped
-    (``wrapClientTLS``); nothing else in the requestor changes.
+    IPv4 or IPv6 address), and with ``tls_options`` (``radx.tls.client_options``)
+    TLS over it (PS3.15 B.9); nothing else in the requestor changes.
     """
-    from twisted.internet.endpoints import HostnameEndpoint
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
-    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if tls_options is not None:
+        endpoint = wrapClientTLS(tls_options, endpoint)
+    return endpoint
 
 
 def associate(endpoint, request: AAssociateRQ, reactor, timeout: float = DEFAULT_TIMEOUT) -> defer.Deferred:

@@ -72,6 +72,9 @@ class StoreJob:
         self.on_result = on_result
         self.on_data_sent = on_data_sent
         self.results: list[FileResult] = []
+        # Associations established, and why each that was not failed.
+        self.associated = 0
+        self.association_errors: list[AssociationError] = []
         self._open: set = set()
 
     def _record(self, result: FileResult) -> None:
@@ -130,7 +133,9 @@ class StoreJob:
         try:
             association = yield associate(self.endpoint, request, self.reactor, self.timeout)
         except AssociationError as error:
+            self.association_errors.append(error)
             return error.message
+        self.associated += 1
         association.on_data_sent = self.on_data_sent
         self._open.add(association)
         association.closed.addCallback(lambda _: self._open.discard(association))
