@@ -847,6 +847,34 @@ class FormatEventTests(SynchronousTestCase):
             self.assertEqual(format_event(event), formatEvent(event), event)
 
 
+class LeanStartupTests(SynchronousTestCase):
+    """A command without TLS starts without Twisted's TLS layer (pyOpenSSL, cryptography)."""
+
+    def run_python(self, code: str) -> str:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout.strip()
+
+    def test_reactor_without_tls(self) -> None:
+        out = self.run_python(
+            "import sys\n"
+            "from radx.app.lean import without_tls\n"
+            "print(without_tls())\n"
+            "from twisted.internet import endpoints, reactor, tcp\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('OpenSSL', 'cryptography') and sys.modules[m]))\n"
+        )
+        self.assertEqual(out.splitlines(), ["True", "[]"])
+
+    def test_no_effect_once_twisted_is_loaded(self) -> None:
+        out = self.run_python(
+            "from twisted.internet import tcp\n"
+            "from radx.app.lean import without_tls\n"
+            "print(without_tls())\n"
+            "import OpenSSL\n"
+        )
+        self.assertEqual(out, "False")
+
+
 class VersionAndHelpTests(SynchronousTestCase):
     def test_version(self):
         for arguments in (["--version"], ["dicom", "scp", "--version"]):

@@ -16,6 +16,7 @@ from twisted.python.threadable import isInIOThread
 
 from radx import __version__
 from radx.app.jsonlog import event_as_json
+from radx.app.lean import without_tls
 from radx.app.logformat import format_event
 from radx.app.options import ScpOptions
 
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit:
         # --help and --version print and exit with 0.
         return exit.code or 0
+    if options["tls-cert"] is None:
+        without_tls()
     return run_scp(options)
 
 

@@ -9,6 +9,7 @@ import time
 
 from twisted.python import usage
 
+from radx.app.lean import without_tls
 from radx.app.options import (
     DEFAULT_PORT,
     CommandOptions,
@@ -117,10 +118,11 @@ def _check_tls(options: CommandOptions) -> None:
 def _endpoint(options: CommandOptions, reactor, stderr):
     """The client endpoint of the options, TLS when asked for; None (said on ``stderr``) when a TLS file is unusable."""
     from radx.scu.association import client_endpoint
-    from radx.tls import TLSConfigurationError, client_options
 
     tls_options = None
     if options["tls"]:
+        from radx.tls import TLSConfigurationError, client_options
+
         try:
             tls_options = client_options(
                 options["tls-server-name"] or options["host"],
@@ -252,7 +254,11 @@ def run_echo(options: EchoOptions, reactor=None, stdout=None) -> int:
 def echo_main(arguments: list[str]) -> int:
     options = EchoOptions()
     code = _parse(options, arguments, "echo")
-    return code if code is not None else run_echo(options)
+    if code is not None:
+        return code
+    if not options["tls"]:
+        without_tls()
+    return run_echo(options)
 
 
 # store -----------------------------------------------------------------------
@@ -406,4 +412,8 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
 def store_main(arguments: list[str]) -> int:
     options = StoreOptions()
     code = _parse(options, arguments, "store")
-    return code if code is not None else run_store(options)
+    if code is not None:
+        return code
+    if not options["tls"]:
+        without_tls()
+    return run_store(options)
