@@ -746,6 +746,11 @@ class MaxConnsTests(CliTestCase):
         first, second = self.associate("FIRST"), self.associate("SECOND")
         self.assertTrue(first.is_established and second.is_established, server.describe())
         third = self.associate("THIRD")
+        if not (third.is_established or third.is_rejected or third.is_aborted):
+            # pynetdicom 3.0 now and then reports nothing of an answer the
+            # server gave (docs/testing.rst); the server's log line is
+            # checked below either way. Once more, with both still open.
+            third = self.associate("THIRD")
         self.assertTrue(third.is_rejected, server.describe())
         answer = third.acceptor.primitive
         # PS3.8 9.3.4: rejected-transient, service-provider (presentation related), local-limit-exceeded.
