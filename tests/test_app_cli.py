@@ -852,6 +852,38 @@ class FormatEventTests(SynchronousTestCase):
             self.assertEqual(format_event(event), formatEvent(event), event)
 
 
+class ClassicTextTests(SynchronousTestCase):
+    """twistd's text log lines, formatted the fast way, are the lines Twisted's own observer writes."""
+
+    def test_same_lines_as_twisted(self) -> None:
+        import time
+
+        from twisted.logger import LogLevel, formatEventAsClassicLogText
+        from twisted.python.failure import Failure
+
+        from radx.app.logformat import classic_text
+
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        now = time.time()
+        base = {"log_time": now, "log_level": LogLevel.info, "log_namespace": "radx.scp.protocol.AssociationProtocol"}
+        events = [
+            dict(base, log_format="C-ECHO request received calling_ae={calling_ae} count={count}", calling_ae="A", count=3),
+            dict(base, log_format="status=0x{status:04X}", status=0xA700, log_time=now + 1.5),
+            dict(base, log_format="two\nlines"),
+            dict(base, log_format="from a system", log_system="-"),
+            {"log_format": "no level, no namespace, no time"},
+            dict(base, log_format="a failure", log_failure=failure),
+            dict(base, log_format="a call {f()}", f=lambda: "made"),
+            dict(base, log_format=None, message=("legacy",)),
+            dict(base, log_format=""),
+        ]
+        for event in events:
+            self.assertEqual(classic_text(event), formatEventAsClassicLogText(event), event)
+
+
 class LeanStartupTests(SynchronousTestCase):
     """A command without TLS starts without Twisted's TLS layer (pyOpenSSL, cryptography)."""
 

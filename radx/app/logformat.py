@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_app_cli -*-
-"""The text of a log event, for the console and the JSON lines."""
+"""The text of a log event: for the console, the JSON lines and twistd's text log."""
 
 from __future__ import annotations
 
-from twisted.logger import formatEvent
+from twisted.logger import ILogObserver, formatEvent, formatEventAsClassicLogText, formatTime
+from zope.interface import implementer
 
 
 def format_event(event) -> str:
@@ -20,3 +21,54 @@ def format_event(event) -> str:
         except Exception:
             pass
     return formatEvent(event)
+
+
+# The RFC 3339 stamp of the second last formatted: lines come many a second.
+_last_stamp: tuple[int | None, str] = (None, "")
+
+
+def _stamp(when) -> str:
+    global _last_stamp
+    if when is None:
+        return "-"
+    second = int(when)
+    cached_second, text = _last_stamp
+    if second != cached_second:
+        # Second resolution, and the local offset of that second: exact per second.
+        text = formatTime(second)
+        _last_stamp = (second, text)
+    return text
+
+
+def classic_text(event) -> str | None:
+    """
+    A line as twistd writes its text log (``formatEventAsClassicLogText``),
+    with the fast formatting of :func:`format_event`; an event that carries
+    a failure, or no format, takes Twisted's own path.
+    """
+    if event.get("log_format") is None or "log_failure" in event:
+        return formatEventAsClassicLogText(event)
+    text = format_event(event)
+    if not text:
+        return None
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+    else:
+        system = str(system)
+    text = text.replace("\n", "\n\t")
+    return f"{_stamp(event.get('log_time'))} [{system}] {text}\n"
+
+
+@implementer(ILogObserver)
+class ClassicTextObserver:
+    """twistd's text log lines, formatted the fast way, given to ``write``."""
+
+    def __init__(self, write) -> None:
+        self.write = write
+
+    def __call__(self, event) -> None:
+        text = classic_text(event)
+        if text:
+            self.write(text)

@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from radx.app.jsonlog import JsonLogObserver
+from radx.app.logformat import ClassicTextObserver
 from radx.app.options import ScpOptions
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.storage.store import clean_incoming
@@ -234,8 +235,8 @@ class ScpService(service.MultiService):
         )
 
 
-class _JsonLoggingService(ScpService):
-    """Under twistd with --log-format json: the application's log observer writes JSON lines."""
+class _LoggingService(ScpService):
+    """Under twistd: the application's log observer writes JSON lines, or text lines formatted the fast way."""
 
     def setServiceParent(self, parent) -> None:
         super().setServiceParent(parent)
@@ -244,7 +245,9 @@ class _JsonLoggingService(ScpService):
         # --syslog, twistd's syslog observer stays.
         set_component = getattr(parent, "setComponent", None)
         if set_component is not None and not (self.options.parent or {}).get("syslog"):
-            set_component(ILogObserver, JsonLogObserver(_twistd_log_writer(self.options.parent)))
+            write = _twistd_log_writer(self.options.parent)
+            json = self.options["log-format"] == "json"
+            set_component(ILogObserver, JsonLogObserver(write) if json else ClassicTextObserver(write))
 
 
 def _twistd_log_writer(twistd_options):
@@ -273,6 +276,4 @@ def _twistd_log_writer(twistd_options):
 
 
 def makeService(options: ScpOptions) -> ScpService:
-    if options["log-format"] == "json":
-        return _JsonLoggingService(options)
-    return ScpService(options)
+    return _LoggingService(options)
