@@ -289,3 +289,28 @@ class ShutdownTests(SynchronousTestCase):
         self.assertNoResult(done)
         waiting.connectionLost(None)
         self.successResultOf(done)
+
+
+class PDataFastPathTests(SynchronousTestCase):
+    """The protocol hands a P-DATA-TF in Sta6 to DIMSE without the machine: what the table says happens."""
+
+    def test_sta6_p_data_is_dt_2_and_stays_in_sta6(self):
+        from radx.ul import fsm
+        from radx.ul.pdu import PDataTF, PresentationDataValueItem
+
+        self.assertEqual(fsm.TRANSITIONS[(fsm.State.STA6, fsm.Event.EVT10)], "DT-2")
+        machine = fsm.UpperLayer()
+        machine.state = fsm.State.STA6
+        pdu = PDataTF((PresentationDataValueItem(1, 0x03, b"\x00\x00"),))
+        transition = machine.receive(pdu)
+        self.assertEqual((transition.state, transition.effects), (fsm.State.STA6, [fsm.DataIndication(pdu)]))
+
+    def test_echoes_answered_through_the_fast_path(self):
+        harness = ScpHarness(ServerConfig(output_dir=self.mktemp()))
+        harness.send(associate_rq().encode())
+        harness.received_pdus()
+        for message_id in range(1, 4):
+            harness.send(echo_rq_bytes(message_id=message_id))
+            self.assertEqual(harness.protocol.machine.state, State.STA6)
+        answers = [decode_command(bytes(pdu.items[0].data)) for pdu in harness.received_pdus()]
+        self.assertEqual([a.message_id_being_responded_to for a in answers], [1, 2, 3])

@@ -35,7 +35,7 @@ from radx.ul.driver import MachineDriver
 from radx.ul.framing import PDUReader
 from radx.ul.fsm import Event, State
 from radx.ul.negotiation import invalid_request_reason, negotiate
-from radx.ul.pdu import AAssociateRQ, AbortReason, PDUDecodeError
+from radx.ul.pdu import AAssociateRQ, AbortReason, PDataTF, PDUDecodeError
 
 # Seconds a peer has to read radx's last A-ABORT before the connection is cut.
 _CLOSE_GRACE = 1.0
@@ -145,7 +145,15 @@ class AssociationProtocol(MachineDriver, Protocol):
 
     def _receive(self, pdus) -> bool:
         """Feed PDUs to the machine in order; False once the connection is closed."""
+        machine = self.machine
         for pdu in pdus:
+            if type(pdu) is PDataTF and machine.state is State.STA6:
+                # PS3.8 Table 9-10, (Sta6, Evt10): DT-2, a P-DATA indication,
+                # staying in Sta6. The hot path, without the transition's objects.
+                self._pdata_items(pdu.items)
+                if machine.state is State.STA1:
+                    return False
+                continue
             if isinstance(pdu, AAssociateRQ):
                 invalid = invalid_request_reason(pdu)
                 if invalid is not None:
@@ -400,8 +408,11 @@ class AssociationProtocol(MachineDriver, Protocol):
     # DIMSE -------------------------------------------------------------------
 
     def _data_indication(self, effect: fsm.DataIndication) -> None:
+        self._pdata_items(effect.pdata.items)
+
+    def _pdata_items(self, items) -> None:
         contexts = self.negotiated.contexts
-        for item in effect.pdata.items:
+        for item in items:
             if item.context_id not in contexts:
                 self._invalid_pdu(
                     AbortReason.INVALID_PDU_PARAMETER_VALUE,
