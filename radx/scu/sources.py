@@ -9,43 +9,24 @@ Class, SOP Instance and Transfer Syntax in its file meta group (PS3.10
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass, field
 
 from radx.storage.header import scan_header
-from radx.storage.part10 import DEFLATED_TRANSFER_SYNTAXES
+from radx.storage.part10 import DEFLATED_TRANSFER_SYNTAXES, META_START, NotPart10, parse_file_meta
 from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
-# PS3.10 7.1: a 128-byte preamble, then "DICM".
-_PREFIX_OFFSET = 128
-_PREFIX = b"DICM"
-_META_START = _PREFIX_OFFSET + len(_PREFIX)
 # The file meta group is small; a group longer than this is not a file meta.
 _MAXIMUM_META = 1 << 16
 # What is read first: the preamble and a usual file meta.
 _USUAL_META = 4096
 # How much of the data set is scanned for its own SOP Class and Instance UIDs.
 _DATA_SET_HEAD = 64 * 1024
-# PS3.5 7.1.2: explicit VRs whose length is 4 bytes, after two reserved bytes.
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-_SHORT_HEADER = struct.Struct("<HH2sH")
-_LONG_LENGTH = struct.Struct("<I")
-
-_GROUP_LENGTH = 0x0000
 _MEDIA_STORAGE_SOP_CLASS_UID = 0x0002
 _MEDIA_STORAGE_SOP_INSTANCE_UID = 0x0003
 _TRANSFER_SYNTAX_UID = 0x0010
 
 # PS3.8 9.3.2.2: presentation context IDs are odd integers from 1 to 255.
 MAXIMUM_CONTEXTS = 128
-
-
-class NotPart10(Exception):
-    """A file that cannot be sent as it is; the argument says why."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -70,48 +51,6 @@ def _uid(value: bytes) -> str:
     return value.rstrip(b"\x00 ").decode("ascii", "replace")
 
 
-def parse_file_meta(head: bytes) -> tuple[int, dict[int, bytes]]:
-    """
-    Parse the file meta group at the start of a PS3.10 file.
-
-    @param head: the file's first bytes, enough to hold its meta group.
-    @return: (offset of the data set, {element number: raw value}).
-    @raise NotPart10: no preamble and prefix, or a malformed group.
-    """
-    if len(head) < _META_START or head[_PREFIX_OFFSET:_META_START] != _PREFIX:
-        raise NotPart10("not a DICOM Part 10 file (no DICM prefix)")
-    values: dict[int, bytes] = {}
-    offset = _META_START
-    end = None
-    # PS3.10 7.1: group 0002 in explicit VR little endian; it ends where
-    # (0002,0000) says, or, without it, at the first element of another group.
-    while end is None or offset < end:
-        if offset + 8 > len(head):
-            if end is None and offset == len(head):
-                break  # a file of file meta only
-            raise NotPart10("the file meta group is truncated")
-        group, element, vr, length = _SHORT_HEADER.unpack_from(head, offset)
-        if group != 0x0002:
-            if end is not None:
-                raise NotPart10("the file meta group length does not match its elements")
-            break
-        header = 8
-        if vr in _LONG_VRS:
-            if offset + 12 > len(head):
-                raise NotPart10("the file meta group is truncated")
-            (length,) = _LONG_LENGTH.unpack_from(head, offset + 8)
-            header = 12
-        value_start = offset + header
-        if value_start + length > len(head):
-            raise NotPart10("the file meta group is truncated")
-        value = head[value_start : value_start + length]
-        values[element] = value
-        if element == _GROUP_LENGTH and vr == b"UL" and length == 4 and end is None:
-            end = value_start + 4 + _LONG_LENGTH.unpack(value)[0]
-        offset = value_start + length
-    return offset, values
-
-
 def read_source(path: str) -> Part10Source:
     """
     Read what sending ``path`` needs from its file meta.
@@ -128,7 +67,7 @@ def read_source(path: str) -> Part10Source:
             if len(head) < _USUAL_META:
                 raise
             # A long file meta (private elements): read all it may be.
-            head += fp.read(_META_START + _MAXIMUM_META - len(head))
+            head += fp.read(META_START + _MAXIMUM_META - len(head))
             offset, values = parse_file_meta(head)
         data_set_head = head[offset:] + fp.read(max(0, _DATA_SET_HEAD - (len(head) - offset)))
     found = {}

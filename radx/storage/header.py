@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 
-from radx.storage.part10 import InstanceHeader
+from radx.storage.part10 import LONG_VRS, InstanceHeader
 
 _SOP_CLASS_UID = 0x00080016
 _SOP_INSTANCE_UID = 0x00080018
@@ -30,7 +30,7 @@ _SEQUENCE_DELIMITATION = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 
 # PS3.5 7.1.2 Table 7.1-1: VRs with a 2-byte reserved field and a 4-byte length.
-_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_LONG_VRS = LONG_VRS
 _ALL_VRS = _LONG_VRS | frozenset(
     b"AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split()
 )

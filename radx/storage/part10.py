@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_storage_part10 -*-
+# -*- test-case-name: tests.test_storage_part10,tests.test_scu_sources -*-
 """PS3.10 files: the file meta radx writes, and the few UIDs it reads back."""
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ from radx.uids import (
 # PS3.10 7.1: the preamble (128 bytes, zero here) and the "DICM" prefix.
 PREAMBLE = bytes(128)
 PREFIX = b"DICM"
+
+# Where the file meta group starts: after the preamble and the prefix.
+META_START = len(PREAMBLE) + len(PREFIX)
+# PS3.5 7.1.2: explicit VRs whose length is 4 bytes, after two reserved bytes.
+LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_SHORT_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<I")
 
 # PS3.10 7.1: (0002,0001) File Meta Information Version, 00H 01H.
 _FILE_META_VERSION = b"\x00\x01"
@@ -110,6 +117,56 @@ def file_meta_bytes(
     # PS3.10 7.1: (0002,0000) File Meta Information Group Length, UL.
     group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(group))
     return PREAMBLE + PREFIX + group_length + group
+
+
+class NotPart10(Exception):
+    """A file that is not a PS3.10 file radx can read the file meta of; the argument says why."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def parse_file_meta(head: bytes) -> tuple[int, dict[int, bytes]]:
+    """
+    Parse the file meta group at the start of a PS3.10 file.
+
+    @param head: the file's first bytes, enough to hold its meta group.
+    @return: (offset of the data set, {element number: raw value}).
+    @raise NotPart10: no preamble and prefix, or a malformed group.
+    """
+    if len(head) < META_START or head[len(PREAMBLE):META_START] != PREFIX:
+        raise NotPart10("not a DICOM Part 10 file (no DICM prefix)")
+    values: dict[int, bytes] = {}
+    offset = META_START
+    end = None
+    # PS3.10 7.1: group 0002 in explicit VR little endian; it ends where
+    # (0002,0000) says, or, without it, at the first element of another group.
+    while end is None or offset < end:
+        if offset + 8 > len(head):
+            if end is None and offset == len(head):
+                break  # a file of file meta only
+            raise NotPart10("the file meta group is truncated")
+        group, element, vr, length = _SHORT_HEADER.unpack_from(head, offset)
+        if group != 0x0002:
+            if end is not None:
+                raise NotPart10("the file meta group length does not match its elements")
+            break
+        header = 8
+        if vr in LONG_VRS:
+            if offset + 12 > len(head):
+                raise NotPart10("the file meta group is truncated")
+            (length,) = _LONG_LENGTH.unpack_from(head, offset + 8)
+            header = 12
+        value_start = offset + header
+        if value_start + length > len(head):
+            raise NotPart10("the file meta group is truncated")
+        value = head[value_start : value_start + length]
+        values[element] = value
+        if element == 0x0000 and vr == b"UL" and length == 4 and end is None:
+            end = value_start + 4 + _LONG_LENGTH.unpack(value)[0]
+        offset = value_start + length
+    return offset, values
 
 
 class UnreadableDataSet(Exception):
