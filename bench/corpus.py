@@ -32,6 +32,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from radx.storage.part10 import parse_file_meta
+
 # Bump when anything below changes what is written: the cache is rebuilt.
 CORPUS_VERSION = 1
 
@@ -54,53 +56,13 @@ def make_uid(*parts) -> str:
 
 # --- reading: the data set after the file meta -------------------------------
 
-# PS3.5 7.1.2: explicit VRs with a 2-byte reserved field and a 4-byte length.
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-
-
-class NotPart10(Exception):
-    pass
+# The most of a file read for its meta group (PS3.10 7.1); it is far smaller.
+_META_READ = 132 + (1 << 16)
 
 
 def read_meta(fp) -> tuple[int, dict]:
-    """
-    Parse a PS3.10 file's meta group (explicit VR little endian, PS3.10 7.1).
-
-    Return (offset of the data set, {element number: raw value}).  The end of
-    the group is taken from (0002,0000) File Meta Information Group Length
-    when present, else from the first element outside group 0002.
-    """
-    head = fp.read(132)
-    if len(head) < 132 or head[128:132] != b"DICM":
-        raise NotPart10("no DICM prefix")
-    offset = 132
-    values = {}
-    end = None
-    while end is None or offset < end:
-        fp.seek(offset)
-        header = fp.read(12)
-        if len(header) < 8:
-            break
-        group, element = struct.unpack_from("<HH", header)
-        if group != 0x0002:
-            break
-        vr = header[4:6]
-        if vr in _LONG_VRS:
-            (length,) = struct.unpack_from("<I", header, 8)
-            start = offset + 12
-        else:
-            (length,) = struct.unpack_from("<H", header, 6)
-            start = offset + 8
-        fp.seek(start)
-        value = fp.read(length)
-        values[element] = value
-        if element == 0x0000:
-            (group_length,) = struct.unpack("<I", value)
-            end = start + length + group_length
-        offset = start + length
-    if end is not None:
-        offset = end
-    return offset, values
+    """A PS3.10 file's (data set offset, {meta element number: raw value}): radx's own parser."""
+    return parse_file_meta(fp.read(_META_READ))
 
 
 def _uid(value: bytes | None) -> str | None:

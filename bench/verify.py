@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 
-from corpus import NotPart10, describe
+from corpus import describe
+
+from radx.storage.part10 import NotPart10
 
 
 def received_files(folder: str) -> list[str]:
