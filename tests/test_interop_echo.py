@@ -115,3 +115,26 @@ class PynetdicomEchoTests(ServerTestCase):
         statuses = yield threads.deferToThread(self._echoes, 30, 1)
         self.assertEqual(statuses, [0] * 30)
         self.assertEqual(self.factory.stats.associations, 30)
+
+
+class SocketSettingsTests(ServerTestCase):
+    """What radx sets on each accepted TCP connection."""
+
+    @defer.inlineCallbacks
+    def test_no_delay_and_large_reads(self):
+        from twisted.internet import reactor, task
+
+        from radx.scp.protocol import _READ_SIZE
+
+        self.start_server()
+        client = socket.create_connection(("127.0.0.1", self.port))
+        self.addCleanup(client.close)
+        for _ in range(200):
+            if self.factory.connections:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        (protocol,) = self.factory.connections
+        # Nagle off: DIMSE is request/response. Reads of 256 KiB, not Twisted's 64.
+        self.assertEqual(protocol.transport.getTcpNoDelay(), True)
+        self.assertEqual(protocol.transport.bufferSize, _READ_SIZE)
+        self.assertEqual(_READ_SIZE, 256 * 1024)
