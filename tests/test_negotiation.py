@@ -146,13 +146,31 @@ class UserInformationTests(SynchronousTestCase):
         self.assertEqual(info.implementation_class_uid, uids.IMPLEMENTATION_CLASS_UID)
         self.assertEqual(info.implementation_version_name, uids.IMPLEMENTATION_VERSION_NAME)
 
-    def test_asynchronous_operations_window_answered_one_one(self):
-        rq = request(context(1, CT), sub_items=[AsynchronousOperationsWindowSubItem(5, 5)])
-        window = self.user_information(rq).asynchronous_operations_window
-        self.assertEqual(
-            (window.maximum_number_operations_invoked, window.maximum_number_operations_performed),
-            (1, 1),
+    def window(self, invoked, performed, policy=AcceptorPolicy()):
+        rq = request(context(1, CT), sub_items=[AsynchronousOperationsWindowSubItem(invoked, performed)])
+        negotiated = negotiate(rq, policy)
+        window = negotiated.accept.user_information.asynchronous_operations_window
+        return (
+            window.maximum_number_operations_invoked,
+            window.maximum_number_operations_performed,
+            negotiated.operations_window,
         )
+
+    def test_asynchronous_operations_window_granted_as_proposed(self):
+        """PS3.7 D.3.3.3: up to radx's limit, the requestor gets the window it asked for; radx performs one."""
+        self.assertEqual(self.window(5, 5), (5, 1, 5))
+
+    def test_asynchronous_operations_window_negotiated_down(self):
+        """A window over the limit, or unlimited (0), is negotiated down to it."""
+        self.assertEqual(self.window(100, 1), (16, 1, 16))
+        self.assertEqual(self.window(0, 0), (16, 1, 16))
+        self.assertEqual(self.window(0, 0, AcceptorPolicy(maximum_operations_invoked=3)), (3, 1, 3))
+
+    def test_synchronous_window_stays_synchronous(self):
+        self.assertEqual(self.window(1, 1), (1, 1, 1))
+
+    def test_operations_window_one_unless_proposed(self):
+        self.assertEqual(negotiate(request(context(1, CT)), AcceptorPolicy()).operations_window, 1)
 
     def test_no_window_unless_proposed(self):
         self.assertIsNone(self.user_information(request(context(1, CT))).asynchronous_operations_window)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from pydicom.data import get_testdata_file
@@ -12,7 +13,14 @@ from radx.scp.factory import ServerConfig
 from radx.storage.part10 import data_set_offset
 from radx.storage.store import INCOMING
 from radx.testing import ScpHarness, SteppedThreadPool, associate_rq, store_rq_bytes
-from radx.ul.pdu import AAbort, AAssociateAC, AReleaseRP, AReleaseRQ
+from radx.ul.pdu import (
+    AAbort,
+    AAssociateAC,
+    AReleaseRP,
+    AReleaseRQ,
+    AsynchronousOperationsWindowSubItem,
+    UserInformationItem,
+)
 from tests.test_scp_protocol import LogCapture
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -212,3 +220,86 @@ class StoreTests(SynchronousTestCase):
         # Once answered, silence is idleness again.
         harness.reactor.advance(2)
         self.assertEqual(harness.received_pdus(), [AAbort(0, 0)])
+
+
+def with_window(request, invoked: int, performed: int = 1):
+    """``request`` proposing an Asynchronous Operations Window (PS3.7 D.3.3.3)."""
+    sub_items = request.user_information.sub_items + (AsynchronousOperationsWindowSubItem(invoked, performed),)
+    return dataclasses.replace(request, user_information=UserInformationItem(sub_items))
+
+
+class AsynchronousOperationsTests(SynchronousTestCase):
+    """Several C-STOREs outstanding on one association (PS3.7 D.3.3.3)."""
+
+    def setUp(self):
+        self.log = LogCapture(self)
+        self.output = self.mktemp()
+        os.makedirs(self.output)
+        ct = data_set_of(get_testdata_file("CT_small.dcm"))
+        # Three instances: CT_small with its SOP Instance UID's last digit changed.
+        self.instances = [CT_SMALL_INSTANCE[:-1] + str(n) for n in (3, 4, 5)]
+        self.data_sets = [ct.replace(CT_SMALL_INSTANCE.encode(), uid.encode()) for uid in self.instances]
+        self.pool = SteppedThreadPool()
+
+    def harness(self, window=None):
+        config = ServerConfig(output_dir=self.output, fsync=False)
+        harness = ScpHarness(config, threadpool=self.pool)
+        request = associate_rq(contexts=[(1, CT, (EXPLICIT_LE,))])
+        harness.send((request if window is None else with_window(request, window)).encode())
+        [ac] = harness.received_pdus()
+        self.assertIsInstance(ac, AAssociateAC)
+        return harness, ac
+
+    def send_all(self, harness):
+        for n, (uid, data_set) in enumerate(zip(self.instances, self.data_sets), start=1):
+            harness.send(store_rq_bytes(data_set, CT, uid, message_id=n))
+
+    def stored(self, uid) -> bytes:
+        return data_set_of(os.path.join(self.output, CT_SMALL_STUDY, CT_SMALL_SERIES, uid + ".dcm"))
+
+    def test_window_granted_and_used(self):
+        harness, ac = self.harness(window=4)
+        window = ac.user_information.asynchronous_operations_window
+        self.assertEqual((window.maximum_number_operations_invoked, window.maximum_number_operations_performed), (4, 1))
+        self.send_all(harness)
+        # All three data sets read while none is answered yet: reading never paused.
+        self.assertEqual(harness.received_pdus(), [])
+        self.assertEqual(harness.transport.producerState, "producing")
+        self.pool.run_all()
+        answered = responses(harness)
+        self.assertEqual([(r.message_id_being_responded_to, r.status) for r in answered], [(1, 0), (2, 0), (3, 0)])
+        self.assertEqual([r.affected_sop_instance_uid for r in answered], self.instances)
+        for uid, data_set in zip(self.instances, self.data_sets):
+            self.assertEqual(self.stored(uid), data_set)
+        self.assertFalse(any("exceeded" in m for m in self.log.messages()))
+
+    def test_peer_beyond_its_window_is_slowed_not_dropped(self):
+        """No window proposed (1): a peer that sends on anyway is read no further until answered."""
+        harness, ac = self.harness()
+        self.assertIsNone(ac.user_information.asynchronous_operations_window)
+        uid, data_set = self.instances[0], self.data_sets[0]
+        harness.send(store_rq_bytes(data_set, CT, uid, message_id=1))
+        self.assertEqual(harness.transport.producerState, "producing")
+        harness.send(store_rq_bytes(self.data_sets[1], CT, self.instances[1], message_id=2))
+        self.assertEqual(harness.transport.producerState, "paused")
+        self.assertIn(
+            "Peer exceeded the asynchronous operations window peer=127.0.0.1:40000 calling_ae=TEST-SCU"
+            " window=1 outstanding=2: reading paused until responses are sent",
+            self.log.messages(),
+        )
+        self.pool.run_one()  # the first instance filed and answered: one outstanding again
+        self.assertEqual([r.message_id_being_responded_to for r in responses(harness)], [1])
+        self.assertEqual(harness.transport.producerState, "producing")
+        self.pool.run_all()
+        self.assertEqual([(r.message_id_being_responded_to, r.status) for r in responses(harness)], [(2, 0)])
+        self.assertEqual(self.stored(self.instances[1]), self.data_sets[1])
+
+    def test_release_after_every_outstanding_response(self):
+        harness, _ = self.harness(window=0)
+        self.send_all(harness)
+        harness.send(AReleaseRQ().encode())
+        self.assertEqual(harness.received_pdus(), [])
+        self.pool.run_all()
+        pdus = harness.received_pdus()
+        self.assertEqual([decode_command(bytes(p.items[0].data)).status for p in pdus[:3]], [0, 0, 0])
+        self.assertEqual(pdus[3:], [AReleaseRP()])

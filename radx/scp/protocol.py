@@ -89,7 +89,10 @@ class AssociationProtocol(MachineDriver, Protocol):
         self._store: _PendingStore | None = None
         self._busy = 0  # operations whose response is not yet sent
         self._release_requested = False
-        self._paused = False
+        # Why reading is paused, if it is: a reception whose writes are
+        # behind (its backlog token), or "window" (the peer has more
+        # operations outstanding than it negotiated).
+        self._pauses: set = set()
         # For the audit record at the end: who, from where, what, the outcome
         # (the facts of a PS3.15 A.5 audit message; not its XML format).
         self._request: AAssociateRQ | None = None
@@ -244,9 +247,7 @@ class AssociationProtocol(MachineDriver, Protocol):
         if the peer has not closed within a second.
         """
         self._reader_failed = True
-        if self._paused:
-            self._paused = False
-            self.transport.resumeProducing()
+        self._resume_reading()
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is not None:
             half_close()
@@ -356,7 +357,7 @@ class AssociationProtocol(MachineDriver, Protocol):
         # Nothing arrives because radx stopped reading, or because the peer
         # waits for a response radx still owes it (the instance is being
         # filed): neither is the peer's idleness.
-        waiting_for_radx = self._paused or (self._busy and self._store is None)
+        waiting_for_radx = bool(self._pauses) or (self._busy and self._store is None)
         if waiting_for_radx:
             self._idle = self.factory.reactor.callLater(self.config.idle_timeout, self._idle_expired)
             return
@@ -565,11 +566,14 @@ class AssociationProtocol(MachineDriver, Protocol):
                 dir_mode=config.dir_mode,
             )
 
+        # With an asynchronous operations window, several receptions may be
+        # behind at once: each pauses and resumes reading for itself.
+        backlog = object()
         reception = InstanceReception(
             self.factory.reactor,
             self.factory.threadpool,
             writer_factory,
-            on_backlog=self._backlog,
+            on_backlog=lambda paused: self._backlog(backlog, paused),
         )
         self._store = _PendingStore(request, context, reception)
 
@@ -594,6 +598,20 @@ class AssociationProtocol(MachineDriver, Protocol):
             callbackArgs=(store,),
             errbackArgs=(store,),
         )
+        window = self.negotiated.operations_window
+        if self._busy > window and "window" not in self._pauses:
+            # PS3.7 D.3.3.3: the peer invoked more operations than the window
+            # it negotiated. Stop reading until enough are answered, so what
+            # it sends ahead waits in TCP, not in radx's memory.
+            self.log.warn(
+                "Peer exceeded the asynchronous operations window peer={peer} calling_ae={calling_ae}"
+                " window={window} outstanding={outstanding}: reading paused until responses are sent",
+                peer=self.peer,
+                calling_ae=self.calling_ae_title,
+                window=window,
+                outstanding=self._busy,
+            )
+            self._pause_reading("window")
 
     def _stored(self, stored, store: _PendingStore) -> None:
         if stored is None:
@@ -648,26 +666,42 @@ class AssociationProtocol(MachineDriver, Protocol):
     def _operation_done(self, context_id: int, response: bytes) -> None:
         self._busy -= 1
         self._send_message(context_id, response)
+        if "window" in self._pauses and self._busy <= self.negotiated.operations_window:
+            self._resume_reading("window")
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.config.idle_timeout)
         self._answer_release_when_idle()
         if self._shutting_down and not self.busy and self.machine.state is State.STA6:
             self._abort_for_shutdown()
 
-    def _backlog(self, paused: bool) -> None:
-        self._paused = paused
+    def _backlog(self, token, paused: bool) -> None:
         if paused:
-            self.transport.pauseProducing()
+            self._pause_reading(token)
         else:
+            self._resume_reading(token)
+
+    def _pause_reading(self, why) -> None:
+        if not self._pauses:
+            self.transport.pauseProducing()
+        self._pauses.add(why)
+
+    def _resume_reading(self, why=None) -> None:
+        """Lift one reason to pause (or, with None, every one); read again once none is left."""
+        if not self._pauses:
+            return
+        if why is None:
+            self._pauses.clear()
+        else:
+            self._pauses.discard(why)
+        if not self._pauses:
             self.transport.resumeProducing()
 
     def _abandon_store(self) -> None:
         store, self._store = self._store, None
         if store is not None and store.reception is not None:
             store.reception.abort()
-        if self._paused:
-            self._paused = False
-            self.transport.resumeProducing()
+        # The association is gone: read (and drop) what still comes, so the connection can close.
+        self._resume_reading()
 
     def _cancel_timers(self) -> None:
         self._stop_artim()

@@ -70,6 +70,9 @@ class AcceptorPolicy:
     transfer_syntaxes: tuple[str, ...] = DEFAULT_TRANSFER_SYNTAXES
     implementation_class_uid: str = uids.IMPLEMENTATION_CLASS_UID
     implementation_version_name: str = uids.IMPLEMENTATION_VERSION_NAME
+    # How many C-STOREs a requestor that proposes an Asynchronous Operations
+    # Window may have outstanding at once (PS3.7 D.3.3.3).
+    maximum_operations_invoked: int = 16
 
     def accepts_abstract_syntax(self, uid: str) -> bool:
         if uid == uids.VERIFICATION_SOP_CLASS:
@@ -98,6 +101,9 @@ class Negotiated:
     contexts: dict[int, AcceptedContext] = field(default_factory=dict)
     # The peer's Maximum Length (PS3.8 D.1); 0 means no limit.
     peer_maximum_pdu_length: int = 0
+    # How many operations the requestor may have outstanding (PS3.7
+    # D.3.3.3); 1, synchronous, unless it proposed a window.
+    operations_window: int = 1
 
 
 def invalid_request_reason(request: AAssociateRQ) -> str | None:
@@ -184,10 +190,11 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
         MaximumLengthSubItem(policy.maximum_pdu_length),
         ImplementationClassUIDSubItem(policy.implementation_class_uid),
     ]
+    window = operations_window(user_information.asynchronous_operations_window, policy.maximum_operations_invoked)
     if user_information.asynchronous_operations_window is not None:
-        # PS3.7 D.3.3.3: radx performs one operation at a time; answering
-        # 1/1 (the default) keeps the requestor synchronous.
-        sub_items.append(AsynchronousOperationsWindowSubItem(1, 1))
+        # PS3.7 D.3.3.3: answered only when proposed. radx never invokes
+        # operations on the requestor, so it performs one at a time.
+        sub_items.append(AsynchronousOperationsWindowSubItem(window, 1))
     accepted_abstract = {c.abstract_syntax for c in contexts.values()}
     answered = set()
     for role in user_information.role_selections:
@@ -215,7 +222,25 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
         accept=accept,
         contexts=contexts,
         peer_maximum_pdu_length=peer_maximum or 0,
+        operations_window=window,
     )
+
+
+def operations_window(proposed: AsynchronousOperationsWindowSubItem | None, limit: int) -> int:
+    """
+    The Maximum-number-operations-invoked to grant: what the requestor
+    proposed, at most ``limit``.
+
+    PS3.7 D.3.3.3: absent, the window is 1 (synchronous); a proposed 0 is
+    unlimited, which the acceptor may negotiate down; the answer is never
+    more than the proposal.
+    """
+    if proposed is None:
+        return 1
+    invoked = proposed.maximum_number_operations_invoked
+    if invoked == 0:
+        return max(1, limit)
+    return max(1, min(invoked, limit))
 
 
 # PS3.8 9.3.4 Table 9-21: the reasons of an A-ASSOCIATE-RJ, by source.
