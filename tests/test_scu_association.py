@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from twisted.internet.task import Clock
@@ -18,6 +19,7 @@ from radx.scu.association import (
 )
 from radx.scu.echo import echo
 from radx.scu.sources import Part10Source
+from radx.scu.store import StoreJob
 from radx.testing import MemoryEndpoint
 from radx.ul.fsm import State
 from radx.ul.pdu import (
@@ -27,6 +29,7 @@ from radx.ul.pdu import (
     AAssociateRQ,
     AReleaseRP,
     AReleaseRQ,
+    AsynchronousOperationsWindowSubItem,
     MaximumLengthSubItem,
     PDataTF,
     PresentationContextItemAC,
@@ -322,3 +325,98 @@ class StoreTests(RequestorTestsMixin, SynchronousTestCase):
         self.assertEqual(self.successResultOf(answered).status, 0x0122)
         received = b"".join(bytes(p.items[0].data) for p in peer.received_pdus()[1:])
         self.assertEqual(received, data)
+
+
+class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
+    """Several C-STOREs outstanding at once, as the peer grants (PS3.7 D.3.3.3)."""
+
+    contexts = {(CT, uids.EXPLICIT_VR_LITTLE_ENDIAN): 1}
+
+    def sources(self, count: int) -> list[Part10Source]:
+        sources = []
+        for n in range(count):
+            path = self.mktemp()
+            with open(path, "wb") as fp:
+                fp.write(b"HEADER" + os.urandom(100))
+            sources.append(Part10Source(path, CT, f"1.2.3.{n + 1}", uids.EXPLICIT_VR_LITTLE_ENDIAN, 6, 100))
+        return sources
+
+    def granted(self, proposed: int, answer) -> int:
+        """The window radx uses when it proposed ``proposed`` and the AC carries ``answer`` (a sub-item or None)."""
+        request = associate_request("RADX-SCP", "RADX-SCU", self.contexts, 16384, proposed)
+        d = associate(self.endpoint, request, self.clock, 10)
+        peer = self.endpoint.peers[-1]
+        [rq] = peer.received_pdus()
+        self.assertEqual(rq, request)
+        accept = accept_for(request)
+        if answer is not None:
+            sub_items = accept.user_information.sub_items + (answer,)
+            accept = dataclasses.replace(accept, user_information=UserInformationItem(sub_items))
+        peer.send(accept.encode())
+        return self.successResultOf(d).operations_window
+
+    def test_window_proposed_only_when_asked(self):
+        self.assertIsNone(associate_request("A", "B", self.contexts, 16384).user_information.asynchronous_operations_window)
+        window = associate_request("A", "B", self.contexts, 16384, 8).user_information.asynchronous_operations_window
+        self.assertEqual(window, AsynchronousOperationsWindowSubItem(8, 1))
+
+    def test_window_as_granted(self):
+        self.assertEqual(self.granted(8, AsynchronousOperationsWindowSubItem(3, 1)), 3)
+        self.assertEqual(self.granted(8, None), 1)  # no answer: synchronous
+        self.assertEqual(self.granted(8, AsynchronousOperationsWindowSubItem(0, 0)), 8)  # unlimited: ours
+        self.assertEqual(self.granted(8, AsynchronousOperationsWindowSubItem(20, 1)), 8)  # never more than asked
+
+    def start_job(self, sources, granted: int):
+        job = StoreJob(self.endpoint, self.clock, "RADX-SCP", "RADX-SCU", operations=8, timeout=10)
+        done = job.send(sources)
+        (peer,) = self.endpoint.peers
+        [request] = peer.received_pdus()
+        accept = accept_for(request)
+        sub_items = accept.user_information.sub_items + (AsynchronousOperationsWindowSubItem(granted, 1),)
+        peer.send(dataclasses.replace(accept, user_information=UserInformationItem(sub_items)).encode())
+        return job, done, peer
+
+    def requests(self, peer) -> list[int]:
+        """Message IDs of the C-STORE-RQs radx sent since the last call."""
+        commands = [p.items[0] for p in peer.received_pdus() if isinstance(p, PDataTF)]
+        return [decode_command(i.data).message_id for i in commands if i.message_control_header & 1]
+
+    def answer(self, peer, message_id: int, status: int = 0) -> None:
+        peer.send(response_bytes(CStoreRSP(message_id, status, CT, f"1.2.3.{message_id}")))
+
+    def test_keeps_the_granted_window_full(self):
+        sources = self.sources(5)
+        job, done, peer = self.start_job(sources, granted=3)
+        self.assertEqual(self.requests(peer), [1, 2, 3])  # three at once, then it waits
+        self.answer(peer, 2)  # answers may come in any order
+        self.assertEqual(self.requests(peer), [4])
+        self.answer(peer, 1, 0xB000)
+        self.answer(peer, 4)
+        self.assertEqual(self.requests(peer), [5])
+        self.answer(peer, 3)
+        self.assertEqual(self.requests(peer), [])
+        self.answer(peer, 5)
+        self.assertEqual(peer.received_pdus(), [AReleaseRQ()])
+        peer.send(AReleaseRP().encode())
+        peer.disconnect()
+        results = self.successResultOf(done)
+        self.assertEqual(
+            [(os.path.basename(r.path), r.status) for r in results],
+            [(os.path.basename(sources[i].path), s) for i, s in ((1, 0), (0, 0xB000), (3, 0), (2, 0), (4, 0))],
+        )
+
+    def test_abort_fails_every_outstanding_file(self):
+        sources = self.sources(5)
+        job, done, peer = self.start_job(sources, granted=2)
+        self.assertEqual(self.requests(peer), [1, 2])
+        self.answer(peer, 1)
+        self.assertEqual(self.requests(peer), [3])
+        peer.send(AAbort(0, 0).encode())
+        peer.disconnect()
+        results = self.successResultOf(done)
+        why = "Association aborted by the peer (A-ABORT, service-user)"
+        self.assertEqual(
+            [(r.status, r.reason) for r in results],
+            [(0, None), (None, why), (None, why), (None, f"not sent: {why}"), (None, f"not sent: {why}")],
+        )
+        self.assertClean()

@@ -92,6 +92,17 @@ class RadxServerTests(ServerTestCase):
         self.assertSameDataSets((organized_path(self.factory.config.output_dir, s), s) for s in sources)
 
     @defer.inlineCallbacks
+    def test_operations_window(self):
+        """Eight C-STOREs outstanding at once (PS3.7 D.3.3.3), granted by radx's server: every file arrives whole."""
+        sources = dicomfiles.write_ct_series(self.mktemp(), 40, rows=64, columns=64, seed=22)
+        self.start_server()
+        job = self.job(operations=8)
+        results = yield job.run(sources)
+        self.assertEqual(sorted(r.path for r in results if r.status == 0), sorted(sources))
+        self.assertEqual(job.windows, [8])
+        self.assertSameDataSets((organized_path(self.factory.config.output_dir, s), s) for s in sources)
+
+    @defer.inlineCallbacks
     def test_more_than_128_contexts(self):
         """130 SOP classes: 128 contexts proposed in the first batch's associations, 2 in the second's."""
         sources = write_private_class_files(self.mktemp(), 130)

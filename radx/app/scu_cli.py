@@ -22,6 +22,10 @@ from radx.app.options import (
 )
 from radx.dimse.status import describe_status, is_failure
 
+# C-STOREs radx dicom store asks to have outstanding on an association
+# (PS3.7 D.3.3.3); peers that grant no window get one at a time.
+DEFAULT_OPERATIONS = 8
+
 # Exit statuses (documented in docs/usage.rst).
 EXIT_OK = 0
 EXIT_FAILED = 1  # an operation answered with a failure status, or a file was not stored
@@ -84,6 +88,9 @@ class StoreOptions(CommandOptions):
         ["port", None, DEFAULT_PORT, "Port of the peer.", _named("port", _port)],
         ["dir", None, None, "Send the files in this folder (with --recursive, its folders too)."],
         ["conns", None, 1, "Associations to spread the files over, at once.", _named("conns", _positive_int)],
+        ["max-ops", None, DEFAULT_OPERATIONS,
+         "C-STOREs outstanding at once on each association where the peer grants an"
+         " Asynchronous Operations Window (1: one at a time, no window proposed).", _named("max-ops", _count)],
     ]  # fmt: skip
     optFlags = _CLIENT_FLAGS + [
         ["recursive", "r", "With --dir, descend into its folders."],
@@ -365,6 +372,7 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
         connections=options["conns"],
         timeout=options["timeout"],
         maximum_length=options["max-pdu"],
+        operations=options["max-ops"],
         on_result=on_result,
     )
     started = time.monotonic()

@@ -4,7 +4,8 @@
 ``associate()`` opens the transport through any client endpoint (TCP now;
 a TLS endpoint wrapping it is the same call), sends the A-ASSOCIATE-RQ and
 fires with the protocol once the association is accepted. The protocol
-then runs one operation at a time (C-ECHO, C-STORE) and releases or aborts.
+then runs operations (C-ECHO, C-STORE), several at once where the peer
+granted an Asynchronous Operations Window, and releases or aborts.
 Time lives here: one timer bounds every wait on the peer, ARTIM bounds the
 wait for the peer to close after an A-ABORT.
 """
@@ -31,6 +32,7 @@ from radx.ul.negotiation import ACCEPTANCE, describe_context_result, describe_re
 from radx.ul.pdu import (
     AAssociateRQ,
     AbortReason,
+    AsynchronousOperationsWindowSubItem,
     ImplementationClassUIDSubItem,
     ImplementationVersionNameSubItem,
     MaximumLengthSubItem,
@@ -75,8 +77,21 @@ def associate_request(
     calling_ae_title: str,
     contexts: dict[tuple[str, str], int],
     maximum_length: int,
+    operations: int = 1,
 ) -> AAssociateRQ:
-    """An A-ASSOCIATE-RQ proposing ``{(abstract syntax, transfer syntax): context ID}``."""
+    """
+    An A-ASSOCIATE-RQ proposing ``{(abstract syntax, transfer syntax): context ID}``,
+    and, when ``operations`` is not 1, an Asynchronous Operations Window
+    of that many outstanding operations (0: unlimited).
+    """
+    sub_items = [
+        MaximumLengthSubItem(maximum_length),
+        ImplementationClassUIDSubItem(uids.IMPLEMENTATION_CLASS_UID),
+    ]
+    if operations != 1:
+        # PS3.7 D.3.3.3: what radx may invoke; it performs none for the peer.
+        sub_items.append(AsynchronousOperationsWindowSubItem(operations, 1))
+    sub_items.append(ImplementationVersionNameSubItem(uids.IMPLEMENTATION_VERSION_NAME))
     return AAssociateRQ(
         called_ae_title=called_ae_title,
         calling_ae_title=calling_ae_title,
@@ -86,13 +101,7 @@ def associate_request(
             for (abstract, transfer), context_id in sorted(contexts.items(), key=lambda item: item[1])
         ),
         # PS3.8 D.1 and PS3.7 D.3.3.2: our receive limit and our implementation.
-        user_information=UserInformationItem(
-            (
-                MaximumLengthSubItem(maximum_length),
-                ImplementationClassUIDSubItem(uids.IMPLEMENTATION_CLASS_UID),
-                ImplementationVersionNameSubItem(uids.IMPLEMENTATION_VERSION_NAME),
-            )
-        ),
+        user_information=UserInformationItem(tuple(sub_items)),
     )
 
 
@@ -200,6 +209,8 @@ class RequestorProtocol(MachineDriver, Protocol):
         self.assembler = MessageAssembler()
         self.contexts: dict[int, ContextResult] = {}
         self.peer_maximum_length = 0
+        # How many operations may be outstanding at once, as the AC granted.
+        self.operations_window = 1
         self.accept = None
         self.error: AssociationError | None = None
         # Fires with this protocol when the association is accepted.
@@ -209,9 +220,10 @@ class RequestorProtocol(MachineDriver, Protocol):
         self._open_transport = None
         self._connecting: defer.Deferred | None = None
         self._released: defer.Deferred | None = None
-        self._response: defer.Deferred | None = None
-        self._response_to: int | None = None
+        # Message ID -> the Deferred its response fires, in the order sent.
+        self._responses: dict[int, defer.Deferred] = {}
         self._sender: _DataSetSender | None = None
+        self._sending_message_id: int | None = None
         self._early_response = None
         # Called with the size of each data set fragment written (progress).
         self.on_data_sent = None
@@ -339,6 +351,8 @@ class RequestorProtocol(MachineDriver, Protocol):
         if context is None or not context.accepted:
             why = "no Verification context was proposed" if context is None else context.why
             return defer.fail(AssociationError(why))
+        if self.machine.state not in _TRANSFER_STATES:
+            return defer.fail(self._not_established())
         message_id = self._next_message_id()
         response = self._expect(message_id)
         self._send_message(context.context_id, CEchoRQ(message_id=message_id).encode())
@@ -349,6 +363,18 @@ class RequestorProtocol(MachineDriver, Protocol):
         C-STORE ``source`` (a Part10Source) on ``context_id``: the command, then
         its data set streamed from the file; fires with the CStoreRSP.
         """
+        return self.send_store(source, context_id)[1]
+
+    def send_store(self, source, context_id: int) -> tuple[defer.Deferred, defer.Deferred]:
+        """
+        Start a C-STORE like L{store}; two Deferreds: the first fires when
+        the data set is written (the next C-STORE may start then, within
+        L{operations_window}), the second with the CStoreRSP.
+        """
+        if self._sender is not None:
+            raise RuntimeError("a data set is still being sent")
+        if self.machine.state not in _TRANSFER_STATES:
+            return defer.succeed(None), defer.fail(self._not_established())
         message_id = self._next_message_id()
         request = CStoreRQ(
             message_id=message_id,
@@ -359,18 +385,30 @@ class RequestorProtocol(MachineDriver, Protocol):
             fp = open(source.path, "rb")
             fp.seek(source.data_set_offset)
         except OSError as error:
-            return defer.fail(error)
+            return defer.succeed(None), defer.fail(error)
         response = self._expect(message_id)
         self._send_message(context_id, request.encode())
         if self.machine.state not in _TRANSFER_STATES:
             fp.close()
-            return response
+            return defer.succeed(None), response
+        done = defer.Deferred()
         sent = defer.Deferred()
-        sent.addErrback(self._sending_failed)
-        self._sender = _DataSetSender(self, fp, source.data_set_length, context_id, sent)
+
+        def written(result):
+            sent.callback(None)
+            return result
+
+        # The caller learns the data set is out either way; a file that
+        # could not be read aborts the association (its response fails).
+        done.addBoth(written).addErrback(self._sending_failed)
+        self._sending_message_id = message_id
+        self._sender = _DataSetSender(self, fp, source.data_set_length, context_id, done)
         self.transport.registerProducer(self._sender, True)
         self._sender.resumeProducing()
-        return response
+        return sent, response
+
+    def _not_established(self) -> AssociationError:
+        return self.error or AssociationAborted("The association has ended")
 
     def release(self) -> defer.Deferred:
         """A-RELEASE; fires with None once released and closed."""
@@ -413,6 +451,7 @@ class RequestorProtocol(MachineDriver, Protocol):
         if sender is not self._sender:
             return
         self._sender = None
+        self._sending_message_id = None
         if self.transport is not None and self.machine.state is not State.STA1:
             self.transport.unregisterProducer()
         early, self._early_response = self._early_response, None
@@ -423,10 +462,14 @@ class RequestorProtocol(MachineDriver, Protocol):
         self.abort(f"Cannot read the file: {failure.getErrorMessage()}")
 
     def _expect(self, message_id: int) -> defer.Deferred:
-        self._response = defer.Deferred()
-        self._response_to = message_id
+        response = self._responses[message_id] = defer.Deferred()
         self._watch()
-        return self._response
+        return response
+
+    @property
+    def outstanding(self) -> int:
+        """Operations sent and not yet answered."""
+        return len(self._responses)
 
     # Timers --------------------------------------------------------------------
 
@@ -509,6 +552,7 @@ class RequestorProtocol(MachineDriver, Protocol):
                 )
         self.accept = accept
         self.peer_maximum_length = accept.user_information.maximum_length or 0
+        self.operations_window = _granted_window(self.request, accept)
         self._unwatch()
         self.established.callback(self)
 
@@ -554,13 +598,11 @@ class RequestorProtocol(MachineDriver, Protocol):
         if not isinstance(command, (CEchoRSP, CStoreRSP)) or event.has_data_set:
             self._invalid(f"DIMSE: unexpected {type(command).__name__} to an SCU")
             return
-        if command.message_id_being_responded_to != self._response_to or self._response is None:
-            self._invalid(
-                f"DIMSE: a response to message {command.message_id_being_responded_to},"
-                f" which is not outstanding"
-            )
+        answered = command.message_id_being_responded_to
+        if answered not in self._responses:
+            self._invalid(f"DIMSE: a response to message {answered}, which is not outstanding")
             return
-        if self._sender is not None:
+        if answered == self._sending_message_id:
             # An answer before the whole data set: PS3.8 E.1 still wants the
             # message completed, so the rest is sent before the next one.
             self._early_response = command
@@ -568,8 +610,11 @@ class RequestorProtocol(MachineDriver, Protocol):
         self._respond(command)
 
     def _respond(self, command) -> None:
-        response, self._response, self._response_to = self._response, None, None
-        self._unwatch()
+        response = self._responses.pop(command.message_id_being_responded_to)
+        if self._responses:
+            self._watch()  # the next answer is due within the timeout from now
+        else:
+            self._unwatch()
         response.callback(command)
 
     def _invalid(self, message: str) -> None:
@@ -581,13 +626,32 @@ class RequestorProtocol(MachineDriver, Protocol):
         """Every outstanding wait fails with ``error``."""
         if self._sender is not None:
             self._sender.stopProducing()
-        for name in ("_response", "_released"):
-            waiting = getattr(self, name)
-            if waiting is not None:
-                setattr(self, name, None)
-                waiting.errback(error)
+        responses, self._responses = self._responses, {}
+        for waiting in responses.values():
+            waiting.errback(error)
+        released, self._released = self._released, None
+        if released is not None:
+            released.errback(error)
         if not self.established.called:
             self.established.errback(error)
+
+
+def _granted_window(request: AAssociateRQ, accept) -> int:
+    """
+    How many operations radx may have outstanding: PS3.7 D.3.3.3, the
+    acceptor's Maximum-number-operations-invoked, 1 when it answers no
+    window; 0 (unlimited) is taken as what radx proposed.
+    """
+    proposed = request.user_information.asynchronous_operations_window
+    granted = accept.user_information.asynchronous_operations_window
+    if proposed is None or granted is None:
+        return 1
+    invoked = granted.maximum_number_operations_invoked
+    asked = proposed.maximum_number_operations_invoked
+    if invoked == 0:
+        return asked or 1 << 16
+    # Never more than proposed, even if the acceptor says so.
+    return min(invoked, asked) if asked else invoked
 
 
 def client_endpoint(reactor, host: str, port: int, timeout: float = DEFAULT_TIMEOUT, tls_options=None):

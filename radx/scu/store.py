@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from radx.dimse.status import describe_status, is_failure, is_warning
 from radx.scu.association import DEFAULT_TIMEOUT, AssociationError, associate, associate_request
@@ -46,6 +47,9 @@ class StoreJob:
     Send files with C-STORE over up to ``connections`` associations at once.
 
     ``endpoint`` is any client endpoint (reused for each association).
+    ``operations`` is the Asynchronous Operations Window each association
+    proposes: up to that many C-STOREs outstanding at once where the peer
+    grants it (PS3.7 D.3.3.3), one at a time where it does not.
     ``on_result`` is called with each L{FileResult} as it is known,
     ``on_data_sent`` with the size of each data set fragment written.
     """
@@ -59,6 +63,7 @@ class StoreJob:
         connections: int = 1,
         timeout: float = DEFAULT_TIMEOUT,
         maximum_length: int = 16384,
+        operations: int = 1,
         on_result=None,
         on_data_sent=None,
     ) -> None:
@@ -69,11 +74,13 @@ class StoreJob:
         self.connections = connections
         self.timeout = timeout
         self.maximum_length = maximum_length
+        self.operations = operations
         self.on_result = on_result
         self.on_data_sent = on_data_sent
         self.results: list[FileResult] = []
-        # Associations established, and why each that was not failed.
+        # Associations established, the window each was granted, and why each that was not failed.
         self.associated = 0
+        self.windows: list[int] = []
         self.association_errors: list[AssociationError] = []
         self._open: set = set()
 
@@ -129,7 +136,9 @@ class StoreJob:
     @defer.inlineCallbacks
     def _worker(self, context_ids: dict[tuple[str, str], int], queue: deque):
         """One association taking files from ``queue``; fires with why it stopped early, or None."""
-        request = associate_request(self.called_ae_title, self.calling_ae_title, context_ids, self.maximum_length)
+        request = associate_request(
+            self.called_ae_title, self.calling_ae_title, context_ids, self.maximum_length, self.operations
+        )
         try:
             association = yield associate(self.endpoint, request, self.reactor, self.timeout)
         except AssociationError as error:
@@ -139,29 +148,57 @@ class StoreJob:
         association.on_data_sent = self.on_data_sent
         self._open.add(association)
         association.closed.addCallback(lambda _: self._open.discard(association))
-        while queue:
-            source = queue.popleft()
+        window = max(1, association.operations_window)
+        self.windows.append(window)
+        waiting: list[defer.Deferred] = []  # the worker, waiting for an answer
+        ended: list[AssociationError] = []  # what ended the association, if anything did
+
+        def answered(outcome, source):
+            if not isinstance(outcome, Failure):
+                self._record(
+                    FileResult(
+                        source.path,
+                        status=outcome.status,
+                        error_comment=outcome.error_comment,
+                        size=source.data_set_length,
+                    )
+                )
+            elif outcome.check(AssociationError):
+                ended.append(outcome.value)
+                self._record(FileResult(source.path, reason=outcome.value.message, size=source.data_set_length))
+            elif outcome.check(OSError):
+                error = outcome.value
+                self._record(FileResult(source.path, reason=f"cannot read: {error.strerror or error}"))
+            else:
+                return outcome
+            if waiting:
+                waiting.pop().callback(None)
+            return None
+
+        def answer():
+            wait = defer.Deferred()
+            waiting.append(wait)
+            return wait
+
+        while queue and not ended:
+            source = queue[0]
             context = association.contexts[context_ids[source.presentation]]
             if not context.accepted:
+                queue.popleft()
                 self._record(FileResult(source.path, reason=context.why, size=source.data_set_length))
                 continue
-            try:
-                response = yield association.store(source, context.context_id)
-            except AssociationError as error:
-                self._record(FileResult(source.path, reason=error.message, size=source.data_set_length))
-                yield association.closed
-                return error.message
-            except OSError as error:
-                self._record(FileResult(source.path, reason=f"cannot read: {error.strerror or error}"))
+            if association.outstanding >= window:
+                yield answer()
                 continue
-            self._record(
-                FileResult(
-                    source.path,
-                    status=response.status,
-                    error_comment=response.error_comment,
-                    size=source.data_set_length,
-                )
-            )
+            queue.popleft()
+            sent, response = association.send_store(source, context.context_id)
+            response.addBoth(answered, source)
+            yield sent
+        while association.outstanding and not ended:
+            yield answer()
+        if ended:
+            yield association.closed
+            return ended[0].message
         try:
             yield association.release()
         except AssociationError:
