@@ -1,6 +1,6 @@
 """radx dicom store against DCMTK storescu: the same 500 CT images, the same receiver, real processes.
 
-    python bench/senders.py [--runs 3] [--receivers storescp,radx] [--conns 1,4]
+    python bench/senders.py [--runs 3] [--receivers storescp,radx] [--conns 1,4] [--max-ops 8,1]
 
 Each run starts the receiver afresh (output on tmpfs), sends ``corpus/ct``
 with one sender, times it by wall clock from the sender's start to its
@@ -31,15 +31,16 @@ from run import AE, OUT, RECEIVERS, dcmtk, dcmtk_env, free_port  # noqa: E402
 from verify import verify  # noqa: E402
 
 
-def storescu(port: int, folder: str, conns: int) -> list[str]:
+def storescu(port: int, folder: str, conns: int, operations: int) -> list[str]:
     # DCMTK's own program (pynetdicom's storescu shadows it on PATH); +sd scans the folder.
     return [dcmtk("storescu"), "-aec", AE, "+sd", "127.0.0.1", str(port), folder]
 
 
-def radx_store(port: int, folder: str, conns: int) -> list[str]:
+def radx_store(port: int, folder: str, conns: int, operations: int) -> list[str]:
     return [
         sys.executable, "-m", "radx.app.cli", "dicom", "store", "--dir", folder,
         "--host", "127.0.0.1", "--port", str(port), "--called-ae", AE, "--conns", str(conns),
+        "--max-ops", str(operations),
     ]  # fmt: skip
 
 
@@ -48,7 +49,7 @@ def _cpu_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(receiver, sender_key: str, sender, conns: int, folder: str, entries, log_dir: str, base: str, index: int) -> dict:
+def run_once(receiver, sender_key: str, sender, conns: int, operations: int, folder: str, entries, log_dir: str, base: str, index: int) -> dict:
     port = free_port()
     name = f"{receiver.key}-{sender_key}-{index}"
     out = os.path.join(base, name)
@@ -63,7 +64,7 @@ def run_once(receiver, sender_key: str, sender, conns: int, folder: str, entries
         with open(os.path.join(log_dir, name + ".sender.log"), "wb") as log:
             started = time.perf_counter()
             # TCP_NODELAY=1 matters to DCMTK only; radx sets TCP_NODELAY itself.
-            sending = procs.spawn(sender(port, folder, conns), env=dict(os.environ) | dcmtk_env(), stdout=log)
+            sending = procs.spawn(sender(port, folder, conns, operations), env=dict(os.environ) | dcmtk_env(), stdout=log)
             code = sending.wait(600)
             wall = time.perf_counter() - started
         sender_cpu = _cpu_children() - cpu_before
@@ -99,6 +100,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per receiver and sender (default 3)")
     parser.add_argument("--receivers", default="storescp,radx", help="comma-separated keys of bench/run.py's receivers")
     parser.add_argument("--conns", default="1,4", help="radx dicom store --conns values to run (default 1,4)")
+    parser.add_argument(
+        "--max-ops", default="8", help="radx dicom store --max-ops values to run (default 8, its own default)"
+    )
     parser.add_argument("--corpus", default=os.path.join(OUT, "corpus"), help="the corpus folder (built if missing)")
     args = parser.parse_args(argv)
 
@@ -115,9 +119,15 @@ def main(argv=None) -> int:
             while fp.read(8 << 20):
                 pass
     receivers = [r for r in RECEIVERS if r.key in args.receivers.split(",")]
-    senders = [("storescu", storescu, 1)] + [
-        (f"radx --conns {n}", radx_store, int(n)) for n in args.conns.split(",") if n
+    senders = [("storescu", storescu, 1, 1)] + [
+        (f"radx c{n} ops{ops}", radx_store, int(n), int(ops))
+        for n in args.conns.split(",")
+        if n
+        for ops in args.max_ops.split(",")
+        if ops
     ]
+    # The ratio is the first radx sender's: the first --conns and --max-ops values.
+    first_radx = senders[1][0] if len(senders) > 1 else None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = os.path.join(OUT, f"senders-logs-{stamp}")
     os.makedirs(log_dir)
@@ -128,8 +138,8 @@ def main(argv=None) -> int:
     try:
         for receiver in receivers:
             for index in range(args.runs):
-                for key, sender, conns in senders:
-                    r = run_once(receiver, key, sender, conns, folder, entries, log_dir, base, index)
+                for key, sender, conns, operations in senders:
+                    r = run_once(receiver, key, sender, conns, operations, folder, entries, log_dir, base, index)
                     results.append(r)
                     status = "ok" if r["ok"] else f"FAIL exit {r['sender_exit']} {r['problems']}"
                     print(f"  {receiver.key:14s} {key:16s} run {index + 1}: {r['files_per_second']:7.1f} files/s"
@@ -139,23 +149,23 @@ def main(argv=None) -> int:
         shutil.rmtree(base, ignore_errors=True)
 
     print()
-    print(f"Median files/s of {args.runs} run(s), 500 CT images (~0.5 MB) over one association unless --conns says otherwise:")
+    print(f"Median files/s of {args.runs} run(s), 500 CT images (~0.5 MB); radx cN opsM is --conns N --max-ops M:")
     print()
-    header = f"{'receiver':16s} " + " ".join(f"{key:>16s}" for key, _, _ in senders) + f" {'radx/storescu':>14s}"
+    header = f"{'receiver':16s} " + " ".join(f"{key:>16s}" for key, *_ in senders) + f" {'radx/storescu':>14s}"
     print(header)
     print("-" * len(header))
     summary = {}
     startups = []
     for receiver in receivers:
         row = {}
-        for key, _, _ in senders:
+        for key, *_ in senders:
             values = [r["files_per_second"] for r in results if r["receiver"] == receiver.key and r["sender"] == key and r["ok"]]
             row[key] = statistics.median(values) if values else None
         summary[receiver.key] = row
-        ratio = (row["radx --conns 1"] / row["storescu"]) if row.get("radx --conns 1") and row.get("storescu") else None
+        ratio = (row[first_radx] / row["storescu"]) if row.get(first_radx) and row.get("storescu") else None
         startup = statistics.median(r["radx_startup_seconds"] for r in results if r["receiver"] == receiver.key)
         row["radx_startup_seconds"] = startup
-        cells = " ".join(f"{row[key]:16.1f}" if row[key] else f"{'FAIL':>16s}" for key, _, _ in senders)
+        cells = " ".join(f"{row[key]:16.1f}" if row[key] else f"{'FAIL':>16s}" for key, *_ in senders)
         print(f"{receiver.label:16s} {cells} {ratio:14.2f}" if ratio else f"{receiver.label:16s} {cells} {'-':>14s}")
         startups.append(f"{receiver.label}: {startup:.2f} s")
     print()
