@@ -420,3 +420,16 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
             [(0, None), (None, why), (None, why), (None, f"not sent: {why}"), (None, f"not sent: {why}")],
         )
         self.assertClean()
+
+
+class ClientEndpointTests(SynchronousTestCase):
+    def test_addresses_connect_directly_names_resolve(self):
+        from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+
+        from radx.scu.association import client_endpoint
+
+        clock = Clock()
+        self.assertIsInstance(client_endpoint(clock, "127.0.0.1", 11112), TCP4ClientEndpoint)
+        self.assertIsInstance(client_endpoint(clock, "::1", 11112), TCP6ClientEndpoint)
+        self.assertIsInstance(client_endpoint(clock, "pacs.example", 11112), HostnameEndpoint)
+        self.assertIsInstance(client_endpoint(clock, "localhost", 11112), HostnameEndpoint)

@@ -12,6 +12,7 @@ wait for the peer to close after an A-ABORT.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from twisted.internet import defer
@@ -659,13 +660,29 @@ def client_endpoint(reactor, host: str, port: int, timeout: float = DEFAULT_TIME
     The endpoint an association is opened through: TCP to ``host`` (a name,
     IPv4 or IPv6 address), and with ``tls_options`` (``radx.tls.client_options``)
     TLS over it (PS3.15 B.9); nothing else in the requestor changes.
-    """
-    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    An address is connected to as it is; only a name goes through the
+    resolver (a thread) and Twisted's tries of each address it resolves to.
+    """
+    from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+
+    if _is_address(socket.AF_INET, host):
+        endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    elif _is_address(socket.AF_INET6, host):
+        endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
     if tls_options is not None:
         endpoint = wrapClientTLS(tls_options, endpoint)
     return endpoint
+
+
+def _is_address(family: int, host: str) -> bool:
+    try:
+        socket.inet_pton(family, host)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def associate(endpoint, request: AAssociateRQ, reactor, timeout: float = DEFAULT_TIMEOUT) -> defer.Deferred:
