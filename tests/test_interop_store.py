@@ -322,8 +322,44 @@ def _pynetdicom_case(case: str):
     return test
 
 
+def _pynetdicom_window(port: int, path: str, sop_class_uid: str, transfer_syntax_uid: str):
+    """An association proposing an Asynchronous Operations Window of 5/1: what pynetdicom read of radx's answer, and a store."""
+    from pynetdicom import AE
+    from pynetdicom.pdu_primitives import AsynchronousOperationsWindowNegotiation
+
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(sop_class_uid, transfer_syntax_uid)
+    window = AsynchronousOperationsWindowNegotiation()
+    window.maximum_number_operations_invoked = 5
+    window.maximum_number_operations_performed = 1
+    assoc = ae.associate("127.0.0.1", port, ae_title="RADX-SCP", ext_neg=[window])
+    if not assoc.is_established:
+        raise AssertionError("association not established")
+    try:
+        granted = assoc.acceptor.asynchronous_operations
+        status = int(assoc.send_c_store(path).Status)
+    finally:
+        assoc.release()
+    return granted, status
+
+
 class PynetdicomStoreTests(StoreTestCase):
     """pynetdicom as the sender, one file each, its exact bytes on the wire."""
+
+    @defer.inlineCallbacks
+    def test_asynchronous_operations_window(self):
+        """pynetdicom decodes radx's answer to its window (PS3.7 D.3.3.3): 5 invoked as asked, 1 performed."""
+        from pynetdicom import _config
+
+        source = dicomfiles.pydicom_test_files()["explicit_vr_little_endian"]
+        self.patch(_config, "STORE_SEND_CHUNKED_DATASET", True)
+        self.start_server(self.server_config(organize=False))
+        granted, status = yield threads.deferToThread(
+            _pynetdicom_window, self.port, source.path, source.sop_class_uid, source.transfer_syntax_uid
+        )
+        self.assertEqual(tuple(granted), (5, 1))
+        self.assertEqual(status, 0x0000)
+        yield self.assert_stored(os.path.join(self.factory.config.output_dir, f"{source.sop_instance_uid}.dcm"), source.path)
 
 
 for _case in STORESCU_PROPOSE:

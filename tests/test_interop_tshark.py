@@ -6,11 +6,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 from pydicom.data import get_testdata_file
 from twisted.internet import defer, reactor, task, threads
 
+from tests import dicomfiles
 from tests.interop import ServerTestCase, require_dcmtk
 
 TSHARK = "/usr/bin/tshark"
@@ -61,14 +63,18 @@ def _dissect(path: str, port: int, *arguments: str) -> str:
 
 
 class DissectorTests(ServerTestCase):
-    @defer.inlineCallbacks
     def capture(self, tool, *files):
         """Capture one run of a DCMTK tool against radx; the pcap's path."""
+        return self.capture_run(lambda port: (tool, "-aec", "RADX-SCP", "127.0.0.1", str(port), *files))
+
+    @defer.inlineCallbacks
+    def capture_run(self, command):
+        """Capture one run of ``command(port)`` (a program and its arguments) against radx; the pcap's path."""
         self.start_server()
         path = os.path.abspath(self.mktemp() + ".pcap")
         capture = yield threads.deferToThread(_start_capture, self.port, path)
         try:
-            out, err, code = yield self.run_tool(tool, "-aec", "RADX-SCP", "127.0.0.1", str(self.port), *files)
+            out, err, code = yield self.run_tool(*command(self.port))
             self.assertEqual(code, 0, err)
             # Let the last segments (release, FIN) reach the capture.
             yield task.deferLater(reactor, 0.5, lambda: None)
@@ -102,3 +108,24 @@ class DissectorTests(ServerTestCase):
         info = _dissect(path, self.port, "-Y", "dicom")
         self.assertIn("C-STORE-RSP", info)
         self.assertIn("Success", info)
+
+    @defer.inlineCallbacks
+    def test_radx_on_both_ends_with_an_operations_window(self):
+        """radx dicom store to radx: the window in the RQ and AC, C-STOREs outstanding together, all well-formed."""
+        files = dicomfiles.write_ct_series(self.mktemp(), 6, rows=64, columns=64, seed=23)
+        path = yield self.capture_run(
+            lambda port: (
+                sys.executable, "-m", "radx.app.cli", "dicom", "store", *files,
+                "--host", "127.0.0.1", "--port", str(port), "--called-ae", "RADX-SCP", "--max-ops", "4",
+            )  # fmt: skip
+        )
+        self.assert_clean(path, ["0x01", "0x02", "0x04", "0x05", "0x06"])
+        info = _dissect(path, self.port, "-Y", "dicom", "-T", "fields", "-e", "_ws.col.Info")
+        self.assertEqual(info.count("C-STORE-RSP"), 6, info)
+        # The second request went out before any response came back.
+        self.assertLess(info.index("C-STORE-RQ ID=2"), info.index("C-STORE-RSP"), info)
+        # The A-ASSOCIATE-RQ proposes 4 operations invoked, 1 performed; the AC grants the same.
+        windows = _dissect(path, self.port, "-Y", "dicom.userinfo.asyncneg", "-T", "fields",
+                           "-e", "dicom.pdu.type", "-e", "dicom.userinfo.asyncneg.maxnumopsinv",
+                           "-e", "dicom.userinfo.asyncneg.maxnumopsper")  # fmt: skip
+        self.assertEqual(windows.split("\n")[:2], ["0x01\t4\t1", "0x02\t4\t1"], windows)
