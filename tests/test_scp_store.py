@@ -21,6 +21,7 @@ from radx.ul.pdu import (
     AsynchronousOperationsWindowSubItem,
     UserInformationItem,
 )
+from tests import dicomfiles
 from tests.test_scp_protocol import LogCapture
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -303,3 +304,16 @@ class AsynchronousOperationsTests(SynchronousTestCase):
         pdus = harness.received_pdus()
         self.assertEqual([decode_command(bytes(p.items[0].data)).status for p in pdus[:3]], [0, 0, 0])
         self.assertEqual(pdus[3:], [AReleaseRP()])
+
+    def test_one_memory_budget_for_the_association(self):
+        """Two 2 MiB instances in flight at once pause reading at the association's 4 MiB, not each at its own."""
+        paths = dicomfiles.write_ct_series(self.mktemp(), 2, rows=1024, columns=1024, seed=24)
+        harness, _ = self.harness(window=4)
+        for n, path in enumerate(paths, start=1):
+            _, _, uid = dicomfiles.instance_uids(path)
+            harness.send(store_rq_bytes(dicomfiles.data_set_bytes(path), CT, uid, message_id=n))
+            # Nothing is written yet (the pool waits): after the first, under 4 MiB; after both, over.
+            self.assertEqual(harness.transport.producerState, "producing" if n == 1 else "paused")
+        self.pool.run_all()
+        self.assertEqual(harness.transport.producerState, "producing")
+        self.assertEqual([r.status for r in responses(harness)], [0, 0])

@@ -5,7 +5,7 @@ from functools import partial
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.scp.storing import InstanceReception
+from radx.scp.storing import Backlog, InstanceReception
 from radx.testing import SteppedThreadPool, ThreadlessReactor
 from radx.storage.store import INCOMING, InstanceWriter, StorageError, StoredInstance
 from tests.test_storage_store import EXPLICIT_LE, SOP_CLASS, SOP_INSTANCE, SERIES, STUDY, data_set
@@ -154,6 +154,24 @@ class OrderingTests(SynchronousTestCase):
         self.pool.run_one()  # 400 pending (now in job 2): low water
         self.assertEqual(reception.pending_bytes, 400)
         self.assertEqual(self.backlog, [True, False])
+
+    def test_backlog_shared_by_the_instances_of_an_association(self):
+        """Instances in flight together (an operations window) count in one budget."""
+        backlog = Backlog(self.backlog.append, high_water=1000, low_water=300)
+        first = self.reception(batch_bytes=1000, backlog=backlog)
+        first.write(b"1" * 600)
+        first.finish()  # its commit job waits on the pool
+        second = self.reception(batch_bytes=1000, backlog=backlog)
+        self.assertEqual(self.backlog, [])
+        second.write(b"2" * 400)  # 600 + 400: the association's high water
+        self.assertEqual(self.backlog, [True])
+        self.assertEqual(backlog.pending, 1000)
+        self.pool.run_one()  # the first instance written and committed: 400 left
+        self.assertEqual(self.backlog, [True])
+        second.finish()
+        self.pool.run_one()
+        self.assertEqual(self.backlog, [True, False])
+        self.assertEqual(backlog.pending, 0)
 
     def test_invalid_water_marks(self):
         self.assertRaises(ValueError, self.reception, high_water=100, low_water=100, batch_bytes=10)

@@ -27,7 +27,7 @@ from radx.dimse.commands import (
 )
 from radx.dimse.fragmenting import message_pdus
 from radx.dimse.status import Status
-from radx.scp.storing import InstanceReception
+from radx.scp.storing import Backlog, InstanceReception
 from radx.storage.layout import is_valid_uid
 from radx.storage.store import InstanceWriter, StorageError
 from radx.ul import fsm
@@ -89,10 +89,12 @@ class AssociationProtocol(MachineDriver, Protocol):
         self._store: _PendingStore | None = None
         self._busy = 0  # operations whose response is not yet sent
         self._release_requested = False
-        # Why reading is paused, if it is: a reception whose writes are
-        # behind (its backlog token), or "window" (the peer has more
-        # operations outstanding than it negotiated).
-        self._pauses: set = set()
+        # Why reading is paused, if it is: "backlog" (the writes of its
+        # instances are behind), "window" (the peer has more operations
+        # outstanding than it negotiated).
+        self._pauses: set[str] = set()
+        # Bytes received and not yet written, over all its instances.
+        self._backlog = Backlog(self._on_backlog)
         # For the audit record at the end: who, from where, what, the outcome
         # (the facts of a PS3.15 A.5 audit message; not its XML format).
         self._request: AAssociateRQ | None = None
@@ -566,14 +568,11 @@ class AssociationProtocol(MachineDriver, Protocol):
                 dir_mode=config.dir_mode,
             )
 
-        # With an asynchronous operations window, several receptions may be
-        # behind at once: each pauses and resumes reading for itself.
-        backlog = object()
         reception = InstanceReception(
             self.factory.reactor,
             self.factory.threadpool,
             writer_factory,
-            on_backlog=lambda paused: self._backlog(backlog, paused),
+            backlog=self._backlog,
         )
         self._store = _PendingStore(request, context, reception)
 
@@ -674,18 +673,18 @@ class AssociationProtocol(MachineDriver, Protocol):
         if self._shutting_down and not self.busy and self.machine.state is State.STA6:
             self._abort_for_shutdown()
 
-    def _backlog(self, token, paused: bool) -> None:
+    def _on_backlog(self, paused: bool) -> None:
         if paused:
-            self._pause_reading(token)
+            self._pause_reading("backlog")
         else:
-            self._resume_reading(token)
+            self._resume_reading("backlog")
 
-    def _pause_reading(self, why) -> None:
+    def _pause_reading(self, why: str) -> None:
         if not self._pauses:
             self.transport.pauseProducing()
         self._pauses.add(why)
 
-    def _resume_reading(self, why=None) -> None:
+    def _resume_reading(self, why: str | None = None) -> None:
         """Lift one reason to pause (or, with None, every one); read again once none is left."""
         if not self._pauses:
             return

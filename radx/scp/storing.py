@@ -12,6 +12,45 @@ from twisted.python.failure import Failure
 from radx.storage.store import InstanceWriter, StoredInstance
 
 
+class Backlog:
+    """
+    Bytes received but not yet written, over every instance of one
+    association: C{on_backlog(True)} when they reach C{high_water} (the
+    caller stops reading), C{on_backlog(False)} when they are back to
+    C{low_water}.
+
+    One budget for the association, not one per instance: with an
+    asynchronous operations window several instances are in flight at
+    once, and memory stays bounded by the association, not the window.
+    """
+
+    def __init__(
+        self,
+        on_backlog: Callable[[bool], None] = lambda paused: None,
+        high_water: int = 4 << 20,
+        low_water: int = 1 << 20,
+    ):
+        if not 0 <= low_water < high_water:
+            raise ValueError("need 0 <= low_water < high_water")
+        self.on_backlog = on_backlog
+        self.high_water = high_water
+        self.low_water = low_water
+        self.pending = 0
+        self.paused = False
+
+    def add(self, size: int) -> None:
+        self.pending += size
+        if not self.paused and self.pending >= self.high_water:
+            self.paused = True
+            self.on_backlog(True)
+
+    def remove(self, size: int) -> None:
+        self.pending -= size
+        if self.paused and self.pending <= self.low_water:
+            self.paused = False
+            self.on_backlog(False)
+
+
 class InstanceReception:
     """
     One C-STORE data set being received: ordered writes on a threadpool,
@@ -20,9 +59,10 @@ class InstanceReception:
     Fragments are kept by reference (no copy) and handed to the writer in
     batches of at least C{batch_bytes}, one threadpool job at a time, in
     order.  While a job runs, what arrives is buffered and goes in the next
-    job, whatever its size.  C{on_backlog(True)} is called when the bytes
-    received but not yet written reach C{high_water} (the caller stops
-    reading), C{on_backlog(False)} when they are back to C{low_water}.
+    job, whatever its size.  The bytes received but not yet written count
+    in C{backlog}, shared by the association's instances; without one, the
+    instance has its own, with C{on_backlog}, C{high_water} and
+    C{low_water}.
 
     The writer is made by C{writer_factory} in the first job, on the
     threadpool, since making it opens a file.
@@ -35,22 +75,21 @@ class InstanceReception:
         writer_factory: Callable[[], InstanceWriter],
         *,
         batch_bytes: int = 1 << 20,
+        backlog: Backlog | None = None,
         on_backlog: Callable[[bool], None] = lambda paused: None,
         high_water: int = 4 << 20,
         low_water: int = 1 << 20,
     ):
-        if not 0 <= low_water < high_water:
-            raise ValueError("need 0 <= low_water < high_water")
-        if not 0 < batch_bytes <= high_water:
+        if backlog is None:
+            backlog = Backlog(on_backlog, high_water, low_water)
+        if not 0 < batch_bytes <= backlog.high_water:
             # Else reading could pause with nothing being written: a stall.
             raise ValueError("need 0 < batch_bytes <= high_water")
         self._reactor = reactor
         self._threadpool = threadpool
         self._writer_factory = writer_factory
         self._batch_bytes = batch_bytes
-        self._on_backlog = on_backlog
-        self._high_water = high_water
-        self._low_water = low_water
+        self._backlog = backlog
 
         self._writer: InstanceWriter | None = None  # made and used on the threadpool
         self._buffer: list = []
@@ -58,7 +97,6 @@ class InstanceReception:
         self._in_flight = 0  # bytes in the job running
         self._running = False
         self._started = False  # whether a job ever ran: a file may exist
-        self._paused = False
         self._finishing = False
         self._committing = False
         self._discard_due = False
@@ -87,9 +125,7 @@ class InstanceReception:
             return
         self._buffer.append(data)
         self._buffered += len(data)
-        if not self._paused and self.pending_bytes >= self._high_water:
-            self._paused = True
-            self._on_backlog(True)
+        self._backlog.add(len(data))
         if self._buffered >= self._batch_bytes:
             self._pump()
 
@@ -122,7 +158,7 @@ class InstanceReception:
         """
         if not self._aborted:
             self._aborted = True
-            self._buffer, self._buffered = [], 0
+            self._drop_buffer()
             self._discard_due = self._started
         waiter = Deferred()
         self._abort_waiters.append(waiter)
@@ -156,19 +192,21 @@ class InstanceReception:
 
     def _job_done(self, result) -> None:
         self._running = False
-        self._in_flight = 0
+        written, self._in_flight = self._in_flight, 0
+        self._backlog.remove(written)
         if isinstance(result, Failure):
             if self._failure is None:
                 # First failure wins: later data is dropped, the file discarded.
                 self._failure = result
-                self._buffer, self._buffered = [], 0
+                self._drop_buffer()
                 self._discard_due = True
         elif result is not None:
             self._result = result
-        if self._paused and not self._aborted and self.pending_bytes <= self._low_water:
-            self._paused = False
-            self._on_backlog(False)
         self._pump()
+
+    def _drop_buffer(self) -> None:
+        self._backlog.remove(self._buffered)
+        self._buffer, self._buffered = [], 0
 
     def _settle(self) -> None:
         """Nothing runs and nothing is due: fire what waits on that."""
