@@ -170,7 +170,12 @@ class StoreJob:
                 error = outcome.value
                 self._record(FileResult(source.path, reason=f"cannot read: {error.strerror or error}"))
             else:
-                return outcome
+                # Nothing a peer or a file causes: the file is named with it, and the job goes on.
+                self._record(
+                    FileResult(
+                        source.path, reason=f"internal error: {outcome.getErrorMessage()}", size=source.data_set_length
+                    )
+                )
             if waiting:
                 waiting.pop().callback(None)
             return None
