@@ -294,6 +294,14 @@ class AsynchronousOperationsTests(SynchronousTestCase):
         self.pool.run_all()
         self.assertEqual([(r.message_id_being_responded_to, r.status) for r in responses(harness)], [(2, 0)])
         self.assertEqual(self.stored(self.instances[1]), self.data_sets[1])
+        # Again: slowed again, but said once per association.
+        harness.send(store_rq_bytes(self.data_sets[2], CT, self.instances[2], message_id=3))
+        harness.send(store_rq_bytes(self.data_sets[0], CT, self.instances[0], message_id=4))
+        self.assertEqual(harness.transport.producerState, "paused")
+        self.pool.run_all()
+        self.assertEqual(harness.transport.producerState, "producing")
+        self.assertEqual([r.status for r in responses(harness)], [0, 0])
+        self.assertEqual(sum("exceeded" in m for m in self.log.messages()), 1)
 
     def test_release_after_every_outstanding_response(self):
         harness, _ = self.harness(window=0)

@@ -95,6 +95,7 @@ class AssociationProtocol(MachineDriver, Protocol):
         self._pauses: set[str] = set()
         # Bytes received and not yet written, over all its instances.
         self._backlog = Backlog(self._on_backlog)
+        self._window_exceeded = False  # said once per association
         # For the audit record at the end: who, from where, what, the outcome
         # (the facts of a PS3.15 A.5 audit message; not its XML format).
         self._request: AAssociateRQ | None = None
@@ -602,14 +603,16 @@ class AssociationProtocol(MachineDriver, Protocol):
             # PS3.7 D.3.3.3: the peer invoked more operations than the window
             # it negotiated. Stop reading until enough are answered, so what
             # it sends ahead waits in TCP, not in radx's memory.
-            self.log.warn(
-                "Peer exceeded the asynchronous operations window peer={peer} calling_ae={calling_ae}"
-                " window={window} outstanding={outstanding}: reading paused until responses are sent",
-                peer=self.peer,
-                calling_ae=self.calling_ae_title,
-                window=window,
-                outstanding=self._busy,
-            )
+            if not self._window_exceeded:
+                self._window_exceeded = True
+                self.log.warn(
+                    "Peer exceeded the asynchronous operations window peer={peer} calling_ae={calling_ae}"
+                    " window={window} outstanding={outstanding}: reading paused until responses are sent",
+                    peer=self.peer,
+                    calling_ae=self.calling_ae_title,
+                    window=window,
+                    outstanding=self._busy,
+                )
             self._pause_reading("window")
 
     def _stored(self, stored, store: _PendingStore) -> None:
