@@ -421,6 +421,24 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
         )
         self.assertClean()
 
+    def test_silence_with_operations_outstanding_times_out(self):
+        """The wait on outstanding responses: each answer restarts it."""
+        sources = self.sources(4)
+        job, done, peer = self.start_job(sources, granted=3)
+        self.assertEqual(self.requests(peer), [1, 2, 3])
+        self.clock.advance(6)
+        self.answer(peer, 1)
+        self.assertEqual(self.requests(peer), [4])
+        self.clock.advance(9)  # 15 s since the first requests, 9 since the last answer
+        self.assertNoResult(done)
+        self.clock.advance(1)
+        self.assertEqual(peer.received_pdus(), [AAbort(0, 0)])
+        peer.disconnect()
+        results = self.successResultOf(done)
+        why = "Timed out: no response within 10 s"
+        self.assertEqual([(r.status, r.reason) for r in results], [(0, None), (None, why), (None, why), (None, why)])
+        self.assertClean()
+
 
 class ClientEndpointTests(SynchronousTestCase):
     def test_addresses_connect_directly_names_resolve(self):
@@ -433,3 +451,4 @@ class ClientEndpointTests(SynchronousTestCase):
         self.assertIsInstance(client_endpoint(clock, "::1", 11112), TCP6ClientEndpoint)
         self.assertIsInstance(client_endpoint(clock, "pacs.example", 11112), HostnameEndpoint)
         self.assertIsInstance(client_endpoint(clock, "localhost", 11112), HostnameEndpoint)
+
