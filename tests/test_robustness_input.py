@@ -1006,6 +1006,27 @@ class MalformedInputOverSocketTests(ServerTestCase):
 
 
     @defer.inlineCallbacks
+    def test_store_requests_beyond_the_operations_window(self):
+        """Three C-STOREs back to back with no window negotiated (1): slowed, not dropped; all stored, said once."""
+        self.start()
+        uids = [f"1.2.826.0.1.3680043.10.4.{n}" for n in (5, 6, 7)]
+        # The three in one send (under 2 KB: one read on loopback), so the second
+        # and third arrive before the first can be answered.
+        stores = b"".join(
+            pdv_pdu((3, 3, CStoreRQ(n, CT, uid).encode())) + pdv_pdu((3, 2, tiny_data_set(uid)))
+            for n, uid in enumerate(uids, start=1)
+        )
+        payloads = [associate_rq(contexts=CONTEXTS).encode(), AAssociateAC, stores, AReleaseRQ().encode()]
+        result = yield self.exchange(payloads, close_on=(AReleaseRP, AAbort))
+        ac, *data, rp = result["pdus"]
+        self.assertIsInstance(ac, AAssociateAC)
+        self.assertEqual(rp, AReleaseRP())
+        self.assertEqual(sorted((r.message_id_being_responded_to, r.status) for r in responses(data)), [(1, 0), (2, 0), (3, 0)])
+        self.assert_logged_once(result, "Peer exceeded the asynchronous operations window", "window=1")
+        stored, temporary = files_under(self.output)
+        self.assertEqual((len(stored), temporary), (3, []))
+
+    @defer.inlineCallbacks
     def test_data_set_with_no_command(self):
         self.start()
         yield self.check_abort(
