@@ -13,11 +13,15 @@ apt_install() {
 }
 
 # From Debian: DICOM peers (DCMTK: echoscu, storescu, storescp, dcmdump,
-# dcmconv), tshark's DICOM dissector, and Python if there is none.
+# dcmconv), tshark's DICOM dissector, Python if there is none, and the
+# mount and setpriv the tests run as root use (in Debian's base system,
+# but not in every image).
 need=""
 { [ -x /usr/bin/storescu ] && [ -x /usr/bin/dcmdump ]; } || need="$need dcmtk"
 [ -x /usr/bin/tshark ] || need="$need tshark"
 command -v python3 >/dev/null 2>&1 || need="$need python3"
+command -v mount >/dev/null 2>&1 || need="$need mount"
+command -v setpriv >/dev/null 2>&1 || need="$need util-linux"
 [ -z "$need" ] || apt_install $need
 
 # Python packages with pip. An interpreter Debian manages (PEP 668: pip
