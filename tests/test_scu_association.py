@@ -155,6 +155,24 @@ class AssociationTests(RequestorTestsMixin, SynchronousTestCase):
         self.assertEqual(failure.value.reject, AAssociateRJ(1, 1, 7))
         self.assertClean()
 
+    def test_accepted_with_a_transfer_syntax_not_proposed(self):
+        """PS3.8 9.3.3.2: the acceptor picks one of the proposed transfer syntaxes; any other is aborted."""
+        request, d = self.associate()
+        (peer,) = self.endpoint.peers
+        peer.received_pdus()
+        accept = accept_for(request)
+        wrong = dataclasses.replace(accept.presentation_contexts[0], transfer_syntax=uids.EXPLICIT_VR_LITTLE_ENDIAN)
+        peer.send(dataclasses.replace(accept, presentation_contexts=(wrong,)).encode())
+        self.assertEqual(peer.received_pdus(), [AAbort(0, 0)])
+        peer.disconnect()
+        failure = self.failureResultOf(d, AssociationAborted)
+        self.assertEqual(
+            failure.value.message,
+            "Association aborted: the peer accepted context 1 with transfer syntax"
+            f" {uids.EXPLICIT_VR_LITTLE_ENDIAN}, which was not proposed",
+        )
+        self.assertClean()
+
     def test_peer_aborts_during_echo(self):
         peer, association = self.established()
         answered = association.echo()
