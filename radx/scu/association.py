@@ -133,7 +133,8 @@ class _DataSetSender:
     one buffer of the data set is in memory, whatever its size.
     """
 
-    def __init__(self, protocol, fp, length: int, context_id: int, done: defer.Deferred) -> None:
+    def __init__(self, protocol, fp, length: int, context_id: int, message_id: int, done: defer.Deferred) -> None:
+        self.message_id = message_id  # of the C-STORE-RQ whose data set this is
         self._protocol = protocol
         self._fp = fp
         self._left = length
@@ -224,7 +225,6 @@ class RequestorProtocol(MachineDriver, Protocol):
         # Message ID -> the Deferred its response fires, in the order sent.
         self._responses: dict[int, defer.Deferred] = {}
         self._sender: _DataSetSender | None = None
-        self._sending_message_id: int | None = None
         self._early_response = None
         # Called with the size of each data set fragment written (progress).
         self.on_data_sent = None
@@ -389,9 +389,6 @@ class RequestorProtocol(MachineDriver, Protocol):
             return defer.succeed(None), defer.fail(error)
         response = self._expect(message_id)
         self._send_message(context_id, request.encode())
-        if self.machine.state not in _TRANSFER_STATES:
-            fp.close()
-            return defer.succeed(None), response
         done = defer.Deferred()
         sent = defer.Deferred()
 
@@ -402,8 +399,7 @@ class RequestorProtocol(MachineDriver, Protocol):
         # The caller learns the data set is out either way; a file that
         # could not be read aborts the association (its response fails).
         done.addBoth(written).addErrback(self._sending_failed)
-        self._sending_message_id = message_id
-        self._sender = _DataSetSender(self, fp, source.data_set_length, context_id, done)
+        self._sender = _DataSetSender(self, fp, source.data_set_length, context_id, message_id, done)
         self.transport.registerProducer(self._sender, True)
         self._sender.resumeProducing()
         return sent, response
@@ -452,7 +448,6 @@ class RequestorProtocol(MachineDriver, Protocol):
         if sender is not self._sender:
             return
         self._sender = None
-        self._sending_message_id = None
         if self.transport is not None and self.machine.state is not State.STA1:
             self.transport.unregisterProducer()
         early, self._early_response = self._early_response, None
@@ -603,7 +598,7 @@ class RequestorProtocol(MachineDriver, Protocol):
         if answered not in self._responses:
             self._invalid(f"DIMSE: a response to message {answered}, which is not outstanding")
             return
-        if answered == self._sending_message_id:
+        if self._sender is not None and answered == self._sender.message_id:
             # An answer before the whole data set: PS3.8 E.1 still wants the
             # message completed, so the rest is sent before the next one.
             self._early_response = command
