@@ -59,6 +59,14 @@ def response_bytes(response, context_id: int = 1) -> bytes:
     return b"".join(p.encode() for p in message_pdus(context_id, response.encode(), 16384, command=True))
 
 
+def write_source(path: str, size: int, instance: str = "1.2.3.4") -> tuple[Part10Source, bytes]:
+    """A file of a 6-byte stand-in header and ``size`` random bytes of data set; its source and data set."""
+    data = os.urandom(size)
+    with open(path, "wb") as fp:
+        fp.write(b"HEADER" + data)
+    return Part10Source(path, CT, instance, uids.EXPLICIT_VR_LITTLE_ENDIAN, 6, size), data
+
+
 class RequestorTestsMixin:
     def setUp(self):
         self.clock = Clock()
@@ -256,12 +264,8 @@ class AssociationTests(RequestorTestsMixin, SynchronousTestCase):
 
 
 class StoreTests(RequestorTestsMixin, SynchronousTestCase):
-    def source(self, size: int) -> Part10Source:
-        path = self.mktemp()
-        data = os.urandom(size)
-        with open(path, "wb") as fp:
-            fp.write(b"HEADER" + data)
-        return Part10Source(path, CT, "1.2.3.4", uids.EXPLICIT_VR_LITTLE_ENDIAN, 6, size), data
+    def source(self, size: int) -> tuple[Part10Source, bytes]:
+        return write_source(self.mktemp(), size)
 
     def established(self, maximum_length=16384):
         return super().established({(CT, uids.EXPLICIT_VR_LITTLE_ENDIAN): 1}, maximum_length=maximum_length)
@@ -351,13 +355,7 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
     contexts = {(CT, uids.EXPLICIT_VR_LITTLE_ENDIAN): 1}
 
     def sources(self, count: int) -> list[Part10Source]:
-        sources = []
-        for n in range(count):
-            path = self.mktemp()
-            with open(path, "wb") as fp:
-                fp.write(b"HEADER" + os.urandom(100))
-            sources.append(Part10Source(path, CT, f"1.2.3.{n + 1}", uids.EXPLICIT_VR_LITTLE_ENDIAN, 6, 100))
-        return sources
+        return [write_source(self.mktemp(), 100, f"1.2.3.{n + 1}")[0] for n in range(count)]
 
     def granted(self, proposed: int, answer) -> int:
         """The window radx uses when it proposed ``proposed`` and the AC carries ``answer`` (a sub-item or None)."""

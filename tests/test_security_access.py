@@ -146,9 +146,8 @@ class AllowCallingAETests(ServerTestCase):
         self.logs = LogCapture(self)
 
     def start(self):
-        config = self.server_config()
         policy = AcceptorPolicy(calling_ae_titles=frozenset({"MODALITY-1", "ECHOSCU"}))
-        return self.start_server(self.server_config(policy=policy, output_dir=config.output_dir))
+        return self.start_server(self.server_config(policy=policy))
 
     @defer.inlineCallbacks
     def test_listed_calling_ae_is_accepted(self):

@@ -258,14 +258,18 @@ def run_echo(options: EchoOptions, reactor=None, stdout=None) -> int:
     return _run_reactor(reactor, start)
 
 
-def echo_main(arguments: list[str]) -> int:
-    options = EchoOptions()
-    code = _parse(options, arguments, "echo")
+def _command_main(options: CommandOptions, arguments: list[str], command: str, run) -> int:
+    """Parse ``arguments`` for ``radx dicom COMMAND``, then ``run(options)``: its exit status."""
+    code = _parse(options, arguments, command)
     if code is not None:
         return code
     if not options["tls"]:
         without_tls()
-    return run_echo(options)
+    return run(options)
+
+
+def echo_main(arguments: list[str]) -> int:
+    return _command_main(EchoOptions(), arguments, "echo", run_echo)
 
 
 # store -----------------------------------------------------------------------
@@ -418,10 +422,4 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
 
 
 def store_main(arguments: list[str]) -> int:
-    options = StoreOptions()
-    code = _parse(options, arguments, "store")
-    if code is not None:
-        return code
-    if not options["tls"]:
-        without_tls()
-    return run_store(options)
+    return _command_main(StoreOptions(), arguments, "store", run_store)
