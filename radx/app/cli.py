@@ -142,8 +142,6 @@ _RANK = {
 }
 
 
-
-
 def _fail(message: str) -> int:
     sys.stderr.write(f"Error: {message}\n")
     sys.stderr.flush()

@@ -259,18 +259,13 @@ def _twistd_log_writer(twistd_options):
     name = (twistd_options or {}).get("logfile") or ""
     nodaemon = (twistd_options or {}).get("nodaemon")
     if name == "-" or (not name and nodaemon):
-        stream = sys.stdout
-
-        def write(text):
-            stream.write(text)
-            stream.flush()
-
-        return write
-    log_file = logfile.LogFile.fromFullPath(name or "twistd.log")
+        target = sys.stdout
+    else:
+        target = logfile.LogFile.fromFullPath(name or "twistd.log")
 
     def write(text):
-        log_file.write(text)
-        log_file.flush()
+        target.write(text)
+        target.flush()
 
     return write
 

@@ -331,25 +331,24 @@ class AssociationProtocol(MachineDriver, Protocol):
 
     def _associate_indication(self, effect: fsm.AssociateIndication) -> None:
         request = effect.request
-        self._request = request
-        self._tls_subject = self.factory.peer_subject(self.transport)
         negotiated = negotiate(request, self.config.policy)
         if negotiated.reject is not None:
             self._log_reject(request, negotiated.reject, negotiated.reason)
             self._handle(Event.EVT8, pdu=negotiated.reject)
             return
+        self._request = request
+        self._tls_subject = self.factory.peer_subject(self.transport)
         self.negotiated = negotiated
         self.calling_ae_title = request.calling_ae_title
         self.associated = True
         self.factory.association_started(self)
-        accepted = sum(1 for item in negotiated.accept.presentation_contexts if item.result == 0)
         self.log.info(
             "Association accepted peer={peer} calling_ae={calling_ae} called_ae={called_ae}"
             " contexts={accepted}/{proposed}",
             peer=self.peer,
             calling_ae=request.calling_ae_title,
             called_ae=request.called_ae_title,
-            accepted=accepted,
+            accepted=len(negotiated.contexts),
             proposed=len(request.presentation_contexts),
         )
         self._handle(Event.EVT7, pdu=negotiated.accept)

@@ -29,9 +29,8 @@ _ITEM_DELIMITATION = 0xFFFEE00D
 _SEQUENCE_DELIMITATION = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 
-# PS3.5 7.1.2 Table 7.1-1: VRs with a 2-byte reserved field and a 4-byte length.
-_LONG_VRS = LONG_VRS
-_ALL_VRS = _LONG_VRS | frozenset(
+# PS3.5 7.1.2 Table 7.1-1: the VRs with a 2-byte length, and LONG_VRS, those with a 4-byte one.
+_ALL_VRS = LONG_VRS | frozenset(
     b"AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split()
 )
 
@@ -67,7 +66,7 @@ class _Scanner:
         group, number, vr, short = self.tag_vr_short.unpack_from(data, offset)
         if vr not in _ALL_VRS:
             raise _GiveUp  # not explicit VR after all
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             if offset + 12 > len(data):
                 raise _GiveUp
             (length,) = self.long_length.unpack_from(data, offset + 8)
