@@ -437,6 +437,39 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
         )
         self.assertClean()
 
+    def test_an_unexpected_error_names_its_file_and_the_job_goes_on(self):
+        """Not a response, an association error nor a file error: that file fails with it, the others are sent."""
+        from twisted.internet import defer
+
+        from radx.scu.association import RequestorProtocol
+
+        sources = self.sources(3)
+        send_store = RequestorProtocol.send_store
+
+        def failing_for_the_second(protocol, source, context_id):
+            if source is sources[1]:
+                return defer.succeed(None), defer.fail(RuntimeError("a bug"))
+            return send_store(protocol, source, context_id)
+
+        self.patch(RequestorProtocol, "send_store", failing_for_the_second)
+        job, done, peer = self.start_job(sources, granted=1)
+        self.assertEqual(self.requests(peer), [1])
+        self.answer(peer, 1)
+        self.assertEqual(self.requests(peer), [2])  # the third file's request, Message ID 2
+        peer.send(response_bytes(CStoreRSP(2, 0, CT, "1.2.3.3")))
+        self.assertEqual(peer.received_pdus(), [AReleaseRQ()])
+        peer.send(AReleaseRP().encode())
+        peer.disconnect()
+        results = self.successResultOf(done)
+        self.assertEqual(
+            [(os.path.basename(r.path), r.status, r.reason) for r in results],
+            [
+                (os.path.basename(sources[0].path), 0, None),
+                (os.path.basename(sources[1].path), None, "internal error: a bug"),
+                (os.path.basename(sources[2].path), 0, None),
+            ],
+        )
+
     def test_silence_with_operations_outstanding_times_out(self):
         """The wait on outstanding responses: each answer restarts it."""
         sources = self.sources(4)
