@@ -11,6 +11,7 @@ in cleanup if a test leaves it running. Every wait is bounded.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -850,6 +851,63 @@ class FormatEventTests(SynchronousTestCase):
         ]
         for event in events:
             self.assertEqual(format_event(event), formatEvent(event), event)
+
+
+class _CountingRaw(io.RawIOBase):
+    """A raw stream that keeps what is written and counts the write calls, each a write(2) on a real file."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.calls += 1
+        self.data += data
+        return len(data)
+
+
+class ConsoleBufferingTests(SynchronousTestCase):
+    """Log lines reach the console in batches, whatever PYTHONUNBUFFERED says."""
+
+    def unbuffered_stdout(self) -> tuple[io.TextIOWrapper, _CountingRaw]:
+        # What `python -u` or PYTHONUNBUFFERED=1 gives: an unbuffered raw file, written through.
+        raw = _CountingRaw()
+        return io.TextIOWrapper(raw, encoding="ascii", write_through=True), raw
+
+    def test_lines_are_written_together_when_flushed(self) -> None:
+        from twisted.internet.task import Clock
+        from twisted.logger import LogLevel, Logger, LogPublisher
+        from twisted.python import threadable
+
+        from radx.app.cli import ConsoleObserver, prepare_console
+
+        # The reactor's thread, as reactor.run() registers it (and trial's reactor runs here too).
+        threadable.registerAsIOThread()
+        stdout, raw = self.unbuffered_stdout()
+        prepare_console(stdout)
+        self.patch(sys, "stdout", stdout)
+        clock = Clock()
+        log = Logger(namespace="radx.scp", observer=LogPublisher(ConsoleObserver(LogLevel.info, reactor=clock)))
+        for count in range(1, 101):
+            log.info("C-ECHO request received calling_ae={calling_ae} count={count}", calling_ae="ECHOSCU", count=count)
+        self.assertEqual(raw.calls, 0)
+        clock.advance(0.1)
+        self.assertEqual(raw.calls, 1)
+        lines = raw.data.decode("ascii").splitlines()
+        self.assertEqual(len(lines), 100)
+        self.assertEqual(lines[-1], "INFO: C-ECHO request received calling_ae=ECHOSCU count=100")
+
+    def test_a_console_that_cannot_show_a_character_gets_a_replacement(self) -> None:
+        from radx.app.cli import prepare_console
+
+        stdout, raw = self.unbuffered_stdout()
+        prepare_console(stdout)
+        stdout.write("\u2713 DICOM SCP server started\n")
+        stdout.flush()
+        self.assertEqual(bytes(raw.data), b"? DICOM SCP server started\n")
 
 
 class ClassicTextTests(SynchronousTestCase):

@@ -164,15 +164,25 @@ def say(text: str, stream=None, flush: bool = True) -> None:
         os.close(devnull)
 
 
+def prepare_console(stream) -> None:
+    """
+    The server's stdout: a console that cannot show "✓" gets a replacement,
+    not a crash; and lines are buffered, as ConsoleObserver flushes them
+    itself, at most its flush_delay after each. Without that, an
+    environment with PYTHONUNBUFFERED (container images often set it) makes
+    every log line its own write(2). A terminal stays line-buffered.
+    """
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors="replace", write_through=False)
+
+
 def run_scp(options: ScpOptions, reactor=None) -> int:
     """Run the SCP in the foreground until SIGINT or SIGTERM; the exit status."""
     if reactor is None:
         from twisted.internet import reactor
     from radx.app.tap import ScpService, StartupError
 
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        # A console that cannot show "✓" gets a replacement, not a crash.
-        sys.stdout.reconfigure(errors="replace")
+    prepare_console(sys.stdout)
     scp = ScpService(options, reactor)
     try:
         scp.prepare_output_dir()
