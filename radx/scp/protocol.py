@@ -31,7 +31,7 @@ from radx.scp.storing import Backlog, InstanceReception
 from radx.storage.layout import is_valid_uid
 from radx.storage.store import InstanceWriter, StorageError
 from radx.ul import fsm
-from radx.ul.driver import MachineDriver
+from radx.tcp import MachineDriverOverTCP
 from radx.ul.framing import PDUReader
 from radx.ul.fsm import Event, State
 from radx.ul.negotiation import invalid_request_reason, negotiate
@@ -63,7 +63,7 @@ class _PendingStore:
         self.comment = comment
 
 
-class AssociationProtocol(MachineDriver, Protocol):
+class AssociationProtocol(MachineDriverOverTCP, Protocol):
     """Feeds bytes to the upper layer machine and carries out its effects in order."""
 
     log = Logger()

@@ -26,7 +26,7 @@ from radx.dimse.assembly import CommandReceived, DIMSEProtocolError, MessageAsse
 from radx.dimse.commands import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, DIMSEDecodeError
 from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size, message_pdus
 from radx.ul import fsm
-from radx.ul.driver import MachineDriver
+from radx.tcp import MachineDriverOverTCP
 from radx.ul.framing import PDUReader
 from radx.ul.fsm import Event, State
 from radx.ul.negotiation import ACCEPTANCE, describe_context_result, describe_reject
@@ -191,7 +191,7 @@ class _DataSetSender:
 
 
 @implementer(IHandshakeListener)
-class RequestorProtocol(MachineDriver, Protocol):
+class RequestorProtocol(MachineDriverOverTCP, Protocol):
     """Feeds bytes to the upper layer machine (requestor role) and carries out its effects in order."""
 
     def __init__(

@@ -1,14 +1,18 @@
-"""write_now: a PDU goes out in the call that sends it, in order with what is queued."""
+"""write_now: a PDU goes out in the call that sends it, in order with what is queued, and through TLS when there is TLS."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, threads
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from radx.ul.driver import write_now
+from radx import tls
+from radx.tcp import write_now
+from tests.certificates import PKI
 
 
 class _Collect(protocol.Protocol):
@@ -112,6 +116,43 @@ class WriteNowTCPTests(TestCase):
         received = yield self._received(script)
         self.assertEqual(len(received), len(first) + 11)
         self.assertTrue(received == first + b"secondthird")
+
+
+class WriteNowTLSTests(TestCase):
+    """Over TLS the PDU goes through the TLS layer, never straight to the TCP connection under it."""
+
+    timeout = 30
+
+    def test_tls_transport_encrypts(self):
+        pki = PKI(self.mktemp())
+
+        def script(transport):
+            write_now(transport, b"A-ASSOCIATE-AC")
+            write_now(transport, b" and P-DATA-TF")
+
+        factory = protocol.Factory.forProtocol(lambda: _Serve(script))
+        options = tls.server_options(pki.server.cert, pki.server.key, None)
+        port = reactor.listenTCP(0, TLSMemoryBIOFactory(options, False, factory), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+
+        def client() -> bytes:
+            context = ssl.create_default_context(cafile=pki.ca.cert)
+            with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as secure:
+                    received = b""
+                    while True:
+                        try:
+                            data = secure.recv(1024)
+                        except ssl.SSLZeroReturnError:
+                            break
+                        if not data:
+                            break
+                        received += data
+                    return received
+
+        d = threads.deferToThread(client)
+        d.addCallback(self.assertEqual, b"A-ASSOCIATE-AC and P-DATA-TF")
+        return d
 
 
 class WriteNowOtherTransportTests(SynchronousTestCase):
