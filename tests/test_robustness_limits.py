@@ -157,7 +157,6 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=preexec,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )
         case.addCleanup(self.kill)
         started = time.monotonic()
@@ -618,7 +617,8 @@ class LimitTests(SynchronousTestCase):
             with self.assertRaises(BlockingIOError):
                 sock.recv(1)
         self.assertGreaterEqual(open_sockets(server.pid), listening + idle_count)
-        text = server.text()
+        # radx flushes its console a tenth of a second after a line, not at once.
+        text = server.wait_for_text("Association rejected", 10)
         self.assertEqual(text.count("Association rejected"), 1, text)
         self.assertIn("local limit exceeded: 10 associations already open (--max-conns 10)", text)
         self.assertNotIn("No A-ASSOCIATE-RQ", text)
