@@ -30,8 +30,8 @@ from radx.dimse.status import Status
 from radx.scp.storing import Backlog, InstanceReception
 from radx.storage.layout import is_valid_uid
 from radx.storage.store import InstanceWriter, StorageError
-from radx.ul import fsm
 from radx.tcp import MachineDriverOverTCP
+from radx.ul import fsm
 from radx.ul.framing import PDUReader
 from radx.ul.fsm import Event, State
 from radx.ul.negotiation import invalid_request_reason, negotiate

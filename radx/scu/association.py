@@ -25,8 +25,8 @@ from radx import uids
 from radx.dimse.assembly import CommandReceived, DIMSEProtocolError, MessageAssembler
 from radx.dimse.commands import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, DIMSEDecodeError
 from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size, message_pdus
-from radx.ul import fsm
 from radx.tcp import MachineDriverOverTCP
+from radx.ul import fsm
 from radx.ul.framing import PDUReader
 from radx.ul.fsm import Event, State
 from radx.ul.negotiation import ACCEPTANCE, describe_context_result, describe_reject
