@@ -6,8 +6,8 @@ import socket
 import ssl
 
 from twisted.internet import defer, protocol, reactor, threads
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from radx import tls
