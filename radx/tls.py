@@ -64,16 +64,12 @@ def _public_bytes(key) -> bytes:
 
 
 def _identity(cert_path: str, key_path: str, cert_flag: str, key_flag: str):
-    """(certificate, private key, chain) as pyOpenSSL objects, the key checked against the certificate."""
+    """(certificate, private key, chain) as cryptography objects, the key checked against the certificate."""
     chain = load_certificates(cert_flag, cert_path)
     key = load_private_key(key_flag, key_path)
     if _public_bytes(chain[0].public_key()) != _public_bytes(key.public_key()):
         raise TLSConfigurationError(f"{key_flag} {key_path}: the key does not match the certificate in {cert_path}")
-    return (
-        crypto.X509.from_cryptography(chain[0]),
-        crypto.PKey.from_cryptography_key(key),
-        [crypto.X509.from_cryptography(extra) for extra in chain[1:]],
-    )
+    return chain[0], key, chain[1:]
 
 
 def _trust_root(flag: str, path: str):
@@ -93,6 +89,9 @@ def server_options(cert_path: str, key_path: str, ca_path: str | None = None) ->
 
     @raise TLSConfigurationError: a file is missing, unreadable or unusable.
     """
+    # cryptography objects, as pyOpenSSL's Context takes them (since 24.3;
+    # its own X509 and PKey are deprecated there); CertificateOptions hands
+    # them to the Context as they are.
     certificate, key, chain = _identity(cert_path, key_path, "--tls-cert", "--tls-key")
     extra = {}
     if ca_path is not None:
@@ -131,8 +130,10 @@ def client_options(
         if cert_path is None or key_path is None:
             raise TLSConfigurationError("--tls-cert and --tls-key go together")
         certificate, key, _ = _identity(cert_path, key_path, "--tls-cert", "--tls-key")
+        # Twisted's certificate wrappers hold pyOpenSSL objects.
         client_certificate = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-            ssl.Certificate(certificate), ssl.KeyPair(key)
+            ssl.Certificate(crypto.X509.from_cryptography(certificate)),
+            ssl.KeyPair(crypto.PKey.from_cryptography_key(key)),
         )
     trust_root = _trust_root("--tls-ca", ca_path) if ca_path is not None else None
     try:

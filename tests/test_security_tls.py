@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import warnings
 
 from OpenSSL import SSL
 from twisted.internet import defer, endpoints, protocol, reactor, task, threads
@@ -347,6 +348,13 @@ class ServerOptionsTests(SynchronousTestCase):
     def test_good_files(self):
         options = tls.server_options(self.pki.server.cert, self.pki.server.key, self.pki.ca.cert)
         self.assertTrue(options.requireCertificate)
+
+    def test_no_deprecated_pyopenssl_objects(self):
+        """The identity reaches OpenSSL as cryptography objects: pyOpenSSL's X509 and PKey there are deprecated."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tls.server_options(self.pki.server.cert, self.pki.server.key).getContext()
+        self.assertEqual([str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)], [])
 
     def test_missing_certificate(self):
         missing = os.path.join(self.folder, "missing.crt")
