@@ -125,25 +125,24 @@ def client_options(
     @raise TLSConfigurationError: a file is missing, unreadable or unusable;
         the message names the flag of radx's clients that gave it.
     """
-    client_certificate = None
+    identity = {}
     if cert_path is not None or key_path is not None:
         if cert_path is None or key_path is None:
             raise TLSConfigurationError("--tls-cert and --tls-key go together")
-        certificate, key, _ = _identity(cert_path, key_path, "--tls-cert", "--tls-key")
-        # Twisted's certificate wrappers hold pyOpenSSL objects.
-        client_certificate = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-            ssl.Certificate(crypto.X509.from_cryptography(certificate)),
-            ssl.KeyPair(crypto.PKey.from_cryptography_key(key)),
-        )
+        certificate, key, chain = _identity(cert_path, key_path, "--tls-cert", "--tls-key")
+        # Given to CertificateOptions as they are, as for the server, not
+        # through Twisted's PrivateCertificate, which would hand OpenSSL
+        # pyOpenSSL's deprecated X509 and PKey.
+        identity = dict(certificate=certificate, privateKey=key, extraCertChain=chain)
     trust_root = _trust_root("--tls-ca", ca_path) if ca_path is not None else None
     try:
         return ssl.optionsForClientTLS(
             hostname,
             trustRoot=trust_root,
-            clientCertificate=client_certificate,
             extraCertificateOptions=dict(
                 raiseMinimumTo=MINIMUM_VERSION,
                 acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(BCP195_CIPHERS),
+                **identity,
             ),
         )
     except UnicodeError:

@@ -64,17 +64,30 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key, days: int = 2) -
 
 
 class CertificateAuthority:
-    """A CA that issues server and client certificates into ``folder``."""
+    """
+    A CA that issues server and client certificates into ``folder``: a root,
+    or, with ``issuer``, an intermediate CA under it, whose certificates'
+    files hold the certificate and then the intermediate's (the chain).
+    """
 
-    def __init__(self, folder: str, name: str = "radx test CA") -> None:
+    def __init__(
+        self, folder: str, name: str = "radx test CA", issuer: CertificateAuthority | None = None, path_length: int = 0
+    ) -> None:
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
         self.stem = name.replace(" ", "-")
+        self.issuer = issuer
         key = ec.generate_private_key(ec.SECP256R1())
         subject = _name(name)
+        signer = issuer.identity if issuer is not None else None
+        builder = _builder(subject, signer.certificate.subject if signer else subject, key.public_key())
+        if signer is not None:
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.private_key.public_key()), critical=False
+            )
         certificate = (
-            _builder(subject, subject, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            builder
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -84,7 +97,7 @@ class CertificateAuthority:
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
+            .sign(signer.private_key if signer else key, hashes.SHA256())
         )
         self.identity = _write(folder, self.stem, certificate, key)
 
@@ -114,7 +127,12 @@ class CertificateAuthority:
                 critical=False,
             )
         certificate = builder.sign(ca.private_key, hashes.SHA256())
-        return _write(self.folder, stem, certificate, key)
+        identity = _write(self.folder, stem, certificate, key)
+        if self.issuer is not None:
+            # The chain a peer that trusts only the root needs: then the intermediate.
+            with open(identity.cert, "ab") as out:
+                out.write(ca.certificate.public_bytes(serialization.Encoding.PEM))
+        return identity
 
 
 class PKI:
@@ -126,3 +144,15 @@ class PKI:
         self.client = self.ca.issue("client", "modality-1", server=False)
         self.other_ca = CertificateAuthority(os.path.join(folder, "other-ca"), "other test CA")
         self.stranger = self.other_ca.issue("stranger", "stranger", server=False)
+
+
+class ChainPKI:
+    """A root CA, an intermediate CA under it, and a server and a client certificate from the intermediate."""
+
+    def __init__(self, folder: str) -> None:
+        self.root = CertificateAuthority(os.path.join(folder, "root"), "radx test root CA", path_length=1)
+        self.intermediate = CertificateAuthority(
+            os.path.join(folder, "intermediate"), "radx test intermediate CA", issuer=self.root
+        )
+        self.server = self.intermediate.issue("server", "localhost", server=True)
+        self.client = self.intermediate.issue("client", "modality-2", server=False)

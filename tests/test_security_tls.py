@@ -21,7 +21,7 @@ from radx.testing import associate_rq
 from radx.ul.framing import PDUReader
 from radx.ul.pdu import AAssociateAC
 from tests import dicomfiles
-from tests.certificates import PKI
+from tests.certificates import PKI, ChainPKI
 from tests.interop import ServerTestCase, require_dcmtk
 from tests.test_security_access import LogCapture
 
@@ -40,9 +40,11 @@ class TLSServerTestCase(ServerTestCase):
         self.pki = PKI(self.mktemp())
         self.logs = LogCapture(self)
 
-    def start_tls_server(self, mutual: bool = True, config=None):
+    def start_tls_server(self, mutual: bool = True, config=None, identity=None, ca=None):
+        """A TLS listener beside the plain one: self.pki's server certificate and CA unless others are given."""
         factory = self.start_server(config)
-        options = tls.server_options(self.pki.server.cert, self.pki.server.key, self.pki.ca.cert if mutual else None)
+        identity = identity or self.pki.server
+        options = tls.server_options(identity.cert, identity.key, (ca or self.pki.ca.cert) if mutual else None)
         self.tls_listening_port = reactor.listenTCP(0, TLSServerFactory(options, factory), interface="127.0.0.1")
         self.addCleanup(self.tls_listening_port.stopListening)
         self.tls_port = self.tls_listening_port.getHost().port
@@ -304,9 +306,9 @@ class ClientOptionsTests(TLSServerTestCase):
     """radx.tls.client_options, for an SCU: the server verified by CA and name, a client certificate sent."""
 
     @defer.inlineCallbacks
-    def connect(self, hostname: str, identity):
+    def connect(self, hostname: str, identity, ca=None):
         options = tls.client_options(
-            hostname, self.pki.ca.cert, identity.cert if identity else None, identity.key if identity else None
+            hostname, ca or self.pki.ca.cert, identity.cert if identity else None, identity.key if identity else None
         )
         endpoint = endpoints.SSL4ClientEndpoint(reactor, "127.0.0.1", self.tls_port, options)
         client = yield endpoint.connect(protocol.Factory.forProtocol(_AssociateOnce))
@@ -317,6 +319,32 @@ class ClientOptionsTests(TLSServerTestCase):
     def test_associates(self):
         self.start_tls_server(mutual=True)
         pdu = yield self.connect("localhost", self.pki.client)
+        self.assertIsInstance(pdu, AAssociateAC)
+
+    @defer.inlineCallbacks
+    def test_no_deprecated_pyopenssl_objects(self):
+        """Both identities reach OpenSSL as cryptography objects: pyOpenSSL's X509 and PKey there are deprecated."""
+        self.start_tls_server(mutual=True)
+        pdu = yield self.connect("localhost", self.pki.client)
+        self.assertIsInstance(pdu, AAssociateAC)
+        deprecated = [w["message"] for w in self.flushWarnings() if "pyOpenSSL" in str(w["message"])]
+        self.assertEqual(deprecated, [])
+
+    @defer.inlineCallbacks
+    def test_client_sends_its_chain(self):
+        """A client certificate from an intermediate CA: its file's chain goes with it, to a server that trusts the root."""
+        chain = ChainPKI(self.mktemp())
+        self.start_tls_server(mutual=True, ca=chain.root.cert)
+        pdu = yield self.connect("localhost", chain.client)
+        self.assertIsInstance(pdu, AAssociateAC)
+        self.assertEqual(self.factory.stats.associations, 1)
+
+    @defer.inlineCallbacks
+    def test_server_sends_its_chain(self):
+        """A server certificate from an intermediate CA, to a client that trusts the root."""
+        chain = ChainPKI(self.mktemp())
+        self.start_tls_server(mutual=False, identity=chain.server)
+        pdu = yield self.connect("localhost", None, ca=chain.root.cert)
         self.assertIsInstance(pdu, AAssociateAC)
 
     @defer.inlineCallbacks
