@@ -26,7 +26,10 @@ PREFIX = b"DICM"
 META_START = len(PREAMBLE) + len(PREFIX)
 # PS3.5 7.1.2: explicit VRs whose length is 4 bytes, after two reserved bytes.
 LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+# PS3.5 7.1.2: tag, VR and a 2-byte length; or, for LONG_VRS, tag, VR, 2
+# reserved bytes and a 4-byte length.
 _SHORT_HEADER = struct.Struct("<HH2sH")
+_LONG_HEADER = struct.Struct("<HH2sHI")
 _LONG_LENGTH = struct.Struct("<I")
 
 # PS3.10 7.1: (0002,0001) File Meta Information Version, 00H 01H.
@@ -52,7 +55,7 @@ _HEADER_TAGS = [_SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_INSTANCE_UID, _SERIES_
 
 def _short_element(element: int, vr: bytes, value: bytes) -> bytes:
     # PS3.5 7.1.2: explicit VR with a 2-byte length; group 0002 is little endian.
-    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+    return _SHORT_HEADER.pack(0x0002, element, vr, len(value)) + value
 
 
 def _ui(element: int, uid: str) -> bytes:
@@ -93,7 +96,7 @@ def file_meta_bytes(
     """
     elements = [
         # PS3.10 7.1: OB with a 4-byte length after two reserved bytes.
-        struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, len(_FILE_META_VERSION)) + _FILE_META_VERSION,
+        _LONG_HEADER.pack(0x0002, 0x0001, b"OB", 0, len(_FILE_META_VERSION)) + _FILE_META_VERSION,
         _ui(0x0002, sop_class_uid),
         _ui(0x0003, sop_instance_uid),
         _ui(0x0010, transfer_syntax_uid),
@@ -115,7 +118,7 @@ def file_meta_bytes(
             elements.append(_text(element, b"AE", title))
     group = b"".join(elements)
     # PS3.10 7.1: (0002,0000) File Meta Information Group Length, UL.
-    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(group))
+    group_length = _short_element(0x0000, b"UL", struct.pack("<I", len(group)))
     return PREAMBLE + PREFIX + group_length + group
 
 
