@@ -29,7 +29,7 @@ from radx.tcp import MachineDriverOverTCP
 from radx.ul import fsm
 from radx.ul.framing import PDUReader
 from radx.ul.fsm import Event, State
-from radx.ul.negotiation import ACCEPTANCE, describe_context_result, describe_reject
+from radx.ul.negotiation import ACCEPTANCE, describe_context_result, describe_reject, operations_window
 from radx.ul.pdu import (
     AAssociateRQ,
     AbortReason,
@@ -635,19 +635,16 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
 def _granted_window(request: AAssociateRQ, accept) -> int:
     """
     How many operations radx may have outstanding: PS3.7 D.3.3.3, the
-    acceptor's Maximum-number-operations-invoked, 1 when it answers no
-    window; 0 (unlimited) is taken as what radx proposed.
+    acceptor's Maximum-number-operations-invoked, never more than radx
+    proposed; 1 when either side has no window; 0 (unlimited) is taken as
+    what radx proposed. The acceptor's rule with radx's proposal as its limit.
     """
     proposed = request.user_information.asynchronous_operations_window
-    granted = accept.user_information.asynchronous_operations_window
-    if proposed is None or granted is None:
+    if proposed is None:
         return 1
-    invoked = granted.maximum_number_operations_invoked
-    asked = proposed.maximum_number_operations_invoked
-    if invoked == 0:
-        return asked or 1 << 16
-    # Never more than proposed, even if the acceptor says so.
-    return min(invoked, asked) if asked else invoked
+    return operations_window(
+        accept.user_information.asynchronous_operations_window, proposed.maximum_number_operations_invoked or 1 << 16
+    )
 
 
 def client_endpoint(reactor, host: str, port: int, timeout: float = DEFAULT_TIMEOUT, tls_options=None):

@@ -229,7 +229,8 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
 def operations_window(proposed: AsynchronousOperationsWindowSubItem | None, limit: int) -> int:
     """
     The Maximum-number-operations-invoked to grant: what the requestor
-    proposed, at most ``limit``.
+    proposed, at most ``limit``. (The requestor applies the same rule to
+    the acceptor's answer, its own proposal as the limit.)
 
     PS3.7 D.3.3.3: absent, the window is 1 (synchronous); a proposed 0 is
     unlimited, which the acceptor may negotiate down; the answer is never
