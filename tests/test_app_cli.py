@@ -725,13 +725,15 @@ class UsageExampleTests(CliTestCase):
 
 
 class MaxConnsTests(CliTestCase):
-    def associate(self, title: str):
-        from pynetdicom import AE
+    def associate(self, title: str, received: list | None = None):
+        """An association from pynetdicom; the PDUs it receives go to ``received``."""
+        from pynetdicom import AE, evt
 
         ae = AE(ae_title=title)
         ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 10
         ae.add_requested_context(VERIFICATION)
-        assoc = ae.associate("127.0.0.1", self.port, ae_title="RADX-SCP")
+        handlers = [] if received is None else [(evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))]
+        assoc = ae.associate("127.0.0.1", self.port, ae_title="RADX-SCP", evt_handlers=handlers)
 
         def close():
             if assoc.is_established:
@@ -746,16 +748,21 @@ class MaxConnsTests(CliTestCase):
         self.assertIn("  Max Connections:   2\n", server.stdout())
         first, second = self.associate("FIRST"), self.associate("SECOND")
         self.assertTrue(first.is_established and second.is_established, server.describe())
-        third = self.associate("THIRD")
-        if not (third.is_established or third.is_rejected or third.is_aborted):
-            # pynetdicom 3.0 now and then reports nothing of an answer the
-            # server gave (docs/testing.rst); the server's log line is
-            # checked below either way. Once more, with both still open.
-            third = self.associate("THIRD")
-        self.assertTrue(third.is_rejected, server.describe())
-        answer = third.acceptor.primitive
+        received: list = []
+        third = self.associate("THIRD", received)
+        if not received:
+            # pynetdicom 3.0, loaded, now and then fails its own connection
+            # set-up before a byte arrives (docs/testing.rst); the server's
+            # log line is checked below either way. Once more, with both
+            # still open.
+            third = self.associate("THIRD", received)
+        # The PDU radx sent, as pynetdicom decoded it: its state machine's
+        # account of the outcome is the part that now and then goes astray.
+        self.assertEqual([type(pdu).__name__ for pdu in received], ["A_ASSOCIATE_RJ"], server.describe())
+        self.assertFalse(third.is_established)
+        [answer] = received
         # PS3.8 9.3.4: rejected-transient, service-provider (presentation related), local-limit-exceeded.
-        self.assertEqual((answer.result, answer.result_source, answer.diagnostic), (0x02, 0x03, 0x02))
+        self.assertEqual((answer.result, answer.source, answer.reason_diagnostic), (0x02, 0x03, 0x02))
         server.wait_for(
             lambda text: re.search(
                 r"^INFO: Association rejected peer=127\.0\.0\.1:\d+ calling_ae=THIRD called_ae=RADX-SCP"
