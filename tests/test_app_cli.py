@@ -950,7 +950,7 @@ class ClassicTextTests(SynchronousTestCase):
 
 
 class LeanStartupTests(SynchronousTestCase):
-    """A command without TLS starts without Twisted's TLS layer (pyOpenSSL, cryptography)."""
+    """A command without TLS starts without Twisted's TLS layer (pyOpenSSL, cryptography), and without garbage collection."""
 
     def run_python(self, code: str) -> str:
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -973,6 +973,50 @@ class LeanStartupTests(SynchronousTestCase):
             "from radx.app.lean import without_tls\n"
             "print(without_tls())\n"
             "import OpenSSL\n"
+        )
+        self.assertEqual(out, "False")
+
+
+    def test_collector_paused_until_the_reactor_runs(self) -> None:
+        """`radx` starts with the cyclic collector off, and turns it on, start-up frozen, once the reactor runs."""
+        out = self.run_python(
+            "import gc\n"
+            "from radx.app import cli, scu_cli\n"
+            "run_reactor = scu_cli._run_reactor\n"
+            "def spy(reactor, start):\n"
+            "    print('starting', gc.isenabled())\n"
+            "    def running():\n"
+            "        print('running', gc.isenabled(), gc.get_freeze_count() > 0)\n"
+            "        return 0\n"
+            "    return run_reactor(reactor, running)\n"
+            "scu_cli._run_reactor = spy\n"
+            "print('before', gc.isenabled())\n"
+            "print('exit', cli.main(['dicom', 'echo', '127.0.0.1', '104']))\n"
+            "print('after', gc.isenabled())\n"
+        )
+        self.assertEqual(
+            out.splitlines(), ["before True", "starting False", "running True True", "exit 0", "after True"]
+        )
+
+    def test_collector_back_on_without_the_reactor(self) -> None:
+        """A command that ends before any reactor runs (here --version) leaves the collector on."""
+        out = self.run_python(
+            "import gc\n"
+            "from radx.app import cli\n"
+            "cli.main(['--version'])\n"
+            "print(gc.isenabled())\n"
+        )
+        self.assertEqual(out.splitlines()[-1], "True")
+
+    def test_resume_only_what_was_paused(self) -> None:
+        """A collector turned off by someone else stays off."""
+        out = self.run_python(
+            "import gc\n"
+            "from radx.app.lean import pause_collector, resume_collector\n"
+            "gc.disable()\n"
+            "pause_collector()\n"
+            "resume_collector()\n"
+            "print(gc.isenabled())\n"
         )
         self.assertEqual(out, "False")
 

@@ -16,7 +16,7 @@ from twisted.python.threadable import isInIOThread
 
 from radx import __version__
 from radx.app.jsonlog import event_as_json
-from radx.app.lean import without_tls
+from radx.app.lean import pause_collector, resume_collector, without_tls
 from radx.app.logformat import format_event
 from radx.app.options import ScpOptions
 
@@ -211,6 +211,7 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
             return scp.stopService()
         return None
 
+    reactor.callWhenRunning(resume_collector)
     reactor.callWhenRunning(started)
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
     try:
@@ -223,8 +224,16 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
+    # The rest of start-up (the reactor, the command's modules) without the
+    # cyclic collector; it resumes once the reactor runs (radx.app.lean).
+    pause_collector()
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        resume_collector()
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] in (["--version"], ["version"]):
         print(f"radx {__version__.public()}")
         return 0

@@ -9,7 +9,7 @@ import time
 
 from twisted.python import usage
 
-from radx.app.lean import without_tls
+from radx.app.lean import resume_collector, without_tls
 from radx.app.options import (
     DEFAULT_PORT,
     CommandOptions,
@@ -193,6 +193,7 @@ def _run_reactor(reactor, start) -> int:
 
         d.addBoth(done)
 
+    reactor.callWhenRunning(resume_collector)
     reactor.callWhenRunning(begin)
     reactor.run()
     result = outcome[0] if outcome else EXIT_NO_ASSOCIATION
