@@ -43,6 +43,38 @@ class ReadSourceTests(SynchronousTestCase):
         self.assertEqual(source.sop_instance_uid, data_set.SOPInstanceUID)
         self.assertEqual(source.sop_class_uid, data_set.SOPClassUID)
 
+    def test_data_set_uids_past_a_long_element(self):
+        """
+        The data set's UIDs are read however far its (0020,000E) lies, up to
+        64 KiB into it: past the first read, a longer head is scanned. Further
+        than that, the file meta's are sent.
+        """
+
+        def data_set(padding: int) -> bytes:
+            return b"".join(
+                [
+                    struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", 26) + MR.encode() + b"\x00",
+                    struct.pack("<HH2sH", 0x0008, 0x0018, b"UI", 6) + b"9.8.7\x00",
+                    struct.pack("<HH2sHL", 0x0018, 0x9999, b"OB", 0, padding) + bytes(padding),
+                    struct.pack("<HH2sH", 0x0020, 0x000D, b"UI", 4) + b"1.4\x00",
+                    struct.pack("<HH2sH", 0x0020, 0x000E, b"UI", 4) + b"1.5\x00",
+                    struct.pack("<HH2sH", 0x0020, 0x0013, b"IS", 2) + b"1 ",
+                    struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, 100_000) + bytes(100_000),
+                ]
+            )
+
+        meta = file_meta_bytes(CT, "1.2.3", EXPLICIT, "MODALITY")
+        for padding, expected in [
+            (100, (MR, "9.8.7")),
+            (20_000, (MR, "9.8.7")),
+            (60_000, (MR, "9.8.7")),
+            (70_000, (CT, "1.2.3")),
+        ]:
+            body = data_set(padding)
+            source = read_source(self.write(meta + body))
+            self.assertEqual((source.sop_class_uid, source.sop_instance_uid), expected, padding)
+            self.assertEqual((source.data_set_offset, source.data_set_length), (len(meta), len(body)), padding)
+
     def test_pydicom_files(self):
         """Every transfer syntax case: the UIDs of the file meta, the data set where part10 finds it."""
         for case, test_file in dicomfiles.pydicom_test_files().items():

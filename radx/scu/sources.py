@@ -17,9 +17,10 @@ from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
 # The file meta group is small; a group longer than this is not a file meta.
 _MAXIMUM_META = 1 << 16
-# What is read first: the preamble and a usual file meta.
-_USUAL_META = 4096
-# How much of the data set is scanned for its own SOP Class and Instance UIDs.
+# What is read first: the preamble, a usual file meta and the head of the
+# data set, which holds its SOP Class and Instance UIDs in most files.
+_FIRST_READ = 8192
+# How much of the data set is scanned for those UIDs, at most.
 _DATA_SET_HEAD = 64 * 1024
 _MEDIA_STORAGE_SOP_CLASS_UID = 0x0002
 _MEDIA_STORAGE_SOP_INSTANCE_UID = 0x0003
@@ -60,32 +61,37 @@ def read_source(path: str) -> Part10Source:
     """
     with open(path, "rb") as fp:
         size = os.fstat(fp.fileno()).st_size
-        head = fp.read(_USUAL_META)
+        head = fp.read(_FIRST_READ)
         try:
             offset, values = parse_file_meta(head)
         except NotPart10:
-            if len(head) < _USUAL_META:
+            if len(head) < _FIRST_READ:
                 raise
             # A long file meta (private elements): read all it may be.
             head += fp.read(META_START + _MAXIMUM_META - len(head))
             offset, values = parse_file_meta(head)
-        data_set_head = head[offset:] + fp.read(max(0, _DATA_SET_HEAD - (len(head) - offset)))
-    found = {}
-    for element, name in (
-        (_MEDIA_STORAGE_SOP_CLASS_UID, "Media Storage SOP Class UID (0002,0002)"),
-        (_MEDIA_STORAGE_SOP_INSTANCE_UID, "Media Storage SOP Instance UID (0002,0003)"),
-        (_TRANSFER_SYNTAX_UID, "Transfer Syntax UID (0002,0010)"),
-    ):
-        value = _uid(values.get(element, b""))
-        if not value:
-            raise NotPart10(f"the file meta has no {name}")
-        found[element] = value
-    sop_class_uid = found[_MEDIA_STORAGE_SOP_CLASS_UID]
-    sop_instance_uid = found[_MEDIA_STORAGE_SOP_INSTANCE_UID]
-    # PS3.4 B.2.3: the receiver checks the command's UIDs against the data
-    # set's (0008,0016) and (0008,0018), not the file meta's; where a file's
-    # meta disagrees with its data set, the data set's are the ones to send.
-    header = _data_set_uids(data_set_head, found[_TRANSFER_SYNTAX_UID], size - offset)
+        found = {}
+        for element, name in (
+            (_MEDIA_STORAGE_SOP_CLASS_UID, "Media Storage SOP Class UID (0002,0002)"),
+            (_MEDIA_STORAGE_SOP_INSTANCE_UID, "Media Storage SOP Instance UID (0002,0003)"),
+            (_TRANSFER_SYNTAX_UID, "Transfer Syntax UID (0002,0010)"),
+        ):
+            value = _uid(values.get(element, b""))
+            if not value:
+                raise NotPart10(f"the file meta has no {name}")
+            found[element] = value
+        sop_class_uid = found[_MEDIA_STORAGE_SOP_CLASS_UID]
+        sop_instance_uid = found[_MEDIA_STORAGE_SOP_INSTANCE_UID]
+        # PS3.4 B.2.3: the receiver checks the command's UIDs against the data
+        # set's (0008,0016) and (0008,0018), not the file meta's; where a file's
+        # meta disagrees with its data set, the data set's are the ones to send.
+        length = size - offset
+        data_set_head = head[offset:]
+        header = _data_set_uids(data_set_head, found[_TRANSFER_SYNTAX_UID], length)
+        if header is None and len(data_set_head) < min(_DATA_SET_HEAD, length):
+            # Long elements before (0020,000E): scan a longer head.
+            data_set_head += fp.read(_DATA_SET_HEAD - len(data_set_head))
+            header = _data_set_uids(data_set_head, found[_TRANSFER_SYNTAX_UID], length)
     if header is not None:
         sop_class_uid, sop_instance_uid = header
     return Part10Source(
@@ -94,7 +100,7 @@ def read_source(path: str) -> Part10Source:
         sop_instance_uid=sop_instance_uid,
         transfer_syntax_uid=found[_TRANSFER_SYNTAX_UID],
         data_set_offset=offset,
-        data_set_length=size - offset,
+        data_set_length=length,
     )
 
 
