@@ -94,6 +94,8 @@ class InvalidValuesTests(SynchronousTestCase):
     def test_non_storage_sop_class(self):
         self.assert_refused("not a Storage SOP Class", "--sop-class", "1.2.840.10008.5.1.4.1.2.2.1")
         self.assert_refused("--accept-echo", "--sop-class", "1.2.840.10008.1.1")
+        # The DICOMDIR's: a Media Storage SOP Class only (PS3.4 Table I.4-1).
+        self.assert_refused("not a Storage SOP Class", "--sop-class", "1.2.840.10008.1.3.10")
 
     def test_boolean_with_a_space_is_explained(self):
         self.assert_refused("--organize=false", "--organize", "false")

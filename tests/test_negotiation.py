@@ -114,6 +114,12 @@ class PresentationContextTests(SynchronousTestCase):
         self.assertFalse(negotiation.is_storage_sop_class(COMMITMENT))
         self.assertFalse(negotiation.is_storage_sop_class(uids.VERIFICATION_SOP_CLASS))
         self.assertFalse(negotiation.is_storage_sop_class(IMPLICIT))
+        # PS3.4 Table I.4-1, not Table B.5-1: a DICOMDIR is not sent by C-STORE.
+        self.assertFalse(negotiation.is_storage_sop_class(uids.MEDIA_STORAGE_DIRECTORY_STORAGE))
+
+    def test_dicomdir_context_refused(self):
+        rq = request(context(1, CT), context(3, uids.MEDIA_STORAGE_DIRECTORY_STORAGE))
+        self.assertEqual(self.results(rq, AcceptorPolicy()), [(1, 0, IMPLICIT), (3, 3, "")])
 
     def test_accepted_contexts_are_recorded(self):
         answer = negotiate(request(context(1, CT), context(3, FIND)), AcceptorPolicy())
@@ -221,6 +227,8 @@ class UIDTablesTests(SynchronousTestCase):
                     return True
                 if kind != "SOP Class":
                     return False
+                if name == "Media Storage Directory Storage":
+                    return False  # PS3.4 I.4 only, not B.5: the DICOMDIR's
                 return "Storage" in name and "Commitment" not in name and "Storage Management" not in name
 
             print(json.dumps(sorted(u for u, e in UID_dictionary.items() if not storage(e[0], e[1]))))

@@ -75,6 +75,16 @@ class ReadSourceTests(SynchronousTestCase):
             self.assertEqual((source.sop_class_uid, source.sop_instance_uid), expected, padding)
             self.assertEqual((source.data_set_offset, source.data_set_length), (len(meta), len(body)), padding)
 
+    def test_dicomdir_is_not_sent(self):
+        """A DICOMDIR indexes a File-set: not an instance, so not proposed or sent (DCMTK storescu refuses it too)."""
+        from pydicom.data import get_testdata_file
+
+        with self.assertRaises(NotPart10) as caught:
+            read_source(get_testdata_file("DICOMDIR"))
+        self.assertEqual(
+            caught.exception.message, "a DICOMDIR (Media Storage Directory Storage) indexes files; it is not sent"
+        )
+
     def test_pydicom_files(self):
         """Every transfer syntax case: the UIDs of the file meta, the data set where part10 finds it."""
         for case, test_file in dicomfiles.pydicom_test_files().items():

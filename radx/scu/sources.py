@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from radx.storage.header import scan_header
 from radx.storage.part10 import DEFLATED_TRANSFER_SYNTAXES, META_START, NotPart10, parse_file_meta
-from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, MEDIA_STORAGE_DIRECTORY_STORAGE
 
 # The file meta group is small; a group longer than this is not a file meta.
 _MAXIMUM_META = 1 << 16
@@ -82,6 +82,10 @@ def read_source(path: str) -> Part10Source:
             found[element] = value
         sop_class_uid = found[_MEDIA_STORAGE_SOP_CLASS_UID]
         sop_instance_uid = found[_MEDIA_STORAGE_SOP_INSTANCE_UID]
+        if sop_class_uid == MEDIA_STORAGE_DIRECTORY_STORAGE:
+            # Its records have no SOP Class or Instance UID of their own to
+            # store under; a receiver can only refuse it.
+            raise NotPart10("a DICOMDIR (Media Storage Directory Storage) indexes files; it is not sent")
         # PS3.4 B.2.3: the receiver checks the command's UIDs against the data
         # set's (0008,0016) and (0008,0018), not the file meta's; where a file's
         # meta disagrees with its data set, the data set's are the ones to send.

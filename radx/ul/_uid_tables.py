@@ -53,8 +53,12 @@ TRANSFER_SYNTAXES = (
 # PS3.6 Table A-1: UIDs that name something other than a Storage SOP Class
 # (other SOP classes, meta SOP classes, transfer syntaxes, frames of
 # reference, coding schemes...): an SCP of the Storage Service Class serves none.
+# Media Storage Directory Storage, the DICOMDIR's, is a Media Storage SOP
+# Class only (PS3.4 Table I.4-1), not one of the Storage Service Class
+# (PS3.4 Table B.5-1), although its name says "Storage".
 NOT_STORAGE = frozenset(
     {
+        "1.2.840.10008.1.3.10",
         "1.2.840.10008.1.1",
         "1.2.840.10008.1.2",
         "1.2.840.10008.1.2.1",
