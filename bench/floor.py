@@ -1,0 +1,102 @@
+"""CPU per C-ECHO and per association: storescp, radx, and the floor Twisted sets under radx.
+
+    python bench/floor.py [--rounds 3] [--echoes 20000] [--associations 3000]
+
+Starts DCMTK's storescp, radx's server and bench/twisted_floor.py (a
+Twisted server with canned answers, no DICOM) on loopback ports, then, in
+each round and for each server in turn, drives bench/rawclient.py (echo,
+then associations) and reads the server's CPU time from /proc before and
+after. Prints the median CPU per operation of each, and radx's and the
+floor's ratios: how much of radx's cost is Twisted's before radx does
+anything, and how far that floor is from storescp's whole cost. See
+bench/README.rst, "Floor".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import procs  # noqa: E402
+from run import AE, dcmtk, dcmtk_env, free_port  # noqa: E402
+
+
+def _servers(base: str) -> list[tuple[str, list[str], dict]]:
+    python_env = dict(os.environ)
+    return [
+        ("storescp", [dcmtk("storescp"), "--output-directory", os.path.join(base, "storescp"), "-aet", AE], dcmtk_env()),
+        ("radx", [sys.executable, "-m", "radx.app.cli", "dicom", "scp", "--output-dir",
+                  os.path.join(base, "radx"), "--aet", AE, "--bind", "127.0.0.1"], python_env),
+        ("twisted floor", [sys.executable, os.path.join(HERE, "twisted_floor.py")], python_env),
+    ]  # fmt: skip
+
+
+def _port_argv(name: str, argv: list[str], port: int) -> list[str]:
+    # storescp and twisted_floor.py take the port last; radx's scp, right after "scp".
+    if name == "radx":
+        return argv[:5] + [str(port)] + argv[5:]
+    return argv + [str(port)]
+
+
+def _drive(pid: int, kind: str, port: int, count: int) -> float:
+    """CPU milliseconds the server spent per operation of ``kind``."""
+    before = procs.process_cpu(pid)
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "rawclient.py"), kind, str(port), "--count", str(count), "--seconds", "60"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    after = procs.process_cpu(pid)
+    result = json.loads(done.stdout)
+    if result["failures"] or not result["count"]:
+        raise SystemExit(f"{kind} against port {port}: {result}")
+    return (after - before) * 1000 / result["count"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each server in turn within one (default 3)")
+    parser.add_argument("--echoes", type=int, default=20000, help="C-ECHOs per measurement (default 20000)")
+    parser.add_argument("--associations", type=int, default=3000, help="associations per measurement (default 3000)")
+    args = parser.parse_args(argv)
+
+    base = f"/dev/shm/radx-bench-floor-{os.getpid()}"
+    running = []
+    try:
+        for name, command, env in _servers(base):
+            os.makedirs(os.path.join(base, name.split()[0]), exist_ok=True)
+            port = free_port()
+            process = procs.spawn(_port_argv(name, command, port), env=env)
+            procs.wait_listening(process, port)
+            running.append((name, process, port))
+        figures: dict[tuple[str, str], list[float]] = {}
+        for index in range(1, args.rounds + 1):
+            for kind, count in (("echo", args.echoes), ("assoc", args.associations)):
+                for name, process, port in running:
+                    cpu = _drive(process.pid, kind, port, count)
+                    figures.setdefault((name, kind), []).append(cpu)
+                    print(f"  round {index}  {kind:5s}  {name:14s} {cpu:.3f} ms", flush=True)
+    finally:
+        for name, process, _ in running:
+            procs.stop(process, signal.SIGINT if name == "radx" else signal.SIGTERM)
+        shutil.rmtree(base, ignore_errors=True)
+
+    print(f"\nServer CPU per operation, ms, median of {args.rounds} round(s):")
+    print(f"{'':8s} {'storescp':>9s} {'radx':>9s} {'floor':>9s} {'radx/floor':>11s} {'floor/storescp':>15s}")
+    for kind in ("echo", "assoc"):
+        storescp, radx, floor = (statistics.median(figures[(name, kind)]) for name in ("storescp", "radx", "twisted floor"))
+        print(f"{kind:8s} {storescp:9.3f} {radx:9.3f} {floor:9.3f} {radx / floor:10.2f}x {floor / storescp:14.2f}x")
+    print("floor: bench/twisted_floor.py, a Twisted server with canned answers and no DICOM.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
