@@ -15,8 +15,8 @@ APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 # PS3.4 A.4: the Verification SOP Class.
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
-# PS3.3 F.2 and PS3.10 8.6: a DICOMDIR's SOP class. It indexes a File-set;
-# it is not an instance a C-STORE carries.
+# PS3.4 Table I.4-1 and PS3.10 8.6: the DICOMDIR's SOP class. A DICOMDIR
+# indexes a File-set; it is not an instance a C-STORE carries.
 MEDIA_STORAGE_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
 
 # PS3.5 10: transfer syntaxes named by the DIMSE layer itself.
