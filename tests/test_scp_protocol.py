@@ -305,6 +305,18 @@ class PDataFastPathTests(SynchronousTestCase):
         transition = machine.receive(pdu)
         self.assertEqual((transition.state, transition.effects), (fsm.State.STA6, [fsm.DataIndication(pdu)]))
 
+    def test_sta6_send_is_dt_1_and_stays_in_sta6(self):
+        """A response in Sta6 is written without the machine: what (Sta6, Evt9) says happens."""
+        from radx.dimse.fragmenting import EncodedPDUs
+        from radx.ul import fsm
+
+        self.assertEqual(fsm.TRANSITIONS[(fsm.State.STA6, fsm.Event.EVT9)], "DT-1")
+        machine = fsm.UpperLayer()
+        machine.state = fsm.State.STA6
+        pdus = EncodedPDUs(b"P-DATA-TF bytes")
+        transition = machine.handle(fsm.Event.EVT9, pdu=pdus)
+        self.assertEqual((transition.state, transition.effects), (fsm.State.STA6, [fsm.SendPDU(pdus)]))
+
     def test_echoes_answered_through_the_fast_path(self):
         harness = ScpHarness(ServerConfig(output_dir=self.mktemp()))
         harness.send(associate_rq().encode())

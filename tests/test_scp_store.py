@@ -13,6 +13,7 @@ from radx.scp.factory import ServerConfig
 from radx.storage.part10 import data_set_offset
 from radx.storage.store import INCOMING
 from radx.testing import ScpHarness, SteppedThreadPool, associate_rq, store_rq_bytes
+from radx.ul.fsm import State
 from radx.ul.pdu import (
     AAbort,
     AAssociateAC,
@@ -163,6 +164,8 @@ class StoreTests(SynchronousTestCase):
         harness = self.harness(threadpool=pool)
         harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE) + AReleaseRQ().encode())
         self.assertEqual(harness.received_pdus(), [])
+        # The response goes out in Sta8, through the machine (AR-7), not Sta6's DT-1 shortcut.
+        self.assertIs(harness.protocol.machine.state, State.STA8)
         pool.run_all()
         pdus = harness.received_pdus()
         self.assertEqual(decode_command(bytes(pdus[0].items[0].data)).status, 0)

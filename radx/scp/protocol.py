@@ -25,7 +25,7 @@ from radx.dimse.commands import (
     UnknownCommand,
     encode_response,
 )
-from radx.dimse.fragmenting import message_pdus
+from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size
 from radx.dimse.status import Status
 from radx.scp.storing import Backlog, InstanceReception
 from radx.storage.layout import is_valid_uid
@@ -453,12 +453,23 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             self._unknown_command(context, command, event.has_data_set)
 
     def _send_message(self, context_id: int, command_bytes: bytes) -> None:
-        if self.machine.state not in _CAN_SEND_DATA:
+        state = self.machine.state
+        if state not in _CAN_SEND_DATA:
             return
-        for pdu in message_pdus(
-            context_id, command_bytes, self.negotiated.peer_maximum_pdu_length, command=True
-        ):
-            self._handle(Event.EVT9, pdu=pdu)
+        # The command's P-DATA-TF PDUs encoded back to back, one write.
+        pdus = encode_fragments(
+            context_id,
+            command_bytes,
+            fragment_size(self.negotiated.peer_maximum_pdu_length),
+            command=True,
+            ends_message=True,
+        )
+        if state is State.STA6:
+            # PS3.8 Table 9-10, (Sta6, Evt9): DT-1, send the P-DATA-TF PDUs,
+            # staying in Sta6. The hot path, without the transition's objects.
+            self._write(pdus)
+            return
+        self._handle(Event.EVT9, pdu=EncodedPDUs(pdus))
 
     def _c_echo(self, context, request: CEchoRQ) -> None:
         stats = self.factory.stats
