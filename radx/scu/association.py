@@ -24,7 +24,7 @@ from zope.interface import implementer
 from radx import uids
 from radx.dimse.assembly import CommandReceived, DIMSEProtocolError, MessageAssembler
 from radx.dimse.commands import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, DIMSEDecodeError
-from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size, message_pdus
+from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size
 from radx.tcp import MachineDriverOverTCP
 from radx.ul import fsm
 from radx.ul.framing import PDUReader
@@ -432,17 +432,19 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
 
     # Sending -------------------------------------------------------------------
 
-    def send_data(self, pdu) -> bool:
-        """Evt9 for P-DATA-TF PDUs (one, or EncodedPDUs); False when the association can carry no more."""
-        if self.machine.state not in _TRANSFER_STATES:
+    def send_data(self, pdus: EncodedPDUs) -> bool:
+        """Evt9 for P-DATA-TF PDUs encoded back to back; False when the association can carry no more."""
+        if self.machine.state is not State.STA6:
             return False
-        self._run(self.machine.handle(Event.EVT9, pdu=pdu))
+        # PS3.8 Table 9-10, (Sta6, Evt9): DT-1, send the P-DATA-TF PDUs,
+        # staying in Sta6; written without the transition's objects, as the
+        # acceptor writes its responses (radx.scp.protocol).
+        self._write(pdus.encode())
         return True
 
     def _send_message(self, context_id: int, command: bytes) -> None:
-        for pdu in message_pdus(context_id, command, self.peer_maximum_length, command=True):
-            if not self.send_data(pdu):
-                return
+        size = fragment_size(self.peer_maximum_length)
+        self.send_data(EncodedPDUs(encode_fragments(context_id, command, size, command=True, ends_message=True)))
 
     def data_set_sent(self, sender, error) -> None:
         if sender is not self._sender:
