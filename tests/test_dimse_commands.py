@@ -1,5 +1,6 @@
 """Tests for radx.dimse.commands and radx.dimse.status."""
 
+import struct
 from io import BytesIO
 
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,8 @@ from radx.dimse.commands import (
     CStoreRSP,
     DIMSEDecodeError,
     UnknownCommand,
+    _DICTIONARY,
+    _decode_value,
     decode_command,
     decode_command_set,
     encode_command_set,
@@ -362,6 +365,43 @@ class EncodeTests(SynchronousTestCase):
     @given(commands)
     def test_round_trip(self, command):
         self.assertEqual(decode_command(command.encode()), command)
+
+
+class InLineDecodingTests(SynchronousTestCase):
+    """decode_command_set decodes US and UI in line: the same values, and the same errors, as element by element."""
+
+    def decoded(self, tag: int, raw: bytes):
+        """(value, None) or (None, error message) for one element after a Command Field."""
+        body = struct.pack("<HHIH", 0, 0x0100, 2, 0x0030) + struct.pack("<HHI", 0, tag, len(raw)) + raw
+        data = struct.pack("<HHII", 0, 0, 4, len(body)) + body
+        try:
+            return decode_command_set(data)[tag], None
+        except DIMSEDecodeError as error:
+            return None, str(error)
+
+    def expected(self, tag: int, raw: bytes):
+        try:
+            return _decode_value(tag, raw), None
+        except DIMSEDecodeError as error:
+            return None, str(error)
+
+    @quick
+    @given(st.sampled_from(sorted(set(_DICTIONARY) - {0x0000, 0x0100}) + [0x0004, 0x5010]), st.binary(max_size=70))
+    def test_as_element_by_element(self, tag, raw):
+        raw += b"\x00" * (len(raw) % 2)
+        self.assertEqual(self.decoded(tag, raw), self.expected(tag, raw))
+
+    def test_the_in_line_cases(self):
+        self.assertEqual(self.decoded(0x0110, b"\x07\x00"), (7, None))
+        self.assertEqual(self.decoded(0x0002, b"1.2.3\x00"), ("1.2.3", None))
+        self.assertEqual(self.decoded(0x0002, b"1.2 "), ("1.2", None))
+        self.assertEqual(self.decoded(0x0002, b""), ("", None))
+        self.assertEqual(self.decoded(0x0110, b""), (None, None))
+        self.assertEqual(self.decoded(0x0110, b"\x01\x00\x00\x00")[1], "(0000,0110) Message ID is US: 4 bytes, not 2")
+        self.assertEqual(
+            self.decoded(0x0002, b"1.\xe9\x00")[1],
+            "(0000,0002) Affected SOP Class UID is not in the default character repertoire",
+        )
 
 
 class OracleTests(SynchronousTestCase):

@@ -138,6 +138,10 @@ PRIORITY_LOW = 0x0002
 _HEADER = struct.Struct("<HHI")
 _US = struct.Struct("<H")
 _UL = struct.Struct("<I")
+# A whole US element: (0000,eeee), length 2, the value.
+_US_ELEMENT = struct.Struct("<HHIH")
+# Each known tag's VR alone, for the common cases decoded and encoded in line.
+_VRS: dict[int, str] = {tag: vr for tag, (vr, _) in _DICTIONARY.items()}
 
 # A decoded value: US/UL int, UI/AE/LO str, AT tuple of tags, else bytes.
 Value = Union[int, str, bytes, tuple, None]
@@ -269,7 +273,16 @@ def decode_command_set(data: bytes | bytearray | memoryview) -> dict[int, Value]
                 f"{tag_name(COMMAND_GROUP_LENGTH)} is missing: the command "
                 f"set starts with {tag_name(tag)}"
             )
-        value = _decode_value(tag, data[offset : offset + length])
+        # US and UI, most of any command, in line; the rest, and any error,
+        # through _decode_value.
+        vr = _VRS.get(tag)
+        if vr == "US" and length == 2:
+            (value,) = _US.unpack_from(data, offset)
+        elif vr == "UI" and (raw := data[offset : offset + length]).isascii():
+            # PS3.5 9.1: a UID is padded with one NUL; accept a space too.
+            value = raw.decode("ascii").rstrip("\0 ")
+        else:
+            value = _decode_value(tag, data[offset : offset + length])
         offset += length
         if not elements:
             if value != end - offset:
@@ -346,6 +359,9 @@ def encode_command_set(elements: Mapping[int, Value]) -> bytes:
             raise ValueError(f"{tag_name(tag)} is outside group 0000")
         value = elements[tag]
         if value is None:
+            continue
+        if type(value) is int and 0 <= value <= 0xFFFF and _VRS.get(tag) == "US":
+            parts.append(_US_ELEMENT.pack(0x0000, tag, 2, value))
             continue
         raw = _encode_value(tag, value)
         parts.append(_HEADER.pack(0x0000, tag, len(raw)))
