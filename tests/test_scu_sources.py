@@ -45,20 +45,24 @@ class ReadSourceTests(SynchronousTestCase):
 
     def test_data_set_uids_past_a_long_element(self):
         """
-        The data set's UIDs are read however far its (0020,000E) lies, up to
+        The data set's UIDs are read however far its (0008,0018) lies, up to
         64 KiB into it: past the first read, a longer head is scanned. Further
         than that, the file meta's are sent.
         """
 
         def data_set(padding: int) -> bytes:
+            # (0008,0006) Language Code Sequence, before (0008,0016): one item
+            # holding a private block with an OB of ``padding`` bytes.
+            private = struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 10) + b"RADX TEST "
+            private += struct.pack("<HH2sHL", 0x0009, 0x1000, b"OB", 0, padding) + bytes(padding)
+            item = struct.pack("<HHL", 0xFFFE, 0xE000, len(private)) + private
             return b"".join(
                 [
+                    struct.pack("<HH2sHL", 0x0008, 0x0006, b"SQ", 0, len(item)) + item,
                     struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", 26) + MR.encode() + b"\x00",
                     struct.pack("<HH2sH", 0x0008, 0x0018, b"UI", 6) + b"9.8.7\x00",
-                    struct.pack("<HH2sHL", 0x0018, 0x9999, b"OB", 0, padding) + bytes(padding),
                     struct.pack("<HH2sH", 0x0020, 0x000D, b"UI", 4) + b"1.4\x00",
                     struct.pack("<HH2sH", 0x0020, 0x000E, b"UI", 4) + b"1.5\x00",
-                    struct.pack("<HH2sH", 0x0020, 0x0013, b"IS", 2) + b"1 ",
                     struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, 100_000) + bytes(100_000),
                 ]
             )
@@ -74,6 +78,19 @@ class ReadSourceTests(SynchronousTestCase):
             source = read_source(self.write(meta + body))
             self.assertEqual((source.sop_class_uid, source.sop_instance_uid), expected, padding)
             self.assertEqual((source.data_set_offset, source.data_set_length), (len(meta), len(body)), padding)
+
+    def test_only_the_sop_uids_are_scanned_for(self):
+        """What follows (0008,0018), however long or odd, does not keep the data set's UIDs from being read."""
+        meta = file_meta_bytes(CT, "1.2.3", EXPLICIT, "MODALITY")
+        body = (
+            struct.pack("<HH2sH", 0x0008, 0x0016, b"UI", 26) + MR.encode() + b"\x00"
+            + struct.pack("<HH2sH", 0x0008, 0x0018, b"UI", 6) + b"9.8.7\x00"
+            # An element of a VR no scan understands, then 200 KiB before (0020,000E).
+            + struct.pack("<HH2sH", 0x0010, 0x0010, b"??", 4) + b"ABCD"
+            + bytes(200_000)
+        )  # fmt: skip
+        source = read_source(self.write(meta + body))
+        self.assertEqual((source.sop_class_uid, source.sop_instance_uid), (MR, "9.8.7"))
 
     def test_dicomdir_is_not_sent(self):
         """A DICOMDIR indexes a File-set: not an instance, so not proposed or sent (DCMTK storescu refuses it too)."""

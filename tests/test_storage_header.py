@@ -93,6 +93,23 @@ class AgreementTests(SynchronousTestCase):
         self.assertIsNone(scan_header(data, True, True))
 
 
+class SopOnlyTests(SynchronousTestCase):
+    """scan_header(sop_only=True): what a sender needs, (0008,0016) and (0008,0018), whatever follows."""
+
+    def test_ends_with_the_instance_uid(self):
+        data = (
+            explicit(0x00080016, b"UI", ui("1.2"))
+            + explicit(0x00080018, b"UI", ui("1.3"))
+            + b"\x10\x00\x10\x00??\x04\x00ABCD"  # a VR no scan understands
+        )
+        self.assertEqual(scan_header(data, False, True, sop_only=True), InstanceHeader("1.2", "1.3", None, None))
+        self.assertIsNone(scan_header(data, False, True))
+
+    def test_still_defers_what_it_cannot_read(self):
+        data = explicit(0x00080016, b"UI", ui("1.2")) + explicit(0x00080018, b"UI", ui("1.3"))[:-2]
+        self.assertIsNone(scan_header(data, False, True, sop_only=True))
+
+
 class DeferralTests(SynchronousTestCase):
     """Whatever the scan is unsure of goes to pydicom."""
 

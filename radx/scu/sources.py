@@ -18,7 +18,7 @@ from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, MEDIA_S
 # The file meta group is small; a group longer than this is not a file meta.
 _MAXIMUM_META = 1 << 16
 # What is read first: the preamble, a usual file meta and the head of the
-# data set, which holds its SOP Class and Instance UIDs in most files.
+# data set, which holds its SOP Class and Instance UIDs in almost every file.
 _FIRST_READ = 8192
 # How much of the data set is scanned for those UIDs, at most.
 _DATA_SET_HEAD = 64 * 1024
@@ -93,7 +93,7 @@ def read_source(path: str) -> Part10Source:
         data_set_head = head[offset:]
         header = _data_set_uids(data_set_head, found[_TRANSFER_SYNTAX_UID], length)
         if header is None and len(data_set_head) < min(_DATA_SET_HEAD, length):
-            # Long elements before (0020,000E): scan a longer head.
+            # Long elements before (0008,0018): scan a longer head.
             data_set_head += fp.read(_DATA_SET_HEAD - len(data_set_head))
             header = _data_set_uids(data_set_head, found[_TRANSFER_SYNTAX_UID], length)
     if header is not None:
@@ -119,6 +119,7 @@ def _data_set_uids(head: bytes, transfer_syntax_uid: str, length: int) -> tuple[
         transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN,
         transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN,
         complete=len(head) >= length,
+        sop_only=True,
     )
     if header is None:
         return None

@@ -43,9 +43,13 @@ class _GiveUp(Exception):
 
 
 class _Scanner:
-    def __init__(self, data, implicit: bool, little_endian: bool, complete: bool) -> None:
+    def __init__(self, data, implicit: bool, little_endian: bool, complete: bool, sop_only: bool) -> None:
         self.data = memoryview(data).cast("B")
         self.complete = complete
+        # The last tag wanted, and whether the walk may end at it, or only
+        # once an element past it (or the data set's end) shows it whole.
+        self.last = _SOP_INSTANCE_UID if sop_only else _SERIES_INSTANCE_UID
+        self.end_at_last = sop_only
         self.implicit = implicit
         order = "<" if little_endian else ">"
         self.tag_and_length = struct.Struct(order + "HHL")  # implicit VR
@@ -95,11 +99,11 @@ class _Scanner:
             if not until_item_end and offset >= data_length:
                 if depth == 0 and offset == data_length and self.complete:
                     return offset  # the whole data set, all of it read
-                raise _GiveUp  # the head ended before (0020,000E) was passed
+                raise _GiveUp  # the head ended before the last tag wanted was passed
             tag, vr, value, length = self.element(offset)
             if until_item_end and tag == _ITEM_DELIMITATION:
                 return value
-            if depth == 0 and tag > _SERIES_INSTANCE_UID:
+            if depth == 0 and tag > self.last:
                 return offset
             if length == _UNDEFINED:
                 # PS3.5 7.5: only a sequence (SQ, or implicit VR's unknown
@@ -116,6 +120,8 @@ class _Scanner:
                 if end > data_length:
                     raise _GiveUp
                 self.found[tag] = _uid(self.data[value:end])
+                if tag == self.last and self.end_at_last:
+                    return end
             offset = end
 
 
@@ -129,15 +135,19 @@ def _uid(raw) -> str | None:
     return text or None
 
 
-def scan_header(data, implicit: bool, little_endian: bool, complete: bool = False) -> InstanceHeader | None:
+def scan_header(
+    data, implicit: bool, little_endian: bool, complete: bool = False, sop_only: bool = False
+) -> InstanceHeader | None:
     """The four UIDs from the first bytes of a data set, or None if pydicom should decide.
 
     ``complete`` says ``data`` is the whole data set, so that its end may
-    come before any element past (0020,000E).
+    come before any element past (0020,000E). With ``sop_only`` the scan
+    ends with (0008,0018), and the study and series UIDs are None: what a
+    sender needs, whatever follows.
     """
     if implicit and len(data) >= 6 and bytes(data[4:6]) in _ALL_VRS:
         return None  # looks like explicit VR: let pydicom's reader judge it
-    scanner = _Scanner(data, implicit, little_endian, complete)
+    scanner = _Scanner(data, implicit, little_endian, complete, sop_only)
     try:
         scanner.elements(0, 0)
     except (_GiveUp, struct.error):
