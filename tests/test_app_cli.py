@@ -884,7 +884,8 @@ class ConsoleBufferingTests(SynchronousTestCase):
         raw = _CountingRaw()
         return io.TextIOWrapper(raw, encoding="ascii", write_through=True), raw
 
-    def test_lines_are_written_together_when_flushed(self) -> None:
+    def console_log(self):
+        """A Logger whose lines go to the console observer, on a stdout as `python -u` makes it; and its raw file and clock."""
         from twisted.internet.task import Clock
         from twisted.logger import LogLevel, Logger, LogPublisher
         from twisted.python import threadable
@@ -898,6 +899,10 @@ class ConsoleBufferingTests(SynchronousTestCase):
         self.patch(sys, "stdout", stdout)
         clock = Clock()
         log = Logger(namespace="radx.scp", observer=LogPublisher(ConsoleObserver(LogLevel.info, reactor=clock)))
+        return log, raw, clock
+
+    def test_lines_are_written_together_when_flushed(self) -> None:
+        log, raw, clock = self.console_log()
         for count in range(1, 101):
             log.info("C-ECHO request received calling_ae={calling_ae} count={count}", calling_ae="ECHOSCU", count=count)
         self.assertEqual(raw.calls, 0)
@@ -906,6 +911,20 @@ class ConsoleBufferingTests(SynchronousTestCase):
         lines = raw.data.decode("ascii").splitlines()
         self.assertEqual(len(lines), 100)
         self.assertEqual(lines[-1], "INFO: C-ECHO request received calling_ae=ECHOSCU count=100")
+
+    def test_a_line_from_another_thread_is_written_at_once(self) -> None:
+        """A worker thread's line (the threadpool's) is not left to a flush only the reactor's thread runs."""
+        import threading
+
+        log, raw, clock = self.console_log()
+        worker = threading.Thread(target=log.warn, args=("Cannot store path={path}",), kwargs={"path": "x.dcm"})
+        worker.start()
+        worker.join(10)
+        self.assertEqual((raw.calls, raw.data), (1, b"WARN: Cannot store path=x.dcm\n"))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        log.info("and one from the reactor's thread")
+        self.assertEqual(raw.calls, 1)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
 
     def test_a_console_that_cannot_show_a_character_gets_a_replacement(self) -> None:
         from radx.app.cli import prepare_console

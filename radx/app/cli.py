@@ -6,13 +6,13 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 
 from twisted.logger import (
     LogLevel,
     globalLogBeginner,
 )
-from twisted.python import usage
-from twisted.python.threadable import isInIOThread
+from twisted.python import threadable, usage
 
 from radx import __version__
 from radx.app.jsonlog import event_as_json
@@ -121,10 +121,11 @@ class ConsoleObserver:
             text = f"{text}\n{failure.getTraceback()}"
         elif failure is not None:
             text = f"{text}: {failure.getErrorMessage()}"
-        self._write(f"{level.name.upper()}: {text}\n")
+        self._write(f"{_PREFIX[level]}{text}\n")
 
     def _write(self, line: str) -> None:
-        if self._reactor is None or not isInIOThread():
+        # threadable.isInIOThread(), without looking up the thread's object.
+        if self._reactor is None or threadable.ioThread != threading.get_ident():
             say(line)
             return
         say(line, flush=False)
@@ -140,6 +141,8 @@ _RANK = {
     level: rank
     for rank, level in enumerate([LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical])
 }
+# "INFO: " and the like, before each line.
+_PREFIX = {level: f"{level.name.upper()}: " for level in _RANK}
 
 
 def _fail(message: str) -> int:
