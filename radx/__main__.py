@@ -2,6 +2,6 @@
 
 import sys
 
-from radx.app.cli import main
+from radx.app.lean import main
 
 sys.exit(main())

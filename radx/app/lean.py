@@ -55,3 +55,14 @@ def resume_collector() -> None:
         _paused = False
         gc.freeze()
         gc.enable()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    The ``radx`` command's entry point: ``radx.app.cli.main``, with the
+    collector paused before that module and what it imports are loaded.
+    """
+    pause_collector()
+    from radx.app.cli import main as command
+
+    return command(argv)
