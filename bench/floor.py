@@ -34,7 +34,7 @@ def _servers(base: str) -> list[tuple[str, list[str], dict]]:
     python_env = dict(os.environ)
     return [
         ("storescp", [dcmtk("storescp"), "--output-directory", os.path.join(base, "storescp"), "-aet", AE], dcmtk_env()),
-        ("radx", [sys.executable, "-m", "radx.app.cli", "dicom", "scp", "--output-dir",
+        ("radx", [sys.executable, "-m", "radx", "dicom", "scp", "--output-dir",
                   os.path.join(base, "radx"), "--aet", AE, "--bind", "127.0.0.1"], python_env),
         ("twisted floor", [sys.executable, os.path.join(HERE, "twisted_floor.py")], python_env),
     ]  # fmt: skip

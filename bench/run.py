@@ -68,7 +68,7 @@ class Receiver:
 def _radx_argv(*extra):
     def argv(port, out):
         return [
-            sys.executable, "-m", "radx.app.cli", "dicom", "scp", str(port),
+            sys.executable, "-m", "radx", "dicom", "scp", str(port),
             "--output-dir", out, "--aet", AE, "--bind", "127.0.0.1", "--max-pdu", str(MAX_PDU), *extra,
         ]  # fmt: skip
 
@@ -571,7 +571,7 @@ def profile_scenarios(ctx: RunContext, scenarios, top: int, log=print, tag: str 
                 os.unlink(stale)
 
         def wrap(argv, prof=prof):
-            # argv is [python, -m, radx.app.cli, dicom, scp, ...]
+            # argv is [python, -m, radx, dicom, scp, ...]
             return [sys.executable, os.path.join(HERE, "profiled_radx.py"), prof, *argv[3:]]
 
         r = run_once(ctx, radx, scenario, 0, wrap=wrap)

@@ -38,7 +38,7 @@ def storescu(port: int, folder: str, conns: int, operations: int) -> list[str]:
 
 def radx_store(port: int, folder: str, conns: int, operations: int) -> list[str]:
     return [
-        sys.executable, "-m", "radx.app.cli", "dicom", "store", "--dir", folder,
+        sys.executable, "-m", "radx", "dicom", "store", "--dir", folder,
         "--host", "127.0.0.1", "--port", str(port), "--called-ae", AE, "--conns", str(conns),
         "--max-ops", str(operations),
     ]  # fmt: skip
@@ -72,7 +72,7 @@ def run_once(receiver, sender_key: str, sender, conns: int, operations: int, fol
         # interpreter, Twisted's reactor, radx) and one association, timed
         # with a C-ECHO against the same receiver.
         started = time.perf_counter()
-        echo = procs.spawn([sys.executable, "-m", "radx.app.cli", "dicom", "echo", "127.0.0.1", str(port), "--called-ae", AE])
+        echo = procs.spawn([sys.executable, "-m", "radx", "dicom", "echo", "127.0.0.1", str(port), "--called-ae", AE])
         echo.wait(60)
         startup = time.perf_counter() - started
     finally:
