@@ -1034,11 +1034,13 @@ class LeanStartupTests(SynchronousTestCase):
 
     def test_console_script_is_the_entry_point(self) -> None:
         """The installed `radx` script (README.rst's command) runs through radx.app.lean.main."""
+        import sysconfig
         from importlib.metadata import entry_points
 
         [script] = entry_points(group="console_scripts", name="radx")
         self.assertEqual(script.value, "radx.app.lean:main")
-        path = os.path.join(os.path.dirname(sys.executable), "radx")
+        # Where pip puts a script for this interpreter (a venv's bin/, or the scheme's scripts folder).
+        path = os.path.join(sysconfig.get_path("scripts"), "radx")
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
         self.assertEqual((done.returncode, done.stdout), (0, f"radx {__version__.public()}\n"), done.stderr)
 
