@@ -22,6 +22,7 @@ import signal
 import statistics
 import subprocess
 import sys
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -30,21 +31,15 @@ import procs  # noqa: E402
 from run import AE, dcmtk, dcmtk_env, free_port  # noqa: E402
 
 
-def _servers(base: str) -> list[tuple[str, list[str], dict]]:
+def _servers(base: str) -> list[tuple[str, Callable[[int], list[str]], dict]]:
+    """(name, its command line for a port, its environment) of each server; their output under ``base``."""
     python_env = dict(os.environ)
     return [
-        ("storescp", [dcmtk("storescp"), "--output-directory", os.path.join(base, "storescp"), "-aet", AE], dcmtk_env()),
-        ("radx", [sys.executable, "-m", "radx", "dicom", "scp", "--output-dir",
-                  os.path.join(base, "radx"), "--aet", AE, "--bind", "127.0.0.1"], python_env),
-        ("twisted floor", [sys.executable, os.path.join(HERE, "twisted_floor.py")], python_env),
+        ("storescp", lambda port: [dcmtk("storescp"), "--output-directory", base, "-aet", AE, str(port)], dcmtk_env()),
+        ("radx", lambda port: [sys.executable, "-m", "radx", "dicom", "scp", str(port), "--output-dir",
+                               os.path.join(base, "radx"), "--aet", AE, "--bind", "127.0.0.1"], python_env),
+        ("twisted floor", lambda port: [sys.executable, os.path.join(HERE, "twisted_floor.py"), str(port)], python_env),
     ]  # fmt: skip
-
-
-def _port_argv(name: str, argv: list[str], port: int) -> list[str]:
-    # storescp and twisted_floor.py take the port last; radx's scp, right after "scp".
-    if name == "radx":
-        return argv[:5] + [str(port)] + argv[5:]
-    return argv + [str(port)]
 
 
 def _drive(pid: int, kind: str, port: int, count: int) -> float:
@@ -71,10 +66,10 @@ def main(argv=None) -> int:
     base = f"/dev/shm/radx-bench-floor-{os.getpid()}"
     running = []
     try:
+        os.makedirs(base)  # storescp's output folder; radx makes its own
         for name, command, env in _servers(base):
-            os.makedirs(os.path.join(base, name.split()[0]), exist_ok=True)
             port = free_port()
-            process = procs.spawn(_port_argv(name, command, port), env=env)
+            process = procs.spawn(command(port), env=env)
             procs.wait_listening(process, port)
             running.append((name, process, port))
         figures: dict[tuple[str, str], list[float]] = {}
