@@ -9,7 +9,8 @@ clock and CPU time of each:
 - ``python -c pass``: with ``site`` (and whatever ``.pth`` files the
   machine has);
 - Twisted's reactor, endpoints and logger imported as a radx command
-  imports them (pyOpenSSL kept out, the collector off): the floor;
+  imports them (pyOpenSSL kept out, the collector off, the modules of
+  ``radx.app.lean.UNUSED_MODULES`` deferred): the floor;
 - ``python -m radx dicom echo 127.0.0.1 1``: a whole radx command, to a
   port where nothing listens, so it ends at its first connection attempt.
 
@@ -35,6 +36,7 @@ import time
 
 _TWISTED = (
     "import gc, sys; gc.disable(); sys.modules['OpenSSL'] = None; "
+    "from radx.app.lean import defer_unused_imports; defer_unused_imports(); "
     "from twisted.internet import reactor, endpoints; import twisted.logger"
 )
 
@@ -50,6 +52,8 @@ _RADX_IMPORTS = """if True:
     import dataclasses, gc, sys, time
     gc.disable()
     sys.modules["OpenSSL"] = None
+    from radx.app.lean import defer_unused_imports
+    defer_unused_imports()
     import twisted.internet.reactor, twisted.internet.endpoints, twisted.logger, twisted.python.usage
     made = [0, 0.0]
     process_class = dataclasses._process_class

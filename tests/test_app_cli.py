@@ -969,7 +969,11 @@ class ClassicTextTests(SynchronousTestCase):
 
 
 class LeanStartupTests(SynchronousTestCase):
-    """A command without TLS starts without Twisted's TLS layer (pyOpenSSL, cryptography), and without garbage collection."""
+    """
+    A command without TLS starts without Twisted's TLS layer (pyOpenSSL,
+    cryptography), without garbage collection, and without running the
+    modules it never uses.
+    """
 
     def run_python(self, code: str) -> str:
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -1043,6 +1047,27 @@ class LeanStartupTests(SynchronousTestCase):
         path = os.path.join(sysconfig.get_path("scripts"), "radx")
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
         self.assertEqual((done.returncode, done.stdout), (0, f"radx {__version__.public()}\n"), done.stderr)
+
+    def test_unused_modules_load_on_first_use(self) -> None:
+        """A whole command runs without running the code of the modules it defers; they work when used."""
+        out = self.run_python(
+            "import sys, types\n"
+            "from radx.app import lean\n"
+            "def loaded():\n"
+            "    return [type(sys.modules[name]) is types.ModuleType for name in lean.UNUSED_MODULES]\n"
+            "print('exit', lean.main(['dicom', 'echo', '127.0.0.1', '104']))\n"
+            "print(loaded(), 'http.client' in sys.modules)\n"
+            "import http.cookiejar\n"
+            "from twisted.internet import udp, unix\n"
+            "print(type(http.cookiejar.CookieJar()).__name__, udp.Port.__name__, unix.Port.__name__)\n"
+            "print(loaded(), 'http.client' in sys.modules)\n"
+        )
+        self.assertEqual(
+            out.splitlines()[-3:],
+            ["[False, False, False] False", "CookieJar Port Port", "[True, True, True] True"],
+        )
+        self.assertTrue(out.splitlines()[0].startswith("exit "), out)
+        self.assertNotEqual(out.splitlines()[0], "exit 0", out)
 
     def test_collector_back_on_without_the_reactor(self) -> None:
         """A command that ends before any reactor runs (here --version) leaves the collector on."""
