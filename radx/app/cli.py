@@ -16,6 +16,7 @@ from twisted.python import threadable, usage
 
 from radx import __version__
 from radx.app.jsonlog import event_as_json
+from radx.app.heap import keep_large_buffers_in_heap
 from radx.app.lean import pause_collector, resume_collector, without_tls
 from radx.app.logformat import format_event
 from radx.app.options import ScpOptions
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     # The rest of start-up (the reactor, the command's modules) without the
     # cyclic collector; it resumes once the reactor runs (radx.app.lean).
     pause_collector()
+    keep_large_buffers_in_heap()
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     finally:

@@ -12,6 +12,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from radx.app.heap import keep_large_buffers_in_heap
 from radx.app.jsonlog import JsonLogObserver
 from radx.app.logformat import ClassicTextObserver
 from radx.app.options import ScpOptions
@@ -271,4 +272,5 @@ def _twistd_log_writer(twistd_options):
 
 
 def makeService(options: ScpOptions) -> ScpService:
+    keep_large_buffers_in_heap()
     return _LoggingService(options)
