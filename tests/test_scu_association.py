@@ -444,14 +444,14 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
         from radx.scu.association import RequestorProtocol
 
         sources = self.sources(3)
-        send_store = RequestorProtocol.send_store
+        queue_store = RequestorProtocol.queue_store
 
         def failing_for_the_second(protocol, source, context_id):
             if source is sources[1]:
                 return defer.succeed(None), defer.fail(RuntimeError("a bug"))
-            return send_store(protocol, source, context_id)
+            return queue_store(protocol, source, context_id)
 
-        self.patch(RequestorProtocol, "send_store", failing_for_the_second)
+        self.patch(RequestorProtocol, "queue_store", failing_for_the_second)
         job, done, peer = self.start_job(sources, granted=1)
         self.assertEqual(self.requests(peer), [1])
         self.answer(peer, 1)
@@ -461,14 +461,60 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
         peer.send(AReleaseRP().encode())
         peer.disconnect()
         results = self.successResultOf(done)
+        # The second fails as it is made ready, before the first is answered.
         self.assertEqual(
             [(os.path.basename(r.path), r.status, r.reason) for r in results],
             [
-                (os.path.basename(sources[0].path), 0, None),
                 (os.path.basename(sources[1].path), None, "internal error: a bug"),
+                (os.path.basename(sources[0].path), 0, None),
                 (os.path.basename(sources[2].path), 0, None),
             ],
         )
+
+    def test_a_file_cut_short_aborts_and_the_next_is_not_sent(self):
+        """A file shorter than when it was planned: the association is aborted, the file made ready after it not sent."""
+        sources = self.sources(3)
+        with open(sources[1].path, "r+b") as f:
+            f.truncate(sources[1].data_set_offset + 10)
+        job, done, peer = self.start_job(sources, granted=1)
+        self.assertEqual(self.requests(peer), [1])
+        self.answer(peer, 1)
+        # The second file's C-STORE-RQ and what it had, then A-ABORT.
+        pdus = peer.received_pdus()
+        self.assertEqual([decode_command(p.items[0].data).message_id for p in pdus[:1]], [2])
+        self.assertIsInstance(pdus[-1], AAbort)
+        peer.disconnect()
+        results = {r.path: (r.status, r.reason) for r in self.successResultOf(done)}
+        why = "Cannot read the file: the file ended 90 bytes early"
+        self.assertEqual(
+            [results[s.path] for s in sources],
+            [(0, None), (None, why), (None, f"not sent: {why}")],
+        )
+        self.assertClean()
+
+    def test_next_file_goes_out_before_an_answer_is_handled(self):
+        """
+        Where the peer grants no window, the next file is made ready (its
+        command encoded, its file open, its first stretch read) while the
+        peer works on the last one, and goes out before that one's answer
+        is handled: the peer waits on nothing radx does.
+        """
+        sources = self.sources(3)
+        job, done, peer = self.start_job(sources, granted=1)
+        self.assertEqual(self.requests(peer), [1])
+        out_when_answered = []
+        job.on_result = lambda result: out_when_answered.append(self.requests(peer))
+        self.answer(peer, 1)
+        self.assertEqual(out_when_answered, [[2]])
+        self.answer(peer, 2)
+        self.assertEqual(out_when_answered, [[2], [3]])
+        self.answer(peer, 3)
+        self.assertEqual(out_when_answered, [[2], [3], []])
+        self.assertEqual(peer.received_pdus(), [AReleaseRQ()])
+        peer.send(AReleaseRP().encode())
+        peer.disconnect()
+        self.assertEqual([r.status for r in self.successResultOf(done)], [0, 0, 0])
+        self.assertClean()
 
     def test_silence_with_operations_outstanding_times_out(self):
         """The wait on outstanding responses: each answer restarts it."""

@@ -73,6 +73,14 @@ class AssociationAborted(AssociationError):
     """A-ABORT either way, a lost connection, a refused connection or a timeout."""
 
 
+class NotSent(AssociationError):
+    """A C-STORE made ready (L{RequestorProtocol.queue_store}) was never started: the association ended."""
+
+    def __init__(self, cause: AssociationError):
+        super().__init__(f"not sent: {cause.message}")
+        self.cause = cause
+
+
 def associate_request(
     called_ae_title: str,
     calling_ae_title: str,
@@ -124,6 +132,50 @@ class ContextResult:
         return f"presentation context not accepted: {describe_context_result(self.result)}"
 
 
+def _read_fully(read, size: int) -> bytes:
+    """``size`` bytes from an unbuffered file's ``read``, fewer only at its end."""
+    data = read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _stretch(peer_maximum_length: int) -> int:
+    """Data set bytes read and written at a time: as many whole fragments as one send of the transport carries."""
+    size = fragment_size(peer_maximum_length)
+    return max(1, _STRETCH // (size + 12)) * size
+
+
+class _PreparedStore:
+    """
+    A C-STORE ready to go: its command's PDUs encoded, its file open at
+    the data set, the data set's first stretch read.
+    """
+
+    __slots__ = ("message_id", "context_id", "command", "fp", "length", "first", "sent", "response")
+
+    def __init__(
+        self, message_id: int, context_id: int, command: EncodedPDUs, fp, length: int, first: bytes | None
+    ) -> None:
+        self.message_id = message_id
+        self.context_id = context_id
+        self.command = command
+        self.fp = fp
+        self.length = length
+        self.first = first
+        # Fires when the data set is written; with the CStoreRSP.
+        self.sent = defer.Deferred()
+        self.response = defer.Deferred()
+
+
 @implementer(IPushProducer)
 class _DataSetSender:
     """Streams a data set from a file as P-DATA-TF PDUs, as fast as the transport takes them.
@@ -133,16 +185,18 @@ class _DataSetSender:
     one buffer of the data set is in memory, whatever its size.
     """
 
-    def __init__(self, protocol, fp, length: int, context_id: int, message_id: int, done: defer.Deferred) -> None:
+    def __init__(
+        self, protocol, fp, length: int, context_id: int, message_id: int, done: defer.Deferred, first: bytes | None
+    ) -> None:
         self.message_id = message_id  # of the C-STORE-RQ whose data set this is
         self._protocol = protocol
         self._fp = fp
         self._left = length
         self._context_id = context_id
         self._size = fragment_size(protocol.peer_maximum_length)
-        # Data set bytes read and written at a time: as many whole fragments
-        # as one send of the transport carries.
-        self._stretch = max(1, _STRETCH // (self._size + 12)) * self._size
+        self._stretch = _stretch(protocol.peer_maximum_length)
+        # The first stretch, read ahead (None: read it when sending).
+        self._first = first
         self._done = done
         self._paused = False
         self._stopped = False
@@ -157,7 +211,10 @@ class _DataSetSender:
         read = self._fp.read
         while not self._paused and not self._stopped:
             size = min(self._stretch, self._left)
-            data = read(size)
+            if self._first is not None:
+                data, self._first = self._first, None
+            else:
+                data = _read_fully(read, size)
             if len(data) != size:
                 self._finish(OSError(f"the file ended {self._left - len(data)} bytes early"))
                 return
@@ -226,6 +283,10 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         self._responses: dict[int, defer.Deferred] = {}
         self._sender: _DataSetSender | None = None
         self._early_response = None
+        # A C-STORE made ready while the window was full (queue_store): it
+        # goes out as soon as a response makes room, before that response
+        # is delivered, so that the peer waits for nothing radx does.
+        self._queued: _PreparedStore | None = None
         # Called with the size of each data set fragment written (progress).
         self.on_data_sent = None
         self._message_id = 0
@@ -356,7 +417,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
             return defer.fail(self._not_established())
         message_id = self._next_message_id()
         response = self._expect(message_id)
-        self._send_message(context.context_id, CEchoRQ(message_id=message_id).encode())
+        self.send_data(self._message_pdus(context.context_id, CEchoRQ(message_id=message_id).encode()))
         return response
 
     def store(self, source, context_id: int) -> defer.Deferred:
@@ -374,35 +435,76 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         """
         if self._sender is not None:
             raise RuntimeError("a data set is still being sent")
+        return self._submit(source, context_id, wait=False)
+
+    def queue_store(self, source, context_id: int) -> tuple[defer.Deferred, defer.Deferred]:
+        """
+        A C-STORE like L{send_store}, started now if the window has room and
+        no data set is being sent, and otherwise made ready (its command
+        encoded, its file opened and its first stretch read) and started
+        the moment a response or the end of a data set makes room. One at
+        a time may wait.
+        """
+        if self._queued is not None:
+            raise RuntimeError("a C-STORE is already waiting for room")
+        return self._submit(source, context_id, wait=True)
+
+    def _submit(self, source, context_id: int, wait: bool) -> tuple[defer.Deferred, defer.Deferred]:
         if self.machine.state not in _TRANSFER_STATES:
             return defer.succeed(None), defer.fail(self._not_established())
-        message_id = self._next_message_id()
         request = CStoreRQ(
-            message_id=message_id,
+            message_id=self._next_message_id(),
             affected_sop_class_uid=source.sop_class_uid,
             affected_sop_instance_uid=source.sop_instance_uid,
         )
+        command = self._message_pdus(context_id, request.encode())
         try:
-            fp = open(source.path, "rb")
-            fp.seek(source.data_set_offset)
+            # Unbuffered: each stretch in one read(2), straight into its bytes.
+            fp = open(source.path, "rb", buffering=0)
         except OSError as error:
             return defer.succeed(None), defer.fail(error)
-        response = self._expect(message_id)
-        self._send_message(context_id, request.encode())
+        first = None
+        try:
+            fp.seek(source.data_set_offset)
+            if wait:
+                first = _read_fully(fp.read, min(_stretch(self.peer_maximum_length), source.data_set_length))
+        except OSError as error:
+            fp.close()
+            return defer.succeed(None), defer.fail(error)
+        store = _PreparedStore(request.message_id, context_id, command, fp, source.data_set_length, first)
+        if wait and not self._has_room():
+            self._queued = store
+        else:
+            self._start(store)
+        return store.sent, store.response
+
+    def _has_room(self) -> bool:
+        """Whether a C-STORE may start now: no data set being sent, the window not full."""
+        return self._sender is None and len(self._responses) < max(1, self.operations_window)
+
+    def _start(self, store: _PreparedStore) -> None:
+        """The C-STORE-RQ, then its data set, streamed."""
+        self._expect(store.message_id, store.response)
+        self.send_data(store.command)
         done = defer.Deferred()
-        sent = defer.Deferred()
 
         def written(result):
-            sent.callback(None)
+            store.sent.callback(None)
             return result
 
         # The caller learns the data set is out either way; a file that
         # could not be read aborts the association (its response fails).
         done.addBoth(written).addErrback(self._sending_failed)
-        self._sender = _DataSetSender(self, fp, source.data_set_length, context_id, message_id, done)
-        self.transport.registerProducer(self._sender, True)
-        self._sender.resumeProducing()
-        return sent, response
+        self._sender = sender = _DataSetSender(
+            self, store.fp, store.length, store.context_id, store.message_id, done, store.first
+        )
+        self.transport.registerProducer(sender, True)
+        sender.resumeProducing()
+
+    def _start_queued(self) -> None:
+        if self._queued is not None and self.machine.state is State.STA6 and self._has_room():
+            store, self._queued = self._queued, None
+            self._start(store)
 
     def _not_established(self) -> AssociationError:
         return self.error or AssociationAborted("The association has ended")
@@ -442,9 +544,9 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         self._write(pdus.encode())
         return True
 
-    def _send_message(self, context_id: int, command: bytes) -> None:
+    def _message_pdus(self, context_id: int, command: bytes) -> EncodedPDUs:
         size = fragment_size(self.peer_maximum_length)
-        self.send_data(EncodedPDUs(encode_fragments(context_id, command, size, command=True, ends_message=True)))
+        return EncodedPDUs(encode_fragments(context_id, command, size, command=True, ends_message=True))
 
     def data_set_sent(self, sender, error) -> None:
         if sender is not self._sender:
@@ -453,14 +555,19 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         if self.transport is not None and self.machine.state is not State.STA1:
             self.transport.unregisterProducer()
         early, self._early_response = self._early_response, None
-        if early is not None and error is None:
+        if error is not None:
+            return  # the association is aborted next (_sending_failed)
+        if early is not None:
             self._respond(early)
+        else:
+            self._start_queued()
 
     def _sending_failed(self, failure) -> None:
         self.abort(f"Cannot read the file: {failure.getErrorMessage()}")
 
-    def _expect(self, message_id: int) -> defer.Deferred:
-        response = self._responses[message_id] = defer.Deferred()
+    def _expect(self, message_id: int, response: defer.Deferred | None = None) -> defer.Deferred:
+        """The Deferred the response to ``message_id`` fires (``response`` if given); its wait starts now."""
+        response = self._responses[message_id] = response or defer.Deferred()
         self._watch()
         return response
 
@@ -613,6 +720,8 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
             self._watch()  # the next answer is due within the timeout from now
         else:
             self._unwatch()
+        # The next C-STORE first: the peer is idle until it arrives.
+        self._start_queued()
         response.callback(command)
 
     def _invalid(self, message: str) -> None:
@@ -627,6 +736,11 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         responses, self._responses = self._responses, {}
         for waiting in responses.values():
             waiting.errback(error)
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            queued.fp.close()
+            queued.response.errback(NotSent(error))
+            queued.sent.callback(None)
         released, self._released = self._released, None
         if released is not None:
             released.errback(error)

@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from radx.dimse.status import describe_status, is_failure, is_warning
-from radx.scu.association import DEFAULT_TIMEOUT, AssociationError, associate, associate_request
+from radx.scu.association import DEFAULT_TIMEOUT, AssociationError, NotSent, associate, associate_request
 from radx.scu.sources import NotPart10, Part10Source, plan_batches, read_source
 
 
@@ -164,8 +164,9 @@ class StoreJob:
                     )
                 )
             elif outcome.check(AssociationError):
-                ended.append(outcome.value)
-                self._record(FileResult(source.path, reason=outcome.value.message, size=source.data_set_length))
+                error = outcome.value
+                ended.append(error.cause if isinstance(error, NotSent) else error)
+                self._record(FileResult(source.path, reason=error.message, size=source.data_set_length))
             elif outcome.check(OSError):
                 error = outcome.value
                 self._record(FileResult(source.path, reason=f"cannot read: {error.strerror or error}"))
@@ -192,11 +193,10 @@ class StoreJob:
                 queue.popleft()
                 self._record(FileResult(source.path, reason=context.why, size=source.data_set_length))
                 continue
-            if association.outstanding >= window:
-                yield answer()
-                continue
             queue.popleft()
-            sent, response = association.send_store(source, context.context_id)
+            # Sent at once if the window has room; otherwise made ready now
+            # and sent the moment a response makes room.
+            sent, response = association.queue_store(source, context.context_id)
             response.addBoth(answered, source)
             yield sent
         while association.outstanding and not ended:
