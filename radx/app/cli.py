@@ -15,8 +15,8 @@ from twisted.logger import (
 from twisted.python import threadable, usage
 
 from radx import __version__
-from radx.app.jsonlog import event_as_json
 from radx.app.heap import keep_large_buffers_in_heap
+from radx.app.jsonlog import event_as_json
 from radx.app.lean import pause_collector, resume_collector, without_tls
 from radx.app.logformat import format_event
 from radx.app.options import ScpOptions

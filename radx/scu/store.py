@@ -49,7 +49,9 @@ class StoreJob:
     ``endpoint`` is any client endpoint (reused for each association).
     ``operations`` is the Asynchronous Operations Window each association
     proposes: up to that many C-STOREs outstanding at once where the peer
-    grants it (PS3.7 D.3.3.3), one at a time where it does not.
+    grants it (PS3.7 D.3.3.3), one at a time where it does not; either
+    way the next file is made ready while the window is full, and sent
+    the moment a response makes room.
     ``on_result`` is called with each L{FileResult} as it is known,
     ``on_data_sent`` with the size of each data set fragment written.
     """
