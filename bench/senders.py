@@ -1,8 +1,10 @@
 """radx dicom store against DCMTK storescu: the same 500 CT images, the same receiver, real processes.
 
     python bench/senders.py [--runs 3] [--receivers storescp,radx] [--conns 1,4] [--max-ops 8,1]
+                            [--output-fs tmpfs|disk]
 
-Each run starts the receiver afresh (output on tmpfs), sends ``corpus/ct``
+Each run starts the receiver afresh (output on tmpfs, or with
+``--output-fs disk`` under bench/out on the real disk), sends ``corpus/ct``
 with one sender, times it by wall clock from the sender's start to its
 exit (every file answered), checks every received data set against the
 corpus, and stops the receiver. Senders alternate within a receiver, so a
@@ -104,6 +106,8 @@ def main(argv=None) -> int:
         "--max-ops", default="8", help="radx dicom store --max-ops values to run (default 8, its own default)"
     )
     parser.add_argument("--corpus", default=os.path.join(OUT, "corpus"), help="the corpus folder (built if missing)")
+    parser.add_argument("--output-fs", choices=("tmpfs", "disk"), default="tmpfs",
+                        help="where receivers write: /dev/shm (tmpfs) or bench/out on the real disk")  # fmt: skip
     args = parser.parse_args(argv)
 
     # Bytecode compiled, as an installed package has it (PYTHONDONTWRITEBYTECODE
@@ -131,7 +135,10 @@ def main(argv=None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = os.path.join(OUT, f"senders-logs-{stamp}")
     os.makedirs(log_dir)
-    base = f"/dev/shm/radx-bench-senders-{os.getpid()}"
+    if args.output_fs == "tmpfs":
+        base = f"/dev/shm/radx-bench-senders-{os.getpid()}"
+    else:
+        base = os.path.join(OUT, f"senders-received-{os.getpid()}")
     os.makedirs(base, exist_ok=True)
     print(f"{len(entries)} CT images, {sum(e['file_bytes'] for e in entries) / 1e6:.1f} MB; output on {base}; load {open('/proc/loadavg').read().split()[:3]}")
     results = []
@@ -181,7 +188,7 @@ def main(argv=None) -> int:
     print("by run: the median over runs of radx/storescu within the run (the two sent back to back).")
     print("A radx process's start-up and one association (radx dicom echo, median): " + "; ".join(startups))
     with open(os.path.join(OUT, f"senders-{stamp}.json"), "w") as fp:
-        json.dump({"results": results, "summary": summary, "runs": args.runs}, fp, indent=1)
+        json.dump({"results": results, "summary": summary, "runs": args.runs, "output_fs": args.output_fs}, fp, indent=1)
     return 0 if all(r["ok"] for r in results) else 1
 
 
