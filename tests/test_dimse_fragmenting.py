@@ -6,7 +6,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from radx.dimse.assembly import CommandReceived, DataSetFragment, MessageAssembler
 from radx.dimse.commands import CStoreRQ
-from radx.dimse.fragmenting import UNLIMITED_FRAGMENT, EncodedPDUs, encode_fragments, fragment_size, message_pdus
+from radx.dimse.fragmenting import (
+    UNLIMITED_FRAGMENT,
+    EncodedPDUs,
+    encode_command,
+    encode_fragments,
+    fragment_size,
+    message_pdus,
+)
 from radx.ul.pdu import PDataTF, PresentationDataValueItem
 
 
@@ -57,3 +64,10 @@ class FragmentingTests(SynchronousTestCase):
             self.assertEqual(encoded, b"".join(p.encode() for p in expected))
         self.assertEqual(encode_fragments(1, b"ab", 10, command=True, ends_message=True), message_pdus(1, b"ab", 16, command=True)[0].encode())
         self.assertEqual(EncodedPDUs(b"x").encode(), b"x")
+
+    def test_encode_command_is_message_pdus_encoded(self):
+        """A command set cut to the peer's Maximum Length (0: no limit), the last-fragment bit on its last."""
+        command = bytes(range(200))
+        for maximum in (16, 100, 16384, 0):
+            expected = b"".join(p.encode() for p in message_pdus(3, command, maximum, command=True))
+            self.assertEqual(encode_command(3, command, maximum), expected, maximum)

@@ -53,6 +53,13 @@ def message_pdus(
 _PDATA_HEADERS = struct.Struct(">BBLLBB")
 
 
+def encode_command(context_id: int, command: bytes, peer_maximum_pdu_length: int) -> bytes:
+    """A whole command set's P-DATA-TF PDUs, encoded back to back, the last-fragment bit on its last."""
+    return encode_fragments(
+        context_id, command, fragment_size(peer_maximum_pdu_length), command=True, ends_message=True
+    )
+
+
 class EncodedPDUs:
     """Consecutive P-DATA-TF PDUs of one message, already encoded back to back, to be sent as one write."""
 

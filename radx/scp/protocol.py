@@ -25,7 +25,7 @@ from radx.dimse.commands import (
     UnknownCommand,
     encode_response,
 )
-from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size
+from radx.dimse.fragmenting import EncodedPDUs, encode_command
 from radx.dimse.status import Status
 from radx.scp.storing import Backlog, InstanceReception
 from radx.storage.layout import is_valid_uid
@@ -457,13 +457,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         if state not in _CAN_SEND_DATA:
             return
         # The command's P-DATA-TF PDUs encoded back to back, one write.
-        pdus = encode_fragments(
-            context_id,
-            command_bytes,
-            fragment_size(self.negotiated.peer_maximum_pdu_length),
-            command=True,
-            ends_message=True,
-        )
+        pdus = encode_command(context_id, command_bytes, self.negotiated.peer_maximum_pdu_length)
         if state is State.STA6:
             # PS3.8 Table 9-10, (Sta6, Evt9): DT-1, send the P-DATA-TF PDUs,
             # staying in Sta6. The hot path, without the transition's objects.

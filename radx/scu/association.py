@@ -24,7 +24,7 @@ from zope.interface import implementer
 from radx import uids
 from radx.dimse.assembly import CommandReceived, DIMSEProtocolError, MessageAssembler
 from radx.dimse.commands import CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, DIMSEDecodeError
-from radx.dimse.fragmenting import EncodedPDUs, encode_fragments, fragment_size
+from radx.dimse.fragmenting import EncodedPDUs, encode_command, encode_fragments, fragment_size
 from radx.tcp import MachineDriverOverTCP
 from radx.ul import fsm
 from radx.ul.framing import PDUReader
@@ -417,7 +417,8 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
             return defer.fail(self._not_established())
         message_id = self._next_message_id()
         response = self._expect(message_id)
-        self.send_data(self._message_pdus(context.context_id, CEchoRQ(message_id=message_id).encode()))
+        command = CEchoRQ(message_id=message_id).encode()
+        self.send_data(EncodedPDUs(encode_command(context.context_id, command, self.peer_maximum_length)))
         return response
 
     def store(self, source, context_id: int) -> defer.Deferred:
@@ -457,7 +458,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
             affected_sop_class_uid=source.sop_class_uid,
             affected_sop_instance_uid=source.sop_instance_uid,
         )
-        command = self._message_pdus(context_id, request.encode())
+        command = EncodedPDUs(encode_command(context_id, request.encode(), self.peer_maximum_length))
         try:
             # Unbuffered: each stretch in one read(2), straight into its bytes.
             fp = open(source.path, "rb", buffering=0)
@@ -543,10 +544,6 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         # acceptor writes its responses (radx.scp.protocol).
         self._write(pdus.encode())
         return True
-
-    def _message_pdus(self, context_id: int, command: bytes) -> EncodedPDUs:
-        size = fragment_size(self.peer_maximum_length)
-        return EncodedPDUs(encode_fragments(context_id, command, size, command=True, ends_message=True))
 
     def data_set_sent(self, sender, error) -> None:
         if sender is not self._sender:
