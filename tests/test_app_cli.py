@@ -999,7 +999,6 @@ class LeanStartupTests(SynchronousTestCase):
         )
         self.assertEqual(out, "False")
 
-
     def test_collector_paused_until_the_reactor_runs(self) -> None:
         """`radx` starts with the cyclic collector off, and turns it on, start-up frozen, once the reactor runs."""
         out = self.run_python(

@@ -29,9 +29,9 @@ def keep_large_buffers_in_heap() -> bool:
     mapped block when it is freed, but a read's buffer is shrunk to what
     arrived before it is freed, so the threshold stayed under the next
     request: about 45 page faults per CT image received, 64 per one sent,
-    and a tenth or more of the receiver's CPU per CT image. With the threshold
-    fixed at 32 MiB, and 4 MiB kept free at the top of the heap as it
-    grows and shrinks, those buffers reuse memory already mapped.
+    and a tenth or more of the receiver's CPU per CT image. With the
+    threshold fixed at 32 MiB, and 4 MiB kept free at the top of the heap
+    as it grows and shrinks, those buffers reuse memory already mapped.
 
     Returns whether it took effect: False where the C library has no
     ``mallopt`` (not glibc), which leaves the allocator as it was.

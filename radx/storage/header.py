@@ -46,10 +46,10 @@ class _Scanner:
     def __init__(self, data, implicit: bool, little_endian: bool, complete: bool, sop_only: bool) -> None:
         self.data = memoryview(data).cast("B")
         self.complete = complete
-        # The last tag wanted, and whether the walk may end at it, or only
-        # once an element past it (or the data set's end) shows it whole.
+        # The last tag wanted. With sop_only the walk ends at it; otherwise
+        # only once an element past it (or the data set's end) shows it whole.
+        self.sop_only = sop_only
         self.last = _SOP_INSTANCE_UID if sop_only else _SERIES_INSTANCE_UID
-        self.end_at_last = sop_only
         self.implicit = implicit
         order = "<" if little_endian else ">"
         self.tag_and_length = struct.Struct(order + "HHL")  # implicit VR
@@ -120,7 +120,7 @@ class _Scanner:
                 if end > data_length:
                     raise _GiveUp
                 self.found[tag] = _uid(self.data[value:end])
-                if tag == self.last and self.end_at_last:
+                if tag == self.last and self.sop_only:
                     return end
             offset = end
 

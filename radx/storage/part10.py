@@ -118,7 +118,7 @@ def file_meta_bytes(
             elements.append(_text(element, b"AE", title))
     group = b"".join(elements)
     # PS3.10 7.1: (0002,0000) File Meta Information Group Length, UL.
-    group_length = _short_element(0x0000, b"UL", struct.pack("<I", len(group)))
+    group_length = _short_element(0x0000, b"UL", _LONG_LENGTH.pack(len(group)))
     return PREAMBLE + PREFIX + group_length + group
 
 
