@@ -225,12 +225,8 @@ def wait_all(processes, timeout: float) -> list:
     deadline = time.monotonic() + timeout
     codes = []
     for p in processes:
-        try:
-            codes.append(p.wait(max(0.1, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
-            codes.append("timeout")
+        code = procs.wait(p, max(0.1, deadline - time.monotonic()))
+        codes.append("timeout" if code is None else code)
     return codes
 
 
@@ -770,6 +766,7 @@ def main(argv=None) -> int:
         "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
                     "kernel": os.uname().release, "python": sys.version.split()[0]},  # fmt: skip
+        "interpreter": interpreter(),
         "versions": versions(),
         "radx_source": radx_source(),
         "max_pdu": MAX_PDU,
@@ -781,6 +778,7 @@ def main(argv=None) -> int:
         "filesystems": {},
     }
     log(f"radx {report['radx_source']}; {report['versions']}")
+    log(f"Python processes (radx, pynetdicom) run on {report['interpreter']}")
     started = time.monotonic()
     shm_base = f"/dev/shm/radx-bench-{os.getpid()}"
     try:
@@ -876,6 +874,18 @@ def radx_source() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return found  # fmt: skip
+
+
+def interpreter() -> str:
+    """
+    The interpreter every Python process here runs on (this one's), and
+    whether it is a virtual environment. Start-up differs between
+    interpreters: a ``.pth`` file in a Python's own site-packages runs at
+    every start, and one in a virtual environment does not. See
+    bench/README.rst, "Which Python".
+    """
+    venv = "a virtual environment" if sys.prefix != sys.base_prefix else "not a virtual environment"
+    return f"{sys.executable} (Python {sys.version.split()[0]}, {venv} over {sys.base_prefix})"
 
 
 def versions() -> dict:

@@ -29,7 +29,7 @@ sys.path.insert(0, HERE)
 
 import corpus  # noqa: E402
 import procs  # noqa: E402
-from run import AE, OUT, RECEIVERS, dcmtk, dcmtk_env, free_port  # noqa: E402
+from run import AE, OUT, RECEIVERS, dcmtk, dcmtk_env, free_port, interpreter  # noqa: E402
 from verify import verify  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def run_once(receiver, sender_key: str, sender, conns: int, operations: int, fol
             started = time.perf_counter()
             # TCP_NODELAY=1 matters to DCMTK only; radx sets TCP_NODELAY itself.
             sending = procs.spawn(sender(port, folder, conns, operations), env=dict(os.environ) | dcmtk_env(), stdout=log)
-            code = sending.wait(600)
+            code = procs.wait(sending, 600)
             wall = time.perf_counter() - started
         sender_cpu = _cpu_children() - cpu_before
         # What a radx process costs before it sends anything: start-up (the
@@ -75,7 +75,7 @@ def run_once(receiver, sender_key: str, sender, conns: int, operations: int, fol
         # with a C-ECHO against the same receiver.
         started = time.perf_counter()
         echo = procs.spawn([sys.executable, "-m", "radx", "dicom", "echo", "127.0.0.1", str(port), "--called-ae", AE])
-        echo.wait(60)
+        procs.wait(echo, 60)
         startup = time.perf_counter() - started
     finally:
         procs.stop(process, receiver.stop_signal)
@@ -141,6 +141,7 @@ def main(argv=None) -> int:
         base = os.path.join(OUT, f"senders-received-{os.getpid()}")
     os.makedirs(base, exist_ok=True)
     print(f"{len(entries)} CT images, {sum(e['file_bytes'] for e in entries) / 1e6:.1f} MB; output on {base}; load {open('/proc/loadavg').read().split()[:3]}")
+    print(f"radx runs on {interpreter()}")
     results = []
     try:
         for receiver in receivers:
@@ -188,7 +189,8 @@ def main(argv=None) -> int:
     print("by run: the median over runs of radx/storescu within the run (the two sent back to back).")
     print("A radx process's start-up and one association (radx dicom echo, median): " + "; ".join(startups))
     with open(os.path.join(OUT, f"senders-{stamp}.json"), "w") as fp:
-        json.dump({"results": results, "summary": summary, "runs": args.runs, "output_fs": args.output_fs}, fp, indent=1)
+        json.dump({"results": results, "summary": summary, "runs": args.runs, "output_fs": args.output_fs,
+                   "interpreter": interpreter()}, fp, indent=1)
     return 0 if all(r["ok"] for r in results) else 1
 
 
