@@ -880,12 +880,14 @@ def interpreter() -> str:
     """
     The interpreter every Python process here runs on (this one's), and
     whether it is a virtual environment. Start-up differs between
-    interpreters: a ``.pth`` file in a Python's own site-packages runs at
-    every start, and one in a virtual environment does not. See
+    interpreters: the ``.pth`` files in a Python's own site-packages run
+    at every start, except in a virtual environment made from it. See
     bench/README.rst, "Which Python".
     """
-    venv = "a virtual environment" if sys.prefix != sys.base_prefix else "not a virtual environment"
-    return f"{sys.executable} (Python {sys.version.split()[0]}, {venv} over {sys.base_prefix})"
+    version = sys.version.split()[0]
+    if sys.prefix != sys.base_prefix:
+        return f"{sys.executable} (Python {version}, a virtual environment over {sys.base_prefix})"
+    return f"{sys.executable} (Python {version}, not a virtual environment)"
 
 
 def versions() -> dict:
