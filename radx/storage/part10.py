@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import warnings
 import zlib
@@ -66,10 +67,14 @@ def _ui(element: int, uid: str) -> bytes:
     return _short_element(element, b"UI", value + b"\x00" * (len(value) % 2))
 
 
+# PS3.5 6.2: SH and AE, 16 characters at most of the default repertoire,
+# no backslash (5CH), no control characters.
+_SHORT_TEXT = re.compile(r"[ -\[\]-~]{0,16}")
+
+
 def _text(element: int, vr: bytes, text: str) -> bytes:
-    # PS3.5 6.2: SH and AE, 16 characters at most of the default repertoire,
-    # no backslash, no control characters; pad to even length with a space.
-    if len(text) > 16 or any(not " " <= c <= "~" or c == "\\" for c in text):
+    # PS3.5 6.2: padded to even length with a space.
+    if _SHORT_TEXT.fullmatch(text) is None:
         raise ValueError(f"not a valid {vr.decode()} value: {text[:80]!r}")
     value = text.encode("ascii")
     return _short_element(element, vr, value + b" " * (len(value) % 2))
