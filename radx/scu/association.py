@@ -268,7 +268,8 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         self.assembler = MessageAssembler()
         self.contexts: dict[int, ContextResult] = {}
         self.peer_maximum_length = 0
-        # How many operations may be outstanding at once, as the AC granted.
+        # How many operations may be outstanding at once, as the AC granted;
+        # at least 1 (_granted_window, ul.negotiation.operations_window).
         self.operations_window = 1
         self.accept = None
         self.error: AssociationError | None = None
@@ -481,7 +482,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
 
     def _has_room(self) -> bool:
         """Whether a C-STORE may start now: no data set being sent, the window not full."""
-        return self._sender is None and len(self._responses) < max(1, self.operations_window)
+        return self._sender is None and len(self._responses) < self.operations_window
 
     def _start(self, store: _PreparedStore) -> None:
         """The C-STORE-RQ, then its data set, streamed."""

@@ -150,8 +150,7 @@ class StoreJob:
         association.on_data_sent = self.on_data_sent
         self._open.add(association)
         association.closed.addCallback(lambda _: self._open.discard(association))
-        window = max(1, association.operations_window)
-        self.windows.append(window)
+        self.windows.append(association.operations_window)
         waiting: list[defer.Deferred] = []  # the worker, waiting for an answer
         ended: list[AssociationError] = []  # what ended the association, if anything did
 
