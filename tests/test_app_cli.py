@@ -1050,11 +1050,15 @@ class LeanStartupTests(SynchronousTestCase):
     def test_unused_modules_load_on_first_use(self) -> None:
         """A whole command runs without running the code of the modules it defers; they work when used."""
         out = self.run_python(
-            "import sys, types\n"
+            "import socket, sys, types\n"
             "from radx.app import lean\n"
             "def loaded():\n"
             "    return [type(sys.modules[name]) is types.ModuleType for name in lean.UNUSED_MODULES]\n"
-            "print('exit', lean.main(['dicom', 'echo', '127.0.0.1', '104']))\n"
+            "# A port nothing listens on: the echo's connection is refused.\n"
+            "with socket.socket() as closed:\n"
+            "    closed.bind(('127.0.0.1', 0))\n"
+            "    port = closed.getsockname()[1]\n"
+            "print('exit', lean.main(['dicom', 'echo', '127.0.0.1', str(port)]))\n"
             "print(loaded(), 'http.client' in sys.modules)\n"
             "import http.cookiejar\n"
             "from twisted.internet import udp, unix\n"
