@@ -18,10 +18,14 @@ except OSError:  # pragma: no cover
     _libc = None
 
 
-def _die_with_parent() -> None:
+def _prepare_child() -> None:
     # Runs in the child between fork and exec: if the benchmark dies, so does it.
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # A shell starts a background job with SIGINT ignored, and an ignored
+    # signal stays ignored across exec: radx and pynetdicom, stopped with
+    # SIGINT, would run on until killed, 40 s later, every run.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def spawn(argv, *, env=None, stdout=None, stderr=None, cwd=None) -> subprocess.Popen:
@@ -32,7 +36,7 @@ def spawn(argv, *, env=None, stdout=None, stderr=None, cwd=None) -> subprocess.P
         stdout=stdout if stdout is not None else subprocess.DEVNULL,
         stderr=stderr if stderr is not None else subprocess.STDOUT,
         cwd=cwd,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_prepare_child,
     )
 
 
@@ -173,7 +177,7 @@ def process_cpu(pid: int) -> float | None:
 
 
 def _spin() -> None:
-    _die_with_parent()
+    _prepare_child()
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 

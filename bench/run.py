@@ -278,7 +278,7 @@ def run_once(ctx: RunContext, receiver: Receiver, scenario: Scenario, index: int
                 [sys.executable, os.path.join(HERE, "rawclient.py"), scenario.kind, str(port),
                  "--count", str(count), "--seconds", str(settings.seconds)],
                 capture_output=True, text=True, timeout=settings.seconds + 120,
-                preexec_fn=procs._die_with_parent,
+                preexec_fn=procs._prepare_child,
             )  # fmt: skip
             wall = time.perf_counter() - started
             codes = [done.returncode]
