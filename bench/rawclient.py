@@ -7,6 +7,11 @@ reads PDU headers: one request in flight at a time, as a real SCU does.
 
     python bench/rawclient.py echo PORT [--count N] [--seconds S]
     python bench/rawclient.py assoc PORT [--count N] [--seconds S]
+    python bench/rawclient.py store PORT --dir DIR [--count N] [--seconds S]
+
+``store`` sends the files of DIR (the benchmark's corpus: one SOP Class,
+Explicit VR Little Endian), each C-STORE-RQ and its data set built
+before the clock starts, in turn and again until ``--count`` are sent.
 
 It prints one JSON line: how many operations completed, the time they
 took (the loop only, not process start or the association set-up for
@@ -17,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import struct
 import sys
 import time
 
-from radx.testing import associate_rq, echo_rq_bytes
+from radx import uids
+from radx.testing import associate_rq, echo_rq_bytes, store_rq_bytes
 from radx.ul.pdu import AReleaseRQ
 
 _HEADER = struct.Struct(">BxL")
@@ -65,8 +72,44 @@ def _connect(port: int, timeout: float) -> socket.socket:
 
 def echo(port: int, count: int, seconds: float, timeout: float = 10.0) -> dict:
     """C-ECHO ``count`` times (or for ``seconds``) in one association."""
-    rq = associate_rq(called_ae_title="RADX-SCP").encode()
     messages = [echo_rq_bytes(message_id=(i % 65535) + 1) for i in range(count)]
+    return _exchange("echo", associate_rq(called_ae_title="RADX-SCP").encode(), messages, port, seconds, timeout)
+
+
+def store(port: int, count: int, seconds: float, directory: str, timeout: float = 10.0) -> dict:
+    """C-STORE the files of ``directory``, ``count`` in all (or for ``seconds``), in one association."""
+    from pydicom import dcmread
+
+    names = sorted(os.listdir(directory))
+    if not names:
+        raise RuntimeError(f"no files in {directory}")
+    instances = []
+    for name in names[:count]:
+        path = os.path.join(directory, name)
+        meta = dcmread(path, stop_before_pixels=True).file_meta
+        if meta.TransferSyntaxUID != uids.EXPLICIT_VR_LITTLE_ENDIAN:
+            raise RuntimeError(f"{path}: not Explicit VR Little Endian")
+        with open(path, "rb") as source:
+            raw = source.read()
+        # PS3.10 7.1: 128-byte preamble, "DICM", then (0002,0000) gives the meta's length.
+        (group_length,) = struct.unpack_from("<L", raw, 140)
+        instances.append((str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID), raw[144 + group_length :]))
+    sop_classes = {sop_class for sop_class, _, _ in instances}
+    if len(sop_classes) != 1:
+        raise RuntimeError(f"{directory}: {len(sop_classes)} SOP Classes, one expected")
+    rq = associate_rq(
+        called_ae_title="RADX-SCP",
+        contexts=((1, sop_classes.pop(), (uids.EXPLICIT_VR_LITTLE_ENDIAN,)),),
+    ).encode()
+    messages = [
+        store_rq_bytes(data_set, sop_class, sop_instance, message_id=(i % 65535) + 1)
+        for i, (sop_class, sop_instance, data_set) in ((i, instances[i % len(instances)]) for i in range(count))
+    ]
+    return _exchange("store", rq, messages, port, seconds, timeout)
+
+
+def _exchange(kind: str, rq: bytes, messages: list, port: int, seconds: float, timeout: float) -> dict:
+    """Associate, send each message and wait for its answer, release."""
     release = AReleaseRQ().encode()
     failures = 0
     sock = _connect(port, timeout)
@@ -99,7 +142,7 @@ def echo(port: int, count: int, seconds: float, timeout: float = 10.0) -> dict:
             failures += 1
     finally:
         sock.close()
-    return _result("echo", done, elapsed, failures, cpu)
+    return _result(kind, done, elapsed, failures, cpu)
 
 
 def associations(port: int, count: int, seconds: float, timeout: float = 10.0) -> dict:
@@ -146,12 +189,18 @@ def _result(kind, done, elapsed, failures, cpu) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=("echo", "assoc"))
+    parser.add_argument("kind", choices=("echo", "assoc", "store"))
     parser.add_argument("port", type=int)
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--dir", help="for store: the files to send")
     args = parser.parse_args(argv)
-    run = echo if args.kind == "echo" else associations
+    if args.kind == "store":
+        if not args.dir:
+            parser.error("store needs --dir")
+        run = lambda port, count, seconds: store(port, count, seconds, args.dir)  # noqa: E731
+    else:
+        run = echo if args.kind == "echo" else associations
     try:
         result = run(args.port, args.count, args.seconds)
     except (OSError, RuntimeError, ConnectionError) as error:

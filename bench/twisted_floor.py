@@ -10,14 +10,27 @@ what Twisted's reactor, TCP transport and the system calls cost before a
 DICOM server does any work of its own: the floor under radx's figures.
 Not a DICOM implementation; rawclient.py checks nothing more than the PDU
 types and the Status bytes.
+
+A C-STORE-RQ (its command's bytes hold Command Field 0001H) gets no answer
+of its own: the data set's fragments are kept, and after the last one a
+thread of a Twisted ThreadPool writes them to a new file under OUTPUT and
+renames it (no fsync, as storescp), then the reactor answers with a fixed
+C-STORE-RSP (Success). That is the least a server of radx's shape
+(reactor, storage writes on a threadpool) does per stored instance.
+
+    python bench/twisted_floor.py PORT [OUTPUT]
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import struct
 import sys
 
 from twisted.internet import protocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from radx.tcp import write_now
 
@@ -35,12 +48,29 @@ _ANSWERS = {
     0x04: _pdu(0x04, struct.pack(">LBB", 12, 1, 0x03) + struct.pack("<HHLH", 0x0000, 0x0900, 2, 0x0000)),
     0x05: _pdu(0x06, bytes(4)),
 }
+# PS3.7 E.1: (0000,0100) Command Field 0001H (C-STORE-RQ), implicit VR little endian.
+_C_STORE_RQ = struct.pack("<HHLH", 0x0000, 0x0100, 2, 0x0001)
+_C_STORE_RSP = _pdu(
+    0x04,
+    struct.pack(">LBB", 22, 1, 0x03)
+    + struct.pack("<HHLH", 0x0000, 0x0100, 2, 0x8001)
+    + struct.pack("<HHLH", 0x0000, 0x0900, 2, 0x0000),
+)
+_names = itertools.count()
+
+
+def _write_file(directory: str, fragments: list) -> None:
+    name = os.path.join(directory, f"{os.getpid()}-{next(_names)}")
+    with open(name + ".part", "wb") as file:
+        file.writelines(fragments)
+    os.rename(name + ".part", name + ".dcm")
 
 
 class Floor(protocol.Protocol):
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
         self.buffer = b""
+        self.fragments: list = []
 
     def dataReceived(self, data: bytes) -> None:
         buffer = self.buffer + data
@@ -48,18 +78,43 @@ class Floor(protocol.Protocol):
             pdu_type, length = _HEADER.unpack_from(buffer)
             if len(buffer) < 6 + length:
                 break
-            buffer = buffer[6 + length :]
+            pdu, buffer = buffer[: 6 + length], buffer[6 + length :]
+            if pdu_type == 0x04:
+                self._pdata(pdu)
+                continue
             answer = _ANSWERS.get(pdu_type)
             if answer is not None:
                 write_now(self.transport, answer)
         self.buffer = buffer
 
+    def _pdata(self, pdu: bytes) -> None:
+        # PS3.8 9.3.5, E.2: one PDV per PDU assumed; bit 0 command, bit 1 last fragment.
+        control = pdu[11]
+        if control & 0x01:
+            if _C_STORE_RQ not in pdu:
+                write_now(self.transport, _ANSWERS[0x04])
+            return
+        self.fragments.append(pdu[12:])
+        if control & 0x02:
+            fragments, self.fragments = self.fragments, []
+            factory = self.factory
+            d = deferToThreadPool(factory.reactor, factory.pool, _write_file, factory.output, fragments)
+            d.addCallback(lambda _: write_now(self.transport, _C_STORE_RSP))
+
 
 def main(argv=None) -> int:
     from twisted.internet import reactor
 
-    port = int((argv if argv is not None else sys.argv[1:])[0])
-    reactor.listenTCP(port, protocol.Factory.forProtocol(Floor), interface="127.0.0.1")
+    args = argv if argv is not None else sys.argv[1:]
+    port = int(args[0])
+    factory = protocol.Factory.forProtocol(Floor)
+    factory.reactor = reactor
+    factory.output = args[1] if len(args) > 1 else os.getcwd()
+    os.makedirs(factory.output, exist_ok=True)
+    factory.pool = ThreadPool(minthreads=1, maxthreads=4, name="floor-storage")
+    factory.pool.start()
+    reactor.addSystemEventTrigger("during", "shutdown", factory.pool.stop)
+    reactor.listenTCP(port, factory, interface="127.0.0.1")
     reactor.run()
     return 0
 
