@@ -208,6 +208,9 @@ def filesystem(path: str) -> str:
     except OSError:
         pass
     stat = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True).stdout.strip()
+    if not best[0]:
+        # In a chroot, /proc/mounts names mounts outside it by their real paths.
+        return f"{stat} (stat -f; its mount is not in /proc/mounts)"
     return f"{best[1]} ({best[2]} on {best[0]}; stat -f: {stat})"
 
 
