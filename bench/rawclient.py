@@ -101,10 +101,10 @@ def store(port: int, count: int, seconds: float, directory: str, timeout: float 
         called_ae_title="RADX-SCP",
         contexts=((1, sop_classes.pop(), (uids.EXPLICIT_VR_LITTLE_ENDIAN,)),),
     ).encode()
-    messages = [
-        store_rq_bytes(data_set, sop_class, sop_instance, message_id=(i % 65535) + 1)
-        for i, (sop_class, sop_instance, data_set) in ((i, instances[i % len(instances)]) for i in range(count))
-    ]
+    messages = []
+    for i in range(count):
+        sop_class, sop_instance, data_set = instances[i % len(instances)]
+        messages.append(store_rq_bytes(data_set, sop_class, sop_instance, message_id=(i % 65535) + 1))
     return _exchange("store", rq, messages, port, seconds, timeout)
 
 
