@@ -5,14 +5,15 @@
 Starts DCMTK's storescp, radx's server (``--fsync=false``: storescp does
 not fsync either) and bench/twisted_floor.py (a Twisted server with
 canned answers, no DICOM; it writes each data set from a threadpool, as
-radx does) on loopback ports, then, in each round and for each server in
-turn, drives bench/rawclient.py (echo, associations, then the corpus's
-small files, ``bench/out/corpus/small``) and reads the server's CPU time
-from /proc before and after. Prints the median CPU per operation of each,
-and radx's and the floor's ratios: how much of radx's cost is that of its
-shape (Twisted's reactor, and for a file one round trip to a threadpool)
-before radx does anything, and how far that floor is from storescp's
-whole cost. See bench/README.rst, "Floor".
+radx does), twice: with Twisted's ThreadPool and with ``--bare``, one
+SimpleQueue thread. All listen on loopback ports. In each round, each
+server in turn gets bench/rawclient.py (echo, associations, then the
+corpus's small files, ``bench/out/corpus/small``), and its CPU time is
+read from /proc before and after. Prints the median CPU per operation of
+each, and the ratios: how much of radx's cost is that of its shape
+(Twisted's reactor, and for a file one round trip to a thread) before
+radx does anything, and how far each floor is from storescp's whole
+cost. See bench/README.rst, "Floor".
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def _servers(base: str) -> list[tuple[str, Callable[[int], list[str]], dict]]:
          python_env),
         ("twisted floor", lambda port: [sys.executable, os.path.join(HERE, "twisted_floor.py"), str(port),
                                         os.path.join(base, "floor")], python_env),
+        ("bare floor", lambda port: [sys.executable, os.path.join(HERE, "twisted_floor.py"), str(port),
+                                     os.path.join(base, "bare"), "--bare"], python_env),
     ]  # fmt: skip
 
 
@@ -111,12 +114,16 @@ def main(argv=None) -> int:
         shutil.rmtree(base, ignore_errors=True)
 
     print(f"\nServer CPU per operation, ms, median of {args.rounds} round(s):")
-    print(f"{'':8s} {'storescp':>9s} {'radx':>9s} {'floor':>9s} {'radx/floor':>11s} {'floor/storescp':>15s}")
+    print(f"{'':8s} {'storescp':>9s} {'radx':>9s} {'floor':>9s} {'bare':>9s} {'radx/floor':>11s} {'floor/storescp':>15s}"
+          f" {'bare/storescp':>14s}")  # fmt: skip
+    names = ("storescp", "radx", "twisted floor", "bare floor")
     for kind in KINDS:
-        storescp, radx, floor = (statistics.median(figures[(name, kind)]) for name in ("storescp", "radx", "twisted floor"))
-        print(f"{kind:8s} {storescp:9.3f} {radx:9.3f} {floor:9.3f} {radx / floor:10.2f}x {floor / storescp:14.2f}x")
+        storescp, radx, floor, bare = (statistics.median(figures[(name, kind)]) for name in names)
+        print(f"{kind:8s} {storescp:9.3f} {radx:9.3f} {floor:9.3f} {bare:9.3f} {radx / floor:10.2f}x"
+              f" {floor / storescp:14.2f}x {bare / storescp:13.2f}x")  # fmt: skip
     print("floor: bench/twisted_floor.py, a Twisted server with canned answers and no DICOM;")
-    print("store: one small file (~1.8 KB) written from a threadpool, no fsync, by each of them.")
+    print("store: one small file (~1.8 KB) written from a threadpool, no fsync, by each of them;")
+    print("bare: the same floor with one SimpleQueue thread in place of Twisted's ThreadPool.")
     return 0
 
 

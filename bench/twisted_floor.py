@@ -17,16 +17,22 @@ thread of a Twisted ThreadPool writes them to a new file under OUTPUT and
 renames it (no fsync, as storescp), then the reactor answers with a fixed
 C-STORE-RSP (Success). That is the least a server of radx's shape
 (reactor, storage writes on a threadpool) does per stored instance.
+With ``--bare`` the thread is one worker fed by a ``queue.SimpleQueue``
+and answering through ``reactor.callFromThread``: the least a hand-off
+to a thread and back can be in Python.
 
-    python bench/twisted_floor.py PORT [OUTPUT]
+    python bench/twisted_floor.py PORT [OUTPUT] [--bare]
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
+import queue
 import struct
 import sys
+import threading
 
 from twisted.internet import protocol
 from twisted.internet.threads import deferToThreadPool
@@ -97,24 +103,55 @@ class Floor(protocol.Protocol):
         self.fragments.append(pdu[12:])
         if control & 0x02:
             fragments, self.fragments = self.fragments, []
-            factory = self.factory
-            d = deferToThreadPool(factory.reactor, factory.pool, _write_file, factory.output, fragments)
-            d.addCallback(lambda _: write_now(self.transport, _C_STORE_RSP))
+            self.factory.in_thread(_write_file, (self.factory.output, fragments), self._stored)
+
+    def _stored(self, _) -> None:
+        write_now(self.transport, _C_STORE_RSP)
+
+
+class TwistedPool:
+    """Jobs on a Twisted ThreadPool, as radx runs them."""
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self.pool = ThreadPool(minthreads=1, maxthreads=4, name="floor-storage")
+        self.pool.start()
+        reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
+
+    def __call__(self, job, args, then) -> None:
+        deferToThreadPool(self.reactor, self.pool, job, *args).addCallback(then)
+
+
+class BarePool:
+    """Jobs on one thread fed by a SimpleQueue, answered through callFromThread."""
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._work, name="floor-bare", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            job, args, then = self.jobs.get()
+            self.reactor.callFromThread(then, job(*args))
+
+    def __call__(self, job, args, then) -> None:
+        self.jobs.put((job, args, then))
 
 
 def main(argv=None) -> int:
     from twisted.internet import reactor
 
-    args = argv if argv is not None else sys.argv[1:]
-    port = int(args[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("port", type=int)
+    parser.add_argument("output", nargs="?", default=os.getcwd())
+    parser.add_argument("--bare", action="store_true", help="a SimpleQueue thread in place of Twisted's ThreadPool")
+    args = parser.parse_args(argv)
     factory = protocol.Factory.forProtocol(Floor)
-    factory.reactor = reactor
-    factory.output = args[1] if len(args) > 1 else os.getcwd()
+    factory.output = args.output
     os.makedirs(factory.output, exist_ok=True)
-    factory.pool = ThreadPool(minthreads=1, maxthreads=4, name="floor-storage")
-    factory.pool.start()
-    reactor.addSystemEventTrigger("during", "shutdown", factory.pool.stop)
-    reactor.listenTCP(port, factory, interface="127.0.0.1")
+    factory.in_thread = (BarePool if args.bare else TwistedPool)(reactor)
+    reactor.listenTCP(args.port, factory, interface="127.0.0.1")
     reactor.run()
     return 0
 
