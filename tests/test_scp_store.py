@@ -87,6 +87,25 @@ class StoreTests(SynchronousTestCase):
         self.assertIn(f"Stored DICOM file path={self.stored_path()}", messages)
         self.assertEqual(self.incoming(), [])
 
+    def test_odd_length_data_set_is_stored_as_it_arrived(self):
+        """
+        pydicom's image_dfl.dcm, a 4303-byte deflated data set, from a sender
+        that does not add PS3.5 A.5's trailing NULL byte, and from one that
+        does: both accepted, each stored bit for bit as it arrived.
+        """
+        secondary_capture, deflated = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.1.2.1.99"
+        instance = "1.3.6.1.4.1.5962.1.1.0.0.0.977067309.6001.0"
+        data = data_set_of(get_testdata_file("image_dfl.dcm"))
+        self.assertEqual(len(data), 4303)
+        for data_set in (data, data + b"\x00"):
+            output = self.mktemp()
+            harness = ScpHarness(ServerConfig(output_dir=output, fsync=False, organize=False))
+            harness.send(associate_rq(contexts=[(1, secondary_capture, (deflated,))]).encode())
+            self.assertIsInstance(harness.received_pdus()[0], AAssociateAC)
+            harness.send(store_rq_bytes(data_set, secondary_capture, instance))
+            self.assertEqual([r.status for r in responses(harness)], [0])
+            self.assertEqual(data_set_of(os.path.join(output, instance + ".dcm")), data_set)
+
     def test_sop_class_must_match_its_context(self):
         """PS3.4 B.2.3: an MR on a context negotiated for CT is refused (0122), nothing stored."""
         harness = self.harness()

@@ -289,6 +289,24 @@ class StoreTests(RequestorTestsMixin, SynchronousTestCase):
         peer.send(response_bytes(CStoreRSP(1, 0xB000, CT, "1.2.3.4")))
         self.assertEqual(self.successResultOf(answered).status, 0xB000)
 
+    def test_every_value_sent_is_even_whatever_the_file(self):
+        """
+        PS3.5 7.1.1 and A.5: each PDV radx sends is even; an odd data set (a
+        deflated one, as pydicom's image_dfl.dcm) gets one trailing NULL byte.
+        """
+        stretch = 7 * 16378
+        for size in (0, 1, 2, 4089, 4090, 4091, 10_001, stretch - 1, stretch, stretch + 1, 300_001):
+            for maximum in (4096, 4097, 16384, 0):
+                self.endpoint = MemoryEndpoint()
+                source, data = self.source(size)
+                peer, association = self.established(maximum_length=maximum)
+                association.store(source, 1)
+                items = [item for pdu in peer.received_pdus() for item in pdu.items]
+                self.assertEqual([len(i.data) % 2 for i in items], [0] * len(items), (size, maximum))
+                fragments = b"".join(bytes(i.data) for i in items[1:])
+                self.assertEqual(fragments, data + b"\x00" * (size % 2), (size, maximum))
+                self.assertEqual(items[-1].message_control_header, 2)
+
     def test_backpressure_pauses_reading(self):
         """The transport's producer: a paused transport gets nothing more until it resumes."""
         source, data = self.source(300_000)

@@ -283,9 +283,7 @@ class StoreCommandTests(CommandTestCase):
         """radx dicom store --dir to DCMTK storescp (bit-preserving): every data set byte-identical."""
         folder = self.mktemp()
         sources = dicomfiles.write_ct_series(folder, 8, rows=64, columns=64, seed=39)
-        # Not pydicom's deflated file: its deflated data set has an odd length,
-        # which storescp answers with an A-ABORT (dicomfiles.write_dcmtk_wire_form
-        # pads it for DCMTK). Distinct SOP Instance UIDs: storescp names files by them.
+        # Distinct SOP Instance UIDs: storescp names files by them.
         for name in ("explicit_vr_big_endian", "explicit_vr_little_endian", "jpeg_baseline"):
             path = dicomfiles.pydicom_test_files()[name].path
             shutil.copy(path, os.path.join(folder, f"{name}.dcm"))
@@ -300,6 +298,34 @@ class StoreCommandTests(CommandTestCase):
         for source in sources:
             stored = received[dicomfiles.instance_uids(source)[2]]
             self.assertTrue(dicomfiles.same_data_set(stored, source), f"{stored} differs from {source}")
+
+    @defer.inlineCallbacks
+    def test_odd_deflated_data_set_to_dcmtk_storescp(self):
+        """
+        pydicom's image_dfl.dcm, a 4303-byte deflated data set: sent with its
+        trailing NULL byte (PS3.5 A.5), which storescp needs (it aborts on an
+        odd fragment) and writes as it arrived.
+        """
+        source = dicomfiles.pydicom_test_files()["deflated_explicit_vr_little_endian"].path
+        port, output = yield self.start_storescp()
+        out, err, code = yield self.radx("dicom", "store", source, "--host", "127.0.0.1", "--port", str(port))
+        self.assertEqual(code, 0, err)
+        self.assertIn("1 succeeded, 0 failed", out)
+        (name,) = os.listdir(output)
+        stored = dicomfiles.data_set_bytes(os.path.join(output, name))
+        self.assertEqual(stored, dicomfiles.data_set_bytes(source) + b"\x00")
+        self.assertEqual(len(stored), 4304)
+
+    @defer.inlineCallbacks
+    def test_odd_deflated_data_set_to_radx(self):
+        """The same file to radx's own server: stored as it arrived, with the trailing NULL byte."""
+        test_file = dicomfiles.pydicom_test_files()["deflated_explicit_vr_little_endian"]
+        self.start_server(self.server_config(organize=False))
+        out, err, code = yield self.radx("dicom", "store", test_file.path, "--host", "127.0.0.1", "--port", str(self.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn("1 succeeded, 0 failed", out)
+        stored = os.path.join(self.factory.config.output_dir, f"{test_file.sop_instance_uid}.dcm")
+        self.assertEqual(dicomfiles.data_set_bytes(stored), dicomfiles.data_set_bytes(test_file.path) + b"\x00")
 
     @defer.inlineCallbacks
     def test_router_one_pass(self):

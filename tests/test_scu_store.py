@@ -79,7 +79,12 @@ class RadxServerTests(ServerTestCase):
         results = yield self.job().run([f.path for f in chosen])
         self.assertEqual([(r.path, r.status) for r in results], [(f.path, 0) for f in chosen])
         output = self.factory.config.output_dir
-        self.assertSameDataSets((os.path.join(output, f"{f.sop_instance_uid}.dcm"), f.path) for f in chosen)
+        for f in chosen:
+            # Bit for bit as sent: the deflated data set, 4303 bytes, with its trailing NULL (PS3.5 A.5).
+            stored = dicomfiles.data_set_bytes(os.path.join(output, f"{f.sop_instance_uid}.dcm"))
+            self.assertEqual(stored, dicomfiles.data_set_as_sent(f.path), f.name)
+        deflated = dicomfiles.pydicom_test_files()["deflated_explicit_vr_little_endian"]
+        self.assertEqual(len(dicomfiles.data_set_bytes(deflated.path)), 4303)
         self.assertEqual(self.factory.stats.associations, 1)
 
     @defer.inlineCallbacks

@@ -197,6 +197,9 @@ class _DataSetSender:
         self._stretch = _stretch(protocol.peer_maximum_length)
         # The first stretch, read ahead (None: read it when sending).
         self._first = first
+        # PS3.5 A.5: an odd deflated data set gets one trailing NULL byte; every
+        # other data set is even (PS3.5 7.1.1), and an odd one is padded alike.
+        self._pad = length & 1
         self._done = done
         self._paused = False
         self._stopped = False
@@ -220,6 +223,8 @@ class _DataSetSender:
                 return
             self._left -= size
             last = self._left == 0
+            if last and self._pad:
+                data += b"\x00"
             # PS3.8 E.2: data set fragments; the last one of the data set says so.
             pdus = EncodedPDUs(encode_fragments(self._context_id, data, self._size, command=False, ends_message=last))
             if not protocol.send_data(pdus):
