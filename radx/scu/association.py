@@ -458,7 +458,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
 
     def _submit(self, source, context_id: int, wait: bool) -> tuple[defer.Deferred, defer.Deferred]:
         if self.machine.state not in _TRANSFER_STATES:
-            return defer.succeed(None), defer.fail(self._not_established())
+            return defer.succeed(None), defer.fail(NotSent(self._not_established()))
         request = CStoreRQ(
             message_id=self._next_message_id(),
             affected_sop_class_uid=source.sop_class_uid,
