@@ -22,7 +22,7 @@ from radx.scu.association import AssociationError, client_endpoint
 from radx.scu.echo import echo
 from radx.ul.negotiation import AcceptorPolicy
 from tests import dicomfiles
-from tests.interop import DCMTK_ENV, ServerTestCase, free_port, process_status, require_dcmtk
+from tests.interop import DCMTK_ENV, ServerTestCase, abort_at_c_store, free_port, process_status, require_dcmtk
 from tests.test_interop_store import organized_path, spawn
 
 CT = dicomfiles.CT_IMAGE_STORAGE
@@ -235,8 +235,58 @@ class StoreCommandTests(CommandTestCase):
                 ]
             ),
         )
-        self.assertRegex(out, r"^Sent 3 files \(0\.0 MB\) in \d+\.\d s: 1 succeeded, 2 failed\n$")
+        self.assertRegex(out, r"^Sent 1 file \(0\.0 MB\) in \d+\.\d s: 1 succeeded, 0 failed, 2 not sent\n$")
         self.assertEqual(self.factory.stats.stores_succeeded, 1)
+
+    @defer.inlineCallbacks
+    def test_a_missing_file_is_not_sent(self):
+        (ct,) = dicomfiles.write_ct_series(self.mktemp(), 1, rows=16, columns=16, seed=41)
+        missing = self.mktemp() + ".dcm"
+        self.start_server()
+        out, err, code = yield self.radx("dicom", "store", ct, missing, "--host", "127.0.0.1", "--port", str(self.port))
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"FAILED {missing}: cannot read: No such file or directory\n")
+        self.assertRegex(out, r"^Sent 1 file \(0\.0 MB\) in \d+\.\d s: 1 succeeded, 0 failed, 1 not sent\n$")
+
+    @defer.inlineCallbacks
+    def test_after_an_abort_a_new_association_sends_the_rest(self):
+        """
+        A server that aborts the first association as its second C-STORE-RQ
+        arrives: that file failed, the three after it stored on a second
+        association; exit 1.
+        """
+        sources = dicomfiles.write_ct_series(self.mktemp(), 5, rows=16, columns=16, seed=42)
+        aborted = abort_at_c_store(self, lambda association, request: (association, request) == (1, 2))
+        self.start_server()
+        out, err, code = yield self.radx(
+            "dicom", "store", *sources, "--max-ops", "1", "--host", "127.0.0.1", "--port", str(self.port)
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"FAILED {sources[1]}: Association aborted by the peer (A-ABORT, service-user)\n")
+        self.assertRegex(out, r"^Sent 5 files \(0\.0 MB\) in \d+\.\d s: 4 succeeded, 1 failed\n$")
+        self.assertEqual((aborted, self.factory.stats.associations, self.factory.stats.stores_succeeded), ([(1, 2)], 2, 4))
+        for source in sources[:1] + sources[2:]:
+            self.assertTrue(dicomfiles.same_data_set(organized_path(self.factory.config.output_dir, source), source))
+
+    @defer.inlineCallbacks
+    def test_gives_up_after_three_associations_in_a_row_fail(self):
+        """A server that aborts every association at its first C-STORE-RQ: three tried, then the rest not sent; exit 1."""
+        sources = dicomfiles.write_ct_series(self.mktemp(), 5, rows=16, columns=16, seed=43)
+        aborted = abort_at_c_store(self, lambda association, request: True)
+        self.start_server()
+        out, err, code = yield self.radx(
+            "dicom", "store", *sources, "--max-ops", "1", "--host", "127.0.0.1", "--port", str(self.port)
+        )
+        self.assertEqual(code, 1)
+        why = "Association aborted by the peer (A-ABORT, service-user)"
+        self.assertEqual(
+            err.splitlines(),
+            [f"FAILED {s}: {why}" for s in sources[:3]]
+            + [f"FAILED {s}: not sent: {why}" for s in sources[3:]]
+            + [f"Gave up: 3 associations in a row failed; the last: {why}"],
+        )
+        self.assertRegex(out, r"^Sent 3 files \(0\.0 MB\) in \d+\.\d s: 0 succeeded, 3 failed, 2 not sent\n$")
+        self.assertEqual(aborted, [(1, 1), (2, 1), (3, 1)])
 
     @defer.inlineCallbacks
     def test_failure_status_named(self):
