@@ -482,6 +482,28 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
         self.assertEqual((job.associated, job.gave_up), (2, None))
         self.assertClean()
 
+    def test_after_a_timeout_a_new_association_sends_the_rest(self):
+        """A peer silent on the first file: A-ABORT after --timeout, that file failed, the others on a new association."""
+        sources = self.sources(3)
+        job, done, peer = self.start_job(sources, granted=1)
+        self.assertEqual(self.requests(peer), [1])
+        self.clock.advance(10)
+        self.assertEqual(peer.received_pdus(), [AAbort(0, 0)])
+        self.assertEqual(len(self.endpoint.peers), 1)  # not before this one is closed
+        peer.disconnect()
+        peer = self.next_association()
+        self.assertEqual(self.requests(peer), [1])
+        self.answer(peer, 1)
+        self.assertEqual(self.requests(peer), [2])
+        self.answer(peer, 2)
+        self.release(peer)
+        results = self.successResultOf(done)
+        self.assertEqual(
+            [(r.status, r.reason) for r in results],
+            [(None, "Timed out: no response within 10 s"), (0, None), (0, None)],
+        )
+        self.assertClean()
+
     def test_gives_up_after_three_associations_in_a_row_fail(self):
         """A peer that aborts at every first C-STORE: three associations, one file failed on each, the rest not sent."""
         sources = self.sources(5)
