@@ -197,7 +197,8 @@ class StoreJob:
                 association = yield associate(self.endpoint, request, self.reactor, self.timeout)
             except AssociationError as error:
                 self.association_errors.append(error)
-                # Never made at all: the address, port or AE title is wrong, or no server is there.
+                # A worker's first association not made: a wrong address, port or
+                # AE title, or no server; asking again would change nothing.
                 if associated and self._failed(error):
                     continue
                 return error.message
