@@ -7,9 +7,9 @@ import os
 from pydicom.data import get_charset_files
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from tests.dicomfiles import CT_IMAGE_STORAGE, uid
+from tests.dicomfiles import CT_IMAGE_STORAGE
 
 
 def write_instance(path: str, number: int = 1, **attributes) -> str:
@@ -19,7 +19,8 @@ def write_instance(path: str, number: int = 1, **attributes) -> str:
     keyword override or add to the defaults. Its path.
     """
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    sop_instance_uid = uid("catalogue-tests", path, number)
+    # pydicom's prefix: a UID derived from the entropy sources alone.
+    sop_instance_uid = generate_uid(entropy_srcs=["catalogue-tests", path, str(number)])
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
@@ -29,8 +30,8 @@ def write_instance(path: str, number: int = 1, **attributes) -> str:
     ds.SOPInstanceUID = sop_instance_uid
     ds.PatientName = "DOE^JANE"
     ds.PatientID = "PID-1"
-    ds.StudyInstanceUID = uid("catalogue-tests", "study")
-    ds.SeriesInstanceUID = uid("catalogue-tests", "series")
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = "1.2.3.4"
     ds.Modality = "CT"
     ds.SeriesNumber = 1
     ds.InstanceNumber = number

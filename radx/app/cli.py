@@ -25,11 +25,13 @@ USAGE = """\
 Usage: radx dicom scp [PORT] [flags]
        radx dicom echo HOST [PORT] [flags]
        radx dicom store FILE... | --dir DIR [flags]
+       radx dicom catalogue [DIR] [flags]
 
 Commands:
   radx dicom scp    Run a DICOM SCP server to receive DICOM files
   radx dicom echo   Test connectivity to an SCP with C-ECHO
   radx dicom store  Send DICOM files to an SCP with C-STORE
+  radx dicom catalogue  Index received files into a SQLite catalogue, query it
 
 Run 'radx dicom COMMAND --help' for its flags.
 """
@@ -247,6 +249,10 @@ def _main(argv: list[str]) -> int:
 
         command = scu_cli.echo_main if argv[1] == "echo" else scu_cli.store_main
         return command(argv[2:])
+    if argv[:2] == ["dicom", "catalogue"]:
+        from radx.app.catalogue_cli import catalogue_main
+
+        return catalogue_main(argv[2:])
     if argv[:2] != ["dicom", "scp"]:
         sys.stderr.write(USAGE)
         return 0 if argv[:1] in (["--help"], ["-h"]) else 2
