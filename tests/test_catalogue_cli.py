@@ -254,3 +254,12 @@ class ProgressBarTests(SynchronousTestCase):
         # Cleared before the report.
         self.assertTrue(stderr.getvalue().endswith("\r\x1b[K"))
         self.assertNotIn("\r", stdout.getvalue())
+
+
+class TableTests(SynchronousTestCase):
+    def test_wide_characters_aligned(self):
+        from radx.app.catalogue_cli import table
+        from radx.catalogue.database import Rows
+
+        text = table(Rows(["patient_name", "n"], [("王^小東", 1), ("Äneas", None)], False))
+        self.assertEqual(text, "patient_name  n\n------------  -\n王^小東       1\nÄneas\n(2 rows)\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 
 from twisted.python import usage
 
@@ -125,13 +126,24 @@ def summary_report(database: str, summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: two for each wide (East Asian) character."""
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _padded(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
 def table(rows) -> str:
     """Rows as aligned columns under their names; NULL as nothing."""
     cells = [[("" if v is None else str(v)) for v in row] for row in rows.rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(rows.columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(rows.columns, widths)).rstrip()]
+    widths = [max([_width(c)] + [_width(r[i]) for r in cells]) for i, c in enumerate(rows.columns)]
+    lines = ["  ".join(_padded(c, w) for c, w in zip(rows.columns, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines += ["  ".join(_padded(c, w) for c, w in zip(row, widths)).rstrip() for row in cells]
     text = "\n".join(lines) + "\n"
     text += f"({_plural(len(rows.rows), 'row')})\n"
     return text
