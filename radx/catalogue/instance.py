@@ -17,8 +17,8 @@ from radx.storage.header import scan_elements
 from radx.storage.part10 import (
     DEFLATED_TRANSFER_SYNTAXES,
     NotPart10,
-    _Inflated,
     parse_file_meta,
+    read_data_set_head,
 )
 from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
@@ -79,7 +79,7 @@ def read_row(path: str, stat: os.stat_result | None = None) -> dict:
         if found is not None:
             row = _decoded(found)
         else:
-            row = _read_with_pydicom(fp, offset, transfer_syntax, implicit, little_endian)
+            row = _read_with_pydicom(fp, offset, transfer_syntax)
     if row["sop_class_uid"] is None:
         row["sop_class_uid"] = _meta_uid(meta, _META_SOP_CLASS_UID)
     if row["sop_instance_uid"] is None:
@@ -150,21 +150,10 @@ def _pydicom_text(raw: bytes, vr: str, encodings: list[str]) -> str:
     return "\\".join(decode_bytes(v, encodings, TEXT_VR_DELIMS) for v in values)
 
 
-def _read_with_pydicom(fp, offset: int, transfer_syntax: str, implicit: bool, little_endian: bool) -> dict:
+def _read_with_pydicom(fp, offset: int, transfer_syntax: str) -> dict:
     """The row's values as pydicom reads them, from the open file, up to the last attribute wanted."""
-    from pydicom.filereader import read_dataset
-
     try:
-        fp.seek(offset)
-        source = _Inflated(fp) if transfer_syntax in DEFLATED_TRANSFER_SYNTAXES else fp
-        dataset = read_dataset(
-            source,
-            implicit,
-            little_endian,
-            # PS3.5 7.1: elements ascend by tag; stop after the last wanted.
-            stop_when=lambda tag, vr, length: tag > _LAST,
-            specific_tags=list(_WANTED),
-        )
+        dataset = read_data_set_head(fp, offset, transfer_syntax, _WANTED)
         row = {}
         for attribute in ATTRIBUTES:
             element = dataset.get(attribute.tag)
