@@ -17,7 +17,9 @@ from radx.storage.header import scan_elements
 from radx.storage.part10 import (
     DEFLATED_TRANSFER_SYNTAXES,
     NotPart10,
+    UnreadableDataSet,
     parse_file_meta,
+    parsing_data_set,
     read_data_set_head,
 )
 from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
@@ -153,17 +155,14 @@ def _pydicom_text(raw: bytes, vr: str, encodings: list[str]) -> str:
 def _read_with_pydicom(fp, offset: int, transfer_syntax: str) -> dict:
     """The row's values as pydicom reads them, from the open file, up to the last attribute wanted."""
     try:
-        dataset = read_data_set_head(fp, offset, transfer_syntax, _WANTED)
-        row = {}
-        for attribute in ATTRIBUTES:
-            element = dataset.get(attribute.tag)
-            row[attribute.column] = None if element is None else _pydicom_value(element.value, attribute.vr)
-    except OSError as error:
-        if error.errno is not None:
-            raise  # the file system's error, not the data set's
-        raise NotCatalogued(f"cannot parse the data set: {error}") from None
-    except Exception as error:
-        raise NotCatalogued(f"cannot parse the data set: {type(error).__name__}: {error}") from None
+        with parsing_data_set():
+            dataset = read_data_set_head(fp, offset, transfer_syntax, _WANTED)
+            row = {}
+            for attribute in ATTRIBUTES:
+                element = dataset.get(attribute.tag)
+                row[attribute.column] = None if element is None else _pydicom_value(element.value, attribute.vr)
+    except UnreadableDataSet as error:
+        raise NotCatalogued(error.message) from None
     return row
 
 

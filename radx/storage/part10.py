@@ -7,6 +7,7 @@ import re
 import struct
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -314,6 +315,24 @@ def read_data_set_head(raw, offset: int, transfer_syntax_uid: str, tags):
     )
 
 
+@contextmanager
+def parsing_data_set():
+    """
+    Where pydicom parses a data set: what it raises becomes
+    UnreadableDataSet, but for the file system's own errors (EIO...).
+    """
+    try:
+        yield
+    except UnreadableDataSet:
+        raise
+    except OSError as e:
+        if e.errno is not None:
+            raise  # the file system's error (EIO...), not the data set's
+        raise UnreadableDataSet(f"cannot parse the data set: {e}") from e
+    except Exception as e:
+        raise UnreadableDataSet(f"cannot parse the data set: {type(e).__name__}: {e}") from e
+
+
 def read_instance_header(path, transfer_syntax_uid: str) -> InstanceHeader:
     """
     Read the SOP Class, SOP Instance, Study and Series Instance UIDs of the
@@ -326,30 +345,21 @@ def read_instance_header(path, transfer_syntax_uid: str) -> InstanceHeader:
         (PS3.3 C.12.1, Type 1).
     """
     implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
-    try:
-        with open(path, "rb") as raw:
-            dataset = read_data_set_head(raw, data_set_offset(raw), transfer_syntax_uid, _HEADER_TAGS)
-            if dataset.original_encoding[0] != implicit:
-                # pydicom found the other VR encoding and read on in it; the
-                # file meta would then misname the data set's transfer syntax.
-                found = "implicit" if dataset.original_encoding[0] else "explicit"
-                raise UnreadableDataSet(
-                    f"the data set is in {found} VR, not in the context's transfer syntax {transfer_syntax_uid}"
-                )
-            header = InstanceHeader(
-                _string(dataset, _SOP_CLASS_UID),
-                _string(dataset, _SOP_INSTANCE_UID),
-                _string(dataset, _STUDY_INSTANCE_UID),
-                _string(dataset, _SERIES_INSTANCE_UID),
+    with open(path, "rb") as raw, parsing_data_set():
+        dataset = read_data_set_head(raw, data_set_offset(raw), transfer_syntax_uid, _HEADER_TAGS)
+        if dataset.original_encoding[0] != implicit:
+            # pydicom found the other VR encoding and read on in it; the
+            # file meta would then misname the data set's transfer syntax.
+            found = "implicit" if dataset.original_encoding[0] else "explicit"
+            raise UnreadableDataSet(
+                f"the data set is in {found} VR, not in the context's transfer syntax {transfer_syntax_uid}"
             )
-    except UnreadableDataSet:
-        raise
-    except OSError as e:
-        if e.errno is not None:
-            raise  # the file system's error (EIO...), not the data set's
-        raise UnreadableDataSet(f"cannot parse the data set: {e}") from e
-    except Exception as e:
-        raise UnreadableDataSet(f"cannot parse the data set: {type(e).__name__}: {e}") from e
+        header = InstanceHeader(
+            _string(dataset, _SOP_CLASS_UID),
+            _string(dataset, _SOP_INSTANCE_UID),
+            _string(dataset, _STUDY_INSTANCE_UID),
+            _string(dataset, _SERIES_INSTANCE_UID),
+        )
     if header.sop_class_uid is None:
         raise UnreadableDataSet("the data set has no SOP Class UID (0008,0016)")
     if header.sop_instance_uid is None:
