@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from radx.scp.storing import Backlog, InstanceReception
 from radx.testing import SteppedThreadPool, ThreadlessReactor
 from radx.storage.store import INCOMING, InstanceWriter, StorageError, StoredInstance
+from radx.storage.tree import OutputTree
 from tests.test_storage_store import EXPLICIT_LE, SOP_CLASS, SOP_INSTANCE, SERIES, STUDY, data_set
 
 
@@ -257,7 +258,7 @@ class DiskTests(SynchronousTestCase):
     def writer_factory(self, writer_class=InstanceWriter):
         return partial(
             writer_class,
-            self.output,
+            OutputTree(self.output),
             sop_class_uid=SOP_CLASS,
             sop_instance_uid=SOP_INSTANCE,
             transfer_syntax_uid=EXPLICIT_LE,

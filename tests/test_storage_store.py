@@ -17,6 +17,7 @@ from radx.storage.store import (
     StoredInstance,
     clean_incoming,
 )
+from radx.storage.tree import OutputTree
 from tests.test_storage_part10 import explicit_le, samples, ui
 
 DCMDUMP = shutil.which("dcmdump")
@@ -78,7 +79,15 @@ class StoreTestsMixin:
             calling_ae_title="STORESCU",
         )
         arguments.update(kwargs)
-        return InstanceWriter(self.output, **arguments)
+        return InstanceWriter(self.tree(arguments.pop("dir_mode", None)), **arguments)
+
+    def tree(self, dir_mode=None) -> OutputTree:
+        """One tree per output folder and mode, held open as the server holds its own."""
+        trees = self.__dict__.setdefault("_trees", {})
+        key = (self.output, dir_mode)
+        if key not in trees:
+            trees[key] = OutputTree(self.output, dir_mode)
+        return trees[key]
 
     def store(self, data: bytes, **kwargs) -> StoredInstance:
         writer = self.writer(**kwargs)
@@ -380,28 +389,30 @@ class CleanIncomingTests(StoreTestsMixin, SynchronousTestCase):
                 f.write(b"stale")
         os.mkdir(os.path.join(incoming, "dir.part"))
         stored = self.store(data_set())
-        self.assertEqual(clean_incoming(self.output), ["a.part", "b.part"])
+        self.assertEqual(clean_incoming(self.tree()), ["a.part", "b.part"])
         self.assertEqual(sorted(os.listdir(incoming)), ["dir.part", "notes.txt"])
         self.assertTrue(os.path.isfile(stored.path))
-        self.assertEqual(clean_incoming(self.output), [])
+        self.assertEqual(clean_incoming(self.tree()), [])
 
     def test_live_writer_part(self):
         """What a writer crashed mid-way leaves is what it removes."""
         writer = self.writer()
         name = os.path.basename(writer.temp_path)
-        self.assertEqual(clean_incoming(self.output), [name])
+        self.assertEqual(clean_incoming(self.tree()), [name])
         self.assertIncomingEmpty()
 
     def test_no_incoming(self):
-        self.assertEqual(clean_incoming(self.output), [])
-        self.assertEqual(clean_incoming(os.path.join(self.base, "absent")), [])
+        self.assertEqual(clean_incoming(self.tree()), [])
+        absent = os.path.join(self.base, "absent")
+        self.assertEqual(clean_incoming(OutputTree(absent)), [])
+        self.assertEqual(os.listdir(absent), [INCOMING])
 
 
 OTHER = SOP_INSTANCE + "1"
 
 
-class KnownDirectoryTests(StoreTestsMixin, SynchronousTestCase):
-    """Folders are checked once, yet a folder removed behind radx's back is made again."""
+class RemovedFolderTests(StoreTestsMixin, SynchronousTestCase):
+    """A folder removed behind radx's back, once opened, is made again."""
 
     def test_removed_series_folder_is_made_again(self):
         first = self.store(data_set())
@@ -417,26 +428,3 @@ class KnownDirectoryTests(StoreTestsMixin, SynchronousTestCase):
         stored = self.store(data_set(sop_instance=OTHER), sop_instance_uid=OTHER)
         self.assertTrue(os.path.isfile(stored.path))
         self.assertIncomingEmpty()
-
-    def test_second_instance_of_a_series_makes_no_folder(self):
-        """Filing into a known series stats no folder: the cache is what answers."""
-        self.store(data_set())
-        calls = []
-        real_makedirs = os.makedirs
-        try:
-            os.makedirs = lambda *args, **kwargs: calls.append(args) or real_makedirs(*args, **kwargs)
-            self.store(data_set(sop_instance=OTHER), sop_instance_uid=OTHER)
-        finally:
-            os.makedirs = real_makedirs
-        self.assertEqual(calls, [])
-
-    def test_cache_is_bounded(self):
-        from radx.storage.store import _KnownDirectories
-
-        known = _KnownDirectories(size=3)
-        for name in "abcde":
-            known.add(name)
-        self.assertEqual([name in known for name in "abcde"], [False, False, True, True, True])
-        known.forget_under("d")
-        self.assertNotIn("d", known)
-        self.assertIn("e", known)

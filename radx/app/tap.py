@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import errno
-import os
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
@@ -137,12 +136,10 @@ class ScpService(service.MultiService):
         """Create the output folder; clean what a crash left in its temporary folder.
 
         A folder radx creates gets --dir-mode; an existing one keeps its mode.
+        A symbolic link in place of the temporary folder stops the start.
         """
         try:
-            if not os.path.isdir(self.config.output_dir):
-                os.makedirs(self.config.output_dir, mode=self.config.dir_mode, exist_ok=True)
-                os.chmod(self.config.output_dir, self.config.dir_mode)
-            stale = clean_incoming(self.config.output_dir)
+            stale = clean_incoming(self.factory.tree)
         except OSError as error:
             raise StartupError(f"failed to create output directory: {describe_os_error(error)}") from error
         for name in stale:

@@ -11,6 +11,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 from radx.scp.protocol import AssociationProtocol
+from radx.storage.tree import OutputTree
 from radx.ul import negotiation
 from radx.ul.negotiation import AcceptorPolicy
 from radx.ul.pdu import AAssociateRJ
@@ -105,6 +106,8 @@ class SCPFactory(ServerFactory):
         self.reactor = reactor
         self.threadpool = threadpool
         self.stats = Statistics()
+        # The output folder, opened at the first use and kept open.
+        self.tree = OutputTree(config.output_dir, config.dir_mode)
         # Every open connection, and those of them that are associations.
         self.connections: set[AssociationProtocol] = set()
         self.active: set[AssociationProtocol] = set()

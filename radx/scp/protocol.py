@@ -561,7 +561,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
 
         def writer_factory():
             return InstanceWriter(
-                config.output_dir,
+                self.factory.tree,
                 sop_class_uid=request.affected_sop_class_uid,
                 sop_instance_uid=request.affected_sop_instance_uid,
                 transfer_syntax_uid=context.transfer_syntax,
@@ -570,7 +570,6 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 organize=config.organize,
                 fsync=config.fsync,
                 file_mode=config.file_mode,
-                dir_mode=config.dir_mode,
             )
 
         reception = InstanceReception(

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from radx.storage.layout import InvalidUID, is_valid_uid, relative_instance_path
+from radx.storage.tree import INCOMING, OpenFolders, OutputTree, open_folder
 from radx.storage.header import scan_header
 from radx.storage.part10 import (
     DEFLATED_TRANSFER_SYNTAXES,
@@ -19,10 +20,6 @@ from radx.storage.part10 import (
 )
 from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
-# Temporary files live here, inside the output directory: the same file
-# system, so the final rename is atomic.  Hidden, so `find -name '*.dcm'`
-# and the like never see a partial instance.
-INCOMING = ".radx-incoming"
 PART_SUFFIX = ".part"
 
 # PS3.4 B.2.3 (Table B.2-1): C-STORE failures of the Storage SOP Classes.
@@ -43,38 +40,6 @@ if _IOV_MAX <= 0:
 
 _RENAME_LOCK = threading.Lock()
 
-
-class _KnownDirectories:
-    """
-    Folders seen to exist lately, so that filing an instance into a series
-    already begun costs no mkdir or stat.  Bounded: the oldest are
-    forgotten first.  A folder removed behind radx's back is forgotten when
-    a file cannot be made in it, and made again.
-    """
-
-    def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self._paths: dict[str, None] = {}
-        self._lock = threading.Lock()
-
-    def __contains__(self, path: str) -> bool:
-        return path in self._paths
-
-    def add(self, path: str) -> None:
-        with self._lock:
-            self._paths[path] = None
-            while len(self._paths) > self.size:
-                del self._paths[next(iter(self._paths))]
-
-    def forget_under(self, root: str) -> None:
-        """Forget ``root`` and every folder below it."""
-        prefix = os.path.join(root, "")
-        with self._lock:
-            for path in [p for p in self._paths if p == root or p.startswith(prefix)]:
-                del self._paths[path]
-
-
-_KNOWN_DIRECTORIES = _KnownDirectories()
 
 # How much of the start of a data set is kept for the fast header scan.
 HEAD_BYTES = 64 * 1024
@@ -111,14 +76,6 @@ def _strip_padding(uid: str) -> str:
     return uid.rstrip("\x00 ") if isinstance(uid, str) else uid
 
 
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _describe(error: OSError) -> str:
     what = error.strerror or str(error)
     return f"{what}: {error.filename}" if error.filename else what
@@ -138,7 +95,7 @@ class InstanceWriter:
 
     def __init__(
         self,
-        output_dir,
+        tree: OutputTree,
         *,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -148,18 +105,20 @@ class InstanceWriter:
         organize: bool = True,
         fsync: bool = True,
         file_mode: int | None = None,
-        dir_mode: int | None = None,
     ):
-        self.output_dir = os.fspath(output_dir)
+        self.tree = tree
         self.sop_class_uid = _strip_padding(sop_class_uid)
         self.sop_instance_uid = _strip_padding(sop_instance_uid)
         self.transfer_syntax_uid = _strip_padding(transfer_syntax_uid)
         self.organize = organize
         self.fsync = fsync
         self.file_mode = file_mode
-        self.dir_mode = dir_mode
         self.temp_path: str | None = None
         self._fd: int | None = None
+        # The output folder and INCOMING as they were when the file was made:
+        # the temporary file's name is relative to the second.
+        self._folders: OpenFolders | None = None
+        self._temp_name: str | None = None
         # The data set's first bytes, for the fast header scan at commit.
         self._head = bytearray()
         self._data_set_length = 0
@@ -192,54 +151,48 @@ class InstanceWriter:
             except ValueError as e:
                 raise StorageError(CANNOT_UNDERSTAND, f"cannot write the file meta: {e}") from None
 
-        incoming = os.path.join(self.output_dir, INCOMING)
         try:
-            path = os.path.join(incoming, uuid.uuid4().hex + PART_SUFFIX)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+            name = uuid.uuid4().hex + PART_SUFFIX
+            flags = (
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+            )
             # Created with its final mode (umask can only narrow it), then
             # set exactly: never a moment of wider access.
             mode = 0o666 if file_mode is None else file_mode
-            self._make_directory(incoming)
+            folders = tree.folders()
             try:
-                self._fd = os.open(path, flags, mode)
+                fd = os.open(name, flags, mode, dir_fd=folders.incoming)
             except FileNotFoundError:
-                # The folder went away since radx last made it: again.
-                _KNOWN_DIRECTORIES.forget_under(self.output_dir)
-                self._make_directory(incoming)
-                self._fd = os.open(path, flags, mode)
-            self.temp_path = path
+                # INCOMING was removed since it was opened: open it again.
+                folders = tree.folders(stale=folders)
+                fd = os.open(name, flags, mode, dir_fd=folders.incoming)
+            self._fd, self._folders, self._temp_name = fd, folders, name
+            self.temp_path = os.path.join(tree.path, INCOMING, name)
             if file_mode is not None:
-                os.fchmod(self._fd, file_mode)
+                os.fchmod(fd, file_mode)
             self._write_all([meta])
         except OSError as e:
             self.discard()
             raise StorageError(OUT_OF_RESOURCES, f"cannot start a file: {_describe(e)}") from None
 
-    def _make_directory(self, path: str) -> bool:
-        """Make a directory unless it exists; return whether it was made."""
-        if path in _KNOWN_DIRECTORIES:
-            return False
-        try:
-            os.makedirs(path, 0o777 if self.dir_mode is None else self.dir_mode)
-        except FileExistsError:
-            if not os.path.isdir(path):
-                raise
-            _KNOWN_DIRECTORIES.add(path)
-            return False
-        if self.dir_mode is not None:
-            os.chmod(path, self.dir_mode)
-        _KNOWN_DIRECTORIES.add(path)
-        return True
-
-    def _make_directories(self, components) -> tuple[str, list]:
-        """The folders of ``components`` (all but the file name) made; the innermost, and those made."""
-        directory = self.output_dir
-        made = []
-        for name in components[:-1]:
-            parent, directory = directory, os.path.join(directory, name)
-            if self._make_directory(directory):
-                made.append((parent, directory))
-        return directory, made
+    def _open_directory(self, root: int, components, opened: list, made: list) -> int:
+        """
+        The folder the file goes in (all of ``components`` but the file's
+        name), made where missing: ``root`` for the flat layout, else a
+        descriptor added to ``opened`` for the caller to close.  Each new
+        folder is in ``made`` with its parent, for their fsyncs.
+        """
+        directory = root
+        for depth, name in enumerate(components[:-1]):
+            new: list = []
+            relative = "/".join(components[: depth + 1])
+            child = open_folder(directory, name, self.tree.dir_mode, relative, new)
+            opened.append(child)
+            if new:
+                made.append((directory, child))
+            directory = child
+        return directory
 
     def _write_all(self, chunks) -> None:
         views = [view for view in (memoryview(c).cast("B") for c in chunks) if len(view)]
@@ -306,10 +259,12 @@ class InstanceWriter:
             the temporary file is gone and the final path is as it was
             before (or, when replacing, holds the complete new file).
         """
-        if self._fd is None or self.temp_path is None:
+        if self._fd is None or self._temp_name is None:
             raise self._closed()
-        temp = self.temp_path
+        temp, incoming = self._temp_name, self._folders.incoming
         final = None
+        directory = None
+        opened: list = []
         renamed = False
         replaced = False
         try:
@@ -323,7 +278,11 @@ class InstanceWriter:
             try:
                 header = self._scan_head()
                 if header is None:
-                    header = read_instance_header(temp, self.transfer_syntax_uid)
+                    # By descriptor: nothing is opened through a link.
+                    header = read_instance_header(
+                        os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=incoming),
+                        self.transfer_syntax_uid,
+                    )
             except UnreadableDataSet as e:
                 # PS3.4 B.2.3: Cxxx, Cannot understand.
                 raise StorageError(CANNOT_UNDERSTAND, e.message) from None
@@ -348,50 +307,58 @@ class InstanceWriter:
                 _strip_padding(header.series_instance_uid),
                 self.organize,
             )
+            root = self._folders.root
             for attempt in (1, 2):
-                # 4. Its folders, each made durable with its entry.
-                directory, made = self._make_directories(components)
-                final = os.path.join(directory, components[-1])
-                if self.fsync:
-                    for parent, made_directory in made:
-                        _fsync_directory(made_directory)
-                        _fsync_directory(parent)
-
-                # 5. Atomic: a reader sees the old file or the new, never a mix.
-                # One rename at a time in this process, so that "replaced" is
-                # true of exactly the commits that replaced a file.
                 try:
+                    # 4. Its folders, each made durable with its entry; below
+                    # the output folder, a symbolic link is refused, not followed.
+                    made: list = []
+                    directory = self._open_directory(root, components, opened, made)
+                    final = components[-1]
+                    if self.fsync:
+                        for parent, made_directory in made:
+                            os.fsync(made_directory)
+                            os.fsync(parent)
+
+                    # 5. Atomic: a reader sees the old file or the new, never a
+                    # mix.  A symbolic link in the file's place is replaced, not
+                    # followed.  One rename at a time in this process, so that
+                    # "replaced" is true of exactly the commits that replaced a file.
                     with _RENAME_LOCK:
-                        replaced = os.path.lexists(final)
-                        os.replace(temp, final)
+                        replaced = _exists(final, directory)
+                        os.rename(temp, final, src_dir_fd=incoming, dst_dir_fd=directory)
                 except FileNotFoundError:
-                    if attempt == 2 or not os.path.lexists(temp):
+                    if attempt == 2 or not _exists(temp, incoming):
                         raise
-                    # A folder radx made earlier was removed since: make it again.
-                    _KNOWN_DIRECTORIES.forget_under(self.output_dir)
+                    # A folder was removed since it was opened or made (the
+                    # output folder itself, maybe): open or make it again.
+                    root = self.tree.folders().root
                     continue
                 break
             renamed = True
-            self.temp_path = None
+            self.temp_path = self._temp_name = None
 
             # 6. The new entry durable.
             if self.fsync:
-                _fsync_directory(directory)
+                os.fsync(directory)
         except OSError as e:
-            self._undo(renamed, replaced, final)
+            self._undo(renamed, replaced, final, directory)
             raise StorageError(OUT_OF_RESOURCES, f"cannot store: {_describe(e)}") from None
         except BaseException:
-            self._undo(renamed, replaced, final)
+            self._undo(renamed, replaced, final, directory)
             raise
-        return StoredInstance(final, replaced, self._warnings + warnings)
+        finally:
+            for fd in opened:
+                os.close(fd)
+        return StoredInstance(os.path.join(self.tree.path, *components), replaced, self._warnings + warnings)
 
-    def _undo(self, renamed: bool, replaced: bool, final: str | None) -> None:
+    def _undo(self, renamed: bool, replaced: bool, final: str | None, directory: int | None) -> None:
         if renamed and not replaced and final is not None:
             # Not known durable: take it back, so a failure leaves nothing.
             # (A replaced file stays: the old one is gone either way, and
             # the new one is complete.)
             try:
-                os.unlink(final)
+                os.unlink(final, dir_fd=directory)
             except OSError:
                 pass
         self.discard()
@@ -399,15 +366,16 @@ class InstanceWriter:
     def discard(self) -> None:
         """Close and remove the temporary file, if any.  Idempotent."""
         fd, self._fd = self._fd, None
-        path, self.temp_path = self.temp_path, None
+        name, self._temp_name = self._temp_name, None
+        self.temp_path = None
         if fd is not None:
             try:
                 os.close(fd)
             except OSError:
                 pass
-        if path is not None:
+        if name is not None:
             try:
-                os.unlink(path)
+                os.unlink(name, dir_fd=self._folders.incoming)
             except FileNotFoundError:
                 pass
             except OSError:
@@ -415,25 +383,34 @@ class InstanceWriter:
                 pass
 
 
-def clean_incoming(output_dir) -> list[str]:
+def _exists(name: str, directory: int) -> bool:
+    """Whether ``directory`` has an entry ``name``, a symbolic link included (never followed)."""
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def clean_incoming(tree: OutputTree) -> list[str]:
     """
-    Remove the temporary files a crash left in the output directory's
-    L{INCOMING} folder.  Run it at start, before any association: it does
-    not know the files of writers still running.
+    Open the output folder (made if missing) and remove the temporary
+    files a crash left in its L{INCOMING} folder; nothing through a
+    symbolic link.  Run it at start, before any association: it does not
+    know the files of writers still running.
 
     @return: the names of the files removed, for a log line.
+    @raise OSError: the folders cannot be made or opened, or
+        L{INCOMING} is a symbolic link (ELOOP): nothing was removed.
     """
-    incoming = os.path.join(os.fspath(output_dir), INCOMING)
+    incoming = tree.folders().incoming
     removed = []
-    try:
-        entries = list(os.scandir(incoming))
-    except (FileNotFoundError, NotADirectoryError):
-        return removed
-    for entry in entries:
-        if entry.name.endswith(PART_SUFFIX) and entry.is_file(follow_symlinks=False):
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue
-            removed.append(entry.name)
+    with os.scandir(incoming) as entries:
+        stale = [e.name for e in entries if e.name.endswith(PART_SUFFIX) and e.is_file(follow_symlinks=False)]
+    for name in stale:
+        try:
+            os.unlink(name, dir_fd=incoming)
+        except FileNotFoundError:
+            continue
+        removed.append(name)
     return sorted(removed)
