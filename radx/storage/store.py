@@ -89,8 +89,10 @@ class InstanceWriter:
 
     Blocking: run it on a threadpool, one call at a time.
 
-    @ivar temp_path: the temporary file, or C{None} once committed or
-        discarded.
+    @ivar temp_path: the temporary file's path, for messages, or C{None}
+        once committed or discarded.  Never opened by it: the file is
+        reached by descriptor from the L{INCOMING} folder held open, so
+        that nothing goes through a link put in that folder's place.
     """
 
     def __init__(
