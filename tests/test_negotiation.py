@@ -89,6 +89,11 @@ class PresentationContextTests(SynchronousTestCase):
             [(1, 0, JPEG_BASELINE), (3, 3, ""), (5, 4, ""), (7, 0, IMPLICIT)],
         )
 
+    def test_abstract_syntax_that_is_no_uid(self):
+        """PS3.8 9.3.2.2.1, PS3.5 9.1: 65 digits name no SOP class, private or not: not supported (3)."""
+        rq = request(context(1, "1." + "2" * 63), context(3, "1.2.3.x"), context(5, CT))
+        self.assertEqual(self.results(rq), [(1, 3, ""), (3, 3, ""), (5, 0, IMPLICIT)])
+
     def test_first_proposed_transfer_syntax_wins(self):
         rq = request(context(1, CT, EXPLICIT, IMPLICIT))
         self.assertEqual(self.results(rq), [(1, 0, EXPLICIT)])

@@ -123,6 +123,71 @@ class AssociationTests(SynchronousTestCase):
         self.assertEqual(response.elements[0x00000900], 0x0211)
 
 
+def command_set_bytes(elements) -> bytes:
+    """A command set with no check of its values: (tag, raw value) pairs, group length first."""
+    import struct
+
+    body = b"".join(struct.pack("<HHI", 0, tag, len(raw)) + raw for tag, raw in elements)
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+
+def command_pdus(context_id, command: bytes) -> bytes:
+    return b"".join(p.encode() for p in message_pdus(context_id, command, 16384, command=True))
+
+
+# 65 characters: one more than a UID may have (PS3.5 9.1).
+LONG_UID = "1.2.840.10008.5.1.4.1.1.2." + "1" * 39
+
+
+class EchoedValueTests(SynchronousTestCase):
+    """A response repeats only the request's values that fit it: never an unhandled error."""
+
+    def setUp(self):
+        self.log = LogCapture(self)
+        self.harness = ScpHarness(config())
+
+    def test_echo_with_an_affected_sop_class_uid_over_64_characters(self):
+        self.harness.send(associate_rq().encode())
+        self.harness.received_pdus()
+        command = command_set_bytes(
+            [(0x0002, LONG_UID.encode() + b"\0"), (0x0100, b"\x30\x00"), (0x0110, b"\x07\x00"), (0x0800, b"\x01\x01")]
+        )
+        self.harness.send(command_pdus(1, command))
+        response = command_of(self.harness.received_pdus())
+        self.assertEqual(response, CEchoRSP(message_id_being_responded_to=7, status=0x0122, affected_sop_class_uid=None))
+        self.assertIs(self.harness.protocol.machine.state, State.STA6)
+
+    def test_store_with_uids_over_64_characters(self):
+        """0117 for the instance UID, 0122 for the class UID; the response leaves out what it cannot hold."""
+        self.harness.send(associate_rq(contexts=[(1, CT, (uids.IMPLICIT_VR_LITTLE_ENDIAN,))]).encode())
+        self.harness.received_pdus()
+        data_set = message_pdus(1, b"\x08\x00\x18\x00\x02\x00\x00\x001\x00", 16384, command=False)
+        for message_id, sop_class, sop_instance, status in (
+            (1, CT, LONG_UID, 0x0117),
+            (2, LONG_UID, "1.2.3.4", 0x0122),
+        ):
+            command = command_set_bytes(
+                [
+                    (0x0002, sop_class.encode() + b"\0" * (len(sop_class) % 2)),
+                    (0x0100, b"\x01\x00"),
+                    (0x0110, bytes([message_id, 0])),
+                    (0x0700, b"\x00\x00"),
+                    (0x0800, b"\x01\x00"),
+                    (0x1000, sop_instance.encode() + b"\0" * (len(sop_instance) % 2)),
+                ]
+            )
+            self.harness.send(command_pdus(1, command) + b"".join(p.encode() for p in data_set))
+            response = command_of(self.harness.received_pdus())
+            self.assertEqual(response.message_id_being_responded_to, message_id)
+            self.assertEqual(response.status, status)
+            self.assertEqual(
+                (response.affected_sop_class_uid, response.affected_sop_instance_uid),
+                (sop_class if sop_class == CT else None, sop_instance if sop_instance != LONG_UID else None),
+            )
+        self.assertIs(self.harness.protocol.machine.state, State.STA6)
+        self.assertEqual(self.harness.factory.stats.store_failures, 2)
+
+
 class InvalidInputTests(SynchronousTestCase):
     def setUp(self):
         self.log = LogCapture(self)

@@ -48,6 +48,16 @@ _CAN_SEND_DATA = (State.STA6, State.STA8)
 _READ_SIZE = 256 * 1024
 
 
+def _echoed(uid: str) -> str | None:
+    """A request's UID as its response repeats it, or None to leave it out.
+
+    PS3.7 9.1.1, 9.1.5 (the service parameters): a response's Affected SOP
+    Class and Instance UIDs are U(=), optional; a value that is no UID (over 64 characters,
+    say; PS3.5 9.1) cannot be encoded as UI, so it is not repeated.
+    """
+    return uid if is_valid_uid(uid) else None
+
+
 class _PendingStore:
     """A C-STORE-RQ whose data set is arriving."""
 
@@ -474,13 +484,16 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             count=stats.echo_requests,
         )
         status = Status.SUCCESS
-        if context.abstract_syntax != uids.VERIFICATION_SOP_CLASS:
+        if (
+            context.abstract_syntax != uids.VERIFICATION_SOP_CLASS
+            or request.affected_sop_class_uid != uids.VERIFICATION_SOP_CLASS
+        ):
             # PS3.7 9.3.5: C-ECHO belongs to the Verification SOP Class.
             status = Status.SOP_CLASS_NOT_SUPPORTED
         response = CEchoRSP(
             message_id_being_responded_to=request.message_id,
             status=status,
-            affected_sop_class_uid=request.affected_sop_class_uid,
+            affected_sop_class_uid=_echoed(request.affected_sop_class_uid),
         )
         self._send_message(context.context_id, response.encode())
 
@@ -662,8 +675,8 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         response = CStoreRSP(
             message_id_being_responded_to=request.message_id,
             status=status,
-            affected_sop_class_uid=request.affected_sop_class_uid,
-            affected_sop_instance_uid=request.affected_sop_instance_uid,
+            affected_sop_class_uid=_echoed(request.affected_sop_class_uid),
+            affected_sop_instance_uid=_echoed(request.affected_sop_instance_uid),
             error_comment=comment[:64] if comment else None,
         )
         self._operation_done(store.context.context_id, response.encode())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from radx import uids
+from radx.storage.layout import is_valid_uid
 from radx.ul._uid_tables import NOT_STORAGE, TRANSFER_SYNTAXES
 from radx.ul.pdu import (
     AAssociateAC,
@@ -75,6 +76,10 @@ class AcceptorPolicy:
     maximum_operations_invoked: int = 16
 
     def accepts_abstract_syntax(self, uid: str) -> bool:
+        if not is_valid_uid(uid):
+            # PS3.8 9.3.2.2.1: an abstract syntax name is a UID (PS3.5 9.1:
+            # at most 64 characters); no other can name a SOP class.
+            return False
         if uid == uids.VERIFICATION_SOP_CLASS:
             return self.accept_echo
         if self.sop_classes is not None:
