@@ -956,7 +956,6 @@ class ClassicTextTests(SynchronousTestCase):
         events = [
             dict(base, log_format="C-ECHO request received calling_ae={calling_ae} count={count}", calling_ae="A", count=3),
             dict(base, log_format="status=0x{status:04X}", status=0xA700, log_time=now + 1.5),
-            dict(base, log_format="two\nlines"),
             dict(base, log_format="from a system", log_system="-"),
             {"log_format": "no level, no namespace, no time"},
             dict(base, log_format="a failure", log_failure=failure),
@@ -966,6 +965,30 @@ class ClassicTextTests(SynchronousTestCase):
         ]
         for event in events:
             self.assertEqual(classic_text(event), formatEventAsClassicLogText(event), event)
+
+
+    def test_one_line_whatever_a_peer_sent(self) -> None:
+        """A calling AE title "X\\nINFO: FORGED" forges no line: what is not printable is written as its escape."""
+        import time
+
+        from twisted.logger import LogLevel
+        from twisted.python.failure import Failure
+
+        from radx.app.jsonlog import event_as_json
+        from radx.app.logformat import classic_text, format_event
+
+        base = {"log_time": time.time(), "log_level": LogLevel.info, "log_namespace": "radx.scp.protocol"}
+        event = dict(base, log_format="Association accepted calling_ae={calling_ae}", calling_ae="X\nINFO: FORGED\x1b[2J")
+        self.assertEqual(format_event(event), "Association accepted calling_ae=X\\nINFO: FORGED\\x1b[2J")
+        self.assertEqual(classic_text(event).count("\n"), 1)
+        self.assertTrue(classic_text(event).endswith("calling_ae=X\\nINFO: FORGED\\x1b[2J\n"))
+        self.assertEqual(event_as_json(event).count("\n"), 0)
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        line = classic_text(dict(event, log_failure=failure)).splitlines()[0]
+        self.assertTrue(line.endswith("calling_ae=X\\nINFO: FORGED\\x1b[2J"), line)
 
 
 class LeanStartupTests(SynchronousTestCase):

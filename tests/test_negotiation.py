@@ -53,6 +53,19 @@ class RejectTests(SynchronousTestCase):
         self.assertIsNone(result.accept)
         self.assertIn("WRONG-AE", result.reason)
 
+    def test_control_characters_in_an_ae_title(self):
+        """PS3.5 6.2: no control characters, no backslash in an AE; the calling one is not recognized (3), the called one (7)."""
+        for calling, called, reason in (
+            ("X\nINFO: FORGED", "RADX-SCP", 3),
+            ("A\\B", "RADX-SCP", 3),
+            ("MODALITY", "RADX\x1bSCP", 7),
+        ):
+            rq = request(context(1, CT), called=called)
+            rq = AAssociateRQ(called, calling, rq.presentation_contexts, rq.user_information)
+            result = negotiate(rq, AcceptorPolicy())
+            self.assertEqual(result.reject, AAssociateRJ(1, 1, reason), calling)
+            self.assertTrue(result.reason.isprintable(), result.reason)
+
     def test_ae_title_is_our_own(self):
         result = negotiate(request(context(1, CT), called="ARCHIVE"), AcceptorPolicy(ae_title="ARCHIVE"))
         self.assertIsNotNone(result.accept)

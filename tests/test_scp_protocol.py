@@ -106,6 +106,15 @@ class AssociationTests(SynchronousTestCase):
         self.harness.reactor.advance(30)
         self.assertTrue(self.harness.closed)
 
+    def test_calling_ae_title_with_a_newline(self):
+        """Rejected, calling AE title not recognized (PS3.5 6.2); the log line shows the newline escaped."""
+        [rj] = self.associate(calling_ae_title="X\nINFO: FORGED")
+        self.assertEqual(rj, AAssociateRJ(1, 1, 3))
+        from radx.app.logformat import format_event
+
+        [line] = [format_event(e) for e in self.log.events if "rejected" in e.get("log_format", "")]
+        self.assertIn("calling_ae=X\\nINFO: FORGED called_ae=RADX-SCP", line)
+
     def test_echo_refused_when_disabled(self):
         self.harness = ScpHarness(config(policy=AcceptorPolicy(accept_echo=False)))
         [ac] = self.associate()

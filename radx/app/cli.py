@@ -18,7 +18,7 @@ from radx import __version__
 from radx.app.heap import keep_large_buffers_in_heap
 from radx.app.jsonlog import event_as_json
 from radx.app.lean import pause_collector, resume_collector, without_tls
-from radx.app.logformat import format_event
+from radx.app.logformat import format_event, printable
 from radx.app.options import ScpOptions
 
 USAGE = """\
@@ -123,7 +123,7 @@ class ConsoleObserver:
         if failure is not None and self.level is LogLevel.debug:
             text = f"{text}\n{failure.getTraceback()}"
         elif failure is not None:
-            text = f"{text}: {failure.getErrorMessage()}"
+            text = f"{text}: {printable(failure.getErrorMessage())}"
         self._write(f"{_PREFIX[level]}{text}\n")
 
     def _write(self, line: str) -> None:

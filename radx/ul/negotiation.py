@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from radx import uids
@@ -45,6 +46,16 @@ TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
 # Every standard transfer syntax: storage is bit-preserving, so radx never
 # needs to decode one to accept it.
 DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = TRANSFER_SYNTAXES
+
+
+# PS3.5 6.2: an AE value is of the default repertoire without backslash
+# (5CH) and without control characters.
+_AE_TITLE = re.compile(r"[ -\[\]-~]*")
+
+
+def is_valid_ae_title(title: str) -> bool:
+    """Whether an A-ASSOCIATE-RQ's AE title (already ASCII, 16 at most) holds only what PS3.5 6.2 allows."""
+    return _AE_TITLE.fullmatch(title) is not None
 
 
 def is_storage_sop_class(uid: str) -> bool:
@@ -141,6 +152,24 @@ def provider_reject(request: AAssociateRQ) -> AAssociateRJ | None:
 
 def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
     """Answer an A-ASSOCIATE-RQ as the association-acceptor."""
+    if not is_valid_ae_title(request.called_ae_title):
+        return Negotiated(
+            reject=AAssociateRJ(
+                RESULT_REJECTED_PERMANENT,
+                SOURCE_SERVICE_USER,
+                REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED,
+            ),
+            reason="called AE title has characters an AE title may not hold (PS3.5 6.2)",
+        )
+    if not is_valid_ae_title(request.calling_ae_title):
+        return Negotiated(
+            reject=AAssociateRJ(
+                RESULT_REJECTED_PERMANENT,
+                SOURCE_SERVICE_USER,
+                REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED,
+            ),
+            reason="calling AE title has characters an AE title may not hold (PS3.5 6.2)",
+        )
     if request.called_ae_title != policy.ae_title:
         return Negotiated(
             reject=AAssociateRJ(
