@@ -256,6 +256,12 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.factory.config.max_conns, 7)
         self.assertFalse(service.running)
 
+    def test_accept_any_called_aet(self):
+        """Off by default: the called AE title is checked; the flag reaches the negotiation policy."""
+        for arguments, expected in (((), False), (("--accept-any-called-aet",), True)):
+            service = tap.makeService(parse("--output-dir", self.mktemp(), *arguments))
+            self.assertIs(service.factory.config.policy.accept_any_called_ae_title, expected)
+
     def start(self, *arguments: str):
         reactor = MemoryReactorClock()
         output_dir = os.path.abspath(self.mktemp())

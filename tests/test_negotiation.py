@@ -70,6 +70,16 @@ class RejectTests(SynchronousTestCase):
         result = negotiate(request(context(1, CT), called="ARCHIVE"), AcceptorPolicy(ae_title="ARCHIVE"))
         self.assertIsNotNone(result.accept)
 
+    def test_any_called_ae_title_when_asked(self):
+        """--accept-any-called-aet: DCMTK's default ANY-SCP is accepted, and the AC names the title called."""
+        policy = AcceptorPolicy(accept_any_called_ae_title=True)
+        result = negotiate(request(context(1, CT), called="ANY-SCP"), policy)
+        self.assertIsNone(result.reject)
+        self.assertEqual(result.accept.called_ae_title, "ANY-SCP")
+        # Still an AE title: PS3.5 6.2.
+        result = negotiate(request(context(1, CT), called="ANY\nSCP"), policy)
+        self.assertEqual(result.reject, AAssociateRJ(1, 1, 7))
+
     def test_application_context(self):
         result = negotiate(
             request(context(1, CT), application_context_name="1.2.3.4"), AcceptorPolicy()

@@ -171,6 +171,7 @@ class ScpOptions(CommandOptions):
     ]
     optFlags = [
         ["verbose", "v", "Log at debug level (same as --log-level debug)."],
+        ["accept-any-called-aet", None, "Accept any called AE title, not only --aet (DCMTK's default ANY-SCP among them)."],
         ["require-peer-cert", None, "Require a client certificate signed by --tls-ca (implied by --tls-ca)."],
     ]
 

@@ -41,6 +41,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
     sop_classes = frozenset(options["sop-class"]) or None
     policy = AcceptorPolicy(
         ae_title=options["aet"],
+        accept_any_called_ae_title=bool(options["accept-any-called-aet"]),
         maximum_pdu_length=options["max-pdu"],
         accept_echo=options["accept-echo"],
         sop_classes=sop_classes,

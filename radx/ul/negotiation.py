@@ -73,6 +73,8 @@ class AcceptorPolicy:
     """What this Application Entity accepts."""
 
     ae_title: str = "RADX-SCP"
+    # True: any called AE title is answered as if it were ae_title (--accept-any-called-aet).
+    accept_any_called_ae_title: bool = False
     maximum_pdu_length: int = 16384
     accept_echo: bool = True
     # None: every storage SOP class; otherwise only these.
@@ -170,7 +172,7 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
             ),
             reason="calling AE title has characters an AE title may not hold (PS3.5 6.2)",
         )
-    if request.called_ae_title != policy.ae_title:
+    if request.called_ae_title != policy.ae_title and not policy.accept_any_called_ae_title:
         return Negotiated(
             reject=AAssociateRJ(
                 RESULT_REJECTED_PERMANENT,
