@@ -13,6 +13,7 @@ from radx.scp.factory import ServerConfig
 from radx.storage.part10 import data_set_offset
 from radx.storage.store import INCOMING
 from radx.testing import ScpHarness, SteppedThreadPool, associate_rq, store_rq_bytes
+from radx.ul.framing import PDUReader
 from radx.ul.fsm import State
 from radx.ul.pdu import (
     AAbort,
@@ -189,6 +190,27 @@ class StoreTests(SynchronousTestCase):
         pdus = harness.received_pdus()
         self.assertEqual(decode_command(bytes(pdus[0].items[0].data)).status, 0)
         self.assertEqual(pdus[1:], [AReleaseRP()])
+
+    def test_release_in_the_middle_of_a_data_set(self):
+        """PS3.8 7.2.2: the rest of the data set cannot come after A-RELEASE-RQ; released at once, nothing stored."""
+        pool = SteppedThreadPool()
+        harness = self.harness(threadpool=pool)
+        data = store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE, maximum_length=4096)
+        # Whole PDUs, cut before the data set's last fragment.
+        pdus = PDUReader(maximum_pdata_length=0).feed(data)
+        harness.send(b"".join(p.encode() for p in pdus[: len(pdus) // 2]))
+        pool.run_all()
+        harness.send(AReleaseRQ().encode())
+        self.assertEqual(harness.received_pdus(), [AReleaseRP()])
+        self.assertIs(harness.protocol.machine.state, State.STA13)
+        pool.run_all()
+        self.assertFalse(os.path.exists(self.stored_path()))
+        self.assertEqual(self.incoming(), [])
+        self.assertEqual(harness.factory.stats.store_failures, 1)
+        [line] = [e for e in self.log.events if "A-RELEASE-RQ in the middle" in e.get("log_format", "")]
+        self.assertEqual(line["log_level"].name, "warn")
+        harness.disconnect()
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
 
     def test_success_only_after_the_file_is_in_place(self):
         pool = SteppedThreadPool()

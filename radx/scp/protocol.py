@@ -383,6 +383,8 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._handle(Event.EVT15, message=why)
 
     def _release_indication(self, effect: fsm.ReleaseIndication) -> None:
+        if self._store is not None:
+            self._abandon_unfinished_data_set()
         self.log.info(
             "Association released peer={peer} calling_ae={calling_ae}",
             peer=self.peer,
@@ -391,6 +393,28 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._release_requested = True
         self._ended("released")
         self._answer_release_when_idle()
+
+    def _abandon_unfinished_data_set(self) -> None:
+        """An A-RELEASE-RQ came before the data set's last fragment: drop the instance, answer the release.
+
+        PS3.8 7.2.2: after an A-RELEASE request the requestor issues no
+        primitive but A-ABORT, so the rest of the data set never comes; and
+        the acceptor shall always answer the release affirmatively. Waiting
+        would only hold the association until the idle timeout.
+        """
+        store, self._store = self._store, None
+        if store.reception is not None:
+            store.reception.abort()
+        self._busy -= 1
+        self.factory.stats.store_failures += 1
+        self._failed_count += 1
+        self.log.warn(
+            "A-RELEASE-RQ in the middle of a data set peer={peer} calling_ae={calling_ae} sop_instance={uid}:"
+            " the instance is abandoned, nothing stored, and the release answered",
+            peer=self.peer,
+            calling_ae=self.calling_ae_title,
+            uid=_echoed(store.request.affected_sop_instance_uid) or "-",
+        )
 
     def _answer_release_when_idle(self) -> None:
         # PS3.8 Table 9-10 AR-7: responses may still go out in Sta8, so a
