@@ -80,6 +80,12 @@ class RejectTests(SynchronousTestCase):
         result = negotiate(request(context(1, CT), called="ANY\nSCP"), policy)
         self.assertEqual(result.reject, AAssociateRJ(1, 1, 7))
 
+    def test_no_presentation_context(self):
+        """PS3.8 9.3.2: one or more presentation contexts; none is rejected (permanent, service-user, no reason given)."""
+        result = negotiate(request(), AcceptorPolicy())
+        self.assertEqual(result.reject, AAssociateRJ(1, 1, 1))
+        self.assertIn("no presentation context", result.reason)
+
     def test_application_context(self):
         result = negotiate(
             request(context(1, CT), application_context_name="1.2.3.4"), AcceptorPolicy()

@@ -200,6 +200,17 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
             ),
             reason=f"application context {request.application_context_name!r} is not DICOM's",
         )
+    if not request.presentation_contexts:
+        # PS3.8 9.3.2: one or more Presentation Context Items; with none,
+        # nothing could ever be exchanged.
+        return Negotiated(
+            reject=AAssociateRJ(
+                RESULT_REJECTED_PERMANENT,
+                SOURCE_SERVICE_USER,
+                REASON_USER_NO_REASON_GIVEN,
+            ),
+            reason="no presentation context proposed (PS3.8 9.3.2: one or more)",
+        )
 
     accepted_ts = set(policy.transfer_syntaxes)
     results = []
