@@ -232,6 +232,27 @@ class InvalidInputTests(SynchronousTestCase):
         self.harness.send(echo_rq_bytes(context_id=3))
         self.assert_aborted_once(2, 6, "presentation context 3")
 
+    def test_command_while_a_data_set_is_open_is_a_warning(self):
+        """A peer's protocol violation is logged at WARN; radx's own idle timeout stays INFO."""
+        self.harness.send(associate_rq(contexts=[(1, CT, (uids.IMPLICIT_VR_LITTLE_ENDIAN,))]).encode())
+        self.harness.received_pdus()
+        command = command_set_bytes(
+            [(0x0002, CT.encode()), (0x0100, b"\x01\x00"), (0x0110, b"\x01\x00"), (0x0700, b"\x00\x00"),
+             (0x0800, b"\x01\x00"), (0x1000, b"1.2.3.4\0")]
+        )
+        first_fragment = PDataTF((PresentationDataValueItem(1, 0x00, b"\x08\x00\x16\x00"),)).encode()
+        self.harness.send(command_pdus(1, command) + first_fragment + echo_rq_bytes(context_id=1, message_id=2))
+        self.assert_aborted_once(2, 6, "while the data set")
+        [event] = [e for e in self.log.events if e.get("log_format", "").startswith("Association aborted")]
+        self.assertEqual(event["log_level"].name, "warn")
+
+    def test_idle_timeout_is_not_a_warning(self):
+        harness = ScpHarness(config(idle_timeout=60))
+        harness.send(associate_rq().encode())
+        harness.reactor.advance(61)
+        [event] = [e for e in self.log.events if e.get("log_format", "").startswith("Association aborted")]
+        self.assertEqual(event["log_level"].name, "info")
+
     def test_pdata_before_association(self):
         self.harness.send(echo_rq_bytes())
         self.assert_aborted_once(0, 0, "unexpected PDataTF")

@@ -433,7 +433,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._abandon_store()
 
     def _provider_abort_indication(self, effect: fsm.ProviderAbortIndication) -> None:
-        self.log.info(
+        # The peer's protocol violation is a warning; a timeout or a dropped connection is not.
+        log = self.log.warn if effect.peer_violation else self.log.info
+        log(
             "Association aborted peer={peer} calling_ae={calling_ae}: {why}",
             peer=self.peer,
             calling_ae=self.calling_ae_title or "-",
