@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 
+from radx.scp.accepting import AcceptFailureObserver
 from radx.scp.protocol import AssociationProtocol
 from radx.storage.tree import OutputTree
 from radx.ul import negotiation
@@ -114,6 +115,14 @@ class SCPFactory(ServerFactory):
         self.accepting = True
         # (condition, Deferred) pairs fired when a connection ends and the condition holds.
         self._waiters: list = []
+
+    def startFactory(self) -> None:
+        # Connections the port could not take (no descriptor left) get a radx line.
+        self._accept_failures = AcceptFailureObserver(self.reactor)
+        globalLogPublisher.addObserver(self._accept_failures)
+
+    def stopFactory(self) -> None:
+        globalLogPublisher.removeObserver(self._accept_failures)
 
     def buildProtocol(self, addr) -> AssociationProtocol | None:
         if not self.admits(addr):
