@@ -991,6 +991,33 @@ class ClassicTextTests(SynchronousTestCase):
         self.assertTrue(line.endswith("calling_ae=X\\nINFO: FORGED\\x1b[2J"), line)
 
 
+class LibraryWarningTests(SynchronousTestCase):
+    """A Python warning, as Twisted's log beginner logs it, reaches no log with its text: it may quote patient data."""
+
+    def test_text_withheld_everywhere(self) -> None:
+        import io
+        import json
+        import time
+        import warnings
+
+        from twisted.logger import LogBeginner, LogPublisher
+
+        from radx.app.jsonlog import event_as_json
+        from radx.app.logformat import classic_text, format_event
+
+        events = []
+        beginner = LogBeginner(LogPublisher(events.append), io.StringIO(), type("Stdio", (), {})(), warnings)
+        beginner.showwarning("Invalid value for VR UI: '1.2.3.88\\x10DOE^JANE'", UserWarning, "/x/pydicom/valuerep.py", 443)
+        [event] = events
+        event.setdefault("log_time", time.time())
+        expected = "builtins.UserWarning at /x/pydicom/valuerep.py:443 (its text is not logged: it may quote a data set's values)"
+        self.assertEqual(format_event(event), expected)
+        self.assertTrue(classic_text(event).endswith(expected + "\n"))
+        record = json.loads(event_as_json(event))
+        self.assertEqual(record["message"], expected)
+        self.assertNotIn("DOE", event_as_json(event))
+
+
 class LeanStartupTests(SynchronousTestCase):
     """
     A command without TLS starts without Twisted's TLS layer (pyOpenSSL,

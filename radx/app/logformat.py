@@ -19,6 +19,20 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def is_python_warning(event) -> bool:
+    """Whether an event is a Python warning, as Twisted's log beginner turns one into an event."""
+    return "warning" in event and "category" in event and "filename" in event
+
+
+def _python_warning(event) -> str:
+    # A library's warning (pydicom's, reading a data set) can quote the
+    # values it read: its category and place are said, never its text.
+    return (
+        f"{event['category']} at {event['filename']}:{event.get('lineno', '?')}"
+        " (its text is not logged: it may quote a data set's values)"
+    )
+
+
 def format_event(event) -> str:
     """An event's text, as ``formatEvent`` gives it, twenty times faster for radx's plain fields; one printable line.
 
@@ -26,6 +40,8 @@ def format_event(event) -> str:
     ``str.format_map`` handles in C; anything else (Twisted's ``{f()}``
     calls, a missing key) takes Twisted's own path.
     """
+    if is_python_warning(event):
+        return printable(_python_warning(event))
     log_format = event.get("log_format")
     if log_format is not None:
         try:
