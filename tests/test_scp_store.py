@@ -154,6 +154,29 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(response.status, 0x0117)
         self.assertEqual(os.listdir(self.output), [])
 
+    def test_no_patient_data_in_the_log(self):
+        """(0008,0018)'s length swallows the patient's name: the log shows that value by its length only."""
+        import struct
+
+        def element(group, number, vr, value):
+            return struct.pack("<HH2sH", group, number, vr, len(value)) + value
+
+        name = element(0x0010, 0x0010, b"PN", b"DOE^JANE")
+        data_set = (
+            element(0x0008, 0x0016, b"UI", CT.encode() + b"\0")
+            + struct.pack("<HH2sH", 0x0008, 0x0018, b"UI", 10 + len(name))
+            + b"1.2.3.88\0\0"
+            + name
+        )
+        harness = self.harness()
+        harness.send(store_rq_bytes(data_set, CT, "1.2.3.88"))
+        [response] = responses(harness)
+        self.assertEqual(response.status, 0xA900)
+        messages = self.log.messages()
+        self.assertTrue(any("<26 characters, not a UID>" in m for m in messages), messages)
+        self.assertFalse([m for m in messages if "DOE" in m])
+        self.assertNotIn("DOE", response.error_comment)
+
     def test_unreadable_data_set(self):
         harness = self.harness()
         harness.send(store_rq_bytes(b"\x01\x02" * 100, CT, "1.2.3.4"))

@@ -28,7 +28,7 @@ from radx.dimse.commands import (
 from radx.dimse.fragmenting import EncodedPDUs, encode_command
 from radx.dimse.status import Status
 from radx.scp.storing import Backlog, InstanceReception
-from radx.storage.layout import is_valid_uid
+from radx.storage.layout import is_valid_uid, uid_for_log
 from radx.storage.store import InstanceWriter, StorageError
 from radx.tcp import MachineDriverOverTCP
 from radx.ul import fsm
@@ -56,6 +56,11 @@ def _echoed(uid: str) -> str | None:
     say; PS3.5 9.1) cannot be encoded as UI, so it is not repeated.
     """
     return uid if is_valid_uid(uid) else None
+
+
+def _shown(uid: str) -> str:
+    """A request's UID as a log line shows it: itself if it is one, else only its length."""
+    return uid if is_valid_uid(uid) else uid_for_log(uid)
 
 
 class _PendingStore:
@@ -413,7 +418,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             " the instance is abandoned, nothing stored, and the release answered",
             peer=self.peer,
             calling_ae=self.calling_ae_title,
-            uid=_echoed(store.request.affected_sop_instance_uid) or "-",
+            uid=_shown(store.request.affected_sop_instance_uid),
         )
 
     def _answer_release_when_idle(self) -> None:
@@ -571,7 +576,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self.log.info(
             "C-STORE request received calling_ae={calling_ae} sop_class={sop_class} count={count}",
             calling_ae=self.calling_ae_title,
-            sop_class=request.affected_sop_class_uid,
+            sop_class=_shown(request.affected_sop_class_uid),
             count=stats.store_requests,
         )
         if request.affected_sop_class_uid != context.abstract_syntax:
@@ -582,7 +587,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 context,
                 None,
                 Status.SOP_CLASS_NOT_SUPPORTED,
-                f"SOP class {request.affected_sop_class_uid[:64]} sent on presentation context"
+                f"SOP class {_shown(request.affected_sop_class_uid)} sent on presentation context"
                 f" {context.context_id}, negotiated for {context.abstract_syntax}",
             )
             return
@@ -593,7 +598,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 context,
                 None,
                 Status.INVALID_OBJECT_INSTANCE,
-                f"malformed Affected SOP Instance UID {request.affected_sop_instance_uid[:80]!r}",
+                f"malformed Affected SOP Instance UID {uid_for_log(request.affected_sop_instance_uid)}",
             )
             return
         config = self.config
@@ -695,7 +700,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 " sop_instance={uid}: {why}",
                 status=int(status),
                 calling_ae=self.calling_ae_title,
-                uid=request.affected_sop_instance_uid[:80],
+                uid=_shown(request.affected_sop_instance_uid),
                 why=comment,
             )
         response = CStoreRSP(
