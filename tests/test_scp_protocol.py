@@ -226,6 +226,12 @@ class InvalidInputTests(SynchronousTestCase):
         self.harness.send(bytes.fromhex("0400ffffffff"))
         self.assert_aborted_once(2, 6, "invalid PDU")
 
+    def test_associate_rq_declaring_1_mib(self):
+        """What a connection buffers before association is bounded by what a real request needs."""
+        self.harness.send(bytes.fromhex("01 00 00100000") + b"\x00" * 4096)
+        self.assert_aborted_once(0, 0, "invalid PDU: A-ASSOCIATE-RQ declares PDU-length 1048576, over the limit")
+        self.assertEqual(self.harness.protocol.reader.buffered, 0)
+
     def test_pdata_for_unaccepted_context(self):
         self.harness.send(associate_rq().encode())
         self.harness.received_pdus()
