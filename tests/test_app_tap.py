@@ -249,11 +249,14 @@ class MakeServiceTests(SynchronousTestCase):
     """makeService and ScpService, in process, on a memory reactor."""
 
     def test_make_service(self):
-        service = tap.makeService(parse("--aet", "MADE-SCP", "--max-conns", "7", "--output-dir", self.mktemp(), "4104"))
+        service = tap.makeService(
+            parse("--aet", "MADE-SCP", "--max-conns", "7", "--max-pending", "9", "--output-dir", self.mktemp(), "4104")
+        )
         self.assertTrue(IService.providedBy(service))
         self.assertIsInstance(service, MultiService)
         self.assertEqual(service.factory.config.policy.ae_title, "MADE-SCP")
         self.assertEqual(service.factory.config.max_conns, 7)
+        self.assertEqual(service.factory.config.max_pending, 9)
         self.assertFalse(service.running)
 
     def test_accept_any_called_aet(self):

@@ -341,6 +341,35 @@ class LimitTests(SynchronousTestCase):
         self.assertIs(idle.machine.state, State.STA2)
 
 
+    def test_max_pending_closes_the_oldest_connection_not_associated(self):
+        """Past --max-pending the oldest unassociated connection is closed; associations do not count."""
+        log = LogCapture(self)
+        harness = ScpHarness(config(max_pending=2, max_conns=5))
+        first = harness.protocol
+        first.dataReceived(bytes.fromhex("01 00 00010000") + b"\x00" * 1000)  # part of a request
+        # An association leaves the pending ones.
+        associated = harness.connect(("127.0.0.1", 40002))
+        associated.dataReceived(associate_rq().encode())
+        self.assertIsInstance(PDUReaderFor(associated)[0], AAssociateAC)
+        second = harness.connect(("127.0.0.1", 40001))
+        self.assertFalse(first.transport.disconnecting)
+        self.assertEqual(list(harness.factory.pending), [first, second])
+        third = harness.connect(("127.0.0.1", 40003))
+        self.assertTrue(first.transport.disconnected)  # aborted: nothing to flush
+        self.assertEqual(first.transport.value(), b"")
+        self.assertEqual(list(harness.factory.pending), [second, third])
+        self.assertFalse(second.transport.disconnecting or third.transport.disconnecting or associated.transport.disconnecting)
+        # The newest connection is served.
+        third.dataReceived(associate_rq().encode())
+        self.assertIsInstance(PDUReaderFor(third)[0], AAssociateAC)
+        first.connectionLost(None)
+        self.assertEqual(
+            [m for m in log.messages() if "40000" in m],
+            ["Closing peer=127.0.0.1:40000: the oldest of 3 connections not associated (--max-pending 2)"],
+        )
+        self.assertNotIn(first, harness.factory.connections)
+
+
 def PDUReaderFor(protocol):
     from radx.ul.framing import PDUReader
 

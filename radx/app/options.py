@@ -150,6 +150,7 @@ class ScpOptions(CommandOptions):
         ["output-dir", None, "./dicom-received", "Directory to store received files."],
         ["max-pdu", None, 16384, "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", _named("max-pdu", _pdu_length)],
         ["max-conns", None, 10, "Maximum concurrent associations.", _named("max-conns", _positive_int)],
+        ["max-pending", None, 256, "Maximum connections not yet associated; past it the oldest is closed.", _named("max-pending", _positive_int)],
         ["bind", None, "", "Address to listen on (default: all interfaces, IPv4 and IPv6)."],
         ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
         ["accept-echo", None, True, "Accept C-ECHO verification requests.", _named("accept-echo", _boolean)],

@@ -54,6 +54,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         organize=options["organize"],
         fsync=options["fsync"],
         max_conns=options["max-conns"],
+        max_pending=options["max-pending"],
         artim_timeout=options["artim-timeout"],
         idle_timeout=options["idle-timeout"],
         dimse_timeout=options["dimse-timeout"],

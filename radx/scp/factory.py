@@ -68,6 +68,9 @@ class ServerConfig:
     # Durable writes: fsync of file and folder before Success (--fsync).
     fsync: bool = True
     max_conns: int = 10
+    # Connections not yet associated (--max-pending), counted apart from
+    # --max-conns: past it, the oldest of them is closed.
+    max_pending: int = 256
     # PS3.8 9.1.5: ARTIM bounds the wait for an A-ASSOCIATE-RQ and for the
     # peer to close after a release or abort.
     artim_timeout: float = 30.0
@@ -109,9 +112,11 @@ class SCPFactory(ServerFactory):
         self.stats = Statistics()
         # The output folder, opened at the first use and kept open.
         self.tree = OutputTree(config.output_dir, config.dir_mode)
-        # Every open connection, and those of them that are associations.
+        # Every open connection, those of them that are associations, and
+        # those not (yet) associated, oldest first.
         self.connections: set[AssociationProtocol] = set()
         self.active: set[AssociationProtocol] = set()
+        self.pending: dict[AssociationProtocol, None] = {}
         self.accepting = True
         # (condition, Deferred) pairs fired when a connection ends and the condition holds.
         self._waiters: list = []
@@ -167,9 +172,31 @@ class SCPFactory(ServerFactory):
             return "the server is shutting down"
         return f"local limit exceeded: {len(self.active)} associations already open (--max-conns {self.config.max_conns})"
 
+    def connection_made(self, protocol: AssociationProtocol) -> None:
+        """Count a new connection as pending; past --max-pending, close the oldest pending one.
+
+        A peer that means to associate sends its A-ASSOCIATE-RQ at once, so
+        the oldest connection without an association is the one least
+        likely to be a real peer: closing it, rather than refusing the
+        newest, means idle or trickling sockets cannot lock a real peer out.
+        """
+        self.connections.add(protocol)
+        self.pending[protocol] = None
+        if len(self.pending) > self.config.max_pending:
+            oldest = next(iter(self.pending))
+            del self.pending[oldest]
+            self.log.info(
+                "Closing peer={peer}: the oldest of {count} connections not associated (--max-pending {limit})",
+                peer=oldest.peer,
+                count=self.config.max_pending + 1,
+                limit=self.config.max_pending,
+            )
+            oldest.close_unassociated()
+
     def connection_lost(self, protocol: AssociationProtocol) -> None:
         self.connections.discard(protocol)
         self.active.discard(protocol)
+        self.pending.pop(protocol, None)
         waiting, self._waiters = self._waiters, []
         for condition, waiter in waiting:
             if condition():
@@ -223,6 +250,7 @@ class SCPFactory(ServerFactory):
         yield self._when(lambda: not self.connections)
 
     def association_started(self, protocol: AssociationProtocol) -> None:
+        self.pending.pop(protocol, None)
         self.active.add(protocol)
         self.stats.associations += 1
 

@@ -145,7 +145,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             # Twisted reads 64 KiB at a time; a data set arrives in fewer, larger reads.
             self.transport.bufferSize = _READ_SIZE
         self._connected_at = self.factory.reactor.seconds()
-        self.factory.connections.add(self)
+        self.factory.connection_made(self)
         self._handle(Event.EVT5)
 
     def dataReceived(self, data: bytes) -> None:
@@ -272,6 +272,11 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         else:
             self.transport.loseConnection()
         self._close_timer = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
+
+    def close_unassociated(self) -> None:
+        """Close a connection that has no association, at once: the factory needs its place."""
+        self._reader_failed = True  # what it sent is no longer of interest, nor logged
+        self.transport.abortConnection()
 
     def _watch_partial_pdu(self, progressed: bool) -> None:
         """Start, restart or stop the DIMSE timer on the PDU being received."""
