@@ -20,6 +20,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app import tap
+from radx.app.heap import release_free_memory
 from radx.app.options import ScpOptions
 from tests.interop import DCMTK_ENV, require_dcmtk
 from tests.test_app_cli import free_port, help_entries, radx_command
@@ -257,6 +258,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.factory.config.policy.ae_title, "MADE-SCP")
         self.assertEqual(service.factory.config.max_conns, 7)
         self.assertEqual(service.factory.config.max_pending, 9)
+        self.assertIs(service.factory.release_memory, release_free_memory)
         self.assertFalse(service.running)
 
     def test_accept_any_called_aet(self):

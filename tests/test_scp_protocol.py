@@ -370,6 +370,26 @@ class LimitTests(SynchronousTestCase):
         self.assertNotIn(first, harness.factory.connections)
 
 
+    def test_memory_released_once_after_connections_not_associated_close(self):
+        harness = ScpHarness(config())
+        released = []
+        harness.factory.release_memory = lambda: released.append(harness.reactor.seconds())
+        harness.send(bytes.fromhex("01 00 00010000") + b"\x00" * 1000)
+        other = harness.connect(("127.0.0.1", 40001))
+        associated = harness.connect(("127.0.0.1", 40002))
+        associated.dataReceived(associate_rq().encode())
+        self.assertEqual(harness.protocol.reader.buffered, 1006)
+        harness.disconnect()
+        self.assertEqual(harness.protocol.reader.buffered, 0)  # not left for the collector
+        other.connectionLost(None)
+        harness.reactor.advance(1)
+        self.assertEqual(released, [1])
+        # An association's end does not: its buffers serve the next one.
+        associated.connectionLost(None)
+        harness.reactor.advance(5)
+        self.assertEqual(released, [1])
+
+
 def PDUReaderFor(protocol):
     from radx.ul.framing import PDUReader
 

@@ -11,7 +11,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from radx.app.heap import keep_large_buffers_in_heap
+from radx.app.heap import keep_large_buffers_in_heap, release_free_memory
 from radx.app.jsonlog import JsonLogObserver
 from radx.app.logformat import ClassicTextObserver
 from radx.app.options import ScpOptions
@@ -128,6 +128,7 @@ class ScpService(service.MultiService):
         self.threadpool = ThreadPool(minthreads=1, maxthreads=options["threads"], name="radx-storage")
         _ThreadPoolService(self.threadpool).setServiceParent(self)
         self.factory = SCPFactory(self.config, reactor, self.threadpool)
+        self.factory.release_memory = release_free_memory
         self.port = None
         # The TLS port when it is not PORT (--tls-port).
         self.tls_port = None

@@ -118,6 +118,12 @@ class SCPFactory(ServerFactory):
         self.active: set[AssociationProtocol] = set()
         self.pending: dict[AssociationProtocol, None] = {}
         self.accepting = True
+        # Called, at most once a second, after a connection that never
+        # associated has closed: gives what it freed back to the system
+        # (radx.app.heap.release_free_memory), so a flood of them does not
+        # leave the server larger. None: nothing to do.
+        self.release_memory = None
+        self._release_call = None
         # (condition, Deferred) pairs fired when a connection ends and the condition holds.
         self._waiters: list = []
 
@@ -197,12 +203,24 @@ class SCPFactory(ServerFactory):
         self.connections.discard(protocol)
         self.active.discard(protocol)
         self.pending.pop(protocol, None)
+        if not protocol.associated:
+            self._release_memory_soon()
         waiting, self._waiters = self._waiters, []
         for condition, waiter in waiting:
             if condition():
                 waiter.callback(None)
             else:
                 self._waiters.append((condition, waiter))
+
+    def _release_memory_soon(self) -> None:
+        if self.release_memory is None or self._release_call is not None:
+            return
+
+        def release():
+            self._release_call = None
+            self.release_memory()
+
+        self._release_call = self.reactor.callLater(1.0, release)
 
     def _when(self, condition) -> defer.Deferred:
         if condition():

@@ -192,6 +192,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 "Connection closed by peer={peer} in the middle of a PDU, before any association",
                 peer=self.peer,
             )
+        # The bytes of an unfinished PDU go now, not whenever the collector
+        # frees this protocol (its dispatch table makes it a cycle).
+        self.reader.discard()
         self._handle(Event.EVT17)
         self._cancel_timers()
         self._abandon_store()

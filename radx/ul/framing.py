@@ -74,6 +74,10 @@ class PDUReader:
         """Bytes of a PDU begun but not yet complete."""
         return self._pending
 
+    def discard(self) -> None:
+        """Drop the PDU begun, if any: the stream has ended."""
+        self._pieces, self._pending, self._needed = [], 0, 0
+
     def feed(self, data: bytes) -> list[PDU]:
         """Add received bytes; return the PDUs completed by them (possibly none), in order.
 
