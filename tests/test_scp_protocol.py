@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -476,3 +478,94 @@ class PDataFastPathTests(SynchronousTestCase):
             self.assertEqual(harness.protocol.machine.state, State.STA6)
         answers = [decode_command(bytes(pdu.items[0].data)) for pdu in harness.received_pdus()]
         self.assertEqual([a.message_id_being_responded_to for a in answers], [1, 2, 3])
+
+
+class WriteBufferedTransport(StringTransport):
+    """
+    A StringTransport that, as Twisted's own transports do, pauses its
+    streaming producer while more than ``high_water`` written bytes are
+    unsent, and resumes it when ``drain`` sends them all.
+    """
+
+    high_water = 4096
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.producer_paused = False
+
+    def write(self, data):
+        super().write(data)
+        if self.producer is not None and self.streaming and not self.producer_paused:
+            if len(self.value()) > self.high_water:
+                self.producer_paused = True
+                self.producer.pauseProducing()
+
+    def drain(self):
+        self.clear()
+        if self.producer is not None and self.producer_paused:
+            self.producer_paused = False
+            self.producer.resumeProducing()
+
+
+class UnreadResponsesTests(SynchronousTestCase):
+    """A peer that sends requests and does not read the responses is read no further."""
+
+    def setUp(self):
+        self.harness = ScpHarness(config(idle_timeout=120.0))
+        address = IPv4Address("TCP", "127.0.0.1", 40001)
+        self.protocol = self.harness.factory.buildProtocol(address)
+        self.transport = WriteBufferedTransport(peerAddress=address)
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(associate_rq().encode())
+        self.transport.clear()
+
+    def send_while_read(self, count: int) -> int:
+        """Deliver C-ECHO-RQs one by one while the transport reads; how many were delivered."""
+        for sent in range(count):
+            if self.transport.producerState != "producing":
+                return sent
+            self.protocol.dataReceived(echo_rq_bytes(message_id=sent + 1))
+        return count
+
+    def test_registered_as_the_transports_streaming_producer(self):
+        self.assertIs(self.transport.producer, self.protocol)
+        self.assertTrue(self.transport.streaming)
+
+    def test_reading_stops_while_the_write_buffer_is_full(self):
+        sent = self.send_while_read(1000)
+        self.assertLess(sent, 1000)
+        self.assertEqual(self.harness.factory.stats.echo_requests, sent)
+        self.assertEqual(self.transport.producerState, "paused")
+        # The peer reads: radx reads again, and stops again at the same bound.
+        self.transport.drain()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(self.send_while_read(1000), sent)
+
+    def test_other_reasons_to_pause_still_hold_when_the_buffer_drains(self):
+        self.send_while_read(1000)
+        self.protocol._pause_reading("backlog")
+        self.transport.drain()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.protocol._resume_reading("backlog")
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_a_peer_that_never_reads_is_aborted_by_the_idle_timeout_and_closed(self):
+        self.send_while_read(1000)
+        self.transport.clear()  # what the peer would have read
+        self.harness.reactor.advance(120)
+        self.assertEqual(PDUReaderFor(self.protocol), [AAbort(0, 0)])
+        self.assertIs(self.protocol.machine.state, State.STA13)
+        # ARTIM: the connection is closed, the producer unregistered first
+        # (Twisted would not close it otherwise), and cut if it does not flush.
+        self.harness.reactor.advance(30)
+        self.assertIsNone(self.transport.producer)
+        self.assertTrue(self.transport.disconnecting)
+        self.harness.reactor.advance(1)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_the_producer_is_unregistered_before_a_release_closes(self):
+        self.protocol.dataReceived(AReleaseRQ().encode())
+        self.assertEqual(PDUReaderFor(self.protocol), [AReleaseRP()])
+        self.harness.reactor.advance(30)
+        self.assertIsNone(self.transport.producer)
+        self.assertTrue(self.transport.disconnecting)

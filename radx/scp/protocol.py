@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from radx import uids
 from radx.dimse.assembly import (
@@ -78,8 +80,15 @@ class _PendingStore:
         self.comment = comment
 
 
+@implementer(IPushProducer)
 class AssociationProtocol(MachineDriverOverTCP, Protocol):
-    """Feeds bytes to the upper layer machine and carries out its effects in order."""
+    """Feeds bytes to the upper layer machine and carries out its effects in order.
+
+    It is its transport's producer: what it produces is responses, one for
+    each request it reads, so when the transport's write buffer passes its
+    high-water mark (a peer that does not read them) it stops reading
+    requests until the buffer drains.
+    """
 
     log = Logger()
 
@@ -101,12 +110,14 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._close_timer = None
         self._shutting_down = False
         self._reader_failed = False
+        self._producing = False  # registered as the transport's producer
         self._store: _PendingStore | None = None
         self._busy = 0  # operations whose response is not yet sent
         self._release_requested = False
         # Why reading is paused, if it is: "backlog" (the writes of its
         # instances are behind), "window" (the peer has more operations
-        # outstanding than it negotiated).
+        # outstanding than it negotiated), "responses" (the transport's
+        # write buffer is full: the peer does not read what it asked for).
         self._pauses: set[str] = set()
         # Bytes received and not yet written, over all its instances.
         self._backlog = Backlog(self._on_backlog)
@@ -145,6 +156,8 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             # Twisted reads 64 KiB at a time; a data set arrives in fewer, larger reads.
             self.transport.bufferSize = _READ_SIZE
         self._connected_at = self.factory.reactor.seconds()
+        self.transport.registerProducer(self, True)
+        self._producing = True
         self.factory.connection_made(self)
         self._handle(Event.EVT5)
 
@@ -268,6 +281,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         if the peer has not closed within a second.
         """
         self._reader_failed = True
+        self._stop_producing_for_transport()
         self._resume_reading()
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is not None:
@@ -300,7 +314,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             # No association yet: ARTIM's business, but the same cure.
             self._stop_artim()
             self.log.info("Closing peer={peer}: {why}", peer=self.peer, why=why)
-            self.transport.loseConnection()
+            self._close_transport()
             return
         self._reader_failed = True
         self._local_abort(why)
@@ -328,7 +342,12 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._handle(Event.EVT18)
 
     def _close_transport(self, effect=None) -> None:
+        # Twisted does not close a connection whose producer is registered;
+        # and one whose peer reads nothing never flushes: cut it after a grace.
+        self._stop_producing_for_transport()
         self.transport.loseConnection()
+        if self._close_timer is None:
+            self._close_timer = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 
     def _invalid_pdu(self, reason: int, message: str) -> None:
         self._handle(Event.EVT19, reason=reason, message=f"invalid PDU: {message}")
@@ -381,8 +400,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._idle = None
         # Nothing arrives because radx stopped reading, or because the peer
         # waits for a response radx still owes it (the instance is being
-        # filed): neither is the peer's idleness.
-        waiting_for_radx = bool(self._pauses) or (self._busy and self._store is None)
+        # filed): neither is the peer's idleness. Reading paused because the
+        # peer does not read its responses is.
+        waiting_for_radx = bool(self._pauses - {"responses"}) or (self._busy and self._store is None)
         if waiting_for_radx:
             self._idle = self.factory.reactor.callLater(self.config.idle_timeout, self._idle_expired)
             return
@@ -730,6 +750,25 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._answer_release_when_idle()
         if self._shutting_down and not self.busy and self.machine.state is State.STA6:
             self._abort_for_shutdown()
+
+    # The transport's side, as its producer ------------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is full: read no more requests until it drains."""
+        self._pause_reading("responses")
+
+    def resumeProducing(self) -> None:
+        self._resume_reading("responses")
+
+    def stopProducing(self) -> None:
+        """The connection is lost; connectionLost follows and does the rest."""
+
+    def _stop_producing_for_transport(self) -> None:
+        """Unregister before closing: Twisted would wait for a registered producer to finish."""
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+            self._resume_reading("responses")
 
     def _on_backlog(self, paused: bool) -> None:
         if paused:
