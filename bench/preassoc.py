@@ -76,6 +76,12 @@ def echo(port: int) -> int:
     return subprocess.run(argv, env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
 
 
+def echo_outcome(status: int, when: str) -> int:
+    """Print how ``echoscu`` fared; the script's exit status."""
+    print(f"echoscu {when}: {'success' if status == 0 else f'failed ({status})'}")
+    return 0 if status == 0 else 1
+
+
 def open_partial_requests(port: int, count: int, declared: int) -> list[socket.socket]:
     """``count`` connections, each with the header of an A-ASSOCIATE-RQ declaring ``declared`` bytes."""
     header = struct.pack(">BxL", 0x01, declared)
@@ -177,8 +183,7 @@ def main(argv=None) -> int:
         f"VmRSS MiB: before={mib(before)} with_them_open={mib(held)} peak_sampled={mib(sampler.largest)}"
         f" VmHWM={mib(peak)} after_close={mib(after)}"
     )
-    print(f"echoscu while they were open: {'success' if echo_status == 0 else f'failed ({echo_status})'}")
-    return 0 if echo_status == 0 else 1
+    return echo_outcome(echo_status, "while they were open")
 
 
 if __name__ == "__main__":

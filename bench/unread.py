@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import procs  # noqa: E402
-from preassoc import AE, echo, mib  # noqa: E402
+from preassoc import AE, echo, echo_outcome, mib  # noqa: E402
 from run import free_port  # noqa: E402
 
 from radx.testing import associate_rq, echo_rq_bytes  # noqa: E402
@@ -95,8 +95,7 @@ def main(argv=None) -> int:
         f" growth={(rss_end - rss_start) / 1024 / elapsed:.2f}MiB/s VmHWM={mib(peak)}"
         f" server CPU={cpu:.1f}s ({100 * cpu / elapsed:.0f}% of a core)"
     )
-    print(f"echoscu meanwhile: {'success' if echo_status == 0 else f'failed ({echo_status})'}")
-    return 0 if echo_status == 0 else 1
+    return echo_outcome(echo_status, "meanwhile")
 
 
 if __name__ == "__main__":
