@@ -14,6 +14,7 @@ from twisted.python.threadpool import ThreadPool
 from radx.app.heap import keep_large_buffers_in_heap, release_free_memory
 from radx.app.jsonlog import JsonLogObserver
 from radx.app.logformat import ClassicTextObserver
+from radx.app.openfiles import descriptors_needed, raise_open_file_limit
 from radx.app.options import ScpOptions
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.storage.store import clean_incoming
@@ -160,6 +161,23 @@ class ScpService(service.MultiService):
             raise StartupError(str(error)) from None
         return TLSServerFactory(certificate_options, self.factory)
 
+    def check_open_files(self) -> None:
+        """Raise the open-file limit to what --max-pending and --max-conns need, or warn that it is short."""
+        config = self.config
+        needed = descriptors_needed(config.max_pending, config.max_conns, config.policy.maximum_operations_invoked)
+        before, after = raise_open_file_limit(needed)
+        if after < needed:
+            log.warn(
+                "The open-file limit is {limit}, under the {needed} that --max-pending {pending} and"
+                " --max-conns {conns} may need: past it, connections are refused before radx sees them",
+                limit=after,
+                needed=needed,
+                pending=config.max_pending,
+                conns=config.max_conns,
+            )
+        elif after > before:
+            log.info("Raised the open-file limit from {before} to {after}", before=before, after=after)
+
     def listen(self) -> None:
         """Listen now, or raise StartupError (TCP endpoints listen synchronously).
 
@@ -167,6 +185,7 @@ class ScpService(service.MultiService):
         is plain and --tls-port TLS; with --tls-cert alone, PORT is TLS only.
         """
         options = self.options
+        self.check_open_files()
         if not options.tls:
             self.port = self._listen(options["port"], self.factory)
             return
