@@ -43,8 +43,9 @@ class PDUReader:
     the limit on a P-DATA-TF PDU's PDU-length field; 0 means no limit.
     ``maximum_other_length`` caps the PDU-length of the other PDUs (an
     A-ASSOCIATE-RQ may legitimately exceed the P-DATA-TF limit), by default
-    :data:`MAXIMUM_ASSOCIATE_LENGTH`: what is buffered before an association
-    exists stays that small; 0 means no limit.  Both are plain attributes and may be changed between feeds.
+    :data:`MAXIMUM_ASSOCIATE_LENGTH`, so that what is buffered before an
+    association exists stays that small; 0 means no limit.  Both are plain
+    attributes and may be changed between feeds.
 
     A byte that cannot start a PDU (not 01H to 07H) is refused as soon as it
     arrives, and a PDU-length over its limit as soon as the 6-byte header is
