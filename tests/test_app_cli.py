@@ -76,13 +76,13 @@ def can_bind(port: int) -> bool:
         return True
 
 
-def handles_sigterm(pid: int) -> bool:
-    """Whether ``pid`` has its own SIGTERM handler: the reactor runs (Twisted installs it then)."""
+def handles_signal(pid: int, number: int = signal.SIGTERM) -> bool:
+    """Whether ``pid`` has its own handler for signal ``number`` (SIGTERM's: the reactor runs)."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+                    return bool(int(line.split()[1], 16) & (1 << (number - 1)))
     except OSError:
         pass
     return False
@@ -99,7 +99,7 @@ def wait_until_running(process: subprocess.Popen, timeout: float = START_TIMEOUT
         time.sleep(0.5)
         return
     deadline = time.monotonic() + timeout
-    while not handles_sigterm(process.pid):
+    while not handles_signal(process.pid):
         if process.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"radx's reactor did not start within {timeout}s (exit={process.poll()})")
         time.sleep(0.02)

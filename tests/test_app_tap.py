@@ -23,7 +23,7 @@ from radx.app import tap
 from radx.app.heap import release_free_memory
 from radx.app.options import ScpOptions
 from tests.interop import DCMTK_ENV, require_dcmtk
-from tests.test_app_cli import free_port, help_entries, radx_command
+from tests.test_app_cli import free_port, handles_signal, help_entries, radx_command
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
@@ -157,6 +157,24 @@ class ForegroundTests(TwistdTestCase):
         self.assertIn(process.wait(STOP_TIMEOUT), (0, -signal.SIGTERM), read(output))
         self.assertIn("Server Shut Down.", read(output))
         self.assertFalse(listening(self.port))
+
+    def test_sighup_stops_as_sigterm_does(self):
+        """
+        twistd leaves SIGHUP at the system's default, which ends the process
+        on the spot; radx makes it a graceful stop, and twistd then ends by
+        that signal, as it does after SIGTERM.
+        """
+        process, output = self.foreground("radx-scp", "--bind", "127.0.0.1", "--output-dir", "received", str(self.port))
+        wait_until(
+            lambda: handles_signal(process.pid, signal.SIGHUP) or process.poll() is not None,
+            START_TIMEOUT,
+            "a SIGHUP handler",
+            lambda: read(output),
+        )
+        process.send_signal(signal.SIGHUP)
+        self.assertEqual(process.wait(STOP_TIMEOUT), -signal.SIGHUP, read(output))
+        self.assertIn("Received SIGHUP, shutting down.", read(output))
+        self.assertIn("Server Shut Down.", read(output))
 
     def test_port_in_use_ends_twistd(self):
         """A port radx cannot listen on ends twistd with a failure, as it ends `radx dicom scp`."""

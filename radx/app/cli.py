@@ -20,6 +20,7 @@ from radx.app.jsonlog import event_as_json
 from radx.app.lean import pause_collector, resume_collector, without_tls
 from radx.app.logformat import format_event, printable
 from radx.app.options import ScpOptions
+from radx.app.signals import StopOnSignal
 
 USAGE = """\
 Usage: radx dicom scp [PORT] [flags]
@@ -183,7 +184,7 @@ def prepare_console(stream) -> None:
 
 
 def run_scp(options: ScpOptions, reactor=None) -> int:
-    """Run the SCP in the foreground until SIGINT or SIGTERM; the exit status."""
+    """Run the SCP in the foreground until SIGINT, SIGTERM or SIGHUP; the exit status."""
     if reactor is None:
         from twisted.internet import reactor
     from radx.app.tap import ScpService, StartupError
@@ -206,8 +207,9 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
     console = sys.stderr if json else sys.stdout
 
     def started():
-        # Inside the reactor, so its SIGINT/SIGTERM handlers are in place
-        # before the banner invites Ctrl+C.
+        # Inside the reactor, so that radx's SIGINT, SIGTERM and SIGHUP
+        # handlers replace the reactor's before the banner invites Ctrl+C.
+        StopOnSignal(reactor, scp.factory.stop_now).install()
         scp.startService()
         say(banner(options), console)
 

@@ -16,6 +16,7 @@ from radx.app.jsonlog import JsonLogObserver
 from radx.app.logformat import ClassicTextObserver
 from radx.app.openfiles import descriptors_needed, raise_open_file_limit
 from radx.app.options import ScpOptions
+from radx.app.signals import StopOnSignal
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.storage.store import clean_incoming
 from radx.ul.negotiation import AcceptorPolicy
@@ -268,6 +269,11 @@ class _LoggingService(ScpService):
             write = _twistd_log_writer(self.options.parent)
             json = self.options["log-format"] == "json"
             set_component(ILogObserver, JsonLogObserver(write) if json else ClassicTextObserver(write))
+
+    def startService(self) -> None:
+        super().startService()
+        # Once the reactor runs, after it installed its own handlers.
+        self.reactor.callWhenRunning(StopOnSignal(self.reactor, self.factory.stop_now).install)
 
 
 def _twistd_log_writer(twistd_options):

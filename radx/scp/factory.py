@@ -124,6 +124,9 @@ class SCPFactory(ServerFactory):
         # leave the server larger. None: nothing to do.
         self.release_memory = None
         self._release_call = None
+        # The drain of shut_down while it waits, and whether stop_now cut it short.
+        self._drain: defer.Deferred | None = None
+        self._stopping_now = False
         # (condition, Deferred) pairs fired when a connection ends and the condition holds.
         self._waiters: list = []
 
@@ -247,25 +250,40 @@ class SCPFactory(ServerFactory):
             )
         for protocol in list(self.active):
             protocol.shut_down()
-        drained = self._when(lambda: not self.active)
+        drained = self._drain = self._when(lambda: not self.active)
         timer = self.reactor.callLater(self.config.drain_timeout, drained.cancel)
+        if self._stopping_now:
+            drained.cancel()
         try:
             yield drained
         except defer.CancelledError:
-            self.log.warn(
-                "Drain timeout: aborting {count} association(s) still open",
-                count=len(self.active),
-            )
+            if self._stopping_now:
+                self.log.warn("Stopping now: aborting {count} association(s) still open", count=len(self.active))
+                reason = "the server is stopping now"
+            else:
+                self.log.warn(
+                    "Drain timeout: aborting {count} association(s) still open",
+                    count=len(self.active),
+                )
+                reason = "the server is shutting down (drain timeout)"
             for protocol in list(self.active):
-                protocol.abort_now()
-        else:
-            timer.cancel()
+                protocol.abort_now(reason)
+        finally:
+            self._drain = None
+            if timer.active():
+                timer.cancel()
         # Connections that never associated have nothing to finish; the
         # aborted associations close themselves once their A-ABORT is out.
         for protocol in list(self.connections):
             if not protocol.associated:
                 protocol.transport.abortConnection()
         yield self._when(lambda: not self.connections)
+
+    def stop_now(self) -> None:
+        """Cut the drain short: abort the associations still open, as the drain timeout would."""
+        self._stopping_now = True
+        if self._drain is not None:
+            self._drain.cancel()
 
     def association_started(self, protocol: AssociationProtocol) -> None:
         self.pending.pop(protocol, None)

@@ -263,9 +263,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         if self.associated and not self.busy:
             self._abort_for_shutdown()
 
-    def abort_now(self) -> None:
-        """The drain timeout is over: abort whatever is in progress."""
-        self._local_abort("the server is shutting down (drain timeout)")
+    def abort_now(self, reason: str = "the server is shutting down (drain timeout)") -> None:
+        """The drain is over (its timeout, or a second stop signal): abort whatever is in progress."""
+        self._local_abort(reason)
         self._close_after_abort()
 
     def _abort_for_shutdown(self) -> None:
