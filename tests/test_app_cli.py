@@ -60,6 +60,23 @@ def unprivileged(command: list[str]) -> list[str]:
     return [setpriv, *DROP_PRIVILEGES, *command]
 
 
+def as_nobody(command: list[str]) -> list[str]:
+    """``command`` run as the user nobody (the tests run as root)."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        raise SkipTest("needs root and setpriv (util-linux) to run as nobody")
+    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+
+
+def searchable_by_all(path: str) -> None:
+    """Let other users reach ``path``: trial makes each test's temporary folder 0700."""
+    top = os.path.abspath(os.getcwd())
+    path = os.path.abspath(path)
+    while path.startswith(top + os.sep):
+        os.chmod(path, os.stat(path).st_mode | 0o011)
+        path = os.path.dirname(path)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -496,11 +513,13 @@ class ErrorTests(CliTestCase):
         )
 
     def test_port_already_in_use(self):
+        output_dir = os.path.join(self.folder, "out")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
             taken.bind(("127.0.0.1", self.port))
             taken.listen()
-            done = run_radx(self, "dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", "out")
+            done = run_radx(self, "dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", output_dir)
             self.assertFails(done, "Error: failed to start server: address already in use\n")
+        self.assertFalse(os.path.exists(output_dir), "a bind that failed left a new folder behind")
 
     def test_port_already_in_use_on_all_interfaces(self):
         """Without --bind radx listens on every interface: 127.0.0.1:PORT being taken is enough to fail."""
@@ -527,6 +546,18 @@ class ErrorTests(CliTestCase):
             privileged=False,
         )
         self.assertFails(done, "Error: failed to create output directory: permission denied\n")
+        self.assertTrue(can_bind(self.port), "radx left something listening")
+
+    def test_output_directory_not_writable(self):
+        """An existing folder its user cannot write: refused at start, not at the first C-STORE."""
+        output_dir = os.path.join(self.folder, "root-only")
+        os.makedirs(output_dir, mode=0o700)
+        searchable_by_all(self.folder)
+        done = subprocess.run(
+            as_nobody(radx_command("dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", output_dir)),
+            cwd="/", stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=START_TIMEOUT,
+        )
+        self.assertFails(done, "Error: output directory is not writable: permission denied\n")
         self.assertTrue(can_bind(self.port), "radx left something listening")
 
     def assertRefused(self, arguments, *mentions: str) -> str:

@@ -8,6 +8,7 @@ they started if a test stops half-way.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -17,13 +18,14 @@ import time
 from twisted.application.service import IService, MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
+from pydicom.data import get_testdata_file
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app import tap
 from radx.app.heap import release_free_memory
 from radx.app.options import ScpOptions
 from tests.interop import DCMTK_ENV, require_dcmtk
-from tests.test_app_cli import free_port, handles_signal, help_entries, radx_command
+from tests.test_app_cli import as_nobody, free_port, handles_signal, help_entries, radx_command, searchable_by_all
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
@@ -175,6 +177,46 @@ class ForegroundTests(TwistdTestCase):
         self.assertEqual(process.wait(STOP_TIMEOUT), -signal.SIGHUP, read(output))
         self.assertIn("Received SIGHUP, shutting down.", read(output))
         self.assertIn("Server Shut Down.", read(output))
+
+    def as_nobody(self, *arguments: str):
+        """`twistd -n --uid nobody ... radx-scp --bind 127.0.0.1 ARGUMENTS PORT`, from a folder nobody can reach."""
+        as_nobody([])  # needs root and setpriv, as the user switch does
+        searchable_by_all(self.folder)
+        return self.foreground(
+            "--uid", "nobody", "--gid", "nogroup", "--pidfile", "",
+            "radx-scp", "--bind", "127.0.0.1", *arguments, str(self.port),
+        )
+
+    def test_uid_makes_the_output_dir_as_that_user(self):
+        """The folder is made, and checked, after twistd switched user: the files can be written."""
+        data = os.path.join(self.folder, "data")
+        os.makedirs(data)
+        os.chown(data, pwd.getpwnam("nobody").pw_uid, -1)
+        output_dir = os.path.join(data, "received")
+        process, output = self.as_nobody("--output-dir", output_dir)
+        wait_until(
+            lambda: listening(self.port) or process.poll() is not None, START_TIMEOUT, "listening port",
+            lambda: read(output),
+        )
+        self.assertIsNone(process.poll(), read(output))
+        self.assertEqual(os.stat(output_dir).st_uid, pwd.getpwnam("nobody").pw_uid)
+        image = get_testdata_file("CT_small.dcm")
+        done = subprocess.run(
+            [require_dcmtk("storescu"), "-aec", "RADX-SCP", "127.0.0.1", str(self.port), image],
+            env=DCMTK_ENV, capture_output=True, text=True, timeout=30,
+        )
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        wait_until(lambda: "Stored DICOM file" in read(output), 10, "a stored file", lambda: read(output))
+        process.send_signal(signal.SIGTERM)
+        process.wait(STOP_TIMEOUT)
+
+    def test_uid_refuses_an_output_dir_that_user_cannot_write(self):
+        output_dir = os.path.join(self.folder, "root-only")
+        os.makedirs(output_dir, mode=0o700)
+        process, output = self.as_nobody("--output-dir", output_dir)
+        self.assertEqual(process.wait(START_TIMEOUT), 1, read(output))
+        self.assertIn("Error: output directory is not writable: permission denied\n", read(output))
+        self.assertFalse(listening(self.port))
 
     def test_port_in_use_ends_twistd(self):
         """A port radx cannot listen on ends twistd with a failure, as it ends `radx dicom scp`."""

@@ -192,8 +192,7 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
     prepare_console(sys.stdout)
     scp = ScpService(options, reactor)
     try:
-        scp.prepare_output_dir()
-        scp.listen()
+        scp.prepare()
     except StartupError as error:
         return _fail(str(error))
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
@@ -19,6 +20,7 @@ from radx.app.options import ScpOptions
 from radx.app.signals import StopOnSignal
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.storage.store import clean_incoming
+from radx.storage.writable import check_writable
 from radx.ul.negotiation import AcceptorPolicy
 
 Options = ScpOptions
@@ -134,21 +136,59 @@ class ScpService(service.MultiService):
         self.port = None
         # The TLS port when it is not PORT (--tls-port).
         self.tls_port = None
+        self.output_ready = False
         self._statistics = task.LoopingCall(self.log_statistics)
         self._statistics.clock = reactor
 
     def prepare_output_dir(self) -> None:
-        """Create the output folder; clean what a crash left in its temporary folder.
+        """Create the output folder, prove it takes files, clean what a crash left in its temporary folder.
 
-        A folder radx creates gets --dir-mode; an existing one keeps its mode.
-        A symbolic link in place of the temporary folder stops the start.
+        A folder radx creates gets --dir-mode; an existing one keeps its
+        mode. A symbolic link in place of the temporary folder stops the
+        start. Run as the user the server runs as: under ``twistd --uid``,
+        after the switch.
         """
+        existed = os.path.isdir(self.config.output_dir)
         try:
             stale = clean_incoming(self.factory.tree)
         except OSError as error:
-            raise StartupError(f"failed to create output directory: {describe_os_error(error)}") from error
+            # An existing folder this user may not enter or write in.
+            denied = existed and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            what = "output directory is not writable" if denied else "failed to create output directory"
+            raise StartupError(f"{what}: {describe_os_error(error)}") from error
+        try:
+            folders = self.factory.tree.folders()
+            check_writable(folders.root, folders.incoming, self.config.file_mode)
+        except OSError as error:
+            raise StartupError(f"output directory is not writable: {describe_os_error(error)}") from error
+        self.output_ready = True
         for name in stale:
             log.warn("Removed a partial file left by an earlier run name={name}", name=name)
+
+    def prepare(self) -> None:
+        """Listen, then prepare the output folder, or raise StartupError.
+
+        In that order, so that a port radx cannot have leaves no new folder
+        behind; a folder that fails closes the ports again.
+        """
+        if self.port is None:
+            self.listen()
+        if not self.output_ready:
+            try:
+                self.prepare_output_dir()
+            except StartupError:
+                self.close_ports()
+                raise
+
+    def close_ports(self):
+        """Stop listening on every port; a Deferred that fires once they are closed."""
+        closing = []
+        for name in ("port", "tls_port"):
+            port = getattr(self, name)
+            if port is not None:
+                setattr(self, name, None)
+                closing.append(defer.maybeDeferred(port.stopListening))
+        return defer.gatherResults(closing)
 
     def tls_factory(self):
         """The factory of the TLS listener (PS3.15 B.9), or StartupError for unusable files."""
@@ -218,17 +258,16 @@ class ScpService(service.MultiService):
 
     def privilegedStartService(self) -> None:
         # twistd calls this before it drops privileges (--uid/--gid), so a
-        # port below 1024 can be opened; a StartupError raised here ends
-        # twistd with its message, before the reactor runs.
+        # port below 1024 can be opened; the output folder waits for
+        # startService, to be made and checked as the user radx runs as.
+        # A StartupError raised in either ends twistd with its message,
+        # before the reactor runs.
         if self.port is None:
-            self.prepare_output_dir()
             self.listen()
         super().privilegedStartService()
 
     def startService(self) -> None:
-        if self.port is None:
-            self.prepare_output_dir()
-            self.listen()
+        self.prepare()
         super().startService()
         # The first statistics line comes one interval after start.
         self._statistics.start(self.options["stats-interval"], now=False)
@@ -238,11 +277,7 @@ class ScpService(service.MultiService):
         self.factory.accepting = False
         if self._statistics.running:
             self._statistics.stop()
-        for name in ("port", "tls_port"):
-            port = getattr(self, name)
-            if port is not None:
-                setattr(self, name, None)
-                yield port.stopListening()
+        yield self.close_ports()
         yield self.factory.shut_down()
         yield super().stopService()
 
