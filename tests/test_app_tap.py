@@ -215,7 +215,7 @@ class ForegroundTests(TwistdTestCase):
         os.makedirs(output_dir, mode=0o700)
         process, output = self.as_nobody("--output-dir", output_dir)
         self.assertEqual(process.wait(START_TIMEOUT), 1, read(output))
-        self.assertIn("Error: output directory is not writable: permission denied\n", read(output))
+        self.assertStartupError(read(output), "output directory is not writable: permission denied")
         self.assertFalse(listening(self.port))
 
     def test_port_in_use_ends_twistd(self):
@@ -230,8 +230,21 @@ class ForegroundTests(TwistdTestCase):
                 code = process.wait(5)
             except subprocess.TimeoutExpired:
                 self.fail(f"twistd still runs, listening nowhere\n{read(output)}")
-            self.assertNotEqual(code, 0, read(output))
-            self.assertIn("failed to start server: address already in use", read(output))
+            self.assertEqual(code, 1, read(output))
+            self.assertStartupError(read(output), "failed to start server: address already in use")
+
+    def assertStartupError(self, output: str, message: str) -> None:
+        """One line, the words of `radx dicom scp`: no traceback."""
+        self.assertNotIn("Traceback", output)
+        self.assertEqual([line for line in output.splitlines() if "rror" in line], [f"Error: {message}"], output)
+
+    def test_startup_error_in_one_line(self):
+        with open(os.path.join(self.folder, "a-file"), "w"):
+            pass
+        process, output = self.foreground("radx-scp", "--bind", "127.0.0.1", "--output-dir", "a-file", str(self.port))
+        self.assertEqual(process.wait(START_TIMEOUT), 1, read(output))
+        self.assertStartupError(read(output), "failed to create output directory: not a directory")
+        self.assertFalse(os.path.exists(os.path.join(self.folder, "twistd.pid")), read(output))
 
     def test_port_in_use_fails_the_daemon_start(self):
         """Daemonizing: the parent reports the child's failure and exits non-zero."""
@@ -250,9 +263,16 @@ class ForegroundTests(TwistdTestCase):
                 text=True,
                 timeout=30,
             )
-        self.assertNotEqual(started.returncode, 0)
-        self.assertIn("failed to start server: address already in use", started.stdout + started.stderr)
-        self.assertFalse(os.path.exists(pidfile))
+        self.assertEqual(started.returncode, 1)
+        # twistd's parent prints the daemon's error line in its own words.
+        self.assertEqual(
+            started.stdout + started.stderr,
+            "An error has occurred: b'Error: failed to start server: address already in use'\n"
+            "Please look at log file for more information.\n",
+        )
+        # The daemon removes its PID file after it told the parent.
+        wait_until(lambda: not os.path.exists(pidfile), 10, "PID file removal")
+        self.assertIn("Error: failed to start server: address already in use", read(os.path.join(self.folder, "radx.log")))
 
 
 class DaemonTests(TwistdTestCase):

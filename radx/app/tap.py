@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import sys
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
@@ -28,6 +30,31 @@ Options = ScpOptions
 
 class StartupError(Exception):
     """The server cannot start; the message is what follows "Error: "."""
+
+
+class TwistdStartupError(Exception):
+    """A StartupError as twistd passes it on: its line reads ``Error: ...``, as radx dicom scp's does."""
+
+    # traceback.format_exception_only names a builtin exception without
+    # its module: "Error: failed to start server: ...".
+    __module__ = "builtins"
+    __qualname__ = "Error"
+
+
+def print_alone_at_exit(error: BaseException) -> None:
+    """If ``error`` ends the process uncaught, print ``Error: ...`` instead of its traceback."""
+    previous = sys.excepthook
+
+    def excepthook(kind, value, traceback):
+        if value is error:
+            # twistd sends sys.stderr to its log; this goes to the console.
+            stream = sys.__stderr__ or sys.stderr
+            stream.write(f"Error: {value}\n")
+            stream.flush()
+        else:
+            previous(kind, value, traceback)
+
+    sys.excepthook = excepthook
 
 
 def describe_os_error(error: OSError) -> str:
@@ -305,16 +332,43 @@ class _LoggingService(ScpService):
             json = self.options["log-format"] == "json"
             set_component(ILogObserver, JsonLogObserver(write) if json else ClassicTextObserver(write))
 
+    def privilegedStartService(self) -> None:
+        with self._startup_error_in_one_line():
+            super().privilegedStartService()
+
     def startService(self) -> None:
-        super().startService()
+        with self._startup_error_in_one_line():
+            super().startService()
         # Once the reactor runs, after it installed its own handlers.
         self.reactor.callWhenRunning(StopOnSignal(self.reactor, self.factory.stop_now).install)
+
+    @contextlib.contextmanager
+    def _startup_error_in_one_line(self):
+        """
+        A StartupError ends twistd as it ends ``radx dicom scp``: ``Error:
+        ...`` and status 1, not a traceback.
+
+        twistd handles an exception from starting the application itself:
+        it removes its PID file, hands a daemon's error to the parent it
+        started from (which prints ``An error has occurred:`` and the
+        exception's line, and exits 1), and lets it end the process. So
+        the error is raised again as L{TwistdStartupError}, whose line is
+        ``Error: ...``, and in the foreground the interpreter prints that
+        line alone.
+        """
+        try:
+            yield
+        except StartupError as error:
+            failure = TwistdStartupError(str(error))
+            if (self.options.parent or {}).get("nodaemon"):
+                print_alone_at_exit(failure)
+            else:
+                log.error("Error: {message}", message=str(error))
+            raise failure from None
 
 
 def _twistd_log_writer(twistd_options):
     """Where twistd would log (--logfile, or stdout with -n, else twistd.log): a write function."""
-    import sys
-
     from twisted.python import logfile
 
     name = (twistd_options or {}).get("logfile") or ""
