@@ -179,7 +179,11 @@ class SCPFactory(ServerFactory):
             return "protocol version not supported"
         if not self.accepting:
             return "the server is shutting down"
-        return f"local limit exceeded: {len(self.active)} associations already open (--max-conns {self.config.max_conns})"
+        count = len(self.active)
+        return (
+            f"local limit exceeded: {count} association{'' if count == 1 else 's'} already open"
+            f" (--max-conns {self.config.max_conns})"
+        )
 
     def connection_made(self, protocol: AssociationProtocol) -> None:
         """Count a new connection as pending; past --max-pending, close the oldest pending one.
