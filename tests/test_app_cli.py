@@ -1201,3 +1201,103 @@ class VersionAndHelpTests(SynchronousTestCase):
         done = run_radx(self, "dicom", "scp", "--help")
         self.assertIn("radx dicom scp [PORT] [flags]", done.stdout.splitlines()[0])
 
+
+
+class OneProgramTests(CliTestCase):
+    """`radx`, `radx dicom scp`, `echo` and `store`: the same words, the same exit statuses, everywhere."""
+
+    def assertUsageError(self, done: subprocess.CompletedProcess, first_line: str) -> None:
+        """Exit status 1 (the reference's failure), the error first on stderr, nothing on stdout."""
+        self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
+        self.assertEqual(done.stdout, "")
+        self.assertEqual(done.stderr.splitlines()[0], first_line, done.stderr)
+        self.assertNotIn("Traceback", done.stderr)
+
+    def test_a_value_that_is_not_a_number_says_so(self):
+        self.assertUsageError(
+            run_radx(self, "dicom", "scp", "--max-pdu", "abc"), "Error: --max-pdu: 'abc' is not a whole number"
+        )
+        self.assertUsageError(
+            run_radx(self, "dicom", "store", "--port", "abc", "a.dcm"), "Error: --port: 'abc' is not a whole number"
+        )
+        self.assertUsageError(
+            run_radx(self, "dicom", "echo", "localhost", "--timeout", "soon"),
+            "Error: --timeout: 'soon' is not a number of seconds",
+        )
+
+    def test_a_flag_without_its_value_takes_no_other_flag(self):
+        self.assertUsageError(run_radx(self, "dicom", "scp", "--aet", "--organize=false"), "Error: --aet: needs a value")
+        self.assertUsageError(run_radx(self, "dicom", "scp", "--output-dir"), "Error: --output-dir: needs a value")
+        self.assertUsageError(
+            run_radx(self, "dicom", "echo", "localhost", "--called-ae", "--timeout", "1"),
+            "Error: --called-ae: needs a value",
+        )
+
+    def test_usage_errors_exit_1_in_every_command(self):
+        for command in (["dicom", "scp"], ["dicom", "echo", "localhost"], ["dicom", "store", "a.dcm"]):
+            self.assertUsageError(run_radx(self, *command, "--bogus"), "Error: option --bogus not recognized")
+
+    def test_h_is_help(self):
+        for command in (["dicom", "scp"], ["dicom", "echo"], ["dicom", "store"]):
+            short, long = run_radx(self, *command, "-h"), run_radx(self, *command, "--help")
+            self.assertEqual((short.returncode, short.stderr), (0, ""), short.stderr)
+            self.assertEqual(short.stdout, long.stdout)
+            self.assertIn("-h, --help", short.stdout)
+
+    def test_radx_help_goes_to_stdout(self):
+        for arguments in (["--help"], ["-h"], ["dicom", "--help"], ["dicom", "-h"]):
+            done = run_radx(self, *arguments)
+            self.assertEqual((done.returncode, done.stderr), (0, ""), arguments)
+            self.assertTrue(done.stdout.startswith("Usage: radx dicom scp [PORT] [flags]\n"), done.stdout)
+
+    def test_unknown_command(self):
+        done = run_radx(self, "foo")
+        self.assertUsageError(done, "Error: unknown command 'foo'")
+        self.assertIn("Usage: radx dicom scp [PORT] [flags]", done.stderr)
+        self.assertUsageError(run_radx(self, "dicom", "push"), "Error: unknown command 'dicom push'")
+        nothing = run_radx(self)
+        self.assertEqual((nothing.returncode, nothing.stdout), (1, ""))
+        self.assertTrue(nothing.stderr.startswith("Usage: radx dicom scp [PORT] [flags]\n"), nothing.stderr)
+
+    def test_port_0_shows_the_port_it_got(self):
+        server = self.start("0", "--bind", "127.0.0.1", "--output-dir", "out")
+        [port] = re.findall(r"Listen Address:    127\.0\.0\.1:(\d+)\n", server.stdout())
+        self.assertNotEqual(int(port), 0)
+        self.port = int(port)
+        self.assertEchoWorks(server)
+        self.assertStopsCleanly(server)
+
+    def test_port_flag_is_port(self):
+        server = self.start("--port", str(self.port), "--bind", "127.0.0.1", "--output-dir", "out")
+        self.assertIn(f"Listen Address:    127.0.0.1:{self.port}\n", server.stdout())
+        self.assertEchoWorks(server)
+        self.assertStopsCleanly(server)
+        self.assertUsageError(
+            run_radx(self, "dicom", "scp", "11113", "--port", "11114"), "Error: PORT is 11113 and --port 11114: give one"
+        )
+
+    def test_help_explains_its_terms_and_shows_no_empty_default(self):
+        text = " ".join(run_radx(self, "dicom", "scp", "--help").stdout.split())
+        self.assertNotIn("[default: ]", text)
+        self.assertIn("the ARTIM timer of the DICOM upper layer", text)
+        self.assertIn("DIMSE: DICOM's message exchange", text)
+
+
+class RejectReasonTests(SynchronousTestCase):
+    def test_one_association(self):
+        from twisted.internet.testing import MemoryReactorClock
+
+        from radx.scp.factory import SCPFactory, ServerConfig
+        from radx.ul import negotiation
+        from radx.ul.pdu import AAssociateRJ
+
+        factory = SCPFactory(ServerConfig(output_dir=self.mktemp(), max_conns=1), MemoryReactorClock(), None)
+        factory.active.add(object())
+        reject = AAssociateRJ(
+            negotiation.RESULT_REJECTED_TRANSIENT,
+            negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION,
+            negotiation.REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED,
+        )
+        self.assertEqual(
+            factory.reject_reason(reject), "local limit exceeded: 1 association already open (--max-conns 1)"
+        )

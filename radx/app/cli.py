@@ -47,7 +47,7 @@ _LEVELS = {
 
 def listen_address(options: ScpOptions) -> str:
     """":11112" for all interfaces, as the reference shows it; IPv6 in brackets."""
-    bind = options["bind"]
+    bind = options["bind"] or ""
     if ":" in bind:
         bind = f"[{bind}]"
     return f"{bind}:{options['port']}"
@@ -195,6 +195,10 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
         scp.prepare()
     except StartupError as error:
         return _fail(str(error))
+    # The banner shows the ports as bound: PORT 0 asks the system for one.
+    options["port"] = scp.port.getHost().port
+    if scp.tls_port is not None:
+        options["tls-port"] = scp.tls_port.getHost().port
 
     json = options["log-format"] == "json"
     globalLogBeginner.beginLoggingTo(
@@ -230,6 +234,19 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
     return 0
 
 
+def not_a_command(argv: list[str]) -> int:
+    """``radx``, ``radx dicom``, ``--help`` or an unknown command: the usage, and the exit status."""
+    words = argv[1:] if argv[:1] == ["dicom"] else argv
+    if words[:1] in (["--help"], ["-h"]):
+        sys.stdout.write(USAGE)
+        return 0
+    if words:
+        command = " ".join(argv[:2]) if argv[:1] == ["dicom"] else argv[0]
+        sys.stderr.write(f"Error: unknown command {command!r}\n\n")
+    sys.stderr.write(USAGE)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     # The rest of start-up (the reactor, the command's modules) without the
     # cyclic collector; it resumes once the reactor runs (radx.app.lean).
@@ -255,8 +272,7 @@ def _main(argv: list[str]) -> int:
 
         return catalogue_main(argv[2:])
     if argv[:2] != ["dicom", "scp"]:
-        sys.stderr.write(USAGE)
-        return 0 if argv[:1] in (["--help"], ["-h"]) else 2
+        return not_a_command(argv)
     options = ScpOptions()
     try:
         options.parseOptions(argv[2:])
