@@ -1190,10 +1190,12 @@ class VersionAndHelpTests(SynchronousTestCase):
             self.assertIn(flag, entries, done.stdout)
             self.assertIn(f"default: {default}".lower(), entries[flag].lower(), f"{flag}: {entries[flag]}")
         # And the flags radx adds, each with its default.
-        for flag in ("--bind", "--fsync", "--artim-timeout", "--idle-timeout", "--dimse-timeout",
+        for flag in ("--fsync", "--artim-timeout", "--idle-timeout", "--dimse-timeout",
                      "--drain-timeout", "--threads", "--stats-interval", "--log-level"):
             self.assertIn(flag, entries, done.stdout)
             self.assertIn("[default: ", entries[flag], f"{flag}: {entries[flag]}")
+        # --bind's default is no address: said in words.
+        self.assertIn("(default: all interfaces, IPv4 and IPv6)", entries["--bind"])
         self.assertIn("PORT defaults to 11112", " ".join(done.stdout.split()))
 
     def test_help_names_the_command(self):
