@@ -272,7 +272,9 @@ class ForegroundTests(TwistdTestCase):
         )
         # The daemon removes its PID file after it told the parent.
         wait_until(lambda: not os.path.exists(pidfile), 10, "PID file removal")
-        self.assertIn("Error: failed to start server: address already in use", read(os.path.join(self.folder, "radx.log")))
+        log = read(os.path.join(self.folder, "radx.log"))
+        self.assertIn("Error: failed to start server: address already in use", log)
+        self.assertNotIn("Traceback", log)
 
 
 class DaemonTests(TwistdTestCase):

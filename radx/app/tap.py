@@ -360,10 +360,10 @@ class _LoggingService(ScpService):
             yield
         except StartupError as error:
             failure = TwistdStartupError(str(error))
-            if (self.options.parent or {}).get("nodaemon"):
-                print_alone_at_exit(failure)
-            else:
+            # A daemon's console is its parent's; its log gets the line.
+            if not (self.options.parent or {}).get("nodaemon"):
                 log.error("Error: {message}", message=str(error))
+            print_alone_at_exit(failure)
             raise failure from None
 
 
