@@ -86,8 +86,21 @@ class Catalogue:
         for start in range(0, len(rows), self.BATCH):
             values = [tuple(row.get(c) for c in COLUMNS) for row in rows[start : start + self.BATCH]]
             with self._lock:
-                self.connection.cursor().executemany(self._upsert, values)
-                self.connection.commit()
+                try:
+                    self.connection.cursor().executemany(self._upsert, values)
+                    self.connection.commit()
+                except BaseException:
+                    # A transaction left open would keep its old snapshot:
+                    # in WAL, every later write on this connection would
+                    # then fail as busy, even once the lock is free.
+                    self._roll_back()
+                    raise
+
+    def _roll_back(self) -> None:
+        try:
+            self.connection.rollback()
+        except Exception:
+            pass  # the connection is unusable; the caller hears of the first error
 
     def remove(self, paths) -> None:
         """Forget the rows of these files."""
