@@ -22,6 +22,12 @@ _DESCRIBING_PRAGMAS = frozenset(
 )
 
 
+def own_files(path: str) -> set[str]:
+    """The absolute paths of a SQLite catalogue's files: the database, its WAL, shared memory and journal."""
+    database = os.path.abspath(path)
+    return {database + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+
+
 def _authorize(action, first, second, database, trigger) -> int:
     if action in _READING:
         return sqlite3.SQLITE_OK
