@@ -44,6 +44,18 @@ class DefaultsTests(SynchronousTestCase):
         self.assertIsNone(config.policy.sop_classes)
 
 
+class CatalogueOptionTests(SynchronousTestCase):
+    def test_none_by_default(self):
+        self.assertIsNone(config_from_options(parse()).catalogue)
+
+    def test_sqlite_file(self):
+        self.assertEqual(config_from_options(parse("--catalogue", "received.db")).catalogue, "received.db")
+
+    def test_url_refused(self):
+        error = self.assertRaises(usage.UsageError, parse, "--catalogue", "postgresql://radx@db/radx")
+        self.assertIn("--catalogue: postgresql:// catalogues are not supported", str(error))
+
+
 class ReferenceExamplesTests(SynchronousTestCase):
     """The forms in the reference's Usage Examples."""
 

@@ -9,6 +9,7 @@ import sys
 from twisted.python import usage
 
 from radx import __version__
+from radx.catalogue.opening import check_target
 from radx.storage.layout import is_valid_uid
 from radx.uids import VERIFICATION_SOP_CLASS
 from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, is_storage_sop_class
@@ -174,6 +175,7 @@ class ScpOptions(CommandOptions):
         ["dimse-timeout", None, 60.0, "Seconds a PDU may take to arrive, from its first byte to its last (DIMSE: DICOM's message exchange, PS3.7).", _named("dimse-timeout", _seconds)],
         ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _named("drain-timeout", _seconds)],
         ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
+        ["catalogue", None, None, "SQLite file in which each stored instance is recorded, as radx dicom catalogue indexes it.", _named("catalogue", check_target)],
         ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
         ["log-format", None, "text", "Log lines as text, or as one JSON object a line (json)."],
