@@ -323,16 +323,13 @@ class ScpService(service.MultiService):
         def done(result):
             if result is None:
                 return
+            counts = {name: getattr(result, name) for name in ("folder", "added", "changed", "removed", "unchanged")}
             log.info(
                 "Catalogue brought up to date with {folder}: {added} new, {changed} changed,"
                 " {removed} removed, {unchanged} unchanged, {failures} not DICOM or unreadable, in {seconds:.2f} s",
-                folder=result.folder,
-                added=result.added,
-                changed=result.changed,
-                removed=result.removed,
-                unchanged=result.unchanged,
                 failures=len(result.failures),
                 seconds=result.seconds,
+                **counts,
             )
 
         def failed(failure):
@@ -365,22 +362,12 @@ class ScpService(service.MultiService):
 
     def log_statistics(self) -> None:
         stats = self.factory.stats
+        text = "Server statistics echo_count={echo} store_count={store} store_failures={failures}"
+        fields = {"echo": stats.echo_requests, "store": stats.store_requests, "failures": stats.store_failures}
         if stats.catalogue_failures is not None:
-            log.info(
-                "Server statistics echo_count={echo} store_count={store} store_failures={failures}"
-                " catalogue_failures={catalogue_failures}",
-                echo=stats.echo_requests,
-                store=stats.store_requests,
-                failures=stats.store_failures,
-                catalogue_failures=stats.catalogue_failures,
-            )
-            return
-        log.info(
-            "Server statistics echo_count={echo} store_count={store} store_failures={failures}",
-            echo=stats.echo_requests,
-            store=stats.store_requests,
-            failures=stats.store_failures,
-        )
+            text += " catalogue_failures={catalogue_failures}"
+            fields["catalogue_failures"] = stats.catalogue_failures
+        log.info(text, **fields)
 
 
 class _LoggingService(ScpService):
