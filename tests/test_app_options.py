@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -50,6 +53,22 @@ class CatalogueOptionTests(SynchronousTestCase):
 
     def test_sqlite_file(self):
         self.assertEqual(config_from_options(parse("--catalogue", "received.db")).catalogue, "received.db")
+
+    def test_sqlite_loaded_only_with_the_flag(self):
+        """Without --catalogue, the server's start-up loads neither sqlite3 nor the catalogue's modules."""
+        probe = (
+            "import sys\n"
+            "from twisted.internet.testing import MemoryReactorClock\n"
+            "from radx.app.options import ScpOptions\n"
+            "from radx.app.tap import ScpService\n"
+            "options = ScpOptions()\n"
+            "options.parseOptions(sys.argv[1:])\n"
+            "ScpService(options, MemoryReactorClock())\n"
+            "print(sorted(m for m in ('sqlite3', 'radx.catalogue.database') if m in sys.modules))\n"
+        )
+        for arguments, loaded in (([], "[]"), (["--catalogue", "x.db"], "['radx.catalogue.database', 'sqlite3']")):
+            done = subprocess.run([sys.executable, "-c", probe, *arguments], capture_output=True, text=True, timeout=60)
+            self.assertEqual((done.stdout.strip(), done.returncode), (loaded, 0), done.stderr)
 
     def test_url_refused(self):
         error = self.assertRaises(usage.UsageError, parse, "--catalogue", "postgresql://radx@db/radx")

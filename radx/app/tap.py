@@ -22,7 +22,6 @@ from radx.app.logformat import ClassicTextObserver
 from radx.app.openfiles import descriptors_needed, raise_open_file_limit
 from radx.app.options import ScpOptions
 from radx.app.signals import StopOnSignal
-from radx.catalogue.database import CatalogueError
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.storage.store import clean_incoming
 from radx.storage.writable import check_writable
@@ -333,6 +332,8 @@ class ScpService(service.MultiService):
             )
 
         def failed(failure):
+            from radx.catalogue.database import CatalogueError
+
             why = failure.value.message if failure.check(CatalogueError) else str(failure.value)
             log.warn(
                 "Catalogue not brought up to date with {folder}: {why}; the next start tries again",

@@ -10,7 +10,6 @@ from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger, globalLogPublisher
 
-from radx.catalogue.received import ReceivedCatalogue
 from radx.scp.accepting import AcceptFailureObserver
 from radx.scp.protocol import AssociationProtocol
 from radx.storage.tree import OutputTree
@@ -116,8 +115,11 @@ class SCPFactory(ServerFactory):
         self.threadpool = threadpool
         self.stats = Statistics()
         # Written by the storage threads only (radx.catalogue.received).
-        self.catalogue: ReceivedCatalogue | None = None
+        self.catalogue = None
         if config.catalogue is not None:
+            # Loaded only with --catalogue: sqlite3 and the catalogue's modules are no start-up cost otherwise.
+            from radx.catalogue.received import ReceivedCatalogue
+
             self.catalogue = ReceivedCatalogue(config.catalogue)
             self.stats.catalogue_failures = 0
         # The output folder, opened at the first use and kept open.
