@@ -69,6 +69,9 @@ def describe_os_error(error: OSError) -> str:
 
 log = Logger(namespace="radx.scp")
 
+# See ScpService.prepare_output_dir.
+FILE_CLOCK_MARGIN_NS = 50_000_000
+
 
 def config_from_options(options: ScpOptions) -> ServerConfig:
     sop_classes = frozenset(options["sop-class"]) or None
@@ -196,8 +199,12 @@ class ScpService(service.MultiService):
         self.output_ready = True
         for name in stale:
             log.warn("Removed a partial file left by an earlier run name={name}", name=name)
-        # Files modified from now on are this run's, which it records itself.
-        self.started_ns = time.time_ns()
+        # Files modified from now on are this run's, which it records
+        # itself. A file's time comes from the kernel's coarse clock, up to
+        # a tick (10 ms at most) behind this one: the margin keeps a file
+        # stored at once from looking older. No file of an earlier run is
+        # that recent: a Python start-up alone takes longer.
+        self.started_ns = time.time_ns() - FILE_CLOCK_MARGIN_NS
 
     def prepare(self) -> None:
         """Listen, then prepare the output folder, or raise StartupError.
