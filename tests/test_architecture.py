@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import radx
 
 ROOT = pathlib.Path(radx.__file__).parent
-PURE_PACKAGES = ("ul", "dimse", "storage", "catalogue")
+PURE_PACKAGES = ("ul", "dimse", "storage", "catalogue", "events")
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:

@@ -1,0 +1,1 @@
+"""Hooks and events, the pure part: commands and their placeholders, quiet periods, the journal."""
