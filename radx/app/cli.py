@@ -95,6 +95,9 @@ def shutdown_summary(stats) -> str:
     )
     if stats.catalogue_failures is not None:
         text += f"  Not Catalogued:     {stats.catalogue_failures}\n"
+    if stats.hooks_succeeded is not None:
+        text += f"  Hooks Succeeded:    {stats.hooks_succeeded}\n"
+        text += f"  Hooks Failed:       {stats.hook_failures}\n"
     return text
 
 

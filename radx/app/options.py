@@ -182,6 +182,14 @@ class ScpOptions(CommandOptions):
         ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _named("drain-timeout", _seconds)],
         ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
         ["catalogue", None, None, "SQLite file in which each stored instance is recorded, as radx dicom catalogue indexes it.", _named("catalogue", _catalogue)],
+        ["exec-on-store", None, None, "Command run after each instance is stored and its Success sent; no shell, placeholders #p #f #a #c #r #{SOPInstanceUID} ... (docs/usage.rst)."],
+        ["exec-on-series", None, None, "Command run once a series has received nothing for --series-timeout seconds."],
+        ["exec-on-study", None, None, "Command run once a study has received nothing for --study-timeout seconds, over every association."],
+        ["series-timeout", None, 60.0, "Seconds of quiet after a series' last instance before it is complete.", _named("series-timeout", _seconds)],
+        ["study-timeout", None, 60.0, "Seconds of quiet after a study's last instance before it is complete.", _named("study-timeout", _seconds)],
+        ["exec-concurrency", None, 4, "Hooks running at once; more wait their turn.", _named("exec-concurrency", _positive_int)],
+        ["exec-timeout", None, 600.0, "Seconds a hook may run before it is killed.", _named("exec-timeout", _seconds)],
+        ["events", None, None, "File to which a JSON line is appended for each instance stored, series and study complete, and hook run."],
         ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
         ["log-format", None, "text", "Log lines as text, or as one JSON object a line (json)."],
@@ -281,6 +289,31 @@ class ScpOptions(CommandOptions):
         for flag in ("file-mode", "dir-mode"):
             self[flag] = _mode(self[flag])
         self._check_tls()
+        self["hooks"] = self._hooks()
+
+    def _hooks(self):
+        """The hooks and events asked for, as radx.events.command.HookSettings, or None: each command split once, here."""
+        kinds = [kind for kind in ("store", "series", "study") if self[f"exec-on-{kind}"] is not None]
+        if not kinds and not self["events"]:
+            return None
+        from radx.events.command import CommandError, HookSettings, find_program, parse_command
+
+        commands = []
+        for kind in kinds:
+            try:
+                command = parse_command(kind, self[f"exec-on-{kind}"])
+                find_program(command)
+            except CommandError as error:
+                raise usage.UsageError(f"--exec-on-{kind}: {error}") from None
+            commands.append(command)
+        return HookSettings(
+            commands=tuple(commands),
+            series_timeout=self["series-timeout"],
+            study_timeout=self["study-timeout"],
+            concurrency=self["exec-concurrency"],
+            timeout=self["exec-timeout"],
+            events=self["events"],
+        )
 
     def _check_tls(self) -> None:
         if bool(self["tls-cert"]) != bool(self["tls-key"]):

@@ -99,6 +99,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         file_mode=options["file-mode"],
         dir_mode=options["dir-mode"],
         catalogue=options["catalogue"],
+        hooks=options.get("hooks"),
     )
 
 
@@ -196,6 +197,12 @@ class ScpService(service.MultiService):
             check_writable(folders.root, folders.incoming, self.config.file_mode)
         except OSError as error:
             raise StartupError(f"output directory is not writable: {describe_os_error(error)}") from error
+        events = self.factory.events
+        if events is not None and not events.opened:
+            try:
+                events.open()
+            except OSError as error:
+                raise StartupError(f"cannot open the events journal or --events file: {describe_os_error(error)}: {error.filename}") from error
         self.output_ready = True
         for name in stale:
             log.warn("Removed a partial file left by an earlier run name={name}", name=name)
@@ -314,6 +321,8 @@ class ScpService(service.MultiService):
         self._statistics.start(self.options["stats-interval"], now=False)
         if self.factory.catalogue is not None:
             self.catching_up = self.catch_up()
+        if self.factory.events is not None:
+            self.factory.events.start()
 
     def catch_up(self) -> defer.Deferred:
         """
@@ -361,6 +370,9 @@ class ScpService(service.MultiService):
         if catalogue is not None:
             catalogue.stopping = True
         yield self.factory.shut_down()
+        if self.factory.events is not None:
+            # After the associations: each Success sent has had its hook started.
+            yield self.factory.events.stop()
         if catalogue is not None and self.threadpool.started:
             # On a storage thread, once the instances in progress are done
             # (closing checkpoints the WAL into the database: disk work).
@@ -375,6 +387,10 @@ class ScpService(service.MultiService):
         if stats.catalogue_failures is not None:
             text += " catalogue_failures={catalogue_failures}"
             fields["catalogue_failures"] = stats.catalogue_failures
+        if stats.hooks_succeeded is not None:
+            text += " hooks_succeeded={hooks_succeeded} hook_failures={hook_failures}"
+            fields["hooks_succeeded"] = stats.hooks_succeeded
+            fields["hook_failures"] = stats.hook_failures
         log.info(text, **fields)
 
 

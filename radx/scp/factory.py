@@ -89,6 +89,8 @@ class ServerConfig:
     dir_mode: int = 0o700
     # The catalogue each stored instance is recorded in (--catalogue), or None.
     catalogue: str | None = None
+    # The hooks and events (--exec-on-*, --events): a radx.events.command.HookSettings, or None.
+    hooks: object | None = None
 
 
 @dataclass
@@ -100,6 +102,10 @@ class Statistics:
     associations: int = 0
     # Instances stored but not recorded in the catalogue; None without one.
     catalogue_failures: int | None = None
+    # Hook runs that exited 0, and those that did not (a status, a signal,
+    # killed past --exec-timeout, not started); None without hooks.
+    hooks_succeeded: int | None = None
+    hook_failures: int | None = None
 
 
 class SCPFactory(ServerFactory):
@@ -122,6 +128,25 @@ class SCPFactory(ServerFactory):
 
             self.catalogue = ReceivedCatalogue(config.catalogue)
             self.stats.catalogue_failures = 0
+        # The hooks and events (radx.scp.hooks): recorded by the storage
+        # threads beside the catalogue, run by the reactor.
+        self.events = None
+        if config.hooks is not None:
+            from radx.scp.hooks import ServerEvents
+
+            self.events = ServerEvents(
+                config.hooks,
+                config.output_dir,
+                organize=config.organize,
+                fsync=config.fsync,
+                dir_mode=config.dir_mode,
+                reactor=reactor,
+                threadpool=threadpool,
+                stats=self.stats,
+            )
+            if config.hooks.commands:
+                self.stats.hooks_succeeded = 0
+                self.stats.hook_failures = 0
         # The output folder, opened at the first use and kept open.
         self.tree = OutputTree(config.output_dir, config.dir_mode)
         # Every open connection, those of them that are associations, and
@@ -301,7 +326,28 @@ class SCPFactory(ServerFactory):
         if self._drain is not None:
             self._drain.cancel()
     def cataloguer(self, calling_ae_title: str | None, peer: str):
-        """What records an association's instances from the storage thread (see InstanceReception), or None."""
+        """What records an association's instances from the storage thread (see InstanceReception), or None.
+
+        The catalogue's row, then the events journal's record (radx.scp.hooks):
+        both before the Success.
+        """
+        catalogue = self.catalogue
+        events = self.events
+        if events is not None:
+            called_ae_title = self.config.policy.ae_title
+            in_catalogue = self._catalogue_recorder(calling_ae_title, peer)
+
+            def record_both(writer, stored) -> str | None:
+                not_catalogued = in_catalogue(writer, stored) if in_catalogue is not None else None
+                events.record(writer, stored, calling_ae_title, called_ae_title, peer)
+                return not_catalogued
+
+            return record_both
+        if catalogue is None:
+            return None
+        return self._catalogue_recorder(calling_ae_title, peer)
+
+    def _catalogue_recorder(self, calling_ae_title: str | None, peer: str):
         catalogue = self.catalogue
         if catalogue is None:
             return None

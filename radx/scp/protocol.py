@@ -707,6 +707,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self.factory.stats.stores_succeeded += 1
         self._stored_count += 1
         self._store_answered(store, Status.SUCCESS, None, count_failure=False)
+        if self.factory.events is not None:
+            # The Success is sent: its store hook may start (radx.scp.hooks).
+            self.factory.events.instance_answered(stored.path)
 
     def _store_failed(self, failure, store: _PendingStore) -> None:
         error = failure.check(StorageError)
