@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from twisted.internet import defer, reactor, utils
 from twisted.logger import formatEvent, globalLogPublisher
@@ -95,3 +96,95 @@ class HookServerTests(TestCase):
             self.assertEqual(run["argv"][12], "#")
             self.assertEqual(run["kind"], "store")
         self.assertEqual(self.service.factory.stats.hooks_succeeded, 3)
+
+    def radx_store(self, *arguments: str, aet: str = "RADX-SCU"):
+        return utils.getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "radx", "dicom", "store", "--host", "127.0.0.1", "--port", str(self.port), "--calling-ae", aet, *arguments],
+            env=os.environ,
+        )
+
+    @defer.inlineCallbacks
+    def test_one_study_over_two_associations_and_two_senders(self):
+        """
+        One series of a study from storescu, the other from radx dicom
+        store: one study, complete once, with every instance counted; each
+        series once; each instance's store hook once, with its sender's AE
+        title. (The study's quiet period spans the start of the second
+        sender; each series comes over one association.)
+        """
+        sources = dicomfiles.write_ct_series(self.mktemp(), 6, rows=16, columns=16, series=2, seed=5)
+        study = dicomfiles.instance_uids(sources[0])[0]
+        self.start(
+            "--exec-on-store", f"{self.hook} store #a #{{SOPInstanceUID}}",
+            "--exec-on-series", f"{self.hook} series #{{SeriesInstanceUID}} #{{count}} #p",
+            "--exec-on-study", f"{self.hook} study #{{StudyInstanceUID}} #{{count}} #p",
+            "--series-timeout", "1", "--study-timeout", "5",
+        )
+        first, second = sources[0::2], sources[1::2]
+        out, err, code = yield self.storescu(*first, aet="FIRST-SCU")
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        out, err, code = yield self.radx_store(*second, aet="SECOND-SCU")
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        yield self.until(lambda: any(run["argv"][0] == "study" for run in runs(self.record)) and self.finished() == 9)
+        found = runs(self.record)
+        store = sorted(run["argv"][1:] for run in found if run["argv"][0] == "store")
+        expected = sorted([["FIRST-SCU", dicomfiles.instance_uids(s)[2]] for s in first]
+                          + [["SECOND-SCU", dicomfiles.instance_uids(s)[2]] for s in second])
+        self.assertEqual(store, expected)
+        series = sorted(run["argv"][1:] for run in found if run["argv"][0] == "series")
+        self.assertEqual([(uid, count) for uid, count, _ in series], sorted((uid, "3") for uid in {dicomfiles.instance_uids(s)[1] for s in sources}))
+        for uid, _, folder in series:
+            self.assertEqual(folder, os.path.join(self.output, study, uid))
+        self.assertEqual([run["argv"][1:] for run in found if run["argv"][0] == "study"], [[study, "6", os.path.join(self.output, study)]])
+
+    @defer.inlineCallbacks
+    def test_failing_hanging_and_chattering_hooks(self):
+        """Real children: one exits 3, one hangs past --exec-timeout and is killed, one prints a lot; every instance is stored and answered."""
+        sources = dicomfiles.write_ct_series(self.mktemp(), 3, rows=16, columns=16, seed=7)
+        self.start("--exec-on-store", f"{self.hook} #{{SOPInstanceUID}}", "--exec-timeout", "1")
+        for behaviour, source in zip(("fail", "hang", "chatter"), sources):
+            self.patch(os, "environ", dict(os.environ, RADX_TEST_HOOK=behaviour))
+            out, err, code = yield self.storescu(source)
+            self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+            self.assertNotIn(b"E:", out + err)
+        yield self.until(lambda: self.finished() == 3)
+        stats = self.service.factory.stats
+        self.assertEqual((stats.stores_succeeded, stats.hooks_succeeded, stats.hook_failures), (3, 1, 2))
+        self.assertEqual(len(self.lines("ran past --exec-timeout")), 1)
+        [failed] = [e for e in self.log if "Hook {hook} failed" in e.get("log_format", "")]
+        self.assertEqual(failed["status"], "exit 3")
+        self.assertIn("failing on purpose", [e["line"] for e in self.log if e.get("stream") == "stderr"])
+        printed = [e for e in self.log if e.get("stream") == "stdout"]
+        self.assertLessEqual(max(len(e["line"]) for e in printed), 1024)
+        self.assertTrue(self.lines("more lines, not logged"))
+        self.assertEqual(len(runs(self.record)), 3)
+
+    @defer.inlineCallbacks
+    def test_hostile_ae_titles_and_uids(self):
+        """
+        AE titles and Study and Series UIDs full of shell syntax reach the
+        hook as they are, each inside its one argument; no command runs that
+        the operator did not write.
+        """
+        canary = os.path.join(self.base, "pwned")
+        titles = ["$(touch pwned)", "`touch pwned`", ";touch pwned;", "'\"&|<>*?~!{}[]", "a b #p #{id}"]
+        uids = ["1.2.3;touch pwned", "$(touch pwned)", "1.2\n3 `touch pwned`", "' \" ; |"]
+        self.start("--exec-on-store", f"{self.hook} #a <#{{StudyInstanceUID}}> #{{SeriesInstanceUID}} #p",
+                   "--exec-on-study", f"sh -c 'echo \"$1\" >> {self.base}/study-args' sh #{{StudyInstanceUID}}",
+                   "--study-timeout", "0.5")
+        expected = []
+        for n, (title, uid) in enumerate(zip(titles, uids + ["1.2.4"])):
+            source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=8, columns=8, study_uid=uid, series_uid=uid + " s", seed=n)[0]
+            out, err, code = yield self.radx_store(source, aet=title)
+            self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+            expected.append([title, f"<{uid}>", uid + " s"])
+        yield self.until(lambda: self.finished() == 2 * len(titles))
+        found = sorted(run["argv"][:3] for run in runs(self.record))
+        self.assertEqual(found, sorted(expected))
+        self.assertFalse(os.path.exists(canary))
+        self.assertFalse(os.path.exists(os.path.join(os.getcwd(), "pwned")))
+        with open(os.path.join(self.base, "study-args")) as study_args:
+            written = study_args.read()
+        for uid in uids:
+            self.assertIn(uid, written)

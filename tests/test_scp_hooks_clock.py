@@ -1,0 +1,227 @@
+"""The reactor's side of hooks on a task.Clock, with a fake process reactor: timers, concurrency, timeouts, output bounds."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.internet import task
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from radx.events.command import HookSettings, parse_command
+from radx.scp.factory import Statistics
+from radx.scp.hooks import LINE_BURST, MAX_LINE, ServerEvents
+
+
+class FakeProcess:
+    def __init__(self, protocol, executable, argv, env):
+        self.protocol, self.executable, self.argv, self.env = protocol, executable, argv, env
+        self.signals = []
+        self.stdin_closed = False
+        protocol.makeConnection(self)
+
+    def closeStdin(self):
+        self.stdin_closed = True
+
+    def signalProcess(self, signal):
+        self.signals.append(signal)
+
+    def end(self, code: int = 0, signal=None):
+        reason = ProcessDone(0) if code == 0 and signal is None else ProcessTerminated(code, signal)
+        self.protocol.processEnded(Failure(reason))
+
+
+class ProcessClock(task.Clock):
+    """A Clock whose spawnProcess records the children it is asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.processes: list[FakeProcess] = []
+
+    def spawnProcess(self, protocol, executable, args=(), env=None, path=None, uid=None, gid=None, usePTY=0, childFDs=None):
+        process = FakeProcess(protocol, executable, list(args), env)
+        self.processes.append(process)
+        return process
+
+
+class FakeWriter:
+    transfer_syntax_uid = "1.2.840.10008.1.2.1"
+    sop_class_uid = "1.2.840.10008.5.1.4.1.1.2"
+
+    def __init__(self, sop):
+        self.sop_instance_uid = sop
+
+
+class FakeStored:
+    def __init__(self, path):
+        self.path = path
+
+
+class ClockTests(SynchronousTestCase):
+    def setUp(self):
+        self.output = os.path.abspath(self.mktemp())
+        self.clock = ProcessClock()
+        self.clock.advance(1_000_000)
+        self.stats = Statistics(hooks_succeeded=0, hook_failures=0)
+        self.logged = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+        self.uids = {}
+        self.patch(sys.modules["radx.scp.hooks"], "_study_and_series", lambda writer, path: self.uids[path])
+
+    def events(self, **settings) -> ServerEvents:
+        commands = tuple(parse_command(kind, settings.pop(kind)) for kind in ("store", "series", "study") if kind in settings)
+        events = ServerEvents(
+            HookSettings(commands=commands, **settings),
+            self.output,
+            organize=True,
+            fsync=False,
+            dir_mode=0o700,
+            reactor=self.clock,
+            threadpool=None,
+            stats=self.stats,
+        )
+        events.open()
+        events.start()
+        self.addCleanup(events.journal.close)
+        return events
+
+    def receive(self, events, n, study="1.2.3", series="1.2.3.4", calling="MOD", answer=True):
+        path = os.path.join(self.output, study, series, f"{series}.{n}.dcm")
+        self.uids[path] = (study, series)
+        events.record(FakeWriter(f"{series}.{n}"), FakeStored(path), calling, "RADX-SCP", "127.0.0.1:4000")
+        if answer:
+            events.instance_answered(path)
+        return path
+
+    def messages(self, text):
+        return [e for e in self.logged if text in e.get("log_format", "")]
+
+    def test_store_hook_after_the_answer(self):
+        """Recorded in the storage thread, the hook starts only once the Success is sent."""
+        events = self.events(store="/bin/echo #f #a #r")
+        path = self.receive(events, 1, answer=False)
+        self.assertEqual(self.clock.processes, [])
+        events.instance_answered(path)
+        [process] = self.clock.processes
+        self.assertEqual(process.executable, "/bin/echo")
+        self.assertEqual(process.argv, ["/bin/echo", "1.2.3.4.1.dcm", "MOD", "127.0.0.1"])
+        self.assertEqual(process.env["RADX_HOOK"], "store")
+        self.assertEqual(len(process.env["RADX_HOOK_ID"]), 32)
+        self.assertTrue(process.stdin_closed)
+        process.end(0)
+        self.assertEqual(self.stats.hooks_succeeded, 1)
+        self.assertEqual(events.journal.pending(), [])
+
+    def test_study_over_its_quiet_period(self):
+        """Series then study hooks run after their quiet periods; an instance during one restarts it."""
+        events = self.events(series="/bin/echo series #{SeriesInstanceUID} #{count}", study="/bin/echo study #p #{count}",
+                             series_timeout=10.0, study_timeout=30.0)
+        self.receive(events, 1)
+        self.clock.advance(9)
+        self.receive(events, 2, series="1.2.3.5")
+        self.clock.advance(9.9)
+        self.assertEqual([p.argv[1:] for p in self.clock.processes], [["series", "1.2.3.4", "1"]])
+        self.clock.advance(0.1)
+        self.assertEqual([p.argv[1:] for p in self.clock.processes][1:], [["series", "1.2.3.5", "1"]])
+        self.clock.advance(29.9 - 10)
+        self.assertEqual(len(self.clock.processes), 2)
+        self.clock.advance(0.1)
+        self.assertEqual(self.clock.processes[2].argv[1:], ["study", os.path.join(self.output, "1.2.3"), "2"])
+        # Nothing left to wake for: the delayed calls are the hooks' timeouts.
+        self.assertIsNone(events._timer)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 3)
+
+    def test_two_studies_apart(self):
+        events = self.events(study="/bin/echo #{StudyInstanceUID}", study_timeout=5.0)
+        self.receive(events, 1, study="1.1")
+        self.receive(events, 1, study="2.2", series="2.2.1")
+        self.clock.advance(5)
+        self.assertEqual(sorted(p.argv[1] for p in self.clock.processes), ["1.1", "2.2"])
+
+    def test_concurrency(self):
+        """Past --exec-concurrency, hooks wait their turn."""
+        events = self.events(store="/bin/echo #f", concurrency=2)
+        for n in range(5):
+            self.receive(events, n)
+        self.assertEqual(len(self.clock.processes), 2)
+        self.clock.processes[0].end(0)
+        self.assertEqual(len(self.clock.processes), 3)
+        for process in self.clock.processes[1:]:
+            process.end(0)
+        self.assertEqual(len(self.clock.processes), 5)
+
+    def test_timeout_kills(self):
+        """A hook past --exec-timeout is killed, logged, counted as failed, and done: it does not run again."""
+        events = self.events(store="/bin/echo", timeout=3.0)
+        self.receive(events, 1)
+        [process] = self.clock.processes
+        self.clock.advance(2.9)
+        self.assertEqual(process.signals, [])
+        self.clock.advance(0.1)
+        self.assertEqual(process.signals, ["KILL"])
+        process.end(signal=9)
+        self.assertEqual(self.stats.hook_failures, 1)
+        self.assertEqual(len(self.messages("ran past --exec-timeout")), 1)
+        self.assertEqual(events.journal.pending(), [])
+
+    def test_failure_counted(self):
+        events = self.events(store="/bin/echo")
+        self.receive(events, 1)
+        self.clock.processes[0].end(3)
+        self.assertEqual((self.stats.hooks_succeeded, self.stats.hook_failures), (0, 1))
+        [failed] = self.messages("Hook {hook} failed")
+        self.assertEqual(failed["status"], "exit 3")
+
+    def test_output_bounded(self):
+        """Lines cut at MAX_LINE, logged at most LINE_BURST at once, the rest counted; a line without end is cut, not kept."""
+        events = self.events(store="/bin/echo")
+        self.receive(events, 1)
+        [process] = self.clock.processes
+        process.protocol.outReceived(b"a" * (MAX_LINE * 3) + b"\nshort\n")
+        process.protocol.errReceived(b"b" * (MAX_LINE * 10))
+        self.assertLessEqual(len(process.protocol._err.buffer), MAX_LINE)
+        process.protocol.outReceived(b"".join(b"line %d\n" % n for n in range(1000)))
+        lines = self.messages("Hook {hook} {stream}")
+        self.assertEqual(len(lines), LINE_BURST)
+        self.assertEqual(len(lines[0]["line"]), MAX_LINE)
+        self.assertEqual(lines[0]["cut"], " [cut]")
+        self.assertEqual(lines[1]["line"], "short")
+        self.assertEqual(lines[2]["stream"], "stderr")
+        self.clock.advance(1.0)
+        process.protocol.outReceived(b"later\n")
+        self.assertEqual(self.messages("Hook {hook} {stream}")[-1]["line"], "later")
+        process.end(0)
+        [dropped] = self.messages("more lines, not logged")
+        self.assertEqual(dropped["count"], 1000 + 3 - LINE_BURST)
+
+    def test_stop_leaves_running_hooks_due(self):
+        """At shutdown a running hook is asked to end, and is not done: the next start runs it."""
+        events = self.events(store="/bin/echo")
+        self.receive(events, 1)
+        [process] = self.clock.processes
+        stopped = events.stop()
+        self.assertEqual(process.signals, ["TERM"])
+        self.assertNoResult(stopped)
+        process.end(signal=15)
+        self.successResultOf(stopped)
+        self.assertEqual(self.stats.hook_failures, 0)
+        again = self.events(store="/bin/echo")
+        self.assertEqual(len(again.journal.pending()), 1)
+        self.assertEqual(self.clock.processes[1].env["RADX_HOOK_ID"], process.env["RADX_HOOK_ID"])
+
+    def test_quiet_period_survives_restart(self):
+        """A study whose quiet period ran when the server stopped completes after the next start, at its due time."""
+        events = self.events(study="/bin/echo #{count}", study_timeout=30.0)
+        self.receive(events, 1)
+        self.receive(events, 2)
+        self.successResultOf(events.stop())
+        self.clock.advance(10)
+        self.events(study="/bin/echo #{count}", study_timeout=30.0)
+        self.clock.advance(19.9)
+        self.assertEqual(self.clock.processes, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.clock.processes[0].argv[1:], ["2"])
