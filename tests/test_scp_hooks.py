@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
 import sys
 
 from twisted.internet import defer, reactor, utils
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from radx.app import tap
 from radx.app.options import ScpOptions
 from tests import dicomfiles
 from tests.hooktools import runs, write_hook
 from tests.interop import DCMTK_ENV, require_dcmtk
+from tests.test_app_cli import RadxServer
 
 
 class HookServerTests(TestCase):
@@ -188,3 +192,66 @@ class HookServerTests(TestCase):
             written = study_args.read()
         for uid in uids:
             self.assertIn(uid, written)
+
+
+class KilledServerTests(SynchronousTestCase):
+    """`radx dicom scp` killed with SIGKILL between a Success and its hook's end: the next start runs it, once."""
+
+    def setUp(self):
+        self.storescu = require_dcmtk("storescu")
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.output = os.path.join(self.base, "received")
+        self.hook, self.record = write_hook(os.path.join(self.base, "hook"))
+
+    def start(self) -> tuple[RadxServer, int]:
+        server = RadxServer(
+            self,
+            ["--output-dir", self.output, "--bind", "127.0.0.1",
+             "--exec-on-store", f"{self.hook} store #{{SOPInstanceUID}}",
+             "--exec-on-study", f"{self.hook} study #{{count}}", "--study-timeout", "5", "0"],
+            self.base,
+        )
+        server.wait_ready()
+        [port] = re.findall(r"Listen Address:    127\.0\.0\.1:(\d+)\n", server.stdout())
+        return server, int(port)
+
+    def test_hook_runs_once_more_after_kill(self):
+        fifo = os.path.join(self.base, "fifo")
+        os.mkfifo(fifo)
+        source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=8, columns=8, seed=9)[0]
+        sop = dicomfiles.instance_uids(source)[2]
+
+        # The first run's store hook records itself, then waits on the fifo.
+        # In the real environment (os.putenv), which the server's process inherits.
+        os.environ["RADX_TEST_HOOK"] = f"wait:{fifo}"
+        self.addCleanup(os.environ.pop, "RADX_TEST_HOOK", None)
+        server, port = self.start()
+        stored = subprocess.run([self.storescu, "-aec", "RADX-SCP", "127.0.0.1", str(port), source],
+                                env=DCMTK_ENV, capture_output=True, timeout=60)
+        self.assertEqual(stored.returncode, 0, stored)
+        server.wait_for(lambda text: runs(self.record), what="the hook's start")
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        # Let the orphaned hook go: a writer on the fifo (opened once the hook reads it) ends its wait.
+        os.close(os.open(fifo, os.O_WRONLY))
+        [first] = runs(self.record)
+        self.assertEqual(first["argv"], ["store", sop])
+
+        # The next start: the store hook again, with the same identifier, and the study once its quiet period ends.
+        del os.environ["RADX_TEST_HOOK"]
+        server, port = self.start()
+        server.wait_for(lambda text: "Hook exec-on-study finished" in text and "Hook exec-on-store finished" in text,
+                        timeout=60, what="both hooks' end")
+        self.assertIn("Events journal read: 1 hooks due from an earlier run, 1 quiet periods running", server.stdout())
+        self.assertEqual(server.stop(), 0)
+        self.assertIn("  Hooks Succeeded:    2\n", server.stdout())
+        found = runs(self.record)
+        self.assertEqual([run["argv"] for run in found], [["store", sop], ["store", sop], ["study", "1"]])
+        self.assertEqual(found[1]["id"], first["id"])
+
+        # And once only: a third start has nothing due.
+        server, port = self.start()
+        self.assertEqual(server.stop(), 0)
+        self.assertNotIn("Events journal read", server.stdout())
+        self.assertEqual(len(runs(self.record)), 3)
