@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ from tests.interop import DCMTK_ENV, require_dcmtk
 from tests.test_app_cli import RadxServer
 
 
-class HookServerTests(TestCase):
+class HookServerCase(TestCase):
     """`radx dicom scp --exec-on-...` in this process, on the real reactor; hooks are real children."""
 
     timeout = 120
@@ -75,6 +76,15 @@ class HookServerTests(TestCase):
             self.storescu_path, ["-aet", aet, "-aec", "RADX-SCP", "127.0.0.1", str(self.port), *arguments], env=DCMTK_ENV
         )
 
+    def radx_store(self, *arguments: str, aet: str = "RADX-SCU"):
+        return utils.getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "radx", "dicom", "store", "--host", "127.0.0.1", "--port", str(self.port), "--calling-ae", aet, *arguments],
+            env=os.environ,
+        )
+
+
+class HookServerTests(HookServerCase):
     @defer.inlineCallbacks
     def test_store_hook_per_instance_from_storescu(self):
         """Each instance storescu sends runs the hook once, after it is stored, with DCMTK's placeholders and the named ones."""
@@ -100,13 +110,6 @@ class HookServerTests(TestCase):
             self.assertEqual(run["argv"][12], "#")
             self.assertEqual(run["kind"], "store")
         self.assertEqual(self.service.factory.stats.hooks_succeeded, 3)
-
-    def radx_store(self, *arguments: str, aet: str = "RADX-SCU"):
-        return utils.getProcessOutputAndValue(
-            sys.executable,
-            ["-m", "radx", "dicom", "store", "--host", "127.0.0.1", "--port", str(self.port), "--calling-ae", aet, *arguments],
-            env=os.environ,
-        )
 
     @defer.inlineCallbacks
     def test_one_study_over_two_associations_and_two_senders(self):
@@ -255,3 +258,33 @@ class KilledServerTests(SynchronousTestCase):
         self.assertEqual(server.stop(), 0)
         self.assertNotIn("Events journal read", server.stdout())
         self.assertEqual(len(runs(self.record)), 3)
+
+
+class EventLinesTests(HookServerCase):
+    """--events: one JSON line a stored instance, completed series and study, and hook run."""
+
+    @defer.inlineCallbacks
+    def test_events_lines(self):
+        sources = dicomfiles.write_ct_series(self.mktemp(), 2, rows=8, columns=8, seed=11)
+        study, series, _ = dicomfiles.instance_uids(sources[0])
+        events_file = os.path.join(self.base, "events.jsonl")
+        self.start("--events", events_file, "--exec-on-study", f"{self.hook} #{{count}}",
+                   "--series-timeout", "0.5", "--study-timeout", "1")
+        out, err, code = yield self.storescu(*sources)
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        yield self.until(lambda: self.finished() == 1)
+        with open(events_file) as lines:
+            events = [json.loads(line) for line in lines]
+        self.assertEqual([(e["event"], e["status"]) for e in events],
+                         [("instance", "stored"), ("instance", "stored"), ("series", "complete"), ("study", "complete"), ("hook", "exit 0")])
+        instance = events[0]
+        self.assertEqual(instance["StudyInstanceUID"], study)
+        self.assertEqual(instance["calling_ae_title"], "HOOK-SCU")
+        self.assertEqual(instance["TransferSyntaxUID"], "1.2.840.10008.1.2.1")
+        self.assertTrue(os.path.exists(instance["path"]))
+        self.assertRegex(instance["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertEqual((events[2]["SeriesInstanceUID"], events[2]["count"]), (series, 2))
+        self.assertEqual((events[3]["folder"], events[3]["count"]), (os.path.join(self.output, study), 2))
+        self.assertEqual(events[4]["id"], events[3]["id"])
+        self.assertEqual(runs(self.record)[0]["id"], events[3]["id"])
+        self.assertIsNone(events[0]["id"])  # no store hook
