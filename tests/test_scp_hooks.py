@@ -288,3 +288,40 @@ class EventLinesTests(HookServerCase):
         self.assertEqual(events[4]["id"], events[3]["id"])
         self.assertEqual(runs(self.record)[0]["id"], events[3]["id"])
         self.assertIsNone(events[0]["id"])  # no store hook
+
+
+class RouterTests(HookServerCase):
+    """docs/usage.rst's router: a study, once complete, forwarded by its hook to a second server with radx dicom store."""
+
+    @defer.inlineCallbacks
+    def test_study_forwarded_once_complete(self):
+        sources = dicomfiles.write_ct_series(self.mktemp(), 6, rows=16, columns=16, series=2, seed=13)
+        study = dicomfiles.instance_uids(sources[0])[0]
+        # The destination: a second radx.
+        options = ScpOptions()
+        destination_output = os.path.join(self.base, "destination")
+        options.parseOptions(["--output-dir", destination_output, "--bind", "127.0.0.1", "--aet", "ARCHIVE", "0"])
+        destination = tap.ScpService(options, reactor)
+        destination.prepare_output_dir()
+        destination.listen()
+        destination.startService()
+        self.addCleanup(lambda: destination.running and destination.stopService())
+        archive_port = destination.port.getHost().port
+        # The router, as docs/usage.rst writes it.
+        self.start(
+            "--exec-on-study",
+            f"{sys.executable} -m radx dicom store --dir #p --recursive"
+            f" --host 127.0.0.1 --port {archive_port} --called-ae ARCHIVE --calling-ae ROUTER",
+            "--study-timeout", "5",
+        )
+        for half in (sources[:3], sources[3:]):
+            out, err, code = yield self.storescu(*half)
+            self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        yield self.until(lambda: self.finished() == 1)
+        self.assertEqual(self.lines("Hook {hook} failed"), [])
+        self.assertEqual(destination.factory.stats.stores_succeeded, 6)
+        for source in sources:
+            _, series, sop = dicomfiles.instance_uids(source)
+            forwarded = os.path.join(destination_output, study, series, f"{sop}.dcm")
+            self.assertTrue(dicomfiles.same_data_set(forwarded, source))
+        self.assertEqual(len(self.lines("{kind} complete after")), 1)
