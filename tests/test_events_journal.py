@@ -176,3 +176,19 @@ class JournalFileTests(SynchronousTestCase):
         self.assertEqual(content.count(b"\n"), 1)
         content.decode("ascii")
         self.assertEqual(self.journal(hooks=("store",)).pending()[0].instance["calling_ae_title"], 'a"\n\u00e9;$(x)')
+
+
+class CatalogueTests(SynchronousTestCase):
+    def test_journal_not_indexed(self):
+        """The catalogue's walk of an output folder leaves the journal out: it is not DICOM, and no failure."""
+        from radx.catalogue.indexer import EVENTS_FOLDER, walk
+
+        output = self.mktemp()
+        journal = Journal(output, EventState({"store"}, set()))
+        journal.open()
+        journal.instance_stored(instance(1, 1.0))
+        journal.close()
+        self.assertEqual(EVENTS_FOLDER, JOURNAL_FOLDER)
+        failures = []
+        self.assertEqual(list(walk(output, True, failures=failures)), [])
+        self.assertEqual(failures, [])

@@ -13,6 +13,8 @@ from radx.catalogue.instance import NotCatalogued, read_row
 # The server's folder of files still arriving, and its temporary files
 # (radx.storage.store): not yet instances.
 INCOMING_FOLDER = ".radx-incoming"
+# The server's events journal (radx.events.journal): not DICOM, never indexed.
+EVENTS_FOLDER = ".radx-events"
 PARTIAL_SUFFIX = ".part"
 
 
@@ -53,7 +55,7 @@ def walk(folder: str, recursive: bool, skip=frozenset(), failures=None):
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if recursive and entry.name != INCOMING_FOLDER:
+                    if recursive and entry.name not in (INCOMING_FOLDER, EVENTS_FOLDER):
                         folders.append(entry.path)
                     continue
                 if not entry.is_file() or entry.name.endswith(PARTIAL_SUFFIX) or entry.path in skip:
