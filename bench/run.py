@@ -134,6 +134,8 @@ RECEIVERS = [
              "defaults and --catalogue: each instance's row committed in SQLite (WAL) before Success", True),
     Receiver("radx-hooks", "radx --exec-on-store /bin/true", _radx_argv("--exec-on-store", "/bin/true"), _python_env, signal.SIGINT,
              "defaults and --exec-on-store /bin/true: each instance journalled (fdatasync) before Success, then a child process", True),
+    Receiver("radx-journal", "radx --events /dev/null", _radx_argv("--events", "/dev/null"), _python_env, signal.SIGINT,
+             "defaults and --events /dev/null: each instance journalled (fdatasync) before Success, no child", True),
     Receiver("storescp", "storescp", _storescp_argv(), dcmtk_env, signal.SIGTERM,
              "DCMTK, single process (default): one association at a time; no fsync; decodes and re-encodes the data set"),
     Receiver("storescp-fork", "storescp --fork", _storescp_argv("--fork"), dcmtk_env, signal.SIGTERM,
@@ -487,7 +489,7 @@ def _fmt(value, unit: str) -> str:
     return f"{value:.0f}"
 
 
-RATIO_PAIRS = [("radx", "radx-base"), ("radx-catalogue", "radx"), ("radx-hooks", "radx"), ("radx", "storescp"), ("radx", "storescp-fork"),
+RATIO_PAIRS = [("radx", "radx-base"), ("radx-catalogue", "radx"), ("radx-hooks", "radx"), ("radx-journal", "radx"), ("radx", "storescp"), ("radx", "storescp-fork"),
                ("radx", "pynetdicom")]  # fmt: skip
 RATIO_PAIRS_NOFSYNC = [("radx-nofsync", "storescp"), ("radx-nofsync", "storescp-fork"), ("radx-nofsync", "pynetdicom")]
 

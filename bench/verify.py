@@ -26,10 +26,15 @@ def received_files(folder: str) -> list[str]:
     return paths
 
 
+# Hidden folders that hold no partial files: the events journal (--exec-on-*, --events).
+NOT_PARTIAL = {".radx-events"}
+
+
 def leftovers(folder: str) -> list[str]:
     """Files in hidden folders (radx's partial files): there should be none after a clean run."""
     found = []
     for root, dirs, files in os.walk(folder):
+        dirs[:] = [name for name in dirs if not (root == folder and name in NOT_PARTIAL)]
         if any(part.startswith(".") for part in os.path.relpath(root, folder).split(os.sep) if part != "."):
             found.extend(os.path.join(root, name) for name in files)
     return found
