@@ -168,6 +168,17 @@ class HookServerTests(HookServerCase):
         self.assertEqual(len(runs(self.record)), 3)
 
     @defer.inlineCallbacks
+    def test_timeout_kills_a_shell_with_a_child(self):
+        """sh -c 'sleep ...': the shell killed past --exec-timeout, its run ends though its sleep holds the output."""
+        source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=8, columns=8, seed=8)[0]
+        self.start("--exec-on-store", "sh -c 'sleep 300; true'", "--exec-timeout", "0.5")
+        out, err, code = yield self.storescu(source)
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        yield self.until(lambda: self.finished() == 1)
+        self.assertEqual(len(self.lines("ran past --exec-timeout")), 1)
+        self.assertEqual(self.service.factory.stats.hook_failures, 1)
+
+    @defer.inlineCallbacks
     def test_hostile_ae_titles_and_uids(self):
         """
         AE titles and Study and Series UIDs full of shell syntax reach the

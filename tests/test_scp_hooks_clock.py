@@ -29,9 +29,15 @@ class FakeProcess:
     def signalProcess(self, signal):
         self.signals.append(signal)
 
-    def end(self, code: int = 0, signal=None):
+    def end(self, code: int = 0, signal=None, pipes_closed: bool = True):
         reason = ProcessDone(0) if code == 0 and signal is None else ProcessTerminated(code, signal)
-        self.protocol.processEnded(Failure(reason))
+        self.reason = Failure(reason)
+        self.protocol.processExited(self.reason)
+        if pipes_closed:
+            self.loseConnection()
+
+    def loseConnection(self):
+        self.protocol.processEnded(self.reason)
 
 
 class ProcessClock(task.Clock):
@@ -166,6 +172,23 @@ class ClockTests(SynchronousTestCase):
         process.end(signal=9)
         self.assertEqual(self.stats.hook_failures, 1)
         self.assertEqual(len(self.messages("ran past --exec-timeout")), 1)
+        self.assertEqual(events.journal.pending(), [])
+
+    def test_pipes_held_open(self):
+        """A hook that exits while a program it started holds its output ends its run soon after, killed or not."""
+        events = self.events(store="/bin/echo", timeout=3.0)
+        self.receive(events, 1)
+        self.receive(events, 2)
+        first, second = self.clock.processes
+        first.end(0, pipes_closed=False)
+        self.assertEqual(self.stats.hooks_succeeded, 0)
+        self.clock.advance(1.0)
+        self.assertEqual(self.stats.hooks_succeeded, 1)
+        self.clock.advance(2.0)
+        self.assertEqual(second.signals, ["KILL"])
+        second.end(signal=9, pipes_closed=False)
+        self.clock.advance(1.0)
+        self.assertEqual(self.stats.hook_failures, 1)
         self.assertEqual(events.journal.pending(), [])
 
     def test_failure_counted(self):

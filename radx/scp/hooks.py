@@ -38,6 +38,9 @@ LINES_PER_SECOND = 10.0
 COMPACT_AFTER = 10_000
 # Seconds a hook has to end after SIGTERM at shutdown, before SIGKILL.
 STOP_GRACE = 5.0
+# Seconds the output pipes stay open after the hook's process has exited,
+# for its last lines: a program it started and left running may hold them.
+PIPE_GRACE = 1.0
 
 
 def _printable(data: bytes) -> str:
@@ -88,6 +91,8 @@ class HookProcess(ProcessProtocol):
         self.started = runner.reactor.seconds()
         self.timer = None
         self.timed_out = False
+        self.exit_reason = None
+        self._closing = None
         self.stopped = False  # killed because the server stops: not done
         self.lines_dropped = 0
         self._tokens = float(LINE_BURST)
@@ -132,13 +137,20 @@ class HookProcess(ProcessProtocol):
         self.timed_out = True
         self.kill("KILL")
 
+    def processExited(self, reason) -> None:
+        # The pipes may outlive the process (a program it started holds
+        # them): they are closed soon after, so that the run ends.
+        self.exit_reason = reason
+        self._closing = self.runner.reactor.callLater(PIPE_GRACE, self.transport.loseConnection)
+
     def processEnded(self, reason) -> None:
         self._out.flush()
         self._err.flush()
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-        self.runner.ended(self, reason)
+        for call in (self.timer, self._closing):
+            if call is not None and call.active():
+                call.cancel()
+        self.timer = self._closing = None
+        self.runner.ended(self, self.exit_reason or reason)
 
 
 class HookRunner:
@@ -204,7 +216,7 @@ class HookRunner:
                 hook_id=hook.id,
             )
         value = reason.value
-        if process.stopped:
+        if process.stopped and not process.timed_out:
             self.log.info("Hook {hook} stopped with the server id={hook_id}: it runs again at the next start", hook=name, hook_id=hook.id)
         else:
             if process.timed_out:
