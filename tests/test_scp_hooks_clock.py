@@ -191,6 +191,19 @@ class ClockTests(SynchronousTestCase):
         self.assertEqual(self.stats.hook_failures, 1)
         self.assertEqual(events.journal.pending(), [])
 
+    def test_journal_unwritable_no_success(self):
+        """An instance the journal cannot record fails (0xA700): no Success whose hook could be lost."""
+        from radx.storage.store import StorageError
+
+        events = self.events(store="/bin/echo")
+        os.close(events.journal._fd)
+        events.journal._fd = os.open(os.devnull, os.O_RDONLY)
+        path = os.path.join(self.output, "1.2.3", "1.2.3.4", "1.dcm")
+        self.uids[path] = ("1.2.3", "1.2.3.4")
+        error = self.assertRaises(StorageError, events.record, FakeWriter("1"), FakeStored(path), "A", "B", "C")
+        self.assertEqual(error.status, 0xA700)
+        self.assertIn("events journal", error.message)
+
     def test_failure_counted(self):
         events = self.events(store="/bin/echo")
         self.receive(events, 1)

@@ -220,6 +220,7 @@ class Journal:
         self.appended = 0
         self.unreadable = 0
         self._fd: int | None = None
+        self._retired: list[int] = []
 
     def open(self) -> None:
         """Read what an earlier run left, then write it again compacted; the state is then theirs."""
@@ -253,8 +254,12 @@ class Journal:
             os.fsync(folder)
         finally:
             os.close(folder)
-        if self._fd is not None:
-            os.close(self._fd)
+        # The file replaced is closed at the next rewrite, not now: a
+        # storage thread may be syncing it outside the lock, and its
+        # number must not be another file's meanwhile.
+        for fd in self._retired:
+            os.close(fd)
+        self._retired = [] if self._fd is None else [self._fd]
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self.appended = 0
 
@@ -305,6 +310,9 @@ class Journal:
 
     def close(self) -> None:
         with self.lock:
+            for fd in self._retired:
+                os.close(fd)
+            self._retired = []
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None

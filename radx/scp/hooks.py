@@ -28,6 +28,10 @@ from twisted.logger import Logger
 
 from radx.events.command import STORE, HookSettings, find_program, hook_values
 from radx.events.journal import EventState, Hook, Journal
+from radx.storage.header import scan_header
+from radx.storage.part10 import DEFLATED_TRANSFER_SYNTAXES, read_instance_header
+from radx.storage.store import OUT_OF_RESOURCES, StorageError
+from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
 # A line of a hook's output is cut past this many bytes.
 MAX_LINE = 1024
@@ -362,7 +366,12 @@ class ServerEvents:
             "called_ae_title": called_ae_title,
             "remote": _host(peer),
         }
-        hook = self.journal.instance_stored(instance)
+        try:
+            hook = self.journal.instance_stored(instance)
+        except OSError as error:
+            # No Success without the record: the peer sends it again, and
+            # its hook is then not lost.
+            raise StorageError(OUT_OF_RESOURCES, f"cannot record it in the events journal: {error.strerror or error}") from None
         with self._answering_lock:
             self._answering.setdefault(instance["path"], []).append((instance, hook))
 
@@ -452,10 +461,6 @@ class ServerEvents:
 
 def _study_and_series(writer, path: str) -> tuple[str | None, str | None]:
     """The stored instance's Study and Series Instance UIDs, from the data set's first bytes, else from its file."""
-    from radx.storage.header import scan_header
-    from radx.storage.part10 import DEFLATED_TRANSFER_SYNTAXES, read_instance_header
-    from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
-
     header = None
     syntax = writer.transfer_syntax_uid
     if syntax not in DEFLATED_TRANSFER_SYNTAXES:
