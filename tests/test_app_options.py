@@ -145,3 +145,40 @@ class InvalidValuesTests(SynchronousTestCase):
 
     def test_bad_log_level(self):
         self.assert_refused("debug, info, warn or error", "--log-level", "loud")
+
+
+class HookOptionsTests(SynchronousTestCase):
+    """--exec-on-*, their timeouts and --events: split once, checked at start, into the server's configuration."""
+
+    def test_no_hooks_by_default(self):
+        options = parse()
+        self.assertIsNone(options["hooks"])
+        self.assertIsNone(config_from_options(options).hooks)
+
+    def test_hooks_in_the_configuration(self):
+        options = parse(
+            "--exec-on-store", "true #f", "--exec-on-study", "true #p", "--study-timeout", "5",
+            "--series-timeout", "2", "--exec-concurrency", "2", "--exec-timeout", "9", "--events", "e.jsonl",
+        )
+        hooks = config_from_options(options).hooks
+        self.assertEqual([command.kind for command in hooks.commands], ["store", "study"])
+        self.assertEqual(hooks.command("study").arguments({"folder": "/x"}), ["true", "/x"])
+        self.assertEqual((hooks.series_timeout, hooks.study_timeout, hooks.concurrency, hooks.timeout, hooks.events),
+                         (2.0, 5.0, 2, 9.0, "e.jsonl"))
+
+    def test_defaults(self):
+        hooks = parse("--events", "e.jsonl")["hooks"]
+        self.assertEqual((hooks.commands, hooks.series_timeout, hooks.study_timeout, hooks.concurrency, hooks.timeout),
+                         ((), 60.0, 60.0, 4, 600.0))
+
+    def test_refused_at_start(self):
+        for needle, arguments in [
+            ("--exec-on-store: unknown placeholder #{Nope}", ("--exec-on-store", "true #{Nope}")),
+            ("--exec-on-study: #f has no meaning", ("--exec-on-study", "true #f")),
+            ("--exec-on-series: 'no-such-hook-program' is not found", ("--exec-on-series", "no-such-hook-program")),
+            ("--exec-on-store: cannot split", ("--exec-on-store", "true 'open")),
+            ("--exec-timeout: must be a positive number", ("--exec-on-store", "true", "--exec-timeout", "0")),
+            ("--exec-concurrency: must be at least 1", ("--exec-on-store", "true", "--exec-concurrency", "0")),
+        ]:
+            error = self.assertRaises(usage.UsageError, parse, *arguments)
+            self.assertIn(needle, str(error))

@@ -166,6 +166,9 @@ class HookServerTests(HookServerCase):
         self.assertLessEqual(max(len(e["line"]) for e in printed), 1024)
         self.assertTrue(self.lines("more lines, not logged"))
         self.assertEqual(len(runs(self.record)), 3)
+        self.service.log_statistics()
+        [statistics] = self.lines("Server statistics")
+        self.assertIn("store_count=3 store_failures=0 hooks_succeeded=1 hook_failures=2", statistics)
 
     @defer.inlineCallbacks
     def test_timeout_kills_a_shell_with_a_child(self):
