@@ -263,18 +263,27 @@ class RefusalTests(StoreTestsMixin, SynchronousTestCase):
         self.assertStorageError(0xA900, writer.commit)
         self.assertNothingStored()
 
-    def test_garbage(self):
-        for garbage in [b"", b"\xff" * 5000, os.urandom(20000), b"not DICOM at all"]:
-            writer = self.writer()
-            writer.write([garbage])
-            self.assertStorageError(0xC000, writer.commit)
+    def assertRefused(self, data: bytes, status=0xC000, **kwargs):
+        """
+        C{data} is refused with C{status}, by L{InstanceWriter.write} as soon
+        as it is known not to parse, else by L{InstanceWriter.commit}.
+        """
+        writer = self.writer(**kwargs)
+        try:
+            writer.write(chunked(data, random.Random(len(data))))
+        except StorageError as e:
+            self.assertEqual(e.status, status, e)
+            self.assertIsNone(writer.temp_path)
+        else:
+            self.assertStorageError(status, writer.commit)
         self.assertNothingStored()
 
+    def test_garbage(self):
+        for garbage in [b"", b"\xff" * 5000, os.urandom(20000), b"not DICOM at all"]:
+            self.assertRefused(garbage)
+
     def test_garbage_deflated(self):
-        writer = self.writer(transfer_syntax_uid="1.2.840.10008.1.2.1.99")
-        writer.write([os.urandom(20000)])
-        self.assertStorageError(0xC000, writer.commit)
-        self.assertNothingStored()
+        self.assertRefused(os.urandom(20000), transfer_syntax_uid="1.2.840.10008.1.2.1.99")
 
     def test_wrong_transfer_syntax(self):
         """An explicit little endian data set announced as big endian."""
@@ -324,12 +333,13 @@ class FailureTests(StoreTestsMixin, SynchronousTestCase):
 
         writer = self.writer()
         limit = 1 << 20
+        large = data_set(pixels=bytes(limit))
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
         handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
         try:
             with self.assertRaises(StorageError) as caught:
-                writer.write([bytes(limit // 2), bytes(limit)])
+                writer.write([large[: limit // 2], large[limit // 2 :]])
         finally:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
             signal.signal(signal.SIGXFSZ, handler)

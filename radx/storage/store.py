@@ -10,14 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from radx.storage.layout import InvalidUID, is_valid_uid, relative_instance_path
-from radx.storage.header import scan_header
-from radx.storage.part10 import (
-    DEFLATED_TRANSFER_SYNTAXES,
-    UnreadableDataSet,
-    file_meta_bytes,
-    read_instance_header,
-)
-from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from radx.storage.part10 import UnreadableDataSet, file_meta_bytes
+from radx.storage.walk import DataSetWalk
 
 # Temporary files live here, inside the output directory: the same file
 # system, so the final rename is atomic.  Hidden, so `find -name '*.dcm'`
@@ -75,10 +69,6 @@ class _KnownDirectories:
 
 
 _KNOWN_DIRECTORIES = _KnownDirectories()
-
-# How much of the start of a data set is kept for the fast header scan.
-HEAD_BYTES = 64 * 1024
-
 
 class StorageError(Exception):
     """
@@ -160,9 +150,8 @@ class InstanceWriter:
         self.dir_mode = dir_mode
         self.temp_path: str | None = None
         self._fd: int | None = None
-        # The data set's first bytes, for the fast header scan at commit.
-        self._head = bytearray()
-        self._data_set_length = 0
+        # The data set's structure, checked as it is written; its UIDs.
+        self._walk = DataSetWalk(self.transfer_syntax_uid)
         self._warnings: list[str] = []
 
         # Everything that needs no disk first: a refusal writes nothing.
@@ -258,20 +247,6 @@ class InstanceWriter:
                     views[first] = views[first][written:]
                     written = 0
 
-    def _scan_head(self):
-        """The header from the bytes kept in memory, or None to read the file with pydicom."""
-        syntax = self.transfer_syntax_uid
-        if syntax in DEFLATED_TRANSFER_SYNTAXES:
-            return None
-        # PS3.5 A.1-A.4: implicit VR little endian, explicit VR big endian,
-        # explicit VR little endian for every other (native or encapsulated).
-        return scan_header(
-            self._head,
-            syntax == IMPLICIT_VR_LITTLE_ENDIAN,
-            syntax != EXPLICIT_VR_BIG_ENDIAN,
-            complete=self._data_set_length == len(self._head),
-        )
-
     def _closed(self) -> StorageError:
         return StorageError(OUT_OF_RESOURCES, "the instance's file is already closed")
 
@@ -281,15 +256,19 @@ class InstanceWriter:
 
         @param chunks: a list of C{bytes} or C{memoryview}s, written in order,
             none of them copied.
-        @raise StorageError: 0xA700; the temporary file is gone.
+        @raise StorageError: 0xA700; or 0xC000 as soon as the data set is
+            known not to parse in its transfer syntax. The temporary file
+            is gone.
         """
         if self._fd is None:
             raise self._closed()
-        head = self._head
-        for chunk in chunks:
-            self._data_set_length += len(chunk)
-            if len(head) < HEAD_BYTES:
-                head += memoryview(chunk)[: HEAD_BYTES - len(head)]
+        try:
+            for chunk in chunks:
+                self._walk.feed(chunk)
+        except UnreadableDataSet as e:
+            self.discard()
+            # PS3.4 B.2.3: Cxxx, Cannot understand.
+            raise StorageError(CANNOT_UNDERSTAND, e.message) from None
         try:
             self._write_all(chunks)
         except OSError as e:
@@ -301,7 +280,7 @@ class InstanceWriter:
         Check the whole file and move it into place, durably.
 
         @raise StorageError: 0xA700 on any file-system error, 0xC000 for a
-            data set that cannot be parsed, 0xA900 for one whose SOP Class
+            data set that does not end as it should, 0xA900 for one whose SOP Class
             or SOP Instance UID is not the command's.  Whatever the error,
             the temporary file is gone and the final path is as it was
             before (or, when replacing, holds the complete new file).
@@ -321,9 +300,7 @@ class InstanceWriter:
 
             # 2. The stored data set is the one the command announced.
             try:
-                header = self._scan_head()
-                if header is None:
-                    header = read_instance_header(temp, self.transfer_syntax_uid)
+                header = self._walk.end()
             except UnreadableDataSet as e:
                 # PS3.4 B.2.3: Cxxx, Cannot understand.
                 raise StorageError(CANNOT_UNDERSTAND, e.message) from None
