@@ -36,6 +36,8 @@ _UNDEFINED = 0xFFFFFFFF
 # PS3.5 7.1.2 Table 7.1-1: the VRs with a 2-byte length (LONG_VRS have a 4-byte one).
 _SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FL FD IS LO LT PN SH SL SS ST TM UI UL US".split())
 _ALL_VRS = _SHORT_VRS | LONG_VRS
+# The VRs with a 4-byte length whose value is skipped as it is: not SQ, walked into.
+_SKIMMED_LONG_VRS = LONG_VRS - {b"SQ"}
 
 # PS3.5 7.1: elements ascend by tag, so only a few small ones come before
 # (0008,0016) and (0008,0018). A data set whose SOP Class and SOP Instance
@@ -299,11 +301,68 @@ class DataSetWalk:
                 offset += used - len(self._pending)
                 self._pending = b""
             else:
+                skimmed = self._skim(view, offset, size)
+                if skimmed != offset:
+                    offset = skimmed
+                    continue  # a frame may end here
                 used = self._header(view, offset)
                 if not used:
                     self._pending = bytes(view[offset:])
                     return
                 offset += used
+
+    def _skim(self, view, offset: int, size: int) -> int:
+        """
+        Skip, in one tight loop, the plain elements that lie wholly in
+        C{view} at this level and within every bound; the offset reached.
+
+        What needs more (a sequence, an item, a delimiter, encapsulated
+        Pixel Data, an undefined length, what the piece cuts) is left to
+        L{_header}. This is the walk's cost for most elements.
+        """
+        stack = self._stack
+        if self._first_element or (stack and stack[-1].kind != _IN_ITEM):
+            return offset
+        encoding = self._encoding
+        implicit = encoding.implicit
+        unpack = encoding.tag_and_length.unpack_from if implicit else encoding.tag_vr_short.unpack_from
+        long_length = encoding.long_length.unpack_from
+        frame_stop = size
+        if self._limit is not None:
+            frame_stop = min(size, self._limit - self._position + offset)
+        stop = frame_stop
+        if not self._filing_header_read:
+            stop = min(frame_stop, FILING_HEADER_BOUND - self._position + offset)
+        # PS3.5 A.4: only Pixel Data of an encapsulated syntax needs a look.
+        native_pixel_data_ok = not (self._encapsulated and not stack)
+        start = offset
+        while offset + 12 <= stop:
+            if implicit:
+                group, element, length = unpack(view, offset)
+                value = offset + 8
+            else:
+                group, element, vr, length = unpack(view, offset)
+                if vr in _SKIMMED_LONG_VRS:
+                    (length,) = long_length(view, offset + 8)
+                    value = offset + 12
+                elif vr in _SHORT_VRS:
+                    value = offset + 8
+                else:
+                    break
+            if group == 0xFFFE or length == _UNDEFINED or value + length > stop:
+                break
+            tag = group << 16 | element
+            if tag in _WANTED:
+                if stack:
+                    break
+                self._keep_uid(tag, bytes(view[value : value + min(length, _KEPT_VALUE)]))
+                if self._filing_header_read:
+                    stop = frame_stop
+            elif tag == _PIXEL_DATA and length and not native_pixel_data_ok:
+                break
+            offset = value + length
+        self._position += offset - start
+        return offset
 
     def _header(self, buffer, offset: int) -> int:
         """Read the element header at offset and act on it; its size, or 0 if incomplete."""
@@ -443,8 +502,12 @@ class DataSetWalk:
             if problem:
                 raise UnreadableDataSet(problem)
         else:
-            self._found.setdefault(self._kept_for, kept)
-            self._filing_header_read = _SOP_CLASS_UID in self._found and _SOP_INSTANCE_UID in self._found
+            self._keep_uid(self._kept_for, kept)
+
+    def _keep_uid(self, tag: int, value: bytes) -> None:
+        found = self._found
+        found.setdefault(tag, value)
+        self._filing_header_read = _SOP_CLASS_UID in found and _SOP_INSTANCE_UID in found
 
     def _open(self, kind: int, length: int | None, tag: int, encoding: _Encoding | None = None) -> None:
         if len(self._stack) >= MAX_DEPTH:
