@@ -1075,8 +1075,9 @@ class MalformedInputOverSocketTests(ServerTestCase):
         self.start(idle_timeout=1.0)
         uid = "1.2.826.0.1.3680043.10.4.3"
         command = CStoreRQ(1, CT, uid).encode()
-        head = tiny_data_set(uid)
-        # A valid start, then zeros: never parsed, since the data set never ends.
+        # A valid start whose Pixel Data (PS3.5 7.1.2) declares 16 MiB, then
+        # 1.6 MB of its zeros: valid as far as it goes, so it is written.
+        head = tiny_data_set(uid) + struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, 16 << 20)
         fragment = b"\x00" * 16000
         payloads = [associate_rq(contexts=CONTEXTS).encode(), pdv_pdu((3, 3, command)), pdv_pdu((3, 0, head))]
         payloads += [pdv_pdu((3, 0, fragment))] * 100
