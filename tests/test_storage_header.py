@@ -1,4 +1,4 @@
-"""Tests for radx.storage.header: the fast scan agrees with pydicom, or gives up."""
+"""Tests for radx.storage.header: the fast scan agrees with pydicom, or defers to it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.storage.header import scan_header
-from radx.storage.part10 import DEFLATED_TRANSFER_SYNTAXES, InstanceHeader
+from radx.storage.part10 import DEFLATED_TRANSFER_SYNTAXES, InstanceHeader, file_meta_bytes, read_instance_header
 from tests.test_storage_part10 import SAMPLES, Sample
 
 IMPLICIT = "1.2.840.10008.1.2"
@@ -71,6 +71,10 @@ class AgreementTests(SynchronousTestCase):
         )
         expected = InstanceHeader("1.2.840.10008.5.1.4.1.1.7", "1.2.3", "1.2.4", "1.2.5")
         self.assertEqual(scan_header(data, False, True), expected)
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(file_meta_bytes(expected.sop_class_uid, "1.2.3", "1.2.840.10008.1.2.1", None) + data)
+        self.assertEqual(read_instance_header(path, "1.2.840.10008.1.2.1"), expected)
 
     def test_implicit_sequence(self):
         nested = implicit(0x00081150, ui("1.2.9"))
@@ -107,7 +111,7 @@ class SopOnlyTests(SynchronousTestCase):
 
 
 class DeferralTests(SynchronousTestCase):
-    """Whatever the scan is unsure of, it gives up on."""
+    """Whatever the scan is unsure of goes to pydicom."""
 
     def test_truncated_before_the_series(self):
         data = explicit(0x00080016, b"UI", ui("1.2")) + explicit(0x00080018, b"UI", ui("1.3"))

@@ -1,7 +1,9 @@
 """Tests for radx.storage.part10."""
 
 import io
+import os
 import struct
+import zlib
 
 import pydicom
 from hypothesis import given, settings, strategies as st
@@ -10,8 +12,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from radx.storage.part10 import (
     InstanceHeader,
+    UnreadableDataSet,
     data_set_offset,
     file_meta_bytes,
+    read_instance_header,
 )
 from radx.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -169,3 +173,119 @@ class FileMetaBytesTests(SynchronousTestCase):
         self.assertEqual(fm.FileMetaInformationGroupLength, len(meta) - 144)
 
 
+class ReadInstanceHeaderTests(SynchronousTestCase):
+    def write(self, data: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_samples(self):
+        """Our file meta and each sample's data set, in every encoding."""
+        for sample in samples():
+            meta = file_meta_bytes(
+                sample.header.sop_class_uid, sample.header.sop_instance_uid, sample.transfer_syntax_uid, "A"
+            )
+            path = self.write(meta + sample.data_set)
+            self.assertEqual(read_instance_header(path, sample.transfer_syntax_uid), sample.header, sample.name)
+
+    def test_missing_study(self):
+        sample = Sample("JPEGLSNearLossless_08.dcm")
+        self.assertIsNone(sample.header.study_instance_uid)
+        self.assertIsNone(sample.header.series_instance_uid)
+
+    def header_elements(self):
+        return [
+            (0x00080016, b"UI", ui("1.2.840.10008.5.1.4.1.1.7")),
+            (0x00080018, b"UI", ui("1.2.3.4")),
+            # A large private element before the study: skipped, not kept.
+            (0x00091010, b"OB", bytes(range(256)) * 8192),
+            (0x0020000D, b"UI", ui("1.2.3.5")),
+            (0x0020000E, b"UI", ui("1.2.3.6")),
+            (0x7FE00010, b"OW", bytes(1 << 20)),
+        ]
+
+    def test_large_deflated(self):
+        """Read through a deflate stream, past a large element, in bounded steps."""
+        data_set = explicit_le(*self.header_elements())
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        deflated = compressor.compress(data_set) + compressor.flush()
+        ts = "1.2.840.10008.1.2.1.99"
+        path = self.write(file_meta_bytes("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", ts, None) + deflated)
+        self.assertEqual(
+            read_instance_header(path, ts),
+            InstanceHeader("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", "1.2.3.5", "1.2.3.6"),
+        )
+        # pydicom's reader agrees.
+        self.assertEqual(pydicom.dcmread(path).StudyInstanceUID, "1.2.3.5")
+
+    def test_truncated_after_header(self):
+        """Only the elements up to (0020,000E) are read."""
+        data_set = explicit_le(*self.header_elements())[:-1000]
+        ts = "1.2.840.10008.1.2.1"
+        path = self.write(file_meta_bytes("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", ts, None) + data_set)
+        self.assertEqual(read_instance_header(path, ts).series_instance_uid, "1.2.3.6")
+
+    def test_garbage(self):
+        for ts in ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"]:
+            for garbage in [b"", b"\xff" * 1000, b"not a DICOM data set " * 50, os.urandom(4096)]:
+                path = self.write(file_meta_bytes("1.2", "1.3", ts, None) + garbage)
+                with self.assertRaises(UnreadableDataSet, msg=(ts, garbage[:20])) as caught:
+                    read_instance_header(path, ts)
+                self.assertTrue(caught.exception.message)
+
+    def test_data_set_in_another_vr_encoding(self):
+        """An explicit-VR data set on an implicit-VR context is refused, not mislabelled."""
+        sample = Sample("CT_small.dcm")  # explicit VR little endian
+        implicit = "1.2.840.10008.1.2"
+        path = self.write(
+            file_meta_bytes(sample.header.sop_class_uid, sample.header.sop_instance_uid, implicit, None)
+            + sample.data_set
+        )
+        with self.assertRaises(UnreadableDataSet) as caught:
+            read_instance_header(path, implicit)
+        self.assertIn("is in explicit VR, not in the context's transfer syntax", caught.exception.message)
+
+    def test_every_deflated_syntax_is_inflated(self):
+        data_set = explicit_le(*self.header_elements())
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        deflated = compressor.compress(data_set) + compressor.flush()
+        for ts in ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"):
+            path = self.write(file_meta_bytes("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", ts, None) + deflated)
+            self.assertEqual(read_instance_header(path, ts).study_instance_uid, "1.2.3.5", ts)
+
+    def test_no_instance_uid(self):
+        ts = "1.2.840.10008.1.2.1"
+        data_set = explicit_le((0x00080016, b"UI", ui("1.2")), (0x0020000D, b"UI", ui("1.3")))
+        path = self.write(file_meta_bytes("1.2", "1.3", ts, None) + data_set)
+        with self.assertRaises(UnreadableDataSet) as caught:
+            read_instance_header(path, ts)
+        self.assertIn("(0008,0018)", caught.exception.message)
+
+    def test_not_part10(self):
+        path = self.write(b"\x08\x00\x16\x00" * 100)
+        self.assertRaises(UnreadableDataSet, read_instance_header, path, "1.2.840.10008.1.2")
+
+
+class InflatedTests(SynchronousTestCase):
+    """The bounded-memory reader of deflated data sets."""
+
+    def test_matches_zlib(self):
+        import random
+
+        from radx.storage.part10 import _Inflated
+
+        rng = random.Random(7)
+        data = rng.randbytes(300_000) + bytes(3_000_000) + rng.randbytes(100_000)
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        stream = _Inflated(io.BytesIO(compressor.compress(data) + compressor.flush()))
+        position = 0
+        while position < len(data):
+            position = stream.seek(position + rng.randrange(0, 200_000))
+            piece = stream.read(rng.randrange(0, 300))
+            self.assertEqual(piece, data[position : position + len(piece)])
+            stream.seek(-min(8, len(piece)), 1)  # as pydicom rewinds
+            position += len(piece) + 1
+        self.assertEqual(stream.seek(len(data) + 5), len(data))
+        self.assertEqual(stream.read(10), b"")
+        self.assertRaises(OSError, stream.seek, 0)

@@ -1,18 +1,22 @@
 # -*- test-case-name: tests.test_storage_part10,tests.test_scu_sources -*-
-"""PS3.10 files: the file meta radx writes and reads, and where a file's data set starts."""
+"""PS3.10 files: the file meta radx writes, and the few UIDs it reads back."""
 
 from __future__ import annotations
 
 import re
 import struct
+import warnings
+import zlib
 from dataclasses import dataclass
 
 
 from radx.storage.layout import is_valid_uid
 from radx.uids import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    IMPLICIT_VR_LITTLE_ENDIAN,
 )
 
 # PS3.10 7.1: the preamble (128 bytes, zero here) and the "DICM" prefix.
@@ -32,11 +36,22 @@ _LONG_LENGTH = struct.Struct("<I")
 # PS3.10 7.1: (0002,0001) File Meta Information Version, 00H 01H.
 _FILE_META_VERSION = b"\x00\x01"
 
+# PS3.5 A.5: Deflated Explicit VR Little Endian deflates the whole data set
+# after the file meta; so does JPIP Referenced Deflate (1.2.840.10008.1.2.4.95).
 # PS3.5 A.5: the data set is deflated in these (Deflated Explicit VR Little
 # Endian, JPIP Referenced Deflate, JPIP HTJ2K Referenced Deflate).
+# radx reports a data set in the wrong VR encoding itself (read_instance_header).
+warnings.filterwarnings("ignore", message=r"Expected (explicit|implicit) VR, but found", module=r"pydicom\.")
+
 DEFLATED_TRANSFER_SYNTAXES = frozenset(
     {DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"}
 )
+
+_SOP_CLASS_UID = 0x00080016
+_SOP_INSTANCE_UID = 0x00080018
+_STUDY_INSTANCE_UID = 0x0020000D
+_SERIES_INSTANCE_UID = 0x0020000E
+_HEADER_TAGS = [_SOP_CLASS_UID, _SOP_INSTANCE_UID, _STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID]
 
 
 def _short_element(element: int, vr: bytes, value: bytes) -> bytes:
@@ -195,3 +210,134 @@ def data_set_offset(fp) -> int:
     if (group, element, vr, length) != (0x0002, 0x0000, b"UL", 4):
         raise UnreadableDataSet("the file meta has no group length first")
     return 144 + value
+
+
+class _Inflated:
+    """
+    A read-only, forward-seeking file of the inflated bytes of a raw deflate
+    stream, in bounded memory (pydicom's own reader inflates the whole file).
+    """
+
+    _CHUNK = 64 * 1024
+    # Bytes kept behind the position: pydicom seeks back a few bytes.
+    _KEEP = 64 * 1024
+
+    def __init__(self, raw):
+        self._raw = raw
+        # PS3.5 A.5: deflate (RFC 1951) without a zlib header.
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._buffer = bytearray()
+        self._start = 0  # offset of _buffer[0] in the inflated stream
+        self._position = 0
+        self._eof = False
+
+    def _fill(self, end: int, keep_from: int) -> None:
+        """Inflate up to offset C{end}, dropping what is before C{keep_from}."""
+        while self._start + len(self._buffer) < end and not self._eof:
+            # Bounded output per call: a small input may inflate hugely.
+            data = self._inflater.unconsumed_tail or self._raw.read(self._CHUNK)
+            if data:
+                self._buffer += self._inflater.decompress(data, self._CHUNK)
+            else:
+                self._buffer += self._inflater.flush()
+                self._eof = True
+            drop = min(keep_from - self._start, len(self._buffer))
+            if drop > 0:
+                del self._buffer[:drop]
+                self._start += drop
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            chunks = []
+            while chunk := self.read(self._CHUNK):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        self._fill(self._position + size, self._position - self._KEEP)
+        begin = self._position - self._start
+        data = bytes(self._buffer[begin : begin + size])
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 1:
+            offset += self._position
+        elif whence != 0:
+            raise OSError("only absolute and relative seeks")
+        if offset < self._start:
+            raise OSError("cannot seek that far back in a deflated data set")
+        self._fill(offset, offset - self._KEEP)
+        self._position = min(offset, self._start + len(self._buffer))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+
+def _string(dataset, tag: int) -> str | None:
+    element = dataset.get(tag)
+    if element is None or element.value is None or element.value == "":
+        return None
+    value = element.value
+    if isinstance(value, str):
+        return value
+    # A value of several UIDs: kept, so that it matches nothing.
+    return "\\".join(str(v) for v in value)
+
+
+def read_instance_header(path, transfer_syntax_uid: str) -> InstanceHeader:
+    """
+    Read the SOP Class, SOP Instance, Study and Series Instance UIDs of the
+    data set in the PS3.10 file at C{path}, encoded as C{transfer_syntax_uid}.
+
+    Reading stops after (0020,000E), so pixel data is never read.
+
+    @raise UnreadableDataSet: the data set cannot be parsed, or lacks the
+        SOP Class UID or SOP Instance UID that any composite instance has
+        (PS3.3 C.12.1, Type 1).
+    """
+    # PS3.5 A.1: implicit VR little endian; A.3: explicit VR big endian;
+    # A.2, A.4, A.5: explicit VR little endian (native, encapsulated, deflated).
+    # pydicom is imported only when the fast scan defers to it: a server
+    # that never needs it does not carry its memory.
+    from pydicom.filereader import read_dataset
+
+    implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
+    little_endian = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
+    try:
+        with open(path, "rb") as raw:
+            raw.seek(data_set_offset(raw))
+            fp = _Inflated(raw) if transfer_syntax_uid in DEFLATED_TRANSFER_SYNTAXES else raw
+            dataset = read_dataset(
+                fp,
+                implicit,
+                little_endian,
+                # PS3.5 7.1: elements ascend by tag; stop after the last wanted.
+                stop_when=lambda tag, vr, length: tag > _SERIES_INSTANCE_UID,
+                specific_tags=list(_HEADER_TAGS),
+            )
+            if dataset.original_encoding[0] != implicit:
+                # pydicom found the other VR encoding and read on in it; the
+                # file meta would then misname the data set's transfer syntax.
+                found = "implicit" if dataset.original_encoding[0] else "explicit"
+                raise UnreadableDataSet(
+                    f"the data set is in {found} VR, not in the context's transfer syntax {transfer_syntax_uid}"
+                )
+            header = InstanceHeader(
+                _string(dataset, _SOP_CLASS_UID),
+                _string(dataset, _SOP_INSTANCE_UID),
+                _string(dataset, _STUDY_INSTANCE_UID),
+                _string(dataset, _SERIES_INSTANCE_UID),
+            )
+    except UnreadableDataSet:
+        raise
+    except OSError as e:
+        if e.errno is not None:
+            raise  # the file system's error (EIO...), not the data set's
+        raise UnreadableDataSet(f"cannot parse the data set: {e}") from e
+    except Exception as e:
+        raise UnreadableDataSet(f"cannot parse the data set: {type(e).__name__}: {e}") from e
+    if header.sop_class_uid is None:
+        raise UnreadableDataSet("the data set has no SOP Class UID (0008,0016)")
+    if header.sop_instance_uid is None:
+        raise UnreadableDataSet("the data set has no SOP Instance UID (0008,0018)")
+    return header
