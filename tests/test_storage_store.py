@@ -9,7 +9,7 @@ import subprocess
 import pydicom
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.storage.layout import UNKNOWN
+from radx.storage.layout import UNKNOWN, Layout, safe_component
 from radx.storage.store import (
     INCOMING,
     InstanceWriter,
@@ -251,6 +251,82 @@ class LayoutTests(StoreTestsMixin, SynchronousTestCase):
         self.output = os.path.join(self.base, "fresh")
         self.assertStorageError(0xC000, self.writer, sop_class_uid="../x")
         self.assertFalse(os.path.exists(self.output))
+
+
+PATIENT_LAYOUT = Layout("{PatientID}/{StudyDate}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm")
+
+
+def patient_data_set(patient_id: bytes, study_date: bytes = b"20240102") -> bytes:
+    return explicit_le(
+        (0x00080016, b"UI", ui(SOP_CLASS)),
+        (0x00080018, b"UI", ui(SOP_INSTANCE)),
+        (0x00080020, b"DA", study_date),
+        (0x00100020, b"LO", patient_id + b" " * (len(patient_id) % 2)),
+        (0x0020000D, b"UI", ui(STUDY)),
+        (0x0020000E, b"UI", ui(SERIES)),
+        (0x7FE00010, b"OW", b"\x01\x02" * 8),
+    )
+
+
+class TemplateTests(StoreTestsMixin, SynchronousTestCase):
+    def test_patient_layout(self):
+        data = patient_data_set(b"PAT-001")
+        stored = self.store(data, layout=PATIENT_LAYOUT)
+        self.assertEqual(stored.path, os.path.join(self.output, "PAT-001", "20240102", STUDY, SERIES, SOP_INSTANCE + ".dcm"))
+        with open(stored.path, "rb") as f:
+            self.assertEqual(f.read()[-len(data) :], data)
+        self.assertIncomingEmpty()
+
+    def test_hostile_values_stay_below_the_output_folder(self):
+        """A Patient ID of ../../escape and a date with a slash and a NUL: names below the output folder, nothing beside it."""
+        self.output = os.path.join(self.base, "a", "b", "output")
+        os.makedirs(self.output)
+        before = tree(self.base)
+        stored = self.store(patient_data_set(b"../../escape", b"2024/\x00."), layout=PATIENT_LAYOUT)
+        self.assertEqual(
+            os.path.relpath(stored.path, self.output).split(os.sep),
+            ["_.._escape", "2024__", STUDY, SERIES, SOP_INSTANCE + ".dcm"],
+        )
+        after = tree(self.base)
+        self.assertEqual({k for k in after if not k.startswith("a/b/output/")}, {k for k in before})
+
+    def test_missing_values(self):
+        stored = self.store(data_set(), layout=PATIENT_LAYOUT)
+        self.assertEqual(os.path.relpath(stored.path, self.output).split(os.sep)[:2], [UNKNOWN, UNKNOWN])
+
+    def test_every_sample(self):
+        """Deflated, big endian, implicit VR: the values are those pydicom reads, by the scan or by pydicom itself."""
+        layout = Layout("{PatientID}/{Modality}/{PatientName}/{SOPInstanceUID}.dcm")
+        for sample in samples():
+            self.output = os.path.join(self.base, sample.name)
+            header = sample.header
+            stored = self.store(
+                sample.data_set,
+                sop_class_uid=header.sop_class_uid,
+                sop_instance_uid=header.sop_instance_uid,
+                transfer_syntax_uid=sample.transfer_syntax_uid,
+                layout=layout,
+            )
+            original = pydicom.dcmread(sample.path, stop_before_pixels=True)
+            expected = [
+                safe_component(str(original.get(keyword, "") or "")) or UNKNOWN
+                for keyword in ("PatientID", "Modality", "PatientName")
+            ]
+            self.assertEqual(os.path.relpath(stored.path, self.output).split(os.sep)[:3], expected, sample.name)
+
+    def test_folders_by_descriptor_with_dir_mode(self):
+        """Every folder of a deep template gets --dir-mode; a symbolic link in the place of one is refused, not followed."""
+        stored = self.store(patient_data_set(b"P1"), layout=PATIENT_LAYOUT, dir_mode=0o750)
+        folder = self.output
+        for name in os.path.relpath(stored.path, self.output).split(os.sep)[:-1]:
+            folder = os.path.join(folder, name)
+            self.assertEqual(stat.S_IMODE(os.stat(folder).st_mode), 0o750, folder)
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.makedirs(elsewhere)
+        os.symlink(elsewhere, os.path.join(self.output, "P2"))
+        self.assertStorageError(0xA700, self.store, patient_data_set(b"P2"), layout=PATIENT_LAYOUT)
+        self.assertEqual(os.listdir(elsewhere), [])
+        self.assertIncomingEmpty()
 
 
 class RefusalTests(StoreTestsMixin, SynchronousTestCase):

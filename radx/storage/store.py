@@ -9,9 +9,10 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from radx.storage.layout import InvalidUID, is_valid_uid, relative_instance_path
+from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, InvalidUID, Layout, is_valid_uid, relative_instance_path
 from radx.storage.tree import INCOMING, OpenFolders, OutputTree, open_folder
 from radx.storage.header import scan_header
+from radx.storage.values import read_values, scan_values
 from radx.storage.part10 import (
     DEFLATED_TRANSFER_SYNTAXES,
     UnreadableDataSet,
@@ -107,12 +108,15 @@ class InstanceWriter:
         organize: bool = True,
         fsync: bool = True,
         file_mode: int | None = None,
+        layout: Layout | None = None,
     ):
         self.tree = tree
         self.sop_class_uid = _strip_padding(sop_class_uid)
         self.sop_instance_uid = _strip_padding(sop_instance_uid)
         self.transfer_syntax_uid = _strip_padding(transfer_syntax_uid)
         self.organize = organize
+        # The fixed layouts of --organize unless a template is given.
+        self.layout = layout or (ORGANIZED_LAYOUT if organize else FLAT_LAYOUT)
         self.fsync = fsync
         self.file_mode = file_mode
         self.temp_path: str | None = None
@@ -303,11 +307,11 @@ class InstanceWriter:
                 )
 
             # 3. Where it goes.
-            components, warnings = relative_instance_path(
+            components, warnings = self.layout.relative_path(
                 self.sop_instance_uid,
                 _strip_padding(header.study_instance_uid),
                 _strip_padding(header.series_instance_uid),
-                self.organize,
+                None if self.layout.fixed is not None else self._layout_values(temp, incoming),
             )
             root = self._folders.root
             for attempt in (1, 2):
@@ -353,6 +357,23 @@ class InstanceWriter:
             for fd in opened:
                 os.close(fd)
         return StoredInstance(os.path.join(self.tree.path, *components), replaced, self._warnings + warnings)
+
+    def _layout_values(self, temp: str, incoming: int) -> dict:
+        """The values of a template's keywords beyond the UIDs read for every instance."""
+        values = {"SOPClassUID": self.sop_class_uid}
+        tags = self.layout.extra_tags
+        if tags:
+            found = scan_values(self._head, self.transfer_syntax_uid, tags, self._data_set_length == len(self._head))
+            if found is None:
+                fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=incoming)
+                try:
+                    with os.fdopen(fd, "rb") as raw:
+                        found = read_values(raw, self.transfer_syntax_uid, tags)
+                except UnreadableDataSet as e:
+                    # PS3.4 B.2.3: Cxxx, Cannot understand.
+                    raise StorageError(CANNOT_UNDERSTAND, e.message) from None
+            values.update(found)
+        return values
 
     def _undo(self, renamed: bool, replaced: bool, final: str | None, directory: int | None) -> None:
         if renamed and not replaced and final is not None:
