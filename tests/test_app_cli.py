@@ -664,6 +664,27 @@ class UsageExampleTests(CliTestCase):
         self.assertEqual(stored_files(output_dir), [expected_path(output_dir, ct)])
         self.assertStopsCleanly(server)
 
+    def test_layout_template(self):
+        """radx dicom scp --layout '{PatientID}/{Modality}/{SOPInstanceUID}.dcm': the banner names it, files follow it."""
+        output_dir = os.path.join(self.folder, "by-patient")
+        template = "{PatientID}/{Modality}/{SOPInstanceUID}.dcm"
+        server = self.example(str(self.port), "--layout", template, "--output-dir", output_dir)
+        self.assertIn(f"  Organization:      Template {template}\n", server.stdout())
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct)
+        data_set = pydicom.dcmread(ct, stop_before_pixels=True)
+        expected = os.path.join(output_dir, data_set.PatientID, data_set.Modality, f"{data_set.SOPInstanceUID}.dcm")
+        self.assertEqual(stored_files(output_dir), [expected])
+        self.assertStopsCleanly(server)
+
+    def test_bad_layout_is_a_usage_error(self):
+        result = subprocess.run(
+            [sys.executable, "-m", "radx", "dicom", "scp", "--layout", "../{SOPInstanceUID}.dcm"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("Error: --layout: '..'", result.stderr)
+
     def test_echo_disabled(self):
         """radx dicom scp --accept-echo=false: storage only."""
         server = self.example(str(self.port), "--accept-echo=false")

@@ -84,6 +84,26 @@ class InvalidValuesTests(SynchronousTestCase):
         error = self.assertRaises(usage.UsageError, parse, *arguments)
         self.assertIn(needle, str(error))
 
+    def test_layout(self):
+        template = "{PatientID}/{StudyDate}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
+        options = parse("--layout", template)
+        self.assertEqual(options["layout"].template, template)
+        self.assertEqual(set(options["layout"].extra_tags), {"PatientID", "StudyDate"})
+        self.assertIs(config_from_options(options).layout, options["layout"])
+
+    def test_organize_is_a_layout(self):
+        """--organize and --organize=false become the two fixed templates, compiled once at start."""
+        self.assertTrue(parse()["layout"].fixed)
+        self.assertTrue(parse("--organize")["layout"].fixed)
+        self.assertIs(parse("--organize=false")["layout"].fixed, False)
+
+    def test_bad_layouts(self):
+        self.assert_refused("--layout: {Nonsense} is not a DICOM keyword", "--layout", "{Nonsense}/{SOPInstanceUID}.dcm")
+        self.assert_refused("--layout: '/data/{SOPInstanceUID}.dcm' is an absolute path", "--layout", "/data/{SOPInstanceUID}.dcm")
+        self.assert_refused("--layout: '..'", "--layout", "../{SOPInstanceUID}.dcm")
+        self.assert_refused("--layout: the file name", "--layout", "{SOPInstanceUID}/x.dcm")
+        self.assert_refused("do not go together", "--organize=false", "--layout", "{SOPInstanceUID}.dcm")
+
     def test_pdu_out_of_range(self):
         self.assert_refused("between 4096 and", "--max-pdu", "100")
         self.assert_refused("between 4096 and", "--max-pdu", "999999999")

@@ -9,7 +9,7 @@ from pydicom import dcmread
 from twisted.internet import defer, protocol, reactor, task, threads
 from twisted.logger import formatEvent, globalLogPublisher
 
-from radx.storage.layout import UNKNOWN
+from radx.storage.layout import UNKNOWN, Layout
 from radx.storage.store import INCOMING
 from tests import dicomfiles
 from tests.interop import DCMTK_ENV, ServerTestCase, require_dcmtk
@@ -185,6 +185,24 @@ class StorescuTests(StoreTestCase):
             yield self.assert_stored(organized_path(output, source), source)
         self.assertEqual(self.factory.stats.stores_succeeded, 20)
         self.assertEqual(self.factory.stats.associations, 1)
+        self.assert_nothing_incoming(output)
+
+    @defer.inlineCallbacks
+    def test_layout_template(self):
+        """--layout {PatientID}/{StudyDate}/{Modality}/...: storescu's 6 CT images land under the values their data sets hold."""
+        sources = dicomfiles.write_ct_series(self.mktemp(), 6, rows=64, columns=64, series=2, seed=3)
+        layout = Layout("{PatientID}/{StudyDate}/{Modality}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm")
+        self.start_server(self.server_config(layout=layout))
+        output = self.factory.config.output_dir
+        out, err, code = yield self.run_tool(self.storescu, "+sd", *self.storescu_args(os.path.dirname(sources[0])))
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        expected = {}
+        for source in sources:
+            _, series, sop_instance = dicomfiles.instance_uids(source)
+            expected[os.path.join("RADX-0001", "20240102", "CT", series, f"{sop_instance}.dcm")] = source
+        self.assertEqual(walk_files(output)[0], set(expected))
+        for relative, source in expected.items():
+            yield self.assert_stored(os.path.join(output, relative), source)
         self.assert_nothing_incoming(output)
 
     @defer.inlineCallbacks

@@ -69,6 +69,8 @@ def tls_line(options: ScpOptions) -> str:
 
 def banner(options: ScpOptions) -> str:
     organization = "Enabled (Study/Series/Instance)" if options["organize"] else "Disabled (flat)"
+    if options["layout"].fixed is None:
+        organization = f"Template {options['layout'].template}"
     echo = "Enabled" if options["accept-echo"] else "Disabled"
     return (
         "✓ DICOM SCP server started\n"

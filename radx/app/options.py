@@ -9,7 +9,7 @@ import sys
 from twisted.python import usage
 
 from radx import __version__
-from radx.storage.layout import is_valid_uid
+from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout, LayoutError, is_valid_uid
 from radx.uids import VERIFICATION_SOP_CLASS
 from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, is_storage_sop_class
 
@@ -109,6 +109,27 @@ def _named(flag: str, coerce):
     return named
 
 
+# --layout and --organize: how the server and `radx dicom organize` file an instance.
+FILING_PARAMETERS = [
+    ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
+    ["layout", None, None, "Path of each file below the output folder, DICOM keywords in braces, such as {PatientID}/{StudyDate}/{SOPInstanceUID}.dcm (instead of --organize's)."],
+]  # fmt: skip
+
+
+def check_layout(options: usage.Options) -> None:
+    """Compile --layout (or --organize's) once, at start, into options["layout"]."""
+    template = options["layout"]
+    if template is None:
+        options["layout"] = ORGANIZED_LAYOUT if options["organize"] else FLAT_LAYOUT
+        return
+    if not options["organize"]:
+        raise usage.UsageError("--layout and --organize=false do not go together: the template says where files go")
+    try:
+        options["layout"] = Layout(template)
+    except LayoutError as error:
+        raise usage.UsageError(f"--layout: {error}") from None
+
+
 # Flags that are booleans with a default of true: they take `--flag`,
 # `--flag=true` and `--flag=false`, as the reference's examples write them.
 BOOLEAN_FLAGS = ("organize", "accept-echo", "fsync")
@@ -151,7 +172,7 @@ class ScpOptions(CommandOptions):
         ["max-pdu", None, 16384, "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", _named("max-pdu", _pdu_length)],
         ["max-conns", None, 10, "Maximum concurrent associations.", _named("max-conns", _positive_int)],
         ["bind", None, "", "Address to listen on (default: all interfaces, IPv4 and IPv6)."],
-        ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
+        *FILING_PARAMETERS,
         ["accept-echo", None, True, "Accept C-ECHO verification requests.", _named("accept-echo", _boolean)],
         ["fsync", None, True, "fsync each file and folder before answering Success.", _named("fsync", _boolean)],
         ["artim-timeout", None, 30.0, "Seconds to wait for an A-ASSOCIATE-RQ, or for the peer to close after release/abort (ARTIM).", _named("artim-timeout", _seconds)],
@@ -243,6 +264,7 @@ class ScpOptions(CommandOptions):
             raise usage.UsageError(f"--log-format: {self['log-format']!r} is not text or json")
         for flag in ("file-mode", "dir-mode"):
             self[flag] = _mode(self[flag])
+        check_layout(self)
         self._check_tls()
 
     def _check_tls(self) -> None:

@@ -51,6 +51,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         policy=policy,
         output_dir=options["output-dir"],
         organize=options["organize"],
+        layout=options["layout"],
         fsync=options["fsync"],
         max_conns=options["max-conns"],
         artim_timeout=options["artim-timeout"],

@@ -64,6 +64,8 @@ class ServerConfig:
     policy: AcceptorPolicy = field(default_factory=AcceptorPolicy)
     output_dir: str = "./dicom-received"
     organize: bool = True
+    # --layout: a compiled radx.storage.layout.Layout; None: --organize's.
+    layout: object = None
     # Durable writes: fsync of file and folder before Success (--fsync).
     fsync: bool = True
     max_conns: int = 10

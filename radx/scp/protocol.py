@@ -568,6 +568,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 calling_ae_title=self.calling_ae_title,
                 called_ae_title=config.policy.ae_title,
                 organize=config.organize,
+                layout=config.layout,
                 fsync=config.fsync,
                 file_mode=config.file_mode,
             )
