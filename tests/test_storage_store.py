@@ -329,6 +329,93 @@ class TemplateTests(StoreTestsMixin, SynchronousTestCase):
         self.assertIncomingEmpty()
 
 
+class DuplicateTests(StoreTestsMixin, SynchronousTestCase):
+    """--on-duplicate: an instance whose file exists already."""
+
+    def content(self, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_keep(self):
+        first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="keep")
+        before = self.content(first.path)
+        second = self.store(data_set(pixels=b"\x02\x00" * 10), on_duplicate="keep")
+        self.assertEqual((first.duplicate, second.duplicate), (None, "kept"))
+        self.assertEqual(second.path, first.path)
+        self.assertFalse(second.replaced)
+        self.assertEqual(self.content(first.path), before)
+        self.assertEqual(os.listdir(os.path.dirname(first.path)), [SOP_INSTANCE + ".dcm"])
+        self.assertIncomingEmpty()
+
+    def test_reject(self):
+        """0111, Duplicate SOP Instance; the file stored first stays as it was."""
+        first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="reject")
+        before = self.content(first.path)
+        error = self.assertStorageError(0x0111, self.store, data_set(pixels=b"\x02\x00" * 10), on_duplicate="reject")
+        self.assertIn(SOP_INSTANCE, error.message)
+        self.assertEqual(self.content(first.path), before)
+        self.assertEqual(os.listdir(os.path.dirname(first.path)), [SOP_INSTANCE + ".dcm"])
+        self.assertIncomingEmpty()
+
+    def test_unique(self):
+        """Other bytes under the next free name; the same bytes never twice."""
+        paths = [self.store(data_set(pixels=bytes([n, 0]) * 10), on_duplicate="unique").path for n in (1, 2, 3)]
+        folder = os.path.dirname(paths[0])
+        self.assertEqual(
+            [os.path.basename(p) for p in paths],
+            [f"{SOP_INSTANCE}.dcm", f"{SOP_INSTANCE}.1.dcm", f"{SOP_INSTANCE}.2.dcm"],
+        )
+        again = self.store(data_set(pixels=bytes([2, 0]) * 10), on_duplicate="unique")
+        self.assertEqual((again.path, again.duplicate), (paths[1], "identical"))
+        # Same size, other bytes: compared to the end, not by size alone.
+        other = self.store(data_set(pixels=bytes([4, 0]) * 10), on_duplicate="unique")
+        self.assertEqual(os.path.basename(other.path), f"{SOP_INSTANCE}.3.dcm")
+        self.assertEqual(len(os.listdir(folder)), 4)
+        self.assertEqual(self.content(other.path)[-20:], bytes([4, 0]) * 10)
+        self.assertIncomingEmpty()
+
+    def test_symbolic_link_in_the_place_of_the_file(self):
+        """Not followed, never replaced under keep or unique."""
+        target = os.path.join(self.base, "target")
+        with open(target, "wb") as f:
+            f.write(b"outside")
+        folder = os.path.join(self.output, STUDY, SERIES)
+        os.makedirs(folder)
+        os.symlink(target, os.path.join(folder, SOP_INSTANCE + ".dcm"))
+        kept = self.store(data_set(), on_duplicate="keep")
+        self.assertEqual(kept.duplicate, "kept")
+        unique = self.store(data_set(), on_duplicate="unique")
+        self.assertEqual(os.path.basename(unique.path), SOP_INSTANCE + ".1.dcm")
+        self.assertEqual(self.content(target), b"outside")
+        self.assertTrue(os.path.islink(os.path.join(folder, SOP_INSTANCE + ".dcm")))
+
+    def test_writers_at_once(self):
+        """Eight writers of one instance at once: under keep exactly one stores it, and its bytes are the file's."""
+        import threading
+
+        writers = []
+        for n in range(8):
+            writer = self.writer(on_duplicate="keep")
+            writer.write([data_set(pixels=bytes([n, 0]) * 10)])
+            writers.append(writer)
+        results = [None] * len(writers)
+        start = threading.Barrier(len(writers))
+
+        def commit(index):
+            start.wait()
+            results[index] = writers[index].commit()
+
+        threads = [threading.Thread(target=commit, args=(i,)) for i in range(len(writers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        placed = [i for i, result in enumerate(results) if result.duplicate is None]
+        self.assertEqual(len(placed), 1, results)
+        self.assertEqual(self.content(results[0].path)[-20:], bytes([placed[0], 0]) * 10)
+        self.assertIncomingEmpty()
+
+
 class RefusalTests(StoreTestsMixin, SynchronousTestCase):
     def assertNothingStored(self):
         self.assertIncomingEmpty()

@@ -30,6 +30,15 @@ CANNOT_UNDERSTAND = 0xC000
 # PS3.7 9.1.1.1.9, PS3.7 C.5: Invalid SOP Instance, "a violation of the UID
 # construction rules"; a C-STORE status, and the precise one.
 INVALID_SOP_INSTANCE = 0x0117
+# PS3.7 C.5 (10.1.5.1.6): Duplicate SOP Instance, a Failure. C-STORE's own
+# statuses (PS3.7 9.1.1.1.9, PS3.4 B.2.3) name no duplicate; this one says it.
+DUPLICATE_SOP_INSTANCE = 0x0111
+
+# --on-duplicate: what becomes of an instance whose file exists already.
+REPLACE, KEEP, UNIQUE, REJECT = "replace", "keep", "unique", "reject"
+ON_DUPLICATE = (REPLACE, KEEP, UNIQUE, REJECT)
+# Names tried under UNIQUE, <name>.1 to <name>.<this>, before giving up.
+_MOST_UNIQUE_NAMES = 9999
 
 try:
     _IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -70,6 +79,9 @@ class StoredInstance:
     path: str
     replaced: bool
     warnings: list[str] = field(default_factory=list)
+    # KEEP: the file found is kept, this one not stored ("kept"); UNIQUE:
+    # a file with the same bytes is there already ("identical").
+    duplicate: str | None = None
 
 
 def _strip_padding(uid: str) -> str:
@@ -109,6 +121,7 @@ class InstanceWriter:
         fsync: bool = True,
         file_mode: int | None = None,
         layout: Layout | None = None,
+        on_duplicate: str = REPLACE,
     ):
         self.tree = tree
         self.sop_class_uid = _strip_padding(sop_class_uid)
@@ -117,6 +130,7 @@ class InstanceWriter:
         self.organize = organize
         # The fixed layouts of --organize unless a template is given.
         self.layout = layout or (ORGANIZED_LAYOUT if organize else FLAT_LAYOUT)
+        self.on_duplicate = on_duplicate
         self.fsync = fsync
         self.file_mode = file_mode
         self.temp_path: str | None = None
@@ -273,6 +287,7 @@ class InstanceWriter:
         opened: list = []
         renamed = False
         replaced = False
+        duplicate = None
         try:
             # 1. The data in the file, then the file closed.
             if self.fsync:
@@ -330,9 +345,12 @@ class InstanceWriter:
                     # mix.  A symbolic link in the file's place is replaced, not
                     # followed.  One rename at a time in this process, so that
                     # "replaced" is true of exactly the commits that replaced a file.
-                    with _RENAME_LOCK:
-                        replaced = _exists(final, directory)
-                        os.rename(temp, final, src_dir_fd=incoming, dst_dir_fd=directory)
+                    if self.on_duplicate != REPLACE:
+                        final, duplicate = self._place_new(temp, incoming, directory, final)
+                    else:
+                        with _RENAME_LOCK:
+                            replaced = _exists(final, directory)
+                            os.rename(temp, final, src_dir_fd=incoming, dst_dir_fd=directory)
                 except FileNotFoundError:
                     if attempt == 2 or not _exists(temp, incoming):
                         raise
@@ -341,11 +359,13 @@ class InstanceWriter:
                     root = self.tree.folders().root
                     continue
                 break
-            renamed = True
+            if duplicate is not None:
+                self.discard()  # not stored: the file found stays
+            renamed = duplicate is None
             self.temp_path = self._temp_name = None
 
             # 6. The new entry durable.
-            if self.fsync:
+            if self.fsync and renamed:
                 os.fsync(directory)
         except OSError as e:
             self._undo(renamed, replaced, final, directory)
@@ -356,7 +376,8 @@ class InstanceWriter:
         finally:
             for fd in opened:
                 os.close(fd)
-        return StoredInstance(os.path.join(self.tree.path, *components), replaced, self._warnings + warnings)
+        path = os.path.join(self.tree.path, *components[:-1], final)
+        return StoredInstance(path, replaced, self._warnings + warnings, duplicate)
 
     def _layout_values(self, temp: str, incoming: int) -> dict:
         """The values of a template's keywords beyond the UIDs read for every instance."""
@@ -374,6 +395,39 @@ class InstanceWriter:
                     raise StorageError(CANNOT_UNDERSTAND, e.message) from None
             values.update(found)
         return values
+
+    def _place_new(self, temp: str, incoming: int, directory: int, name: str) -> tuple[str, str | None]:
+        """
+        Link the temporary file in as ``name`` only if nothing has that
+        name: a link fails where a rename would replace, so two writers
+        never both think they stored the file.  Under UNIQUE, the next free
+        name of ``<stem>.1<suffix>``, ``<stem>.2<suffix>``...
+
+        @return: the name, and None when the file was placed, or
+            "kept"/"identical" when it was not (the temporary file stays).
+        @raise StorageError: 0x0111 under REJECT.
+        """
+        stem, suffix = os.path.splitext(name)
+        for number in range(_MOST_UNIQUE_NAMES + 1):
+            candidate = f"{stem}.{number}{suffix}" if number else name
+            try:
+                os.link(temp, candidate, src_dir_fd=incoming, dst_dir_fd=directory, follow_symlinks=False)
+            except FileExistsError:
+                if self.on_duplicate == KEEP:
+                    return candidate, "kept"
+                if self.on_duplicate == REJECT:
+                    raise StorageError(
+                        DUPLICATE_SOP_INSTANCE, f"SOP Instance {self.sop_instance_uid} is stored already"
+                    ) from None
+                if _same_content(temp, incoming, candidate, directory):
+                    return candidate, "identical"
+                continue
+            try:
+                os.unlink(temp, dir_fd=incoming)
+            except OSError:
+                pass  # a second name of the stored file, for clean_incoming
+            return candidate, None
+        raise StorageError(OUT_OF_RESOURCES, f"{_MOST_UNIQUE_NAMES} files named after {name} already")
 
     def _undo(self, renamed: bool, replaced: bool, final: str | None, directory: int | None) -> None:
         if renamed and not replaced and final is not None:
@@ -404,6 +458,44 @@ class InstanceWriter:
             except OSError:
                 # Left for clean_incoming at the next start.
                 pass
+
+
+def _same_content(name: str, directory: int, other: str, other_directory: int) -> bool:
+    """Whether two files hold the same bytes: sizes first, then contents; a symbolic link is never the same."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        first = os.open(name, flags, dir_fd=directory)
+    except OSError:
+        return False
+    try:
+        try:
+            second = os.open(other, flags, dir_fd=other_directory)
+        except OSError:
+            return False
+        try:
+            if os.fstat(first).st_size != os.fstat(second).st_size:
+                return False
+            while True:
+                chunk = os.read(first, 1 << 20)
+                if chunk != _read_exactly(second, len(chunk)):
+                    return False
+                if not chunk:
+                    return True
+        finally:
+            os.close(second)
+    finally:
+        os.close(first)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def _exists(name: str, directory: int) -> bool:
