@@ -104,6 +104,12 @@ class InvalidValuesTests(SynchronousTestCase):
         self.assert_refused("--layout: the file name", "--layout", "{SOPInstanceUID}/x.dcm")
         self.assert_refused("do not go together", "--organize=false", "--layout", "{SOPInstanceUID}.dcm")
 
+    def test_on_duplicate(self):
+        self.assertEqual(parse()["on-duplicate"], "replace")
+        for policy in ("replace", "keep", "unique", "reject"):
+            self.assertEqual(config_from_options(parse("--on-duplicate", policy)).on_duplicate, policy)
+        self.assert_refused("--on-duplicate: expected one of replace, keep, unique, reject", "--on-duplicate", "skip")
+
     def test_pdu_out_of_range(self):
         self.assert_refused("between 4096 and", "--max-pdu", "100")
         self.assert_refused("between 4096 and", "--max-pdu", "999999999")

@@ -206,6 +206,41 @@ class StorescuTests(StoreTestCase):
         self.assert_nothing_incoming(output)
 
     @defer.inlineCallbacks
+    def test_on_duplicate_reject(self):
+        """--on-duplicate reject: storescu's second sending of an instance is answered 0111, the first file stays."""
+        source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=64, columns=64, seed=5)[0]
+        self.start_server(self.server_config(on_duplicate="reject"))
+        output = self.factory.config.output_dir
+        out, err, code = yield self.run_tool(self.storescu, "-v", *self.storescu_args(source))
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        stored = organized_path(output, source)
+        with open(stored, "rb") as f:
+            first = f.read()
+        out, err, code = yield self.run_tool(self.storescu, "-v", "-aet", "OTHER-SCU", *self.storescu_args(source)[2:])
+        # DCMTK knows 0111 from PS3.7 Annex C, not from C-STORE's own list.
+        self.assertIn(b"Received Store Response (Unknown Status: 0x111)", out + err)
+        with open(stored, "rb") as f:
+            self.assertEqual(f.read(), first)
+        self.assertEqual(walk_files(output)[0], {os.path.relpath(stored, output)})
+        self.assertEqual((self.factory.stats.stores_succeeded, self.factory.stats.store_failures), (1, 1))
+        self.assert_nothing_incoming(output)
+
+    @defer.inlineCallbacks
+    def test_on_duplicate_keep(self):
+        """--on-duplicate keep: Success both times, the first file kept, from another calling AE too."""
+        source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=64, columns=64, seed=6)[0]
+        self.start_server(self.server_config(on_duplicate="keep"))
+        output = self.factory.config.output_dir
+        for calling in ("FIRST-SCU", "SECOND-SCU"):
+            out, err, code = yield self.run_tool(self.storescu, "-v", "-aet", calling, *self.storescu_args(source)[2:])
+            self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+            self.assertIn(b"Received Store Response (Success)", out + err)
+        stored = organized_path(output, source)
+        yield self.assert_stored(stored, source)
+        self.assertEqual(dcmread(stored, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle.strip(), "FIRST-SCU")
+        self.assert_nothing_incoming(output)
+
+    @defer.inlineCallbacks
     def test_concurrent_associations(self):
         """4 storescu processes at once, 10 different images each: all 40 stored, each byte-identical."""
         folders = [self.mktemp() for _ in range(4)]

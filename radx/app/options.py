@@ -109,10 +109,19 @@ def _named(flag: str, coerce):
     return named
 
 
-# --layout and --organize: how the server and `radx dicom organize` file an instance.
+def _on_duplicate(value: str) -> str:
+    from radx.storage.store import ON_DUPLICATE
+
+    if value not in ON_DUPLICATE:
+        raise ValueError(f"expected one of {', '.join(ON_DUPLICATE)}, not {value!r}")
+    return value
+
+
+# --layout, --organize and --on-duplicate: how the server and `radx dicom organize` file an instance.
 FILING_PARAMETERS = [
     ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
     ["layout", None, None, "Path of each file below the output folder, DICOM keywords in braces, such as {PatientID}/{StudyDate}/{SOPInstanceUID}.dcm (instead of --organize's)."],
+    ["on-duplicate", None, "replace", "For an instance whose file exists: replace, keep (the first), unique (both, under another name) or reject (status 0111).", _named("on-duplicate", _on_duplicate)],
 ]  # fmt: skip
 
 

@@ -52,6 +52,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         output_dir=options["output-dir"],
         organize=options["organize"],
         layout=options["layout"],
+        on_duplicate=options["on-duplicate"],
         fsync=options["fsync"],
         max_conns=options["max-conns"],
         artim_timeout=options["artim-timeout"],

@@ -66,6 +66,8 @@ class ServerConfig:
     organize: bool = True
     # --layout: a compiled radx.storage.layout.Layout; None: --organize's.
     layout: object = None
+    # --on-duplicate: replace, keep, unique or reject (radx.storage.store).
+    on_duplicate: str = "replace"
     # Durable writes: fsync of file and folder before Success (--fsync).
     fsync: bool = True
     max_conns: int = 10

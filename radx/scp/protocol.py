@@ -569,6 +569,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 called_ae_title=config.policy.ae_title,
                 organize=config.organize,
                 layout=config.layout,
+                on_duplicate=config.on_duplicate,
                 fsync=config.fsync,
                 file_mode=config.file_mode,
             )
@@ -629,7 +630,12 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             )
         if stored.replaced:
             self.log.info("Replaced existing file path={path}", path=stored.path)
-        self.log.info("Stored DICOM file path={path}", path=stored.path)
+        if stored.duplicate == "kept":
+            self.log.info("Duplicate not stored, existing file kept path={path}", path=stored.path)
+        elif stored.duplicate == "identical":
+            self.log.info("Duplicate not stored, identical file already there path={path}", path=stored.path)
+        else:
+            self.log.info("Stored DICOM file path={path}", path=stored.path)
         self.factory.stats.stores_succeeded += 1
         self._stored_count += 1
         self._store_answered(store, Status.SUCCESS, None, count_failure=False)
