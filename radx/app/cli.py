@@ -26,12 +26,14 @@ Usage: radx dicom scp [PORT] [flags]
        radx dicom echo HOST [PORT] [flags]
        radx dicom store FILE... | --dir DIR [flags]
        radx dicom catalogue [DIR] [flags]
+       radx dicom organize DIR --output-dir OUT [flags]
 
 Commands:
   radx dicom scp    Run a DICOM SCP server to receive DICOM files
   radx dicom echo   Test connectivity to an SCP with C-ECHO
   radx dicom store  Send DICOM files to an SCP with C-STORE
   radx dicom catalogue  Index received files into a SQLite catalogue, query it
+  radx dicom organize   File DICOM files on disk as the server files what it receives
 
 Run 'radx dicom COMMAND --help' for its flags.
 """
@@ -255,6 +257,10 @@ def _main(argv: list[str]) -> int:
         from radx.app.catalogue_cli import catalogue_main
 
         return catalogue_main(argv[2:])
+    if argv[:2] == ["dicom", "organize"]:
+        from radx.app.organize_cli import organize_main
+
+        return organize_main(argv[2:])
     if argv[:2] != ["dicom", "scp"]:
         sys.stderr.write(USAGE)
         return 0 if argv[:1] in (["--help"], ["-h"]) else 2
