@@ -416,9 +416,8 @@ class InstanceWriter:
                 if self.on_duplicate == KEEP:
                     return candidate, "kept"
                 if self.on_duplicate == REJECT:
-                    raise StorageError(
-                        DUPLICATE_SOP_INSTANCE, f"SOP Instance {self.sop_instance_uid} is stored already"
-                    ) from None
+                    # Short enough for the whole Error Comment (64 characters).
+                    raise StorageError(DUPLICATE_SOP_INSTANCE, "this instance's file exists (--on-duplicate reject)") from None
                 if _same_content(temp, incoming, candidate, directory):
                     return candidate, "identical"
                 continue
