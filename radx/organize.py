@@ -82,6 +82,15 @@ class Organizer:
 
     def organize(self, path: str) -> Outcome:
         """Copy (or move) one file into place; never raises for a file's fault."""
+        return self._each(path, self._organize)
+
+    def plan(self, path: str) -> Outcome:
+        """Where C{path} would go, reading it only; nothing is written."""
+        return self._each(path, self._plan)
+
+    @staticmethod
+    def _each(path: str, step) -> Outcome:
+        """C{step(path, source)} for a PS3.10 file; a file that is not one skipped, any error of a file's a failure."""
         try:
             source = read_source(path)
         except NotPart10 as error:
@@ -89,12 +98,15 @@ class Organizer:
         except OSError as error:
             return Outcome(path, FAILED, reason=_describe(error))
         try:
-            identity = os.stat(path)
-            stored = self._copy(source)
-        except StorageError as error:
+            return step(path, source)
+        except (StorageError, InvalidUID, UnreadableDataSet) as error:
             return Outcome(path, FAILED, reason=str(error))
         except OSError as error:
             return Outcome(path, FAILED, reason=_describe(error))
+
+    def _organize(self, path: str, source) -> Outcome:
+        identity = os.stat(path)
+        stored = self._copy(source)
         if self.on_stored is not None:
             self.on_stored(path, stored)
         outcome = Outcome(path, ORGANIZED, stored.path, warnings=stored.warnings)
@@ -141,20 +153,8 @@ class Organizer:
             return f"not removed: {_describe(error)}"
         return reason
 
-    def plan(self, path: str) -> Outcome:
-        """Where C{path} would go, reading it only; nothing is written."""
-        try:
-            source = read_source(path)
-        except NotPart10 as error:
-            return Outcome(path, SKIPPED, reason=str(error))
-        except OSError as error:
-            return Outcome(path, FAILED, reason=_describe(error))
-        try:
-            components, warnings = self._where(source)
-        except (InvalidUID, UnreadableDataSet) as error:
-            return Outcome(path, FAILED, reason=str(error))
-        except OSError as error:
-            return Outcome(path, FAILED, reason=_describe(error))
+    def _plan(self, path: str, source) -> Outcome:
+        components, warnings = self._where(source)
         return Outcome(path, ORGANIZED, os.path.join(self.tree.path, *components), warnings=warnings)
 
     def _where(self, source) -> tuple[tuple[str, ...], list[str]]:

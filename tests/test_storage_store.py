@@ -94,6 +94,17 @@ class StoreTestsMixin:
         writer.write(chunked(data, random.Random(len(data))))
         return writer.commit()
 
+    def store_sample(self, sample, **kwargs) -> StoredInstance:
+        """One of pydicom's samples, stored as a C-STORE of it would be."""
+        header = sample.header
+        return self.store(
+            sample.data_set,
+            sop_class_uid=header.sop_class_uid,
+            sop_instance_uid=header.sop_instance_uid,
+            transfer_syntax_uid=sample.transfer_syntax_uid,
+            **kwargs,
+        )
+
     def assertIncomingEmpty(self):
         incoming = os.path.join(self.output, INCOMING)
         self.assertEqual(os.listdir(incoming) if os.path.isdir(incoming) else [], [])
@@ -127,12 +138,7 @@ class RoundTripTests(StoreTestsMixin, SynchronousTestCase):
             # Some samples are one instance in several encodings.
             self.output = os.path.join(self.base, sample.name)
             header = sample.header
-            stored = self.store(
-                sample.data_set,
-                sop_class_uid=header.sop_class_uid,
-                sop_instance_uid=header.sop_instance_uid,
-                transfer_syntax_uid=sample.transfer_syntax_uid,
-            )
+            stored = self.store_sample(sample)
             expected = os.path.join(
                 self.output,
                 header.study_instance_uid or UNKNOWN,
@@ -299,14 +305,7 @@ class TemplateTests(StoreTestsMixin, SynchronousTestCase):
         layout = Layout("{PatientID}/{Modality}/{PatientName}/{SOPInstanceUID}.dcm")
         for sample in samples():
             self.output = os.path.join(self.base, sample.name)
-            header = sample.header
-            stored = self.store(
-                sample.data_set,
-                sop_class_uid=header.sop_class_uid,
-                sop_instance_uid=header.sop_instance_uid,
-                transfer_syntax_uid=sample.transfer_syntax_uid,
-                layout=layout,
-            )
+            stored = self.store_sample(sample, layout=layout)
             original = pydicom.dcmread(sample.path, stop_before_pixels=True)
             expected = [
                 safe_component(str(original.get(keyword, "") or "")) or UNKNOWN
