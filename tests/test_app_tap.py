@@ -128,7 +128,8 @@ class HelpTests(SynchronousTestCase):
         # Same defaults too, and they are the reference's flags.
         self.assertEqual(twistd_entries, radx_entries)
         self.assertTrue(
-            {"--aet", "--output-dir", "--max-pdu", "--max-conns", "--organize", "--accept-echo", "--sop-class"}
+            {"--aet", "--output-dir", "--max-pdu", "--max-conns", "--organize", "--accept-echo", "--sop-class",
+             "--layout", "--on-duplicate"}
             <= set(twistd_entries)
         )
 
@@ -255,6 +256,13 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.factory.config.policy.ae_title, "MADE-SCP")
         self.assertEqual(service.factory.config.max_conns, 7)
         self.assertFalse(service.running)
+
+    def test_make_service_with_filing_rules(self):
+        """twistd radx-scp --layout ... --on-duplicate keep: the factory files by them."""
+        template = "{PatientID}/{SOPInstanceUID}.dcm"
+        service = tap.makeService(parse("--layout", template, "--on-duplicate", "keep", "--output-dir", self.mktemp()))
+        self.assertEqual(service.factory.config.layout.template, template)
+        self.assertEqual(service.factory.config.on_duplicate, "keep")
 
     def start(self, *arguments: str):
         reactor = MemoryReactorClock()
