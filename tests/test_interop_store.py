@@ -229,6 +229,9 @@ class StorescuTests(StoreTestCase):
     def test_on_duplicate_keep(self):
         """--on-duplicate keep: Success both times, the first file kept, from another calling AE too."""
         source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=64, columns=64, seed=6)[0]
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         self.start_server(self.server_config(on_duplicate="keep"))
         output = self.factory.config.output_dir
         for calling in ("FIRST-SCU", "SECOND-SCU"):
@@ -238,6 +241,31 @@ class StorescuTests(StoreTestCase):
         stored = organized_path(output, source)
         yield self.assert_stored(stored, source)
         self.assertEqual(dcmread(stored, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle.strip(), "FIRST-SCU")
+        logged = [formatEvent(event) for event in events]
+        self.assertEqual(logged.count(f"Stored DICOM file path={stored}"), 1)
+        self.assertEqual(logged.count(f"Duplicate not stored, existing file kept path={stored}"), 1)
+        self.assert_nothing_incoming(output)
+
+    @defer.inlineCallbacks
+    def test_on_duplicate_unique(self):
+        """--on-duplicate unique: the same bytes again are not stored twice; from another calling AE (another file meta), a second file."""
+        source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=64, columns=64, seed=8)[0]
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.start_server(self.server_config(on_duplicate="unique"))
+        output = self.factory.config.output_dir
+        for calling in ("FIRST-SCU", "FIRST-SCU", "SECOND-SCU"):
+            out, err, code = yield self.run_tool(self.storescu, "-v", "-aet", calling, *self.storescu_args(source)[2:])
+            self.assertIn(b"Received Store Response (Success)", out + err)
+        stored = organized_path(output, source)
+        second = stored[: -len(".dcm")] + ".1.dcm"
+        self.assertEqual(walk_files(output)[0], {os.path.relpath(p, output) for p in (stored, second)})
+        for path, calling in ((stored, "FIRST-SCU"), (second, "SECOND-SCU")):
+            yield self.assert_stored(path, source)
+            self.assertEqual(dcmread(path, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle.strip(), calling)
+        logged = [formatEvent(event) for event in events]
+        self.assertIn(f"Duplicate not stored, identical file already there path={stored}", logged)
         self.assert_nothing_incoming(output)
 
     @defer.inlineCallbacks
