@@ -259,7 +259,7 @@ class StorescuTests(StoreTestCase):
             out, err, code = yield self.run_tool(self.storescu, "-v", "-aet", calling, *self.storescu_args(source)[2:])
             self.assertIn(b"Received Store Response (Success)", out + err)
         stored = organized_path(output, source)
-        second = stored[: -len(".dcm")] + ".1.dcm"
+        second = stored[: -len(".dcm")] + "_1.dcm"
         self.assertEqual(walk_files(output)[0], {os.path.relpath(p, output) for p in (stored, second)})
         for path, calling in ((stored, "FIRST-SCU"), (second, "SECOND-SCU")):
             yield self.assert_stored(path, source)

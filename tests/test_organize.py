@@ -152,7 +152,7 @@ class DuplicateTests(OrganizeTestCase):
         )
         other = organizer.organize(changed)
         self.assertEqual(other.state, ORGANIZED)
-        self.assertTrue(other.destination.endswith(".1.dcm"))
+        self.assertEqual(other.destination, first[0].destination[: -len(".dcm")] + "_1.dcm")
 
     def test_move_keeps_a_source_not_copied(self):
         """keep and --move: a source whose instance is there already stays where it is."""

@@ -363,16 +363,24 @@ class DuplicateTests(StoreTestsMixin, SynchronousTestCase):
         folder = os.path.dirname(paths[0])
         self.assertEqual(
             [os.path.basename(p) for p in paths],
-            [f"{SOP_INSTANCE}.dcm", f"{SOP_INSTANCE}.1.dcm", f"{SOP_INSTANCE}.2.dcm"],
+            [f"{SOP_INSTANCE}.dcm", f"{SOP_INSTANCE}_1.dcm", f"{SOP_INSTANCE}_2.dcm"],
         )
         again = self.store(data_set(pixels=bytes([2, 0]) * 10), on_duplicate="unique")
         self.assertEqual((again.path, again.duplicate), (paths[1], "identical"))
         # Same size, other bytes: compared to the end, not by size alone.
         other = self.store(data_set(pixels=bytes([4, 0]) * 10), on_duplicate="unique")
-        self.assertEqual(os.path.basename(other.path), f"{SOP_INSTANCE}.3.dcm")
+        self.assertEqual(os.path.basename(other.path), f"{SOP_INSTANCE}_3.dcm")
         self.assertEqual(len(os.listdir(folder)), 4)
         self.assertEqual(self.content(other.path)[-20:], bytes([4, 0]) * 10)
         self.assertIncomingEmpty()
+
+    def test_unique_names_never_another_instances(self):
+        """Without an extension too, the second file of 1.2.3 is 1.2.3_1, never 1.2.3.1, another instance's name."""
+        layout = Layout("{SOPInstanceUID}")
+        first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="unique", layout=layout)
+        second = self.store(data_set(pixels=b"\x02\x00" * 10), on_duplicate="unique", layout=layout)
+        self.assertEqual(os.path.basename(first.path), SOP_INSTANCE)
+        self.assertEqual(os.path.basename(second.path), SOP_INSTANCE + "_1")
 
     def test_symbolic_link_in_the_place_of_the_file(self):
         """Not followed, never replaced under keep or unique."""
@@ -385,7 +393,7 @@ class DuplicateTests(StoreTestsMixin, SynchronousTestCase):
         kept = self.store(data_set(), on_duplicate="keep")
         self.assertEqual(kept.duplicate, "kept")
         unique = self.store(data_set(), on_duplicate="unique")
-        self.assertEqual(os.path.basename(unique.path), SOP_INSTANCE + ".1.dcm")
+        self.assertEqual(os.path.basename(unique.path), SOP_INSTANCE + "_1.dcm")
         self.assertEqual(self.content(target), b"outside")
         self.assertTrue(os.path.islink(os.path.join(folder, SOP_INSTANCE + ".dcm")))
 

@@ -401,15 +401,19 @@ class InstanceWriter:
         Link the temporary file in as ``name`` only if nothing has that
         name: a link fails where a rename would replace, so two writers
         never both think they stored the file.  Under UNIQUE, the next free
-        name of ``<stem>.1<suffix>``, ``<stem>.2<suffix>``...
+        name of ``<stem>_1<extension>``, ``<stem>_2<extension>``...: "_",
+        which no UID holds, so that the second file of ``1.2.3.dcm`` is
+        never ``1.2.3.1.dcm``, the name of instance 1.2.3.1.
 
         @return: the name, and None when the file was placed, or
             "kept"/"identical" when it was not (the temporary file stays).
         @raise StorageError: 0x0111 under REJECT.
         """
         stem, suffix = os.path.splitext(name)
+        if suffix[1:].isdigit():
+            stem, suffix = name, ""  # a UID's last component, not an extension
         for number in range(_MOST_UNIQUE_NAMES + 1):
-            candidate = f"{stem}.{number}{suffix}" if number else name
+            candidate = f"{stem}_{number}{suffix}" if number else name
             try:
                 os.link(temp, candidate, src_dir_fd=incoming, dst_dir_fd=directory, follow_symlinks=False)
             except FileExistsError:
