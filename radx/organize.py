@@ -114,7 +114,7 @@ class Organizer:
             outcome.state, outcome.reason = SKIPPED, "an instance with this path is there already (kept)"
             return outcome
         if stored.duplicate == "identical":
-            outcome.state, outcome.reason = SKIPPED, "the same bytes are there already"
+            outcome.state, outcome.reason = SKIPPED, "the same data set is there already"
         if self.move:
             outcome.reason = self._remove(path, identity, outcome.reason)
         return outcome

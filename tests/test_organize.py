@@ -200,3 +200,8 @@ class SameAsTheServerTests(ServerTestCase):
         for relative in paths:
             self.assertTrue(dicomfiles.same_data_set(os.path.join(organized, relative), os.path.join(received, relative)))
         self.assertEqual(len(files), 6)
+        # Into the server's own folder, under unique: every data set is there, none is stored twice.
+        into_received = Organizer(received, layout, on_duplicate="unique")
+        outcomes = [into_received.organize(path) for path in into_received.sources(source, True)]
+        self.assertEqual([o.state for o in outcomes], [SKIPPED] * 7)
+        self.assertEqual(walk_files(received)[0], paths)

@@ -374,6 +374,17 @@ class DuplicateTests(StoreTestsMixin, SynchronousTestCase):
         self.assertEqual(self.content(other.path)[-20:], bytes([4, 0]) * 10)
         self.assertIncomingEmpty()
 
+    def test_unique_compares_data_sets_not_file_meta(self):
+        """The same data set from another calling AE title (another file meta) is not stored twice; a file without a meta is never the same."""
+        first = self.store(data_set(), on_duplicate="unique", calling_ae_title="FIRST")
+        again = self.store(data_set(), on_duplicate="unique", calling_ae_title="SECOND")
+        self.assertEqual((again.path, again.duplicate), (first.path, "identical"))
+        with open(first.path, "r+b") as f:
+            f.seek(128)
+            f.write(b"XXXX")  # no DICM prefix: no data set to compare
+        other = self.store(data_set(), on_duplicate="unique")
+        self.assertEqual(os.path.basename(other.path), SOP_INSTANCE + "_1.dcm")
+
     def test_unique_names_never_another_instances(self):
         """Without an extension too, the second file of 1.2.3 is 1.2.3_1, never 1.2.3.1, another instance's name."""
         layout = Layout("{SOPInstanceUID}")

@@ -16,6 +16,7 @@ from radx.storage.values import read_values, scan_values
 from radx.storage.part10 import (
     DEFLATED_TRANSFER_SYNTAXES,
     UnreadableDataSet,
+    data_set_offset,
     file_meta_bytes,
     read_instance_header,
 )
@@ -37,7 +38,7 @@ DUPLICATE_SOP_INSTANCE = 0x0111
 # --on-duplicate: what becomes of an instance whose file exists already.
 REPLACE, KEEP, UNIQUE, REJECT = "replace", "keep", "unique", "reject"
 ON_DUPLICATE = (REPLACE, KEEP, UNIQUE, REJECT)
-# Names tried under UNIQUE, <name>.1 to <name>.<this>, before giving up.
+# Names tried under UNIQUE, <name>_1 to <name>_<this>, before giving up.
 _MOST_UNIQUE_NAMES = 9999
 
 try:
@@ -80,7 +81,7 @@ class StoredInstance:
     replaced: bool
     warnings: list[str] = field(default_factory=list)
     # KEEP: the file found is kept, this one not stored ("kept"); UNIQUE:
-    # a file with the same bytes is there already ("identical").
+    # a file with the same data set is there already ("identical").
     duplicate: str | None = None
 
 
@@ -403,7 +404,8 @@ class InstanceWriter:
         never both think they stored the file.  Under UNIQUE, the next free
         name of ``<stem>_1<extension>``, ``<stem>_2<extension>``...: "_",
         which no UID holds, so that the second file of ``1.2.3.dcm`` is
-        never ``1.2.3.1.dcm``, the name of instance 1.2.3.1.
+        never ``1.2.3.1.dcm``, the name of instance 1.2.3.1; none where
+        a file holds the same data set already.
 
         @return: the name, and None when the file was placed, or
             "kept"/"identical" when it was not (the temporary file stays).
@@ -422,7 +424,7 @@ class InstanceWriter:
                 if self.on_duplicate == REJECT:
                     # Short enough for the whole Error Comment (64 characters).
                     raise StorageError(DUPLICATE_SOP_INSTANCE, "this instance's file exists (--on-duplicate reject)") from None
-                if _same_content(temp, incoming, candidate, directory):
+                if _same_data_set(temp, incoming, candidate, directory):
                     return candidate, "identical"
                 continue
             try:
@@ -463,42 +465,36 @@ class InstanceWriter:
                 pass
 
 
-def _same_content(name: str, directory: int, other: str, other_directory: int) -> bool:
-    """Whether two files hold the same bytes: sizes first, then contents; a symbolic link is never the same."""
+def _same_data_set(name: str, directory: int, other: str, other_directory: int) -> bool:
+    """
+    Whether two PS3.10 files hold the same data set, byte for byte (their
+    file meta may differ: it says who sent the instance): lengths first,
+    then contents. A symbolic link, or a file without a file meta, is
+    never the same.
+    """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    files = []
     try:
-        first = os.open(name, flags, dir_fd=directory)
-    except OSError:
-        return False
-    try:
-        try:
-            second = os.open(other, flags, dir_fd=other_directory)
-        except OSError:
+        for file_name, folder in ((name, directory), (other, other_directory)):
+            files.append(os.fdopen(os.open(file_name, flags, dir_fd=folder), "rb"))
+        offsets = [data_set_offset(f) for f in files]
+        lengths = {os.fstat(f.fileno()).st_size - offset for f, offset in zip(files, offsets)}
+        if len(lengths) != 1:
             return False
-        try:
-            if os.fstat(first).st_size != os.fstat(second).st_size:
+        for f, offset in zip(files, offsets):
+            f.seek(offset)
+        first, second = files
+        while True:
+            chunk = first.read(1 << 20)
+            if chunk != second.read(len(chunk)):
                 return False
-            while True:
-                chunk = os.read(first, 1 << 20)
-                if chunk != _read_exactly(second, len(chunk)):
-                    return False
-                if not chunk:
-                    return True
-        finally:
-            os.close(second)
+            if not chunk:
+                return True
+    except (OSError, UnreadableDataSet):
+        return False
     finally:
-        os.close(first)
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    chunks = []
-    while size > 0:
-        chunk = os.read(fd, size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+        for f in files:
+            f.close()
 
 
 def _exists(name: str, directory: int) -> bool:
