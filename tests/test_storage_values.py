@@ -64,5 +64,14 @@ class ValuesTests(SynchronousTestCase):
         self.assertEqual(
             decode_text(b"\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B", "PN", b"\\ISO 2022 IR 87"), "山田^太郎"
         )
+        # Each component group in its own set: alphabetic, ideographic, phonetic.
+        self.assertEqual(
+            decode_text(
+                b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
+                "PN",
+                b"\\ISO 2022 IR 87",
+            ),
+            "Yamada^Tarou=山田^太郎=やまだ^たろう",
+        )
         self.assertEqual(decode_text(b"20240102", "DA", b"ISO_IR 192"), "20240102")
         self.assertIsNone(decode_text(b"  \0", "LO", None))

@@ -24,10 +24,15 @@ def decode_text(raw: bytes, vr: str, charset: bytes | None) -> str | None:
     codec = _CODECS.get(terms[0]) if len(terms) == 1 else None
     if vr in _SPECIFIC_VRS and (codec is None or b"\x1b" in raw):
         from pydicom.charset import convert_encodings, decode_bytes
-        from pydicom.valuerep import TEXT_VR_DELIMS
+        from pydicom.valuerep import TEXT_VR_DELIMS, PersonName
 
         encodings = convert_encodings(list(terms))
-        text = "\\".join(decode_bytes(v, encodings, TEXT_VR_DELIMS) for v in raw.rstrip(b" \0").split(b"\\"))
+        values = raw.rstrip(b" \0").split(b"\\")
+        if vr == "PN":
+            # PS3.5 6.2.1: each component group may switch character sets.
+            text = "\\".join(str(PersonName(v, encodings)) for v in values)
+        else:
+            text = "\\".join(decode_bytes(v, encodings, TEXT_VR_DELIMS) for v in values)
     else:
         text = raw.decode(codec if vr in _SPECIFIC_VRS else "latin_1", "replace")
     return text.strip(" \0") or None
