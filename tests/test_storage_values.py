@@ -73,5 +73,10 @@ class ValuesTests(SynchronousTestCase):
             ),
             "Yamada^Tarou=山田^太郎=やまだ^たろう",
         )
+        # Empty trailing groups are left out, as pydicom's PersonName does.
+        self.assertEqual(
+            decode_text(b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B==", "PN", b"\\ISO 2022 IR 87"),
+            "Yamada^Tarou=山田^太郎",
+        )
         self.assertEqual(decode_text(b"20240102", "DA", b"ISO_IR 192"), "20240102")
         self.assertIsNone(decode_text(b"  \0", "LO", None))
