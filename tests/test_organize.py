@@ -68,6 +68,19 @@ class CopyTests(OrganizeTestCase):
             self.assertEqual(outcome.destination, os.path.join(self.output, f"{sample.sop_instance_uid}.dcm"))
             self.assertTrue(dicomfiles.same_data_set(outcome.destination, sample.path), name)
 
+    def test_dry_run_agrees_with_the_copy(self):
+        """For every sample, the deflated one read by pydicom included, the plan names the path the copy takes."""
+        shutil.rmtree(self.source)
+        os.makedirs(self.source)
+        for name, sample in dicomfiles.pydicom_test_files().items():
+            shutil.copy(sample.path, os.path.join(self.source, name + ".dcm"))
+        organizer = self.organizer(layout=PATIENT_LAYOUT)
+        sources = organizer.sources(self.source, False)
+        plans = [organizer.plan(path) for path in sources]
+        outcomes = [organizer.organize(path) for path in sources]
+        self.assertEqual([(p.state, p.destination) for p in plans], [(o.state, o.destination) for o in outcomes])
+        self.assertEqual({o.state for o in outcomes}, {ORGANIZED})
+
     def test_template(self):
         outcomes = self.organize_all(self.organizer(layout=PATIENT_LAYOUT))
         for path, outcome in zip(self.files, outcomes):
