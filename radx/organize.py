@@ -175,5 +175,8 @@ class Organizer:
                 found = scan_values(head, syntax, tags, complete) if tags else {}
                 values.update(found if found is not None else read_values(raw, syntax, tags))
         return self.layout.relative_path(
-            source.sop_instance_uid, _strip_padding(header.study_instance_uid), _strip_padding(header.series_instance_uid), values
+            source.sop_instance_uid,
+            _strip_padding(header.study_instance_uid),
+            _strip_padding(header.series_instance_uid),
+            values,
         )

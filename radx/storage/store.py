@@ -423,7 +423,8 @@ class InstanceWriter:
                     return candidate, "kept"
                 if self.on_duplicate == REJECT:
                     # Short enough for the whole Error Comment (64 characters).
-                    raise StorageError(DUPLICATE_SOP_INSTANCE, "this instance's file exists (--on-duplicate reject)") from None
+                    reason = "this instance's file exists (--on-duplicate reject)"
+                    raise StorageError(DUPLICATE_SOP_INSTANCE, reason) from None
                 if _same_data_set(temp, incoming, candidate, directory):
                     return candidate, "identical"
                 continue
