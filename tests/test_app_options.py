@@ -30,7 +30,7 @@ class DefaultsTests(SynchronousTestCase):
                 "organize": True,
                 "accept-echo": True,
                 "sop-class": [],
-                "bind": "",
+                "bind": None,
             },
         )
         self.assertEqual(options["stats-interval"], 30.0)

@@ -156,7 +156,7 @@ class QueryCommandTests(CommandTestCase):
 
     def test_unknown_field(self):
         out, err, code = self.radx("dicom", "catalogue", "-q", "Colour=red")
-        self.assertEqual((out, code), ("", 2))
+        self.assertEqual((out, code), ("", 1))
         self.assertIn("Error: -q: unknown field 'Colour'", err)
 
     def test_sql(self):
@@ -223,7 +223,7 @@ class FailureTests(SynchronousTestCase):
 
     def test_listed_in_radx_usage(self):
         out, err, code = radx("--help", cwd=self.cwd)
-        self.assertIn("radx dicom catalogue [DIR] [flags]", err)
+        self.assertIn("radx dicom catalogue [DIR] [flags]", out)
 
     def test_usage_errors(self):
         for arguments, message in (
@@ -235,7 +235,7 @@ class FailureTests(SynchronousTestCase):
             (["a", "b"], "Wrong number of arguments"),
         ):
             out, err, code = radx("dicom", "catalogue", *arguments, cwd=self.cwd)
-            self.assertEqual((out, code), ("", 2), arguments)
+            self.assertEqual((out, code), ("", 1), arguments)
             self.assertIn(message, err)
             self.assertIn("Usage: radx dicom catalogue [DIR] [flags]", err)
 

@@ -329,7 +329,8 @@ class StorescuTests(StoreTestCase):
         self.assertFalse(os.path.lexists(os.path.join(output, "..", "..", "escape")))
         logged = [formatEvent(event) for event in events]
         self.assertTrue(
-            any("'../../escape' is malformed" in line and UNKNOWN in line for line in logged), logged
+            any("Study Instance UID <12 characters, not a UID> is malformed" in line and UNKNOWN in line for line in logged),
+            logged,
         )
 
     @defer.inlineCallbacks

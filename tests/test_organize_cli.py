@@ -8,6 +8,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app.organize_cli import OrganizeOptions, run_organize
+from radx.app.scu_cli import EXIT_USAGE
 from tests import dicomfiles
 from tests.catalogue_files import write_instance
 from tests.test_catalogue_cli import radx
@@ -98,14 +99,14 @@ class CommandTests(OrganizeCommandTestCase):
             (["incoming", "-o", "x", "--on-duplicate", "skip"], "--on-duplicate: expected one of"),
         ]:
             out, err, code = self.radx(*arguments)
-            self.assertEqual(code, 2, arguments)
+            self.assertEqual(code, EXIT_USAGE, arguments)
             self.assertIn(message, err)
             self.assertFalse(os.path.exists(os.path.join(self.cwd, "x")))
 
     def test_listed_in_the_usage(self):
-        _, err, code = radx("--help", cwd=self.cwd)
+        out, err, code = radx("--help", cwd=self.cwd)
         self.assertEqual(code, 0)
-        self.assertIn("radx dicom organize DIR --output-dir OUT [flags]", err)
+        self.assertIn("radx dicom organize DIR --output-dir OUT [flags]", out + err)
 
 
 class ProgressTests(OrganizeCommandTestCase):

@@ -204,7 +204,7 @@ class AssociationTests(RequestorTestsMixin, SynchronousTestCase):
         self.endpoint.refuse = True
         request, d = self.associate()
         failure = self.failureResultOf(d, AssociationAborted)
-        self.assertTrue(failure.value.message.startswith("Cannot connect: Connection was refused"), failure.value.message)
+        self.assertTrue(failure.value.message.startswith("Cannot connect: connection refused"), failure.value.message)
         self.assertClean()
 
     def test_no_connection_times_out(self):
@@ -549,7 +549,7 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
         peer.send(AAbort(0, 0).encode())
         peer.disconnect()
         results = self.successResultOf(done)
-        refused = "Cannot connect: Connection was refused by other side."
+        refused = "Cannot connect: connection refused"
         self.assertEqual(
             [(r.reason, r.sent) for r in results],
             [("Association aborted by the peer (A-ABORT, service-user)", True)]

@@ -122,8 +122,16 @@ class RelativeInstancePathTests(SynchronousTestCase):
         components, warnings = relative_instance_path(SOP, "../../escape", "/etc", organize=True)
         self.assertEqual(components, (UNKNOWN, UNKNOWN, SOP + ".dcm"))
         self.assertEqual(len(warnings), 2)
-        self.assertIn("Study Instance UID '../../escape'", warnings[0])
-        self.assertIn("Series Instance UID '/etc'", warnings[1])
+        self.assertIn("Study Instance UID <12 characters, not a UID>", warnings[0])
+        self.assertIn("Series Instance UID <4 characters, not a UID>", warnings[1])
+
+    def test_a_value_that_is_no_uid_is_shown_by_its_length_only(self):
+        """It may hold the elements after it, a patient's name among them: never its content."""
+        _, warnings = relative_instance_path(SOP, STUDY, "1.2.3\x00\x10\x00\x10\x00PN\x08\x00DOE^JANE", organize=True)
+        self.assertEqual(warnings, ["Series Instance UID <22 characters, not a UID> is malformed (PS3.5 9.1); filed under UNKNOWN"])
+        with self.assertRaises(InvalidUID) as caught:
+            relative_instance_path("1.2.3 DOE^JANE", STUDY, SERIES, organize=True)
+        self.assertNotIn("DOE", str(caught.exception))
 
     def test_long_value_truncated(self):
         _, warnings = relative_instance_path(SOP, "9" * 10000, SERIES, organize=True)

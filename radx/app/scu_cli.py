@@ -29,7 +29,7 @@ DEFAULT_OPERATIONS = 8
 # Exit statuses (documented in docs/usage.rst).
 EXIT_OK = 0
 EXIT_FAILED = 1  # an operation answered with a failure status, or a file was not stored
-EXIT_USAGE = 2
+EXIT_USAGE = 1  # a wrong flag or value: 1, as for radx dicom scp and every radx command
 EXIT_REJECTED = 3
 EXIT_NO_ASSOCIATION = 4  # no connection, an abort, or a timeout
 

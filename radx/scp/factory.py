@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 
+from radx.scp.accepting import AcceptFailureObserver
 from radx.scp.protocol import AssociationProtocol
 from radx.storage.tree import OutputTree
 from radx.ul import negotiation
@@ -71,6 +72,9 @@ class ServerConfig:
     # Durable writes: fsync of file and folder before Success (--fsync).
     fsync: bool = True
     max_conns: int = 10
+    # Connections not yet associated (--max-pending), counted apart from
+    # --max-conns: past it, the oldest of them is closed.
+    max_pending: int = 256
     # PS3.8 9.1.5: ARTIM bounds the wait for an A-ASSOCIATE-RQ and for the
     # peer to close after a release or abort.
     artim_timeout: float = 30.0
@@ -112,12 +116,31 @@ class SCPFactory(ServerFactory):
         self.stats = Statistics()
         # The output folder, opened at the first use and kept open.
         self.tree = OutputTree(config.output_dir, config.dir_mode)
-        # Every open connection, and those of them that are associations.
+        # Every open connection, those of them that are associations, and
+        # those not (yet) associated, oldest first.
         self.connections: set[AssociationProtocol] = set()
         self.active: set[AssociationProtocol] = set()
+        self.pending: dict[AssociationProtocol, None] = {}
         self.accepting = True
+        # Called, at most once a second, after a connection that never
+        # associated has closed: gives what it freed back to the system
+        # (radx.app.heap.release_free_memory), so a flood of them does not
+        # leave the server larger. None: nothing to do.
+        self.release_memory = None
+        self._release_call = None
+        # The drain of shut_down while it waits, and whether stop_now cut it short.
+        self._drain: defer.Deferred | None = None
+        self._stopping_now = False
         # (condition, Deferred) pairs fired when a connection ends and the condition holds.
         self._waiters: list = []
+
+    def startFactory(self) -> None:
+        # Connections the port could not take (no descriptor left) get a radx line.
+        self._accept_failures = AcceptFailureObserver(self.reactor)
+        globalLogPublisher.addObserver(self._accept_failures)
+
+    def stopFactory(self) -> None:
+        globalLogPublisher.removeObserver(self._accept_failures)
 
     def buildProtocol(self, addr) -> AssociationProtocol | None:
         if not self.admits(addr):
@@ -160,17 +183,55 @@ class SCPFactory(ServerFactory):
             return "protocol version not supported"
         if not self.accepting:
             return "the server is shutting down"
-        return f"local limit exceeded: {len(self.active)} associations already open (--max-conns {self.config.max_conns})"
+        count = len(self.active)
+        return (
+            f"local limit exceeded: {count} association{'' if count == 1 else 's'} already open"
+            f" (--max-conns {self.config.max_conns})"
+        )
+
+    def connection_made(self, protocol: AssociationProtocol) -> None:
+        """Count a new connection as pending; past --max-pending, close the oldest pending one.
+
+        A peer that means to associate sends its A-ASSOCIATE-RQ at once, so
+        the oldest connection without an association is the one least
+        likely to be a real peer: closing it, rather than refusing the
+        newest, means idle or trickling sockets cannot lock a real peer out.
+        """
+        self.connections.add(protocol)
+        self.pending[protocol] = None
+        if len(self.pending) > self.config.max_pending:
+            oldest = next(iter(self.pending))
+            del self.pending[oldest]
+            self.log.info(
+                "Closing peer={peer}: the oldest of {count} connections not associated (--max-pending {limit})",
+                peer=oldest.peer,
+                count=self.config.max_pending + 1,
+                limit=self.config.max_pending,
+            )
+            oldest.close_unassociated()
 
     def connection_lost(self, protocol: AssociationProtocol) -> None:
         self.connections.discard(protocol)
         self.active.discard(protocol)
+        self.pending.pop(protocol, None)
+        if not protocol.associated:
+            self._release_memory_soon()
         waiting, self._waiters = self._waiters, []
         for condition, waiter in waiting:
             if condition():
                 waiter.callback(None)
             else:
                 self._waiters.append((condition, waiter))
+
+    def _release_memory_soon(self) -> None:
+        if self.release_memory is None or self._release_call is not None:
+            return
+
+        def release():
+            self._release_call = None
+            self.release_memory()
+
+        self._release_call = self.reactor.callLater(1.0, release)
 
     def _when(self, condition) -> defer.Deferred:
         if condition():
@@ -197,19 +258,28 @@ class SCPFactory(ServerFactory):
             )
         for protocol in list(self.active):
             protocol.shut_down()
-        drained = self._when(lambda: not self.active)
+        drained = self._drain = self._when(lambda: not self.active)
         timer = self.reactor.callLater(self.config.drain_timeout, drained.cancel)
+        if self._stopping_now:
+            drained.cancel()
         try:
             yield drained
         except defer.CancelledError:
-            self.log.warn(
-                "Drain timeout: aborting {count} association(s) still open",
-                count=len(self.active),
-            )
+            if self._stopping_now:
+                self.log.warn("Stopping now: aborting {count} association(s) still open", count=len(self.active))
+                reason = "the server is stopping now"
+            else:
+                self.log.warn(
+                    "Drain timeout: aborting {count} association(s) still open",
+                    count=len(self.active),
+                )
+                reason = "the server is shutting down (drain timeout)"
             for protocol in list(self.active):
-                protocol.abort_now()
-        else:
-            timer.cancel()
+                protocol.abort_now(reason)
+        finally:
+            self._drain = None
+            if timer.active():
+                timer.cancel()
         # Connections that never associated have nothing to finish; the
         # aborted associations close themselves once their A-ABORT is out.
         for protocol in list(self.connections):
@@ -217,7 +287,14 @@ class SCPFactory(ServerFactory):
                 protocol.transport.abortConnection()
         yield self._when(lambda: not self.connections)
 
+    def stop_now(self) -> None:
+        """Cut the drain short: abort the associations still open, as the drain timeout would."""
+        self._stopping_now = True
+        if self._drain is not None:
+            self._drain.cancel()
+
     def association_started(self, protocol: AssociationProtocol) -> None:
+        self.pending.pop(protocol, None)
         self.active.add(protocol)
         self.stats.associations += 1
 

@@ -12,11 +12,13 @@ wait for the peer to close after an A-ABORT.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
@@ -79,6 +81,26 @@ class NotSent(AssociationError):
     def __init__(self, cause: AssociationError):
         super().__init__(f"not sent: {cause.message}")
         self.cause = cause
+
+
+def describe_connect_error(error: BaseException) -> str:
+    """
+    Why a connection could not be made, once: Twisted's ConnectError texts
+    say it twice ("Connection was refused by other side: 111: Connection
+    refused.").
+    """
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    os_error = getattr(error, "osError", None)
+    if isinstance(os_error, int):
+        # An errno: the system's words for it.
+        return os.strerror(os_error).lower()
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    if isinstance(os_error, str) and os_error:
+        # "111: Connection refused", without the number.
+        return os_error.split(": ", 1)[-1].rstrip(".").lower()
+    return str(error).rstrip(".")
 
 
 def associate_request(
@@ -335,7 +357,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         def failed(failure):
             self._connecting = None
             if self.machine.state is State.STA4:
-                self.error = self.error or AssociationAborted(f"Cannot connect: {failure.getErrorMessage()}")
+                self.error = self.error or AssociationAborted(f"Cannot connect: {describe_connect_error(failure.value)}")
                 self._handle(Event.EVT17)
                 self._finished()
 

@@ -20,9 +20,6 @@ _STRICT_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 # The same without the leading-zero rule, which real-world UIDs break.
 _LENIENT_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 
-# How much of a bad value a warning or an error quotes.
-_QUOTE_LENGTH = 80
-
 
 class InvalidUID(ValueError):
     """A SOP Instance UID that cannot name a file."""
@@ -46,11 +43,20 @@ def is_valid_uid(uid: str, *, strict: bool = False) -> bool:
     return pattern.fullmatch(uid) is not None
 
 
-def _quote(value: object) -> str:
-    text = repr(value)
-    if len(text) > _QUOTE_LENGTH:
-        text = text[: _QUOTE_LENGTH - 3] + "..."
-    return text
+def uid_for_log(value: object) -> str:
+    """
+    How a log line or a status comment shows a value meant to be a UID:
+    quoted if it is one; otherwise only its length, never its content.
+
+    A malformed UID is often the start of other elements (a value length
+    that swallows the next element, a patient's name), and radx's logs
+    hold no patient data.
+    """
+    if isinstance(value, str) and is_valid_uid(value):
+        return repr(value)
+    if isinstance(value, (str, bytes)):
+        return f"<{len(value)} characters, not a UID>"
+    return f"<{type(value).__name__}, not a UID>"
 
 
 def _folder(name: str, uid: str | None, warnings: list[str]) -> str:
@@ -65,10 +71,10 @@ def _folder(name: str, uid: str | None, warnings: list[str]) -> str:
         warnings.append(f"{name} is missing; filed under {UNKNOWN}")
         return UNKNOWN
     if not is_valid_uid(uid):
-        warnings.append(f"{name} {_quote(uid)} is malformed (PS3.5 9.1); filed under {UNKNOWN}")
+        warnings.append(f"{name} {uid_for_log(uid)} is malformed (PS3.5 9.1); filed under {UNKNOWN}")
         return UNKNOWN
     if not is_valid_uid(uid, strict=True):
-        warnings.append(f"{name} {_quote(uid)} has a component with a leading zero (PS3.5 9.1)")
+        warnings.append(f"{name} {uid_for_log(uid)} has a component with a leading zero (PS3.5 9.1)")
     return uid
 
 
@@ -89,10 +95,10 @@ def relative_instance_path(
     """
     warnings: list[str] = []
     if not is_valid_uid(sop_instance_uid):
-        raise InvalidUID(f"malformed SOP Instance UID {_quote(sop_instance_uid)} (PS3.5 9.1)")
+        raise InvalidUID(f"malformed SOP Instance UID {uid_for_log(sop_instance_uid)} (PS3.5 9.1)")
     if not is_valid_uid(sop_instance_uid, strict=True):
         warnings.append(
-            f"SOP Instance UID {_quote(sop_instance_uid)} has a component with a leading zero (PS3.5 9.1)"
+            f"SOP Instance UID {uid_for_log(sop_instance_uid)} has a component with a leading zero (PS3.5 9.1)"
         )
     filename = f"{sop_instance_uid}.dcm"
     if not organize:

@@ -9,7 +9,15 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, InvalidUID, Layout, is_valid_uid, relative_instance_path
+from radx.storage.layout import (
+    FLAT_LAYOUT,
+    ORGANIZED_LAYOUT,
+    InvalidUID,
+    Layout,
+    is_valid_uid,
+    relative_instance_path,
+    uid_for_log,
+)
 from radx.storage.tree import INCOMING, OpenFolders, OutputTree, open_folder
 from radx.storage.header import scan_header
 from radx.storage.values import read_values, scan_values
@@ -153,7 +161,7 @@ class InstanceWriter:
             raise StorageError(INVALID_SOP_INSTANCE, str(e)) from None
         if not is_valid_uid(self.sop_class_uid):
             # PS3.4 B.2.3: Cxxx, Cannot understand; no other status fits.
-            raise StorageError(CANNOT_UNDERSTAND, f"malformed SOP Class UID {self.sop_class_uid!r:.80}")
+            raise StorageError(CANNOT_UNDERSTAND, f"malformed SOP Class UID {uid_for_log(self.sop_class_uid)}")
         title = calling_ae_title
         try:
             meta = file_meta_bytes(
@@ -312,13 +320,13 @@ class InstanceWriter:
             if _strip_padding(header.sop_class_uid) != self.sop_class_uid:
                 raise StorageError(
                     DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                    f"data set SOP Class UID {header.sop_class_uid[:80]!r}"
+                    f"data set SOP Class UID {uid_for_log(header.sop_class_uid)}"
                     f" is not the command's {self.sop_class_uid!r}",
                 )
             if _strip_padding(header.sop_instance_uid) != self.sop_instance_uid:
                 raise StorageError(
                     DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                    f"data set SOP Instance UID {header.sop_instance_uid[:80]!r}"
+                    f"data set SOP Instance UID {uid_for_log(header.sop_instance_uid)}"
                     f" is not the command's {self.sop_instance_uid!r}",
                 )
 
