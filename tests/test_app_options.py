@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -42,6 +45,34 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.policy.maximum_pdu_length, 65536)
         self.assertEqual(config.max_conns, 50)
         self.assertIsNone(config.policy.sop_classes)
+
+
+class CatalogueOptionTests(SynchronousTestCase):
+    def test_none_by_default(self):
+        self.assertIsNone(config_from_options(parse()).catalogue)
+
+    def test_sqlite_file(self):
+        self.assertEqual(config_from_options(parse("--catalogue", "received.db")).catalogue, "received.db")
+
+    def test_sqlite_loaded_only_with_the_flag(self):
+        """Without --catalogue, the server's start-up loads neither sqlite3 nor the catalogue's modules."""
+        probe = (
+            "import sys\n"
+            "from twisted.internet.testing import MemoryReactorClock\n"
+            "from radx.app.options import ScpOptions\n"
+            "from radx.app.tap import ScpService\n"
+            "options = ScpOptions()\n"
+            "options.parseOptions(sys.argv[1:])\n"
+            "ScpService(options, MemoryReactorClock())\n"
+            "print(sorted(m for m in ('sqlite3', 'radx.catalogue.database') if m in sys.modules))\n"
+        )
+        for arguments, loaded in (([], "[]"), (["--catalogue", "x.db"], "['radx.catalogue.database', 'sqlite3']")):
+            done = subprocess.run([sys.executable, "-c", probe, *arguments], capture_output=True, text=True, timeout=60)
+            self.assertEqual((done.stdout.strip(), done.returncode), (loaded, 0), done.stderr)
+
+    def test_url_refused(self):
+        error = self.assertRaises(usage.UsageError, parse, "--catalogue", "postgresql://radx@db/radx")
+        self.assertIn("--catalogue: postgresql:// catalogues are not supported", str(error))
 
 
 class ReferenceExamplesTests(SynchronousTestCase):

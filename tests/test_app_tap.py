@@ -386,6 +386,17 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual((port, interface), (4105, "::1"))
         self.assertStops(reactor, service)
 
+    def test_statistics_with_catalogue_failures(self):
+        """With --catalogue, the statistics line counts the instances stored but not recorded."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = tap.ScpService(parse("--catalogue", self.mktemp()), MemoryReactorClock())
+        service.factory.stats.catalogue_failures = 3
+        service.log_statistics()
+        [line] = [formatEvent(e) for e in events if "Server statistics" in e.get("log_format", "")]
+        self.assertEqual(line, "Server statistics echo_count=0 store_count=0 store_failures=0 catalogue_failures=3")
+
     def test_statistics_every_interval(self):
         events = []
         globalLogPublisher.addObserver(events.append)

@@ -93,6 +93,23 @@ class RecordTests(CatalogueTestCase):
         rows = self.read_only().query("SELECT calling_ae_title, peer, received_at FROM dicom_metadata", 10)
         self.assertEqual(rows.rows, [("MODALITY", "127.0.0.1:4242", "2026-01-02T03:04:05Z")])
 
+    def test_busy_then_free(self):
+        """A write refused while another connection holds the lock leaves no transaction behind: the next one is recorded."""
+        catalogue = SQLiteCatalogue.open(self.path, busy_timeout_ms=0)
+        self.addCleanup(catalogue.close)
+        catalogue.record(row("/a/0.dcm"))
+        locker = sqlite3.connect(self.path)
+        self.addCleanup(locker.close)
+        locker.execute("BEGIN EXCLUSIVE")
+        error = self.assertRaises(sqlite3.OperationalError, catalogue.record, row("/a/1.dcm"))
+        self.assertIn("locked", str(error))
+        self.assertFalse(catalogue.connection.in_transaction)
+        locker.execute("INSERT INTO dicom_metadata (file_path) VALUES ('/a/other.dcm')")
+        locker.commit()
+        catalogue.record(row("/a/2.dcm"))
+        rows = self.read_only().query("SELECT file_path FROM dicom_metadata ORDER BY file_path", 10)
+        self.assertEqual(rows.rows, [("/a/0.dcm",), ("/a/2.dcm",), ("/a/other.dcm",)])
+
     def test_many_in_batches(self):
         self.patch(self.catalogue, "BATCH", 3)
         self.catalogue.record_many(row(f"/a/{i}.dcm") for i in range(10))

@@ -62,6 +62,21 @@ class IndexTests(SynchronousTestCase):
         self.assertEqual([os.path.basename(p) for p in self.paths()], ["1.dcm", "2.dcm", "4.dcm"])
         self.assertEqual(sorted(self.catalogue.summary().modalities), [("CT", 2), ("MR", 1)])
 
+    def test_files_modified_since_left_to_the_server(self):
+        """modified_before: a file written since (a running server's) is neither read nor forgotten; its row stays as the server wrote it."""
+        index(self.catalogue, self.folder)
+        recorded = os.path.join(self.folder, "study", "2.dcm")
+        self.catalogue.record({"file_path": recorded, "file_name": "2.dcm", "calling_ae_title": "MODALITY"})
+        new = write_instance(os.path.join(self.folder, "study", "4.dcm"), number=4)
+        started = max(os.stat(os.path.join(self.folder, "study", f"{n}.dcm")).st_mtime_ns for n in (1, 3)) + 1
+        for path in (recorded, new):
+            os.utime(path, ns=(started, started + 10**9))
+        result = index(self.catalogue, self.folder, modified_before=started)
+        self.assertEqual((result.added, result.changed, result.removed, result.unchanged), (0, 0, 0, 2))
+        self.assertEqual([os.path.basename(p) for p in self.paths()], ["1.dcm", "2.dcm", "3.dcm"])
+        rows = self.catalogue.select(["calling_ae_title"], "file_name = ?", ["2.dcm"], 10)
+        self.assertEqual(rows.rows, [("MODALITY",)])
+
     def test_a_file_no_longer_dicom(self):
         index(self.catalogue, self.folder)
         with open(os.path.join(self.folder, "study", "1.dcm"), "w") as fp:

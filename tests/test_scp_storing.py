@@ -296,6 +296,24 @@ class DiskTests(SynchronousTestCase):
             self.assertTrue(f.read().endswith(data))
         self.assertEqual(self.files(), [os.path.join(STUDY, SERIES, SOP_INSTANCE + ".dcm")])
 
+    def test_catalogued_in_the_commit_job(self):
+        """The catalogue hears of the file once it is in place, on the threadpool, before the result reaches the reactor."""
+        data = data_set()
+        heard = []
+
+        def catalogue(writer, stored):
+            heard.append((bytes(writer.data_set_head()[0]), writer.data_set_head()[1], os.path.exists(stored.path)))
+            return "the catalogue is locked"
+
+        reception = self.reception(catalogue=catalogue)
+        reception.write(data)
+        finished = reception.finish()
+        self.assertEqual(heard, [])
+        self.assertNoResult(finished)
+        self.pool.run_one()
+        self.assertEqual(heard, [(data, True, True)])
+        self.assertEqual(self.successResultOf(finished).not_catalogued, "the catalogue is locked")
+
     def test_failed_write_leaves_nothing(self):
         class DiskFails(InstanceWriter):
             """The second write meets a disk error."""

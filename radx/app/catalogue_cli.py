@@ -185,10 +185,10 @@ def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None)
 
 def _index(catalogue, options: CatalogueOptions, stdout, progress) -> None:
     from radx.catalogue.indexer import index
+    from radx.catalogue.sqlite import own_files
 
-    database = os.path.abspath(options["database"])
     # The catalogue's own files, should it live in the folder it indexes.
-    skip = {database + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    skip = own_files(options["database"])
     try:
         result = index(catalogue, options["dir"], options["recursive"], options["rebuild"], skip, progress)
     finally:

@@ -91,12 +91,15 @@ def banner(options: ScpOptions) -> str:
 
 
 def shutdown_summary(stats) -> str:
-    return (
+    text = (
         "\n"
         f"  C-ECHO Requests:    {stats.echo_requests}\n"
         f"  C-STORE Requests:   {stats.store_requests}\n"
         f"  Successful Stores:  {stats.stores_succeeded}\n"
     )
+    if stats.catalogue_failures is not None:
+        text += f"  Not Catalogued:     {stats.catalogue_failures}\n"
+    return text
 
 
 class ConsoleObserver:

@@ -107,6 +107,13 @@ def _network(value: str):
         raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR network: {error}") from None
 
 
+def _catalogue(value: str) -> str:
+    """A catalogue radx can open; its modules (and sqlite3) loaded only when the flag is given."""
+    from radx.catalogue.opening import check_target
+
+    return check_target(value)
+
+
 def _named(flag: str, coerce):
     """A coercer whose errors name the flag they are about."""
 
@@ -204,6 +211,7 @@ class ScpOptions(CommandOptions):
         ["dimse-timeout", None, 60.0, "Seconds a PDU may take to arrive, from its first byte to its last (DIMSE: DICOM's message exchange, PS3.7).", _named("dimse-timeout", _seconds)],
         ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _named("drain-timeout", _seconds)],
         ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
+        ["catalogue", None, None, "SQLite file in which each stored instance is recorded, as radx dicom catalogue indexes it.", _named("catalogue", _catalogue)],
         ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
         ["log-format", None, "text", "Log lines as text, or as one JSON object a line (json)."],

@@ -7,9 +7,11 @@ import contextlib
 import errno
 import os
 import sys
+import time
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -67,6 +69,9 @@ def describe_os_error(error: OSError) -> str:
 
 log = Logger(namespace="radx.scp")
 
+# See ScpService.prepare_output_dir.
+FILE_CLOCK_MARGIN_NS = 50_000_000
+
 
 def config_from_options(options: ScpOptions) -> ServerConfig:
     sop_classes = frozenset(options["sop-class"]) or None
@@ -95,6 +100,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         allowed_networks=tuple(options["allow-ip"]) or None,
         file_mode=options["file-mode"],
         dir_mode=options["dir-mode"],
+        catalogue=options["catalogue"],
     )
 
 
@@ -166,6 +172,8 @@ class ScpService(service.MultiService):
         # The TLS port when it is not PORT (--tls-port).
         self.tls_port = None
         self.output_ready = False
+        # The catalogue's catch-up with the output folder, started with the service.
+        self.catching_up: defer.Deferred = defer.succeed(None)
         self._statistics = task.LoopingCall(self.log_statistics)
         self._statistics.clock = reactor
 
@@ -193,6 +201,12 @@ class ScpService(service.MultiService):
         self.output_ready = True
         for name in stale:
             log.warn("Removed a partial file left by an earlier run name={name}", name=name)
+        # Files modified from now on are this run's, which it records
+        # itself. A file's time comes from the kernel's coarse clock, up to
+        # a tick (10 ms at most) behind this one: the margin keeps a file
+        # stored at once from looking older. No file of an earlier run is
+        # that recent: a Python start-up alone takes longer.
+        self.started_ns = time.time_ns() - FILE_CLOCK_MARGIN_NS
 
     def prepare(self) -> None:
         """Listen, then prepare the output folder, or raise StartupError.
@@ -300,6 +314,44 @@ class ScpService(service.MultiService):
         super().startService()
         # The first statistics line comes one interval after start.
         self._statistics.start(self.options["stats-interval"], now=False)
+        if self.factory.catalogue is not None:
+            self.catching_up = self.catch_up()
+
+    def catch_up(self) -> defer.Deferred:
+        """
+        Index, on the storage threadpool, the files an earlier run stored
+        but did not record (its catalogue failed, or it stopped between a
+        rename and the row), and those changed while radx was not running.
+        The reactor goes on meanwhile: associations are served at once.
+        """
+        folder = os.path.abspath(self.config.output_dir)
+        catalogue = self.factory.catalogue
+        d = deferToThreadPool(self.reactor, self.threadpool, catalogue.catch_up, folder, self.started_ns)
+
+        def done(result):
+            if result is None:
+                return
+            counts = {name: getattr(result, name) for name in ("folder", "added", "changed", "removed", "unchanged")}
+            log.info(
+                "Catalogue brought up to date with {folder}: {added} new, {changed} changed,"
+                " {removed} removed, {unchanged} unchanged, {failures} not DICOM or unreadable, in {seconds:.2f} s",
+                failures=len(result.failures),
+                seconds=result.seconds,
+                **counts,
+            )
+
+        def failed(failure):
+            from radx.catalogue.database import CatalogueError
+
+            why = failure.value.message if failure.check(CatalogueError) else str(failure.value)
+            log.warn(
+                "Catalogue not brought up to date with {folder}: {why}; the next start tries again",
+                folder=folder,
+                why=why,
+            )
+
+        d.addCallbacks(done, failed)
+        return d
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -307,17 +359,25 @@ class ScpService(service.MultiService):
         if self._statistics.running:
             self._statistics.stop()
         yield self.close_ports()
+        catalogue = self.factory.catalogue
+        if catalogue is not None:
+            catalogue.stopping = True
         yield self.factory.shut_down()
+        if catalogue is not None and self.threadpool.started:
+            # On a storage thread, once the instances in progress are done
+            # (closing checkpoints the WAL into the database: disk work).
+            yield self.catching_up
+            yield deferToThreadPool(self.reactor, self.threadpool, catalogue.close)
         yield super().stopService()
 
     def log_statistics(self) -> None:
         stats = self.factory.stats
-        log.info(
-            "Server statistics echo_count={echo} store_count={store} store_failures={failures}",
-            echo=stats.echo_requests,
-            store=stats.store_requests,
-            failures=stats.store_failures,
-        )
+        text = "Server statistics echo_count={echo} store_count={store} store_failures={failures}"
+        fields = {"echo": stats.echo_requests, "store": stats.store_requests, "failures": stats.store_failures}
+        if stats.catalogue_failures is not None:
+            text += " catalogue_failures={catalogue_failures}"
+            fields["catalogue_failures"] = stats.catalogue_failures
+        log.info(text, **fields)
 
 
 class _LoggingService(ScpService):

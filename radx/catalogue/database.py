@@ -76,9 +76,13 @@ class Catalogue:
         """
         Record one file: ``row`` maps column names to values (see
         schema.COLUMNS; file_path at least, the others NULL when absent). A
-        row of the same file_path is replaced.
+        row of the same file_path is replaced. One transaction, committed
+        when this returns: a server records each instance so, before its
+        Success.
         """
-        self.record_many([row])
+        values = tuple(row.get(c) for c in COLUMNS)
+        with self._lock:
+            self._write(self.connection.execute, values)
 
     def record_many(self, rows) -> None:
         """Record rows, ``BATCH`` to a transaction."""
@@ -86,8 +90,25 @@ class Catalogue:
         for start in range(0, len(rows), self.BATCH):
             values = [tuple(row.get(c) for c in COLUMNS) for row in rows[start : start + self.BATCH]]
             with self._lock:
-                self.connection.cursor().executemany(self._upsert, values)
-                self.connection.commit()
+                self._write(self.connection.executemany, values)
+
+    def _write(self, execute, values) -> None:
+        """The upsert of ``values`` run by ``execute``, committed; under the lock."""
+        try:
+            execute(self._upsert, values)
+            self.connection.commit()
+        except BaseException:
+            # A transaction left open would keep its old snapshot: in WAL,
+            # every later write on this connection would then fail as
+            # busy, even once the lock is free.
+            self._roll_back()
+            raise
+
+    def _roll_back(self) -> None:
+        try:
+            self.connection.rollback()
+        except Exception:
+            pass  # the connection is unusable; the caller hears of the first error
 
     def remove(self, paths) -> None:
         """Forget the rows of these files."""

@@ -80,7 +80,15 @@ class _NoProgress:
         pass
 
 
-def index(catalogue, folder: str, recursive: bool = True, rebuild: bool = False, skip=frozenset(), progress=None):
+def index(
+    catalogue,
+    folder: str,
+    recursive: bool = True,
+    rebuild: bool = False,
+    skip=frozenset(),
+    progress=None,
+    modified_before: int | None = None,
+):
     """
     Bring the catalogue's rows of the files in ``folder`` up to date.
 
@@ -89,6 +97,9 @@ def index(catalogue, folder: str, recursive: bool = True, rebuild: bool = False,
     are removed: those under ``folder`` at any depth, or, without
     ``recursive``, in ``folder`` itself. ``rebuild`` empties the catalogue
     first. ``progress`` (start(total), advance()) hears of each file read.
+    A file modified at or after ``modified_before`` (nanoseconds since the
+    epoch), if given, is left alone, row and all: a running server's, which
+    it records itself.
     """
     progress = progress or _NoProgress()
     started = time.monotonic()
@@ -105,6 +116,8 @@ def index(catalogue, folder: str, recursive: bool = True, rebuild: bool = False,
     to_read = []
     for path, stat in walk(folder, recursive, skip, result.failures):
         before = known.pop(path, None)
+        if modified_before is not None and stat.st_mtime_ns >= modified_before:
+            continue
         if before == (stat.st_size, stat.st_mtime_ns):
             result.unchanged += 1
         else:

@@ -71,16 +71,8 @@ def read_row(path: str, stat: os.stat_result | None = None) -> dict:
         transfer_syntax = _meta_uid(meta, _META_TRANSFER_SYNTAX_UID)
         if transfer_syntax is None:
             raise NotCatalogued("the file meta has no Transfer Syntax UID (0002,0010)")
-        implicit = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
-        little_endian = transfer_syntax != EXPLICIT_VR_BIG_ENDIAN
-        found = None
-        if transfer_syntax not in DEFLATED_TRANSFER_SYNTAXES:
-            found = scan_elements(
-                memoryview(head)[offset:], implicit, little_endian, _WANTED, _LAST, complete=len(head) < HEAD
-            )
-        if found is not None:
-            row = _decoded(found)
-        else:
+        row = head_values(memoryview(head)[offset:], transfer_syntax, complete=len(head) < HEAD)
+        if row is None:
             row = _read_with_pydicom(fp, offset, transfer_syntax)
     if row["sop_class_uid"] is None:
         row["sop_class_uid"] = _meta_uid(meta, _META_SOP_CLASS_UID)
@@ -92,6 +84,28 @@ def read_row(path: str, stat: os.stat_result | None = None) -> dict:
     row["file_mtime"] = stat.st_mtime_ns
     row["transfer_syntax_uid"] = transfer_syntax
     return row
+
+
+def head_values(data_set_head, transfer_syntax: str, complete: bool) -> dict | None:
+    """
+    The values of the row's ATTRIBUTES columns, read from the first bytes
+    of a data set (no file meta) encoded in ``transfer_syntax``;
+    ``complete`` if they are the whole data set. None where the header
+    scan cannot be sure: pydicom must read the file.
+    """
+    if transfer_syntax in DEFLATED_TRANSFER_SYNTAXES:
+        return None
+    # PS3.5 A.1-A.4: implicit VR little endian, explicit VR big endian,
+    # explicit VR little endian for every other (native or encapsulated).
+    found = scan_elements(
+        data_set_head,
+        transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN,
+        transfer_syntax != EXPLICIT_VR_BIG_ENDIAN,
+        _WANTED,
+        _LAST,
+        complete=complete,
+    )
+    return None if found is None else _decoded(found)
 
 
 def _meta_uid(meta: dict, element: int) -> str | None:

@@ -22,6 +22,12 @@ _DESCRIBING_PRAGMAS = frozenset(
 )
 
 
+def own_files(path: str) -> set[str]:
+    """The absolute paths of a SQLite catalogue's files: the database, its WAL, shared memory and journal."""
+    database = os.path.abspath(path)
+    return {database + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+
+
 def _authorize(action, first, second, database, trigger) -> int:
     if action in _READING:
         return sqlite3.SQLITE_OK
@@ -36,10 +42,14 @@ class SQLiteCatalogue(Catalogue):
     id_column = "id INTEGER PRIMARY KEY"
 
     @classmethod
-    def open(cls, path: str) -> SQLiteCatalogue:
-        """Open the catalogue at ``path`` for writing, creating the file, its table and indexes if need be."""
+    def open(cls, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> SQLiteCatalogue:
+        """
+        Open the catalogue at ``path`` for writing, creating the file, its
+        table and indexes if need be. A write waits ``busy_timeout_ms`` at
+        most for another connection's.
+        """
         try:
-            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+            connection = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, check_same_thread=False)
             # WAL: readers see the last committed state while a writer
             # writes (the mode is stored in the file). NORMAL: a commit is
             # fsynced at checkpoints, not each time; the files it names

@@ -91,6 +91,8 @@ class ServerConfig:
     # --dir-mode): owner-only, since the files hold health information.
     file_mode: int = 0o600
     dir_mode: int = 0o700
+    # The catalogue each stored instance is recorded in (--catalogue), or None.
+    catalogue: str | None = None
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Statistics:
     stores_succeeded: int = 0
     store_failures: int = 0
     associations: int = 0
+    # Instances stored but not recorded in the catalogue; None without one.
+    catalogue_failures: int | None = None
 
 
 class SCPFactory(ServerFactory):
@@ -114,6 +118,14 @@ class SCPFactory(ServerFactory):
         self.reactor = reactor
         self.threadpool = threadpool
         self.stats = Statistics()
+        # Written by the storage threads only (radx.catalogue.received).
+        self.catalogue = None
+        if config.catalogue is not None:
+            # Loaded only with --catalogue: sqlite3 and the catalogue's modules are no start-up cost otherwise.
+            from radx.catalogue.received import ReceivedCatalogue
+
+            self.catalogue = ReceivedCatalogue(config.catalogue)
+            self.stats.catalogue_failures = 0
         # The output folder, opened at the first use and kept open.
         self.tree = OutputTree(config.output_dir, config.dir_mode)
         # Every open connection, those of them that are associations, and
@@ -292,6 +304,35 @@ class SCPFactory(ServerFactory):
         self._stopping_now = True
         if self._drain is not None:
             self._drain.cancel()
+    def cataloguer(self, calling_ae_title: str | None, peer: str):
+        """What records an association's instances from the storage thread (see InstanceReception), or None."""
+        catalogue = self.catalogue
+        if catalogue is None:
+            return None
+
+        def record(writer, stored) -> str | None:
+            head, complete = writer.data_set_head()
+            return catalogue.record(
+                stored.path,
+                head,
+                complete,
+                writer.transfer_syntax_uid,
+                writer.sop_class_uid,
+                writer.sop_instance_uid,
+                calling_ae_title,
+                peer,
+            )
+
+        return record
+
+    def not_catalogued(self, sop_instance_uid: str, why: str) -> None:
+        """An instance stored (and answered Success) that the catalogue has no row of: counted, one line, no patient data."""
+        self.stats.catalogue_failures += 1
+        self.log.warn(
+            "Not recorded in the catalogue sop_instance={uid}: {why}; the file is stored, the next start indexes it",
+            uid=sop_instance_uid,
+            why=why,
+        )
 
     def association_started(self, protocol: AssociationProtocol) -> None:
         self.pending.pop(protocol, None)

@@ -651,6 +651,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             self.factory.threadpool,
             writer_factory,
             backlog=self._backlog,
+            catalogue=self.factory.cataloguer(self.calling_ae_title, self.peer),
         )
         self._store = _PendingStore(request, context, reception)
 
@@ -700,6 +701,8 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             self.log.warn(
                 "{detail} sop_instance={uid}", detail=warning, uid=store.request.affected_sop_instance_uid
             )
+        if stored.not_catalogued is not None:
+            self.factory.not_catalogued(store.request.affected_sop_instance_uid, stored.not_catalogued)
         if stored.replaced:
             self.log.info("Replaced existing file path={path}", path=stored.path)
         if stored.duplicate == "kept":

@@ -91,6 +91,8 @@ class StoredInstance:
     # KEEP: the file found is kept, this one not stored ("kept"); UNIQUE:
     # a file with the same data set is there already ("identical").
     duplicate: str | None = None
+    # Why the catalogue (--catalogue) has no row of it; None if it has, or if there is none.
+    not_catalogued: str | None = None
 
 
 def _strip_padding(uid: str) -> str:
@@ -253,6 +255,10 @@ class InstanceWriter:
             syntax != EXPLICIT_VR_BIG_ENDIAN,
             complete=self._data_set_length == len(self._head),
         )
+
+    def data_set_head(self):
+        """The data set's first bytes, as kept for the header scan, and whether they are the whole of it."""
+        return self._head, self._data_set_length == len(self._head)
 
     def _closed(self) -> StorageError:
         return StorageError(OUT_OF_RESOURCES, "the instance's file is already closed")
