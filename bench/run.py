@@ -75,6 +75,15 @@ def _radx_argv(*extra):
     return argv
 
 
+def _radx_catalogue_argv(port, out):
+    """radx's defaults with --catalogue: a fresh SQLite file beside the output folder, not in it."""
+    database = out + ".db"
+    for name in (database, database + "-wal", database + "-shm"):
+        if os.path.exists(name):
+            os.remove(name)
+    return _radx_argv("--catalogue", database)(port, out)
+
+
 def _storescp_argv(*extra):
     def argv(port, out):
         return [dcmtk("storescp"), *extra, "--output-directory", out, "-aet", AE, "-pdu", str(MAX_PDU), str(port)]
@@ -93,11 +102,36 @@ def _python_env():
     return dict(os.environ)
 
 
+def baseline_receiver(checkout: str) -> Receiver:
+    """radx from another checkout (a git worktree of an earlier commit, say), run beside this one.
+
+    ``-P`` keeps the working directory off ``sys.path`` and ``PYTHONPATH`` puts the checkout
+    first, so the same interpreter and dependencies run the other source: a before/after pair
+    measured in one run, on the same corpus, the same machine and the same minute.
+    """
+    checkout = os.path.abspath(checkout)
+    revision = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip() or os.path.basename(checkout)  # fmt: skip
+    plain = _radx_argv()
+
+    def argv(port, out):
+        command = plain(port, out)
+        return [command[0], "-P", *command[1:]]
+
+    def env():
+        return dict(os.environ, PYTHONPATH=checkout)
+
+    return Receiver("radx-base", f"radx@{revision}", argv, env, signal.SIGINT,
+                    f"radx's defaults, from {checkout} at {revision}", True)  # fmt: skip
+
+
 RECEIVERS = [
     Receiver("radx", "radx", _radx_argv(), _python_env, signal.SIGINT,
              "defaults: fsync of file and folder before Success, bit-preserving, Study/Series/Instance folders", True),
     Receiver("radx-nofsync", "radx (no fsync)", _radx_argv("--fsync=false"), _python_env, signal.SIGINT,
              "--fsync=false: durability as storescp's", True),
+    Receiver("radx-catalogue", "radx --catalogue", _radx_catalogue_argv, _python_env, signal.SIGINT,
+             "defaults and --catalogue: each instance's row committed in SQLite (WAL) before Success", True),
     Receiver("storescp", "storescp", _storescp_argv(), dcmtk_env, signal.SIGTERM,
              "DCMTK, single process (default): one association at a time; no fsync; decodes and re-encodes the data set"),
     Receiver("storescp-fork", "storescp --fork", _storescp_argv("--fork"), dcmtk_env, signal.SIGTERM,
@@ -451,7 +485,8 @@ def _fmt(value, unit: str) -> str:
     return f"{value:.0f}"
 
 
-RATIO_PAIRS = [("radx", "storescp"), ("radx", "storescp-fork"), ("radx", "pynetdicom")]
+RATIO_PAIRS = [("radx", "radx-base"), ("radx-catalogue", "radx"), ("radx", "storescp"), ("radx", "storescp-fork"),
+               ("radx", "pynetdicom")]  # fmt: skip
 RATIO_PAIRS_NOFSYNC = [("radx-nofsync", "storescp"), ("radx-nofsync", "storescp-fork"), ("radx-nofsync", "pynetdicom")]
 
 
@@ -464,7 +499,7 @@ def _ratio(summary_row, a, b):
 
 def table(summary: dict, receivers, scenarios, pairs) -> str:
     """An RST simple table: a column per receiver, a row per scenario, radx's ratios."""
-    labels = {r.key: r.label for r in RECEIVERS}
+    labels = {r.key: r.label for r in [*RECEIVERS, *receivers]}
     header = ["Scenario", "unit"] + [r.label for r in receivers]
     pairs = [(a, b) for a, b in pairs if a in summary_keys(summary) and b in summary_keys(summary)]
     header += [f"{labels[a]}/{labels[b]}".replace("radx (no fsync)", "no-fsync") for a, b in pairs]
@@ -727,6 +762,8 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep what receivers stored")
     parser.add_argument("--awake", action="store_true",
                         help="keep every CPU busy with a SCHED_IDLE loop, so no round trip waits for a halted vCPU to wake")  # fmt: skip
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also run radx from CHECKOUT (e.g. a git worktree of an earlier commit) as 'radx-base'")  # fmt: skip
     parser.add_argument("--no-sync", dest="sync_between_runs", action="store_false",
                         help="skip sync(2) before each run (flushing the previous run's dirty pages)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -737,6 +774,8 @@ def main(argv=None) -> int:
     unknown = set(args.receivers.split(",")) - set(RECEIVER_KEYS) | set(args.scenarios.split(",")) - set(SCENARIO_KEYS)
     if unknown:
         parser.error(f"unknown receiver or scenario: {', '.join(sorted(unknown))}")
+    if args.baseline:
+        receivers.insert(1, baseline_receiver(args.baseline))
 
     os.makedirs(OUT, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

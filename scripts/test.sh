@@ -24,22 +24,32 @@ command -v mount >/dev/null 2>&1 || need="$need mount"
 command -v setpriv >/dev/null 2>&1 || need="$need util-linux"
 [ -z "$need" ] || apt_install $need
 
-# Python packages with pip. An interpreter Debian manages (PEP 668: pip
-# refuses to install into it) gets a virtual environment in .venv instead.
-python=python3
-if python3 -c 'import os, sys, sysconfig
-managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
-sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)'; then
-    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
-        python3 -m venv --clear .venv >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv --clear .venv; }
-    fi
-    python=.venv/bin/python
-elif ! python3 -m pip --version >/dev/null 2>&1; then
-    apt_install python3-pip
+# Python packages with pip, always into the virtual environment .venv
+# (created here), never into the interpreter python3 names: Debian's
+# refuses (PEP 668), and any other (pyenv's, a distribution's) would be
+# changed for everything else that uses it.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    python3 -m venv --clear .venv >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv --clear .venv; }
+fi
+python=.venv/bin/python
+if ! $python -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+    echo "scripts/test.sh: .venv/bin/python is not a virtual environment; remove .venv and run again" >&2
+    exit 1
 fi
 
 # compat mode puts the checkout on sys.path, so twistd finds twisted/plugins/radx_scp.py.
 $python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
+
+# pynetdicom's Python programs are named as DCMTK's (echoscu, storescu,
+# storescp...): with .venv/bin on PATH they would shadow the DCMTK
+# commands the README runs. The tests use pynetdicom as a library only.
+$python -c 'import os, sys
+from importlib.metadata import distribution
+folder = os.path.dirname(sys.executable)
+for entry in distribution("pynetdicom").entry_points:
+    path = os.path.join(folder, entry.name)
+    if entry.group == "console_scripts" and os.path.exists(path):
+        os.remove(path)'
 
 log=$(mktemp)
 status=0

@@ -211,6 +211,16 @@ def data_set_bytes(path) -> bytes:
         return fp.read()
 
 
+def data_set_as_sent(path) -> bytes:
+    """
+    The data set of a small PS3.10 file as a sender puts it on the wire: an
+    odd one (pydicom's deflated image_dfl.dcm) with one trailing NULL byte
+    (PS3.5 A.5).
+    """
+    data = data_set_bytes(path)
+    return data + b"\x00" * (len(data) % 2)
+
+
 def data_set_sha256(path) -> str:
     """The SHA-256 of the data set bytes of a PS3.10 file, read in chunks."""
     digest = hashlib.sha256()

@@ -81,3 +81,30 @@ class ServerTestCase(TestCase):
     def run_tool(self, path: str, *arguments: str, env=None):
         """Run a program; a Deferred of (stdout, stderr, exit code)."""
         return utils.getProcessOutputAndValue(path, arguments, env=env or DCMTK_ENV)
+
+
+def abort_at_c_store(test: TestCase, abort) -> list:
+    """
+    Make the radx server in this process abort an association (A-ABORT) as
+    the C-STORE-RQ arrives for which ``abort(association, request)`` is true:
+    the association's number (1, 2... in the order of their first C-STORE)
+    and the request's on it (1, 2...). The list returned collects each
+    (association, request) aborted.
+    """
+    from radx.scp.protocol import AssociationProtocol
+
+    c_store = AssociationProtocol._c_store
+    numbers: dict = {}
+    aborted: list = []
+
+    def aborting_c_store(protocol, context, request):
+        association = numbers.setdefault(protocol, [len(numbers) + 1, 0])
+        association[1] += 1
+        if abort(*association):
+            aborted.append(tuple(association))
+            protocol._local_abort(f"a test aborts C-STORE {association[1]} of association {association[0]}")
+            return
+        c_store(protocol, context, request)
+
+    test.patch(AssociationProtocol, "_c_store", aborting_c_store)
+    return aborted

@@ -60,6 +60,23 @@ def unprivileged(command: list[str]) -> list[str]:
     return [setpriv, *DROP_PRIVILEGES, *command]
 
 
+def as_nobody(command: list[str]) -> list[str]:
+    """``command`` run as the user nobody (the tests run as root)."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        raise SkipTest("needs root and setpriv (util-linux) to run as nobody")
+    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+
+
+def searchable_by_all(path: str) -> None:
+    """Let other users reach ``path``: trial makes each test's temporary folder 0700."""
+    top = os.path.abspath(os.getcwd())
+    path = os.path.abspath(path)
+    while path.startswith(top + os.sep):
+        os.chmod(path, os.stat(path).st_mode | 0o011)
+        path = os.path.dirname(path)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -76,13 +93,13 @@ def can_bind(port: int) -> bool:
         return True
 
 
-def handles_sigterm(pid: int) -> bool:
-    """Whether ``pid`` has its own SIGTERM handler: the reactor runs (Twisted installs it then)."""
+def handles_signal(pid: int, number: int = signal.SIGTERM) -> bool:
+    """Whether ``pid`` has its own handler for signal ``number`` (SIGTERM's: the reactor runs)."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+                    return bool(int(line.split()[1], 16) & (1 << (number - 1)))
     except OSError:
         pass
     return False
@@ -99,7 +116,7 @@ def wait_until_running(process: subprocess.Popen, timeout: float = START_TIMEOUT
         time.sleep(0.5)
         return
     deadline = time.monotonic() + timeout
-    while not handles_sigterm(process.pid):
+    while not handles_signal(process.pid):
         if process.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"radx's reactor did not start within {timeout}s (exit={process.poll()})")
         time.sleep(0.02)
@@ -496,11 +513,13 @@ class ErrorTests(CliTestCase):
         )
 
     def test_port_already_in_use(self):
+        output_dir = os.path.join(self.folder, "out")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
             taken.bind(("127.0.0.1", self.port))
             taken.listen()
-            done = run_radx(self, "dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", "out")
+            done = run_radx(self, "dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", output_dir)
             self.assertFails(done, "Error: failed to start server: address already in use\n")
+        self.assertFalse(os.path.exists(output_dir), "a bind that failed left a new folder behind")
 
     def test_port_already_in_use_on_all_interfaces(self):
         """Without --bind radx listens on every interface: 127.0.0.1:PORT being taken is enough to fail."""
@@ -527,6 +546,18 @@ class ErrorTests(CliTestCase):
             privileged=False,
         )
         self.assertFails(done, "Error: failed to create output directory: permission denied\n")
+        self.assertTrue(can_bind(self.port), "radx left something listening")
+
+    def test_output_directory_not_writable(self):
+        """An existing folder its user cannot write: refused at start, not at the first C-STORE."""
+        output_dir = os.path.join(self.folder, "root-only")
+        os.makedirs(output_dir, mode=0o700)
+        searchable_by_all(self.folder)
+        done = subprocess.run(
+            as_nobody(radx_command("dicom", "scp", "--bind", "127.0.0.1", str(self.port), "--output-dir", output_dir)),
+            cwd="/", stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=START_TIMEOUT,
+        )
+        self.assertFails(done, "Error: output directory is not writable: permission denied\n")
         self.assertTrue(can_bind(self.port), "radx left something listening")
 
     def assertRefused(self, arguments, *mentions: str) -> str:
@@ -663,6 +694,27 @@ class UsageExampleTests(CliTestCase):
         self.assertStoreWorks(server, ct)
         self.assertEqual(stored_files(output_dir), [expected_path(output_dir, ct)])
         self.assertStopsCleanly(server)
+
+    def test_layout_template(self):
+        """radx dicom scp --layout '{PatientID}/{Modality}/{SOPInstanceUID}.dcm': the banner names it, files follow it."""
+        output_dir = os.path.join(self.folder, "by-patient")
+        template = "{PatientID}/{Modality}/{SOPInstanceUID}.dcm"
+        server = self.example(str(self.port), "--layout", template, "--output-dir", output_dir)
+        self.assertIn(f"  Organization:      Template {template}\n", server.stdout())
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct)
+        data_set = pydicom.dcmread(ct, stop_before_pixels=True)
+        expected = os.path.join(output_dir, data_set.PatientID, data_set.Modality, f"{data_set.SOPInstanceUID}.dcm")
+        self.assertEqual(stored_files(output_dir), [expected])
+        self.assertStopsCleanly(server)
+
+    def test_bad_layout_is_a_usage_error(self):
+        result = subprocess.run(
+            [sys.executable, "-m", "radx", "dicom", "scp", "--layout", "../{SOPInstanceUID}.dcm"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("Error: --layout: '..'", result.stderr)
 
     def test_echo_disabled(self):
         """radx dicom scp --accept-echo=false: storage only."""
@@ -956,7 +1008,6 @@ class ClassicTextTests(SynchronousTestCase):
         events = [
             dict(base, log_format="C-ECHO request received calling_ae={calling_ae} count={count}", calling_ae="A", count=3),
             dict(base, log_format="status=0x{status:04X}", status=0xA700, log_time=now + 1.5),
-            dict(base, log_format="two\nlines"),
             dict(base, log_format="from a system", log_system="-"),
             {"log_format": "no level, no namespace, no time"},
             dict(base, log_format="a failure", log_failure=failure),
@@ -966,6 +1017,57 @@ class ClassicTextTests(SynchronousTestCase):
         ]
         for event in events:
             self.assertEqual(classic_text(event), formatEventAsClassicLogText(event), event)
+
+
+    def test_one_line_whatever_a_peer_sent(self) -> None:
+        """A calling AE title "X\\nINFO: FORGED" forges no line: what is not printable is written as its escape."""
+        import time
+
+        from twisted.logger import LogLevel
+        from twisted.python.failure import Failure
+
+        from radx.app.jsonlog import event_as_json
+        from radx.app.logformat import classic_text, format_event
+
+        base = {"log_time": time.time(), "log_level": LogLevel.info, "log_namespace": "radx.scp.protocol"}
+        event = dict(base, log_format="Association accepted calling_ae={calling_ae}", calling_ae="X\nINFO: FORGED\x1b[2J")
+        self.assertEqual(format_event(event), "Association accepted calling_ae=X\\nINFO: FORGED\\x1b[2J")
+        self.assertEqual(classic_text(event).count("\n"), 1)
+        self.assertTrue(classic_text(event).endswith("calling_ae=X\\nINFO: FORGED\\x1b[2J\n"))
+        self.assertEqual(event_as_json(event).count("\n"), 0)
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failure = Failure()
+        line = classic_text(dict(event, log_failure=failure)).splitlines()[0]
+        self.assertTrue(line.endswith("calling_ae=X\\nINFO: FORGED\\x1b[2J"), line)
+
+
+class LibraryWarningTests(SynchronousTestCase):
+    """A Python warning, as Twisted's log beginner logs it, reaches no log with its text: it may quote patient data."""
+
+    def test_text_withheld_everywhere(self) -> None:
+        import io
+        import json
+        import time
+        import warnings
+
+        from twisted.logger import LogBeginner, LogPublisher
+
+        from radx.app.jsonlog import event_as_json
+        from radx.app.logformat import classic_text, format_event
+
+        events = []
+        beginner = LogBeginner(LogPublisher(events.append), io.StringIO(), type("Stdio", (), {})(), warnings)
+        beginner.showwarning("Invalid value for VR UI: '1.2.3.88\\x10DOE^JANE'", UserWarning, "/x/pydicom/valuerep.py", 443)
+        [event] = events
+        event.setdefault("log_time", time.time())
+        expected = "builtins.UserWarning at /x/pydicom/valuerep.py:443 (its text is not logged: it may quote a data set's values)"
+        self.assertEqual(format_event(event), expected)
+        self.assertTrue(classic_text(event).endswith(expected + "\n"))
+        record = json.loads(event_as_json(event))
+        self.assertEqual(record["message"], expected)
+        self.assertNotIn("DOE", event_as_json(event))
 
 
 class LeanStartupTests(SynchronousTestCase):
@@ -1109,10 +1211,12 @@ class VersionAndHelpTests(SynchronousTestCase):
             self.assertIn(flag, entries, done.stdout)
             self.assertIn(f"default: {default}".lower(), entries[flag].lower(), f"{flag}: {entries[flag]}")
         # And the flags radx adds, each with its default.
-        for flag in ("--bind", "--fsync", "--artim-timeout", "--idle-timeout", "--dimse-timeout",
+        for flag in ("--fsync", "--artim-timeout", "--idle-timeout", "--dimse-timeout",
                      "--drain-timeout", "--threads", "--stats-interval", "--log-level"):
             self.assertIn(flag, entries, done.stdout)
             self.assertIn("[default: ", entries[flag], f"{flag}: {entries[flag]}")
+        # --bind's default is no address: said in words.
+        self.assertIn("(default: all interfaces, IPv4 and IPv6)", entries["--bind"])
         self.assertIn("PORT defaults to 11112", " ".join(done.stdout.split()))
 
     def test_help_names_the_command(self):
@@ -1120,3 +1224,103 @@ class VersionAndHelpTests(SynchronousTestCase):
         done = run_radx(self, "dicom", "scp", "--help")
         self.assertIn("radx dicom scp [PORT] [flags]", done.stdout.splitlines()[0])
 
+
+
+class OneProgramTests(CliTestCase):
+    """`radx`, `radx dicom scp`, `echo` and `store`: the same words, the same exit statuses, everywhere."""
+
+    def assertUsageError(self, done: subprocess.CompletedProcess, first_line: str) -> None:
+        """Exit status 1 (the reference's failure), the error first on stderr, nothing on stdout."""
+        self.assertEqual(done.returncode, 1, done.stdout + done.stderr)
+        self.assertEqual(done.stdout, "")
+        self.assertEqual(done.stderr.splitlines()[0], first_line, done.stderr)
+        self.assertNotIn("Traceback", done.stderr)
+
+    def test_a_value_that_is_not_a_number_says_so(self):
+        self.assertUsageError(
+            run_radx(self, "dicom", "scp", "--max-pdu", "abc"), "Error: --max-pdu: 'abc' is not a whole number"
+        )
+        self.assertUsageError(
+            run_radx(self, "dicom", "store", "--port", "abc", "a.dcm"), "Error: --port: 'abc' is not a whole number"
+        )
+        self.assertUsageError(
+            run_radx(self, "dicom", "echo", "localhost", "--timeout", "soon"),
+            "Error: --timeout: 'soon' is not a number of seconds",
+        )
+
+    def test_a_flag_without_its_value_takes_no_other_flag(self):
+        self.assertUsageError(run_radx(self, "dicom", "scp", "--aet", "--organize=false"), "Error: --aet: needs a value")
+        self.assertUsageError(run_radx(self, "dicom", "scp", "--output-dir"), "Error: --output-dir: needs a value")
+        self.assertUsageError(
+            run_radx(self, "dicom", "echo", "localhost", "--called-ae", "--timeout", "1"),
+            "Error: --called-ae: needs a value",
+        )
+
+    def test_usage_errors_exit_1_in_every_command(self):
+        for command in (["dicom", "scp"], ["dicom", "echo", "localhost"], ["dicom", "store", "a.dcm"]):
+            self.assertUsageError(run_radx(self, *command, "--bogus"), "Error: option --bogus not recognized")
+
+    def test_h_is_help(self):
+        for command in (["dicom", "scp"], ["dicom", "echo"], ["dicom", "store"]):
+            short, long = run_radx(self, *command, "-h"), run_radx(self, *command, "--help")
+            self.assertEqual((short.returncode, short.stderr), (0, ""), short.stderr)
+            self.assertEqual(short.stdout, long.stdout)
+            self.assertIn("-h, --help", short.stdout)
+
+    def test_radx_help_goes_to_stdout(self):
+        for arguments in (["--help"], ["-h"], ["dicom", "--help"], ["dicom", "-h"]):
+            done = run_radx(self, *arguments)
+            self.assertEqual((done.returncode, done.stderr), (0, ""), arguments)
+            self.assertTrue(done.stdout.startswith("Usage: radx dicom scp [PORT] [flags]\n"), done.stdout)
+
+    def test_unknown_command(self):
+        done = run_radx(self, "foo")
+        self.assertUsageError(done, "Error: unknown command 'foo'")
+        self.assertIn("Usage: radx dicom scp [PORT] [flags]", done.stderr)
+        self.assertUsageError(run_radx(self, "dicom", "push"), "Error: unknown command 'dicom push'")
+        nothing = run_radx(self)
+        self.assertEqual((nothing.returncode, nothing.stdout), (1, ""))
+        self.assertTrue(nothing.stderr.startswith("Usage: radx dicom scp [PORT] [flags]\n"), nothing.stderr)
+
+    def test_port_0_shows_the_port_it_got(self):
+        server = self.start("0", "--bind", "127.0.0.1", "--output-dir", "out")
+        [port] = re.findall(r"Listen Address:    127\.0\.0\.1:(\d+)\n", server.stdout())
+        self.assertNotEqual(int(port), 0)
+        self.port = int(port)
+        self.assertEchoWorks(server)
+        self.assertStopsCleanly(server)
+
+    def test_port_flag_is_port(self):
+        server = self.start("--port", str(self.port), "--bind", "127.0.0.1", "--output-dir", "out")
+        self.assertIn(f"Listen Address:    127.0.0.1:{self.port}\n", server.stdout())
+        self.assertEchoWorks(server)
+        self.assertStopsCleanly(server)
+        self.assertUsageError(
+            run_radx(self, "dicom", "scp", "11113", "--port", "11114"), "Error: PORT is 11113 and --port 11114: give one"
+        )
+
+    def test_help_explains_its_terms_and_shows_no_empty_default(self):
+        text = " ".join(run_radx(self, "dicom", "scp", "--help").stdout.split())
+        self.assertNotIn("[default: ]", text)
+        self.assertIn("the ARTIM timer of the DICOM upper layer", text)
+        self.assertIn("DIMSE: DICOM's message exchange", text)
+
+
+class RejectReasonTests(SynchronousTestCase):
+    def test_one_association(self):
+        from twisted.internet.testing import MemoryReactorClock
+
+        from radx.scp.factory import SCPFactory, ServerConfig
+        from radx.ul import negotiation
+        from radx.ul.pdu import AAssociateRJ
+
+        factory = SCPFactory(ServerConfig(output_dir=self.mktemp(), max_conns=1), MemoryReactorClock(), None)
+        factory.active.add(object())
+        reject = AAssociateRJ(
+            negotiation.RESULT_REJECTED_TRANSIENT,
+            negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION,
+            negotiation.REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED,
+        )
+        self.assertEqual(
+            factory.reject_reason(reject), "local limit exceeded: 1 association already open (--max-conns 1)"
+        )

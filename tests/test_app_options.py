@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,7 +33,7 @@ class DefaultsTests(SynchronousTestCase):
                 "organize": True,
                 "accept-echo": True,
                 "sop-class": [],
-                "bind": "",
+                "bind": None,
             },
         )
         self.assertEqual(options["stats-interval"], 30.0)
@@ -42,6 +45,34 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.policy.maximum_pdu_length, 65536)
         self.assertEqual(config.max_conns, 50)
         self.assertIsNone(config.policy.sop_classes)
+
+
+class CatalogueOptionTests(SynchronousTestCase):
+    def test_none_by_default(self):
+        self.assertIsNone(config_from_options(parse()).catalogue)
+
+    def test_sqlite_file(self):
+        self.assertEqual(config_from_options(parse("--catalogue", "received.db")).catalogue, "received.db")
+
+    def test_sqlite_loaded_only_with_the_flag(self):
+        """Without --catalogue, the server's start-up loads neither sqlite3 nor the catalogue's modules."""
+        probe = (
+            "import sys\n"
+            "from twisted.internet.testing import MemoryReactorClock\n"
+            "from radx.app.options import ScpOptions\n"
+            "from radx.app.tap import ScpService\n"
+            "options = ScpOptions()\n"
+            "options.parseOptions(sys.argv[1:])\n"
+            "ScpService(options, MemoryReactorClock())\n"
+            "print(sorted(m for m in ('sqlite3', 'radx.catalogue.database') if m in sys.modules))\n"
+        )
+        for arguments, loaded in (([], "[]"), (["--catalogue", "x.db"], "['radx.catalogue.database', 'sqlite3']")):
+            done = subprocess.run([sys.executable, "-c", probe, *arguments], capture_output=True, text=True, timeout=60)
+            self.assertEqual((done.stdout.strip(), done.returncode), (loaded, 0), done.stderr)
+
+    def test_url_refused(self):
+        error = self.assertRaises(usage.UsageError, parse, "--catalogue", "postgresql://radx@db/radx")
+        self.assertIn("--catalogue: postgresql:// catalogues are not supported", str(error))
 
 
 class ReferenceExamplesTests(SynchronousTestCase):
@@ -83,6 +114,32 @@ class InvalidValuesTests(SynchronousTestCase):
     def assert_refused(self, needle, *arguments):
         error = self.assertRaises(usage.UsageError, parse, *arguments)
         self.assertIn(needle, str(error))
+
+    def test_layout(self):
+        template = "{PatientID}/{StudyDate}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
+        options = parse("--layout", template)
+        self.assertEqual(options["layout"].template, template)
+        self.assertEqual(set(options["layout"].extra_tags), {"PatientID", "StudyDate"})
+        self.assertIs(config_from_options(options).layout, options["layout"])
+
+    def test_organize_is_a_layout(self):
+        """--organize and --organize=false become the two fixed templates, compiled once at start."""
+        self.assertTrue(parse()["layout"].fixed)
+        self.assertTrue(parse("--organize")["layout"].fixed)
+        self.assertIs(parse("--organize=false")["layout"].fixed, False)
+
+    def test_bad_layouts(self):
+        self.assert_refused("--layout: {Nonsense} is not a DICOM keyword", "--layout", "{Nonsense}/{SOPInstanceUID}.dcm")
+        self.assert_refused("--layout: '/data/{SOPInstanceUID}.dcm' is an absolute path", "--layout", "/data/{SOPInstanceUID}.dcm")
+        self.assert_refused("--layout: '..'", "--layout", "../{SOPInstanceUID}.dcm")
+        self.assert_refused("--layout: the file name", "--layout", "{SOPInstanceUID}/x.dcm")
+        self.assert_refused("do not go together", "--organize=false", "--layout", "{SOPInstanceUID}.dcm")
+
+    def test_on_duplicate(self):
+        self.assertEqual(parse()["on-duplicate"], "replace")
+        for policy in ("replace", "keep", "unique", "reject"):
+            self.assertEqual(config_from_options(parse("--on-duplicate", policy)).on_duplicate, policy)
+        self.assert_refused("--on-duplicate: expected one of replace, keep, unique, reject", "--on-duplicate", "skip")
 
     def test_pdu_out_of_range(self):
         self.assert_refused("between 4096 and", "--max-pdu", "100")

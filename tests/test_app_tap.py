@@ -8,6 +8,7 @@ they started if a test stops half-way.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -17,12 +18,14 @@ import time
 from twisted.application.service import IService, MultiService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
+from pydicom.data import get_testdata_file
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app import tap
+from radx.app.heap import release_free_memory
 from radx.app.options import ScpOptions
 from tests.interop import DCMTK_ENV, require_dcmtk
-from tests.test_app_cli import free_port, help_entries, radx_command
+from tests.test_app_cli import as_nobody, free_port, handles_signal, help_entries, radx_command, searchable_by_all
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
@@ -128,7 +131,8 @@ class HelpTests(SynchronousTestCase):
         # Same defaults too, and they are the reference's flags.
         self.assertEqual(twistd_entries, radx_entries)
         self.assertTrue(
-            {"--aet", "--output-dir", "--max-pdu", "--max-conns", "--organize", "--accept-echo", "--sop-class"}
+            {"--aet", "--output-dir", "--max-pdu", "--max-conns", "--organize", "--accept-echo", "--sop-class",
+             "--layout", "--on-duplicate"}
             <= set(twistd_entries)
         )
 
@@ -157,6 +161,64 @@ class ForegroundTests(TwistdTestCase):
         self.assertIn("Server Shut Down.", read(output))
         self.assertFalse(listening(self.port))
 
+    def test_sighup_stops_as_sigterm_does(self):
+        """
+        twistd leaves SIGHUP at the system's default, which ends the process
+        on the spot; radx makes it a graceful stop, and twistd then ends by
+        that signal, as it does after SIGTERM.
+        """
+        process, output = self.foreground("radx-scp", "--bind", "127.0.0.1", "--output-dir", "received", str(self.port))
+        wait_until(
+            lambda: handles_signal(process.pid, signal.SIGHUP) or process.poll() is not None,
+            START_TIMEOUT,
+            "a SIGHUP handler",
+            lambda: read(output),
+        )
+        process.send_signal(signal.SIGHUP)
+        self.assertEqual(process.wait(STOP_TIMEOUT), -signal.SIGHUP, read(output))
+        self.assertIn("Received SIGHUP, shutting down.", read(output))
+        self.assertIn("Server Shut Down.", read(output))
+
+    def as_nobody(self, *arguments: str):
+        """`twistd -n --uid nobody ... radx-scp --bind 127.0.0.1 ARGUMENTS PORT`, from a folder nobody can reach."""
+        as_nobody([])  # needs root and setpriv, as the user switch does
+        searchable_by_all(self.folder)
+        return self.foreground(
+            "--uid", "nobody", "--gid", "nogroup", "--pidfile", "",
+            "radx-scp", "--bind", "127.0.0.1", *arguments, str(self.port),
+        )
+
+    def test_uid_makes_the_output_dir_as_that_user(self):
+        """The folder is made, and checked, after twistd switched user: the files can be written."""
+        data = os.path.join(self.folder, "data")
+        os.makedirs(data)
+        os.chown(data, pwd.getpwnam("nobody").pw_uid, -1)
+        output_dir = os.path.join(data, "received")
+        process, output = self.as_nobody("--output-dir", output_dir)
+        wait_until(
+            lambda: listening(self.port) or process.poll() is not None, START_TIMEOUT, "listening port",
+            lambda: read(output),
+        )
+        self.assertIsNone(process.poll(), read(output))
+        self.assertEqual(os.stat(output_dir).st_uid, pwd.getpwnam("nobody").pw_uid)
+        image = get_testdata_file("CT_small.dcm")
+        done = subprocess.run(
+            [require_dcmtk("storescu"), "-aec", "RADX-SCP", "127.0.0.1", str(self.port), image],
+            env=DCMTK_ENV, capture_output=True, text=True, timeout=30,
+        )
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        wait_until(lambda: "Stored DICOM file" in read(output), 10, "a stored file", lambda: read(output))
+        process.send_signal(signal.SIGTERM)
+        process.wait(STOP_TIMEOUT)
+
+    def test_uid_refuses_an_output_dir_that_user_cannot_write(self):
+        output_dir = os.path.join(self.folder, "root-only")
+        os.makedirs(output_dir, mode=0o700)
+        process, output = self.as_nobody("--output-dir", output_dir)
+        self.assertEqual(process.wait(START_TIMEOUT), 1, read(output))
+        self.assertStartupError(read(output), "output directory is not writable: permission denied")
+        self.assertFalse(listening(self.port))
+
     def test_port_in_use_ends_twistd(self):
         """A port radx cannot listen on ends twistd with a failure, as it ends `radx dicom scp`."""
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
@@ -169,8 +231,21 @@ class ForegroundTests(TwistdTestCase):
                 code = process.wait(5)
             except subprocess.TimeoutExpired:
                 self.fail(f"twistd still runs, listening nowhere\n{read(output)}")
-            self.assertNotEqual(code, 0, read(output))
-            self.assertIn("failed to start server: address already in use", read(output))
+            self.assertEqual(code, 1, read(output))
+            self.assertStartupError(read(output), "failed to start server: address already in use")
+
+    def assertStartupError(self, output: str, message: str) -> None:
+        """One line, the words of `radx dicom scp`: no traceback."""
+        self.assertNotIn("Traceback", output)
+        self.assertEqual([line for line in output.splitlines() if "rror" in line], [f"Error: {message}"], output)
+
+    def test_startup_error_in_one_line(self):
+        with open(os.path.join(self.folder, "a-file"), "w"):
+            pass
+        process, output = self.foreground("radx-scp", "--bind", "127.0.0.1", "--output-dir", "a-file", str(self.port))
+        self.assertEqual(process.wait(START_TIMEOUT), 1, read(output))
+        self.assertStartupError(read(output), "failed to create output directory: not a directory")
+        self.assertFalse(os.path.exists(os.path.join(self.folder, "twistd.pid")), read(output))
 
     def test_port_in_use_fails_the_daemon_start(self):
         """Daemonizing: the parent reports the child's failure and exits non-zero."""
@@ -189,9 +264,18 @@ class ForegroundTests(TwistdTestCase):
                 text=True,
                 timeout=30,
             )
-        self.assertNotEqual(started.returncode, 0)
-        self.assertIn("failed to start server: address already in use", started.stdout + started.stderr)
-        self.assertFalse(os.path.exists(pidfile))
+        self.assertEqual(started.returncode, 1)
+        # twistd's parent prints the daemon's error line in its own words.
+        self.assertEqual(
+            started.stdout + started.stderr,
+            "An error has occurred: b'Error: failed to start server: address already in use'\n"
+            "Please look at log file for more information.\n",
+        )
+        # The daemon removes its PID file after it told the parent.
+        wait_until(lambda: not os.path.exists(pidfile), 10, "PID file removal")
+        log = read(os.path.join(self.folder, "radx.log"))
+        self.assertIn("Error: failed to start server: address already in use", log)
+        self.assertNotIn("Traceback", log)
 
 
 class DaemonTests(TwistdTestCase):
@@ -249,12 +333,29 @@ class MakeServiceTests(SynchronousTestCase):
     """makeService and ScpService, in process, on a memory reactor."""
 
     def test_make_service(self):
-        service = tap.makeService(parse("--aet", "MADE-SCP", "--max-conns", "7", "--output-dir", self.mktemp(), "4104"))
+        service = tap.makeService(
+            parse("--aet", "MADE-SCP", "--max-conns", "7", "--max-pending", "9", "--output-dir", self.mktemp(), "4104")
+        )
         self.assertTrue(IService.providedBy(service))
         self.assertIsInstance(service, MultiService)
         self.assertEqual(service.factory.config.policy.ae_title, "MADE-SCP")
         self.assertEqual(service.factory.config.max_conns, 7)
+        self.assertEqual(service.factory.config.max_pending, 9)
+        self.assertIs(service.factory.release_memory, release_free_memory)
         self.assertFalse(service.running)
+
+    def test_make_service_with_filing_rules(self):
+        """twistd radx-scp --layout ... --on-duplicate keep: the factory files by them."""
+        template = "{PatientID}/{SOPInstanceUID}.dcm"
+        service = tap.makeService(parse("--layout", template, "--on-duplicate", "keep", "--output-dir", self.mktemp()))
+        self.assertEqual(service.factory.config.layout.template, template)
+        self.assertEqual(service.factory.config.on_duplicate, "keep")
+
+    def test_accept_any_called_aet(self):
+        """Off by default: the called AE title is checked; the flag reaches the negotiation policy."""
+        for arguments, expected in (((), False), (("--accept-any-called-aet",), True)):
+            service = tap.makeService(parse("--output-dir", self.mktemp(), *arguments))
+            self.assertIs(service.factory.config.policy.accept_any_called_ae_title, expected)
 
     def start(self, *arguments: str):
         reactor = MemoryReactorClock()
@@ -284,6 +385,17 @@ class MakeServiceTests(SynchronousTestCase):
         [(port, _, _, interface)] = reactor.tcpServers
         self.assertEqual((port, interface), (4105, "::1"))
         self.assertStops(reactor, service)
+
+    def test_statistics_with_catalogue_failures(self):
+        """With --catalogue, the statistics line counts the instances stored but not recorded."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = tap.ScpService(parse("--catalogue", self.mktemp()), MemoryReactorClock())
+        service.factory.stats.catalogue_failures = 3
+        service.log_statistics()
+        [line] = [formatEvent(e) for e in events if "Server statistics" in e.get("log_format", "")]
+        self.assertEqual(line, "Server statistics echo_count=0 store_count=0 store_failures=0 catalogue_failures=3")
 
     def test_statistics_every_interval(self):
         events = []

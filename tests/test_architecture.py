@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import radx
 
 ROOT = pathlib.Path(radx.__file__).parent
-PURE_PACKAGES = ("ul", "dimse", "storage")
+PURE_PACKAGES = ("ul", "dimse", "storage", "catalogue")
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:

@@ -23,6 +23,14 @@ class FragmentingTests(SynchronousTestCase):
         self.assertEqual(fragment_size(16384), 16378)
         self.assertEqual(fragment_size(0), UNLIMITED_FRAGMENT)
 
+    def test_fragments_are_even_whatever_the_peers_maximum(self):
+        """PS3.5 7.1.1: an odd Maximum Length (16383) still gets even fragments."""
+        self.assertEqual(fragment_size(16383), 16376)
+        for maximum in (4097, 4098, 16383):
+            pdus = message_pdus(1, bytes(20_000), maximum, command=False)
+            self.assertEqual([len(p.items[0].data) % 2 for p in pdus], [0] * len(pdus))
+            self.assertTrue(all(len(p.encode()) - 6 <= maximum for p in pdus))
+
     def test_every_pdu_fits_and_only_the_last_is_last(self):
         data = bytes(range(256)) * 100
         pdus = message_pdus(3, data, 4096, command=False)

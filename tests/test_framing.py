@@ -6,7 +6,7 @@ import struct
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.ul.framing import PDUReader
+from radx.ul.framing import MAXIMUM_ASSOCIATE_LENGTH, PDUReader
 from radx.ul.pdu import (
     AAbort,
     AAssociateRQ,
@@ -17,6 +17,8 @@ from radx.ul.pdu import (
     PDUDecodeError,
     PresentationContextItemRQ,
     PresentationDataValueItem,
+    UserIdentityRQSubItem,
+    UserInformationItem,
 )
 
 RELEASE_RQ = bytes.fromhex("05 00 00000004 00000000")
@@ -96,7 +98,39 @@ class LengthTests(SynchronousTestCase):
             with self.assertRaises(PDUDecodeError) as caught:
                 PDUReader().feed(header(pdu_type, 0xFFFFFFFF))
             self.assertEqual(caught.exception.reason, INVALID)
-            self.assertIn(str(1 << 20), caught.exception.message)
+            self.assertIn(str(MAXIMUM_ASSOCIATE_LENGTH), caught.exception.message)
+
+    def test_associate_rq_declaring_1_mib_is_refused_from_its_header(self) -> None:
+        """What is buffered before an association is bounded by what a real A-ASSOCIATE-RQ needs."""
+        with self.assertRaises(PDUDecodeError) as caught:
+            PDUReader().feed(header(0x01, 1 << 20))
+        self.assertEqual(caught.exception.reason, INVALID)
+        self.assertEqual(
+            caught.exception.message,
+            "A-ASSOCIATE-RQ declares PDU-length 1048576, over the limit for A-ASSOCIATE PDUs of 131072",
+        )
+        with self.assertRaises(PDUDecodeError):
+            PDUReader().feed(header(0x01, MAXIMUM_ASSOCIATE_LENGTH + 1))
+        reader = PDUReader()
+        self.assertEqual(reader.feed(header(0x01, MAXIMUM_ASSOCIATE_LENGTH)), [])
+        self.assertEqual(reader.buffered, 6)
+
+    def test_largest_request_the_bound_is_chosen_for(self) -> None:
+        """128 contexts of seven 64-character UIDs and the largest User Information Item (PS3.8 9.3.2)."""
+        uid = "1.2.840.10008." + "1" * 50
+        contexts = tuple(PresentationContextItemRQ(2 * i + 1, uid, (uid,) * 6) for i in range(128))
+        # Item-length 65535: the sub-item's header (4), type and flag (2), two field lengths (4), the field.
+        identity = UserIdentityRQSubItem(2, False, b"u" * 65525, b"")
+        rq = AAssociateRQ(
+            "ANY-SCP",
+            "STORESCU",
+            application_context_name=uid,
+            presentation_contexts=contexts,
+            user_information=UserInformationItem((identity,)),
+        )
+        raw = rq.encode()
+        self.assertGreater(len(raw), 127_000)
+        self.assertEqual(PDUReader().feed(raw), [rq])
 
     def test_fixed_length_pdus_checked_from_header(self) -> None:
         """A-ASSOCIATE-RJ, A-RELEASE-RQ/RP and A-ABORT must declare 4 (PS3.8 9.3.4, 9.3.6-9.3.8)."""

@@ -196,7 +196,7 @@ class Sta2Tests(SynchronousTestCase):
         transition = machine.handle(Event.EVT19, reason=1, message="garbage")
         self.assertEqual(
             transition.effects,
-            [fsm.SendPDU(AAbort(0, 0)), fsm.StartARTIM(), fsm.ProviderAbortIndication("garbage")],
+            [fsm.SendPDU(AAbort(0, 0)), fsm.StartARTIM(), fsm.ProviderAbortIndication("garbage", peer_violation=True)],
         )
         self.assertIs(machine.state, State.STA13)
 

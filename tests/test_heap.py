@@ -8,7 +8,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.app.heap import keep_large_buffers_in_heap
+from radx.app.heap import keep_large_buffers_in_heap, release_free_memory
 
 # After SETUP, page faults per round of the receiver's pattern: a read that
 # gets less than it asked for (the bytes object shrunk to that), the last
@@ -56,7 +56,7 @@ class KeepLargeBuffersInHeapTests(SynchronousTestCase):
         self.assertEqual(keep_large_buffers_in_heap(), platform.libc_ver()[0] == "glibc")
 
     def test_reads_reuse_memory(self) -> None:
-        setup = "from radx.app.heap import keep_large_buffers_in_heap; keep_large_buffers_in_heap()"
+        setup = "from radx.app.heap import keep_large_buffers_in_heap, release_free_memory; keep_large_buffers_in_heap()"
         self.assertLess(faults_per_read(setup), self.BOUND)
 
     def test_every_radx_command(self) -> None:
@@ -71,3 +71,52 @@ class KeepLargeBuffersInHeapTests(SynchronousTestCase):
             "options = ScpOptions(); options.parseOptions([]); tap.makeService(options)"
         )
         self.assertLess(faults_per_read(setup), self.BOUND)
+
+
+# Many connections' buffers from the heap, each followed by a small block
+# that stays (as a connection's longer-lived objects do), then the buffers
+# freed: holes free() cannot give back. Prints VmRSS in KiB before and
+# after the call given.
+_HOLES = """if True:
+    import ctypes
+    from radx.app.heap import keep_large_buffers_in_heap, release_free_memory
+    keep_large_buffers_in_heap()
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = (ctypes.c_void_p,)
+    def rss():
+        with open("/proc/self/status") as fp:
+            return next(int(line.split()[1]) for line in fp if line.startswith("VmRSS:"))
+    buffers, kept = [], []
+    for _ in range(256):
+        block = libc.malloc(128 * 1024)
+        ctypes.memset(block, 1, 128 * 1024)
+        buffers.append(block)
+        kept.append(libc.malloc(4096))
+    for block in buffers:
+        libc.free(block)
+    before = rss()
+    {call}
+    print(before, rss())
+"""
+
+
+class ReleaseFreeMemoryTests(SynchronousTestCase):
+    def test_takes_effect_with_glibc(self) -> None:
+        self.assertEqual(release_free_memory(), platform.libc_ver()[0] == "glibc")
+
+    def test_holes_in_the_heap_go_back(self) -> None:
+        """32 MiB freed below memory in use: free() keeps it resident, release_free_memory does not."""
+        if platform.libc_ver()[0] != "glibc":
+            self.assertFalse(release_free_memory())  # another C library: nothing to do
+            return
+        results = {}
+        for call in ("pass", "release_free_memory()"):
+            done = subprocess.run(
+                [sys.executable, "-c", _HOLES.format(call=call)], capture_output=True, text=True, timeout=60
+            )
+            self.assertEqual(done.returncode, 0, done.stderr)
+            before, after = map(int, done.stdout.split())
+            results[call] = before - after
+        self.assertLess(results["pass"], 4 * 1024)
+        self.assertGreater(results["release_free_memory()"], 24 * 1024)

@@ -56,6 +56,25 @@ class EchoscuTests(ServerTestCase):
         self.assertEqual(self.factory.stats.echo_requests, 0)
 
     @defer.inlineCallbacks
+    def test_dcmtk_default_called_ae_title_is_rejected(self):
+        """echoscu without -aec calls ANY-SCP: by default not radx's title."""
+        self.start_server()
+        out, err, code = yield self.run_tool(self.echoscu, "127.0.0.1", str(self.port))
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"Called AE Title Not Recognized", out + err)
+
+    @defer.inlineCallbacks
+    def test_dcmtk_default_called_ae_title_with_accept_any(self):
+        """--accept-any-called-aet: echoscu's default ANY-SCP is accepted."""
+        from radx.ul.negotiation import AcceptorPolicy
+
+        self.start_server(self.server_config(policy=AcceptorPolicy(accept_any_called_ae_title=True)))
+        out, err, code = yield self.run_tool(self.echoscu, "-v", "127.0.0.1", str(self.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"Received Echo Response (Success)", out + err)
+        self.assertEqual(self.factory.stats.echo_requests, 1)
+
+    @defer.inlineCallbacks
     def test_abort_instead_of_release(self):
         self.start_server()
         out, err, code = yield self.run_tool(

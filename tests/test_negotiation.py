@@ -53,9 +53,38 @@ class RejectTests(SynchronousTestCase):
         self.assertIsNone(result.accept)
         self.assertIn("WRONG-AE", result.reason)
 
+    def test_control_characters_in_an_ae_title(self):
+        """PS3.5 6.2: no control characters, no backslash in an AE; the calling one is not recognized (3), the called one (7)."""
+        for calling, called, reason in (
+            ("X\nINFO: FORGED", "RADX-SCP", 3),
+            ("A\\B", "RADX-SCP", 3),
+            ("MODALITY", "RADX\x1bSCP", 7),
+        ):
+            rq = request(context(1, CT), called=called)
+            rq = AAssociateRQ(called, calling, rq.presentation_contexts, rq.user_information)
+            result = negotiate(rq, AcceptorPolicy())
+            self.assertEqual(result.reject, AAssociateRJ(1, 1, reason), calling)
+            self.assertTrue(result.reason.isprintable(), result.reason)
+
     def test_ae_title_is_our_own(self):
         result = negotiate(request(context(1, CT), called="ARCHIVE"), AcceptorPolicy(ae_title="ARCHIVE"))
         self.assertIsNotNone(result.accept)
+
+    def test_any_called_ae_title_when_asked(self):
+        """--accept-any-called-aet: DCMTK's default ANY-SCP is accepted, and the AC names the title called."""
+        policy = AcceptorPolicy(accept_any_called_ae_title=True)
+        result = negotiate(request(context(1, CT), called="ANY-SCP"), policy)
+        self.assertIsNone(result.reject)
+        self.assertEqual(result.accept.called_ae_title, "ANY-SCP")
+        # Still an AE title: PS3.5 6.2.
+        result = negotiate(request(context(1, CT), called="ANY\nSCP"), policy)
+        self.assertEqual(result.reject, AAssociateRJ(1, 1, 7))
+
+    def test_no_presentation_context(self):
+        """PS3.8 9.3.2: one or more presentation contexts; none is rejected (permanent, service-user, no reason given)."""
+        result = negotiate(request(), AcceptorPolicy())
+        self.assertEqual(result.reject, AAssociateRJ(1, 1, 1))
+        self.assertIn("no presentation context", result.reason)
 
     def test_application_context(self):
         result = negotiate(
@@ -88,6 +117,11 @@ class PresentationContextTests(SynchronousTestCase):
             self.results(rq),
             [(1, 0, JPEG_BASELINE), (3, 3, ""), (5, 4, ""), (7, 0, IMPLICIT)],
         )
+
+    def test_abstract_syntax_that_is_no_uid(self):
+        """PS3.8 9.3.2.2.1, PS3.5 9.1: 65 digits name no SOP class, private or not: not supported (3)."""
+        rq = request(context(1, "1." + "2" * 63), context(3, "1.2.3.x"), context(5, CT))
+        self.assertEqual(self.results(rq), [(1, 3, ""), (3, 3, ""), (5, 0, IMPLICIT)])
 
     def test_first_proposed_transfer_syntax_wins(self):
         rq = request(context(1, CT, EXPLICIT, IMPLICIT))

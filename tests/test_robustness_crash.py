@@ -17,7 +17,8 @@ import signal
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.ul.pdu import AAbort
+from radx.dimse.commands import decode_command
+from radx.ul.pdu import AAbort, PDataTF
 from tests import dicomfiles
 from tests.test_robustness_limits import (
     MIB,
@@ -246,3 +247,56 @@ class DrainAbortTests(SynchronousTestCase):
         told = what_the_peer_was_told(stalled)
         self.assertIsInstance(told, AAbort, f"the stalled peer was told: {told}")
 
+
+
+class SignalTests(SynchronousTestCase):
+    """SIGHUP (a terminal that closes) drains as SIGTERM does; a second signal stops at once."""
+
+    def stalled_server(self, *flags: str):
+        scratch = make_scratch(self)
+        self.source = dicomfiles.write_large_multiframe(os.path.join(scratch, "stall.dcm"), 16 * MIB, seed=722)
+        server = ServerProcess(
+            self, os.path.join(scratch, "received"), *flags, log_path=os.path.join(scratch, "server.log")
+        )
+        return server, stall_in_a_data_set(self, server, self.source)
+
+    def test_sighup_drains(self):
+        """
+        SIGHUP in the middle of a data set: the server drains, so the rest of
+        the data set still arrives, is stored and answered with Success, and
+        the server exits 0 with its shutdown block.
+        """
+        server, peer = self.stalled_server("--drain-timeout", "60")
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_text("Server shutting down...", 10)
+        server.wait_for_text("for 1 association(s) to finish their operations", 10)
+        _, data = store_pdus(self.source)
+        peer.send(b"".join(data[(3 * MIB) // 16384 :]))
+        response = decode_command(peer.expect(PDataTF, timeout=30).items[0].data)
+        self.assertEqual(response.status, 0, server.text())
+        code = server.process.wait(30)
+        text = server.text()
+        self.assertEqual(code, 0, text)
+        self.assertEqual(shutdown_counts(text), (0, 1, 1))
+        self.assertEqual(incoming_files(server.output_dir), {})
+
+    def test_second_signal_stops_now(self):
+        """
+        A second Ctrl+C while an association is still receiving: the server
+        sends it an A-ABORT, discards the partial instance and exits 0 at
+        once, without waiting out --drain-timeout or failing to stop the
+        reactor twice.
+        """
+        server, peer = self.stalled_server("--drain-timeout", "600")
+        server.process.send_signal(signal.SIGINT)
+        server.wait_for_text("for 1 association(s) to finish their operations", 10)
+        code, _ = server.stop(signal.SIGINT, timeout=30)
+        text = server.text()
+        self.assertEqual(code, 0, text)
+        self.assertIn("Stopping now: aborting 1 association(s) still open", text)
+        self.assertNotIn("CRITICAL", text)
+        self.assertNotIn("Traceback", text)
+        self.assertEqual(shutdown_counts(text), (0, 1, 0))
+        self.assertEqual(incoming_files(server.output_dir), {})
+        told = what_the_peer_was_told(peer)
+        self.assertIsInstance(told, AAbort, f"the peer was told: {told}")

@@ -533,15 +533,16 @@ class LimitTests(SynchronousTestCase):
     def test_500_idle_connections_do_not_stop_storing(self):
         """
         500 TCP connections that never send a byte are all accepted (the
-        server runs with 1024 file descriptors) and do not count against
-        --max-conns 10: ten storescu associations at once store all their
-        files; exactly ten associations are admitted beside them, the
-        eleventh rejected; the 500 are still open afterwards.
+        server runs with 1024 file descriptors, and --max-pending 600 over
+        its default of 256) and do not count against --max-conns 10: ten
+        storescu associations at once store all their files; exactly ten
+        associations are admitted beside them, the eleventh rejected; the
+        500 are still open afterwards.
         """
         idle_count = 500
         raise_own_fd_limit(self, idle_count + 200)
         server = ServerProcess(
-            self, self.output, "--artim-timeout", "300",
+            self, self.output, "--artim-timeout", "300", "--max-pending", "600",
             log_path=os.path.join(self.scratch, "server.log"), open_files=1024,
         )
         with open(f"/proc/{server.pid}/limits") as limits:

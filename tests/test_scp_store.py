@@ -13,6 +13,7 @@ from radx.scp.factory import ServerConfig
 from radx.storage.part10 import data_set_offset
 from radx.storage.store import INCOMING
 from radx.testing import ScpHarness, SteppedThreadPool, associate_rq, store_rq_bytes
+from radx.ul.framing import PDUReader
 from radx.ul.fsm import State
 from radx.ul.pdu import (
     AAbort,
@@ -87,6 +88,25 @@ class StoreTests(SynchronousTestCase):
         self.assertIn(f"Stored DICOM file path={self.stored_path()}", messages)
         self.assertEqual(self.incoming(), [])
 
+    def test_odd_length_data_set_is_stored_as_it_arrived(self):
+        """
+        pydicom's image_dfl.dcm, a 4303-byte deflated data set, from a sender
+        that does not add PS3.5 A.5's trailing NULL byte, and from one that
+        does: both accepted, each stored bit for bit as it arrived.
+        """
+        secondary_capture, deflated = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.1.2.1.99"
+        instance = "1.3.6.1.4.1.5962.1.1.0.0.0.977067309.6001.0"
+        data = data_set_of(get_testdata_file("image_dfl.dcm"))
+        self.assertEqual(len(data), 4303)
+        for data_set in (data, data + b"\x00"):
+            output = self.mktemp()
+            harness = ScpHarness(ServerConfig(output_dir=output, fsync=False, organize=False))
+            harness.send(associate_rq(contexts=[(1, secondary_capture, (deflated,))]).encode())
+            self.assertIsInstance(harness.received_pdus()[0], AAssociateAC)
+            harness.send(store_rq_bytes(data_set, secondary_capture, instance))
+            self.assertEqual([r.status for r in responses(harness)], [0])
+            self.assertEqual(data_set_of(os.path.join(output, instance + ".dcm")), data_set)
+
     def test_sop_class_must_match_its_context(self):
         """PS3.4 B.2.3: an MR on a context negotiated for CT is refused (0122), nothing stored."""
         harness = self.harness()
@@ -134,6 +154,29 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(response.status, 0x0117)
         self.assertEqual(os.listdir(self.output), [])
 
+    def test_no_patient_data_in_the_log(self):
+        """(0008,0018)'s length swallows the patient's name: the log shows that value by its length only."""
+        import struct
+
+        def element(group, number, vr, value):
+            return struct.pack("<HH2sH", group, number, vr, len(value)) + value
+
+        name = element(0x0010, 0x0010, b"PN", b"DOE^JANE")
+        data_set = (
+            element(0x0008, 0x0016, b"UI", CT.encode() + b"\0")
+            + struct.pack("<HH2sH", 0x0008, 0x0018, b"UI", 10 + len(name))
+            + b"1.2.3.88\0\0"
+            + name
+        )
+        harness = self.harness()
+        harness.send(store_rq_bytes(data_set, CT, "1.2.3.88"))
+        [response] = responses(harness)
+        self.assertEqual(response.status, 0xA900)
+        messages = self.log.messages()
+        self.assertTrue(any("<26 characters, not a UID>" in m for m in messages), messages)
+        self.assertFalse([m for m in messages if "DOE" in m])
+        self.assertNotIn("DOE", response.error_comment)
+
     def test_unreadable_data_set(self):
         harness = self.harness()
         harness.send(store_rq_bytes(b"\x01\x02" * 100, CT, "1.2.3.4"))
@@ -170,6 +213,27 @@ class StoreTests(SynchronousTestCase):
         pdus = harness.received_pdus()
         self.assertEqual(decode_command(bytes(pdus[0].items[0].data)).status, 0)
         self.assertEqual(pdus[1:], [AReleaseRP()])
+
+    def test_release_in_the_middle_of_a_data_set(self):
+        """PS3.8 7.2.2: the rest of the data set cannot come after A-RELEASE-RQ; released at once, nothing stored."""
+        pool = SteppedThreadPool()
+        harness = self.harness(threadpool=pool)
+        data = store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE, maximum_length=4096)
+        # Whole PDUs, cut before the data set's last fragment.
+        pdus = PDUReader(maximum_pdata_length=0).feed(data)
+        harness.send(b"".join(p.encode() for p in pdus[: len(pdus) // 2]))
+        pool.run_all()
+        harness.send(AReleaseRQ().encode())
+        self.assertEqual(harness.received_pdus(), [AReleaseRP()])
+        self.assertIs(harness.protocol.machine.state, State.STA13)
+        pool.run_all()
+        self.assertFalse(os.path.exists(self.stored_path()))
+        self.assertEqual(self.incoming(), [])
+        self.assertEqual(harness.factory.stats.store_failures, 1)
+        [line] = [e for e in self.log.events if "A-RELEASE-RQ in the middle" in e.get("log_format", "")]
+        self.assertEqual(line["log_level"].name, "warn")
+        harness.disconnect()
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
 
     def test_success_only_after_the_file_is_in_place(self):
         pool = SteppedThreadPool()

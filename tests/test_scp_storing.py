@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from radx.scp.storing import Backlog, InstanceReception
 from radx.testing import SteppedThreadPool, ThreadlessReactor
 from radx.storage.store import INCOMING, InstanceWriter, StorageError, StoredInstance
+from radx.storage.tree import OutputTree
 from tests.test_storage_store import EXPLICIT_LE, SOP_CLASS, SOP_INSTANCE, SERIES, STUDY, data_set
 
 
@@ -257,7 +258,7 @@ class DiskTests(SynchronousTestCase):
     def writer_factory(self, writer_class=InstanceWriter):
         return partial(
             writer_class,
-            self.output,
+            OutputTree(self.output),
             sop_class_uid=SOP_CLASS,
             sop_instance_uid=SOP_INSTANCE,
             transfer_syntax_uid=EXPLICIT_LE,
@@ -294,6 +295,41 @@ class DiskTests(SynchronousTestCase):
         with open(stored.path, "rb") as f:
             self.assertTrue(f.read().endswith(data))
         self.assertEqual(self.files(), [os.path.join(STUDY, SERIES, SOP_INSTANCE + ".dcm")])
+
+    def test_catalogued_in_the_commit_job(self):
+        """The catalogue hears of the file once it is in place, on the threadpool, before the result reaches the reactor."""
+        data = data_set()
+        heard = []
+
+        def catalogue(writer, stored):
+            heard.append((bytes(writer.data_set_head()[0]), writer.data_set_head()[1], os.path.exists(stored.path)))
+            return "the catalogue is locked"
+
+        reception = self.reception(catalogue=catalogue)
+        reception.write(data)
+        finished = reception.finish()
+        self.assertEqual(heard, [])
+        self.assertNoResult(finished)
+        self.pool.run_one()
+        self.assertEqual(heard, [(data, True, True)])
+        self.assertEqual(self.successResultOf(finished).not_catalogued, "the catalogue is locked")
+
+    def test_duplicate_not_stored_is_not_catalogued(self):
+        """--on-duplicate keep: the catalogue hears of the file stored, not of the instance kept out, whose file it is not."""
+        heard = []
+
+        def catalogue(writer, stored):
+            heard.append(stored.path)
+
+        for pixels in (b"\x01\x00", b"\x02\x00"):
+            reception = self.reception(partial(InstanceWriter, on_duplicate="keep"), catalogue=catalogue)
+            reception.write(data_set(pixels=pixels * 8))
+            finished = reception.finish()
+            self.pool.run_all()
+            stored = self.successResultOf(finished)
+        self.assertEqual(stored.duplicate, "kept")
+        self.assertIsNone(stored.not_catalogued)
+        self.assertEqual(heard, [stored.path])
 
     def test_failed_write_leaves_nothing(self):
         class DiskFails(InstanceWriter):

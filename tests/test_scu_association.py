@@ -204,7 +204,7 @@ class AssociationTests(RequestorTestsMixin, SynchronousTestCase):
         self.endpoint.refuse = True
         request, d = self.associate()
         failure = self.failureResultOf(d, AssociationAborted)
-        self.assertTrue(failure.value.message.startswith("Cannot connect: Connection was refused"), failure.value.message)
+        self.assertTrue(failure.value.message.startswith("Cannot connect: connection refused"), failure.value.message)
         self.assertClean()
 
     def test_no_connection_times_out(self):
@@ -288,6 +288,24 @@ class StoreTests(RequestorTestsMixin, SynchronousTestCase):
         self.assertEqual(sent, [10000])  # read and written at once: one stretch of fragments
         peer.send(response_bytes(CStoreRSP(1, 0xB000, CT, "1.2.3.4")))
         self.assertEqual(self.successResultOf(answered).status, 0xB000)
+
+    def test_every_value_sent_is_even_whatever_the_file(self):
+        """
+        PS3.5 7.1.1 and A.5: each PDV radx sends is even; an odd data set (a
+        deflated one, as pydicom's image_dfl.dcm) gets one trailing NULL byte.
+        """
+        stretch = 7 * 16378
+        for size in (0, 1, 2, 4089, 4090, 4091, 10_001, stretch - 1, stretch, stretch + 1, 300_001):
+            for maximum in (4096, 4097, 16384, 0):
+                self.endpoint = MemoryEndpoint()
+                source, data = self.source(size)
+                peer, association = self.established(maximum_length=maximum)
+                association.store(source, 1)
+                items = [item for pdu in peer.received_pdus() for item in pdu.items]
+                self.assertEqual([len(i.data) % 2 for i in items], [0] * len(items), (size, maximum))
+                fragments = b"".join(bytes(i.data) for i in items[1:])
+                self.assertEqual(fragments, data + b"\x00" * (size % 2), (size, maximum))
+                self.assertEqual(items[-1].message_control_header, 2)
 
     def test_backpressure_pauses_reading(self):
         """The transport's producer: a paused transport gets nothing more until it resumes."""
@@ -386,11 +404,26 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
         job = StoreJob(self.endpoint, self.clock, "RADX-SCP", "RADX-SCU", operations=8, timeout=10)
         done = job.send(sources)
         (peer,) = self.endpoint.peers
+        self.accept(peer, granted)
+        return job, done, peer
+
+    def accept(self, peer, granted: int):
+        """Accept the association ``peer`` was asked for, granting a window of ``granted``."""
         [request] = peer.received_pdus()
         accept = accept_for(request)
         sub_items = accept.user_information.sub_items + (AsynchronousOperationsWindowSubItem(granted, 1),)
         peer.send(dataclasses.replace(accept, user_information=UserInformationItem(sub_items)).encode())
-        return job, done, peer
+
+    def next_association(self, granted: int = 1):
+        """The association radx asked for after the last one ended, accepted."""
+        peer = self.endpoint.peers[-1]
+        self.accept(peer, granted)
+        return peer
+
+    def release(self, peer):
+        self.assertEqual(peer.received_pdus(), [AReleaseRQ()])
+        peer.send(AReleaseRP().encode())
+        peer.disconnect()
 
     def requests(self, peer) -> list[int]:
         """Message IDs of the C-STORE-RQs radx sent since the last call."""
@@ -421,7 +454,12 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
             [(os.path.basename(sources[i].path), s) for i, s in ((1, 0), (0, 0xB000), (3, 0), (2, 0), (4, 0))],
         )
 
-    def test_abort_fails_every_outstanding_file(self):
+    def test_abort_fails_what_was_sent_and_a_new_association_sends_the_rest(self):
+        """
+        The files sent and not answered fail (the peer may have stored them,
+        and one may be why it aborted); the one made ready and the rest go
+        to a new association.
+        """
         sources = self.sources(5)
         job, done, peer = self.start_job(sources, granted=2)
         self.assertEqual(self.requests(peer), [1, 2])
@@ -429,12 +467,113 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
         self.assertEqual(self.requests(peer), [3])
         peer.send(AAbort(0, 0).encode())
         peer.disconnect()
+        self.assertEqual(len(self.endpoint.peers), 2)
+        peer = self.next_association(granted=2)
+        self.assertEqual(self.requests(peer), [1, 2])
+        self.answer(peer, 1)
+        self.answer(peer, 2)
+        self.release(peer)
         results = self.successResultOf(done)
         why = "Association aborted by the peer (A-ABORT, service-user)"
         self.assertEqual(
-            [(r.status, r.reason) for r in results],
-            [(0, None), (None, why), (None, why), (None, f"not sent: {why}"), (None, f"not sent: {why}")],
+            [(sources.index(next(s for s in sources if s.path == r.path)), r.status, r.reason, r.sent) for r in results],
+            [(0, 0, None, True), (1, None, why, True), (2, None, why, True), (3, 0, None, True), (4, 0, None, True)],
         )
+        self.assertEqual((job.associated, job.gave_up), (2, None))
+        self.assertClean()
+
+    def test_after_a_timeout_a_new_association_sends_the_rest(self):
+        """A peer silent on the first file: A-ABORT after --timeout, that file failed, the others on a new association."""
+        sources = self.sources(3)
+        job, done, peer = self.start_job(sources, granted=1)
+        self.assertEqual(self.requests(peer), [1])
+        self.clock.advance(10)
+        self.assertEqual(peer.received_pdus(), [AAbort(0, 0)])
+        self.assertEqual(len(self.endpoint.peers), 1)  # not before this one is closed
+        peer.disconnect()
+        peer = self.next_association()
+        self.assertEqual(self.requests(peer), [1])
+        self.answer(peer, 1)
+        self.assertEqual(self.requests(peer), [2])
+        self.answer(peer, 2)
+        self.release(peer)
+        results = self.successResultOf(done)
+        self.assertEqual(
+            [(r.status, r.reason) for r in results],
+            [(None, "Timed out: no response within 10 s"), (0, None), (0, None)],
+        )
+        self.assertClean()
+
+    def test_gives_up_after_three_associations_in_a_row_fail(self):
+        """A peer that aborts at every first C-STORE: three associations, one file failed on each, the rest not sent."""
+        sources = self.sources(5)
+        job, done, peer = self.start_job(sources, granted=1)
+        for association in range(3):
+            if association:
+                peer = self.next_association()
+            self.assertEqual(self.requests(peer), [1])
+            peer.send(AAbort(0, 0).encode())
+            peer.disconnect()
+        results = self.successResultOf(done)
+        why = "Association aborted by the peer (A-ABORT, service-user)"
+        self.assertEqual(
+            [(r.status, r.reason, r.sent) for r in results],
+            [(None, why, True)] * 3 + [(None, f"not sent: {why}", False)] * 2,
+        )
+        self.assertEqual(job.gave_up, f"3 associations in a row failed; the last: {why}")
+        self.assertEqual(len(self.endpoint.peers), 3)
+        self.assertClean()
+
+    def test_an_answer_starts_the_count_of_failures_again(self):
+        """Aborted after answering a file each time: radx goes on until every file has its outcome."""
+        sources = self.sources(6)
+        job, done, peer = self.start_job(sources, granted=1)
+        for association in range(3):
+            self.assertEqual(self.requests(peer), [1])
+            self.answer(peer, 1)
+            self.assertEqual(self.requests(peer), [2])
+            peer.send(AAbort(0, 0).encode())
+            peer.disconnect()
+            if association < 2:
+                peer = self.next_association()
+        results = self.successResultOf(done)
+        self.assertEqual([r.status for r in results], [0, None, 0, None, 0, None])
+        self.assertEqual((len(self.endpoint.peers), job.gave_up), (3, None))
+        self.assertClean()
+
+    def test_a_new_association_that_cannot_be_made_counts_as_a_failure(self):
+        sources = self.sources(4)
+        job, done, peer = self.start_job(sources, granted=1)
+        self.assertEqual(self.requests(peer), [1])
+        self.endpoint.refuse = True
+        peer.send(AAbort(0, 0).encode())
+        peer.disconnect()
+        results = self.successResultOf(done)
+        refused = "Cannot connect: connection refused"
+        self.assertEqual(
+            [(r.reason, r.sent) for r in results],
+            [("Association aborted by the peer (A-ABORT, service-user)", True)]
+            + [(f"not sent: {refused}", False)] * 3,
+        )
+        self.assertEqual(job.gave_up, f"3 associations in a row failed; the last: {refused}")
+        self.assertEqual(len(job.association_errors), 2)
+
+    def test_a_permanent_rejection_is_not_asked_again(self):
+        sources = self.sources(3)
+        job, done, peer = self.start_job(sources, granted=1)
+        self.assertEqual(self.requests(peer), [1])
+        peer.send(AAbort(0, 0).encode())
+        peer.disconnect()
+        peer = self.endpoint.peers[-1]
+        peer.received_pdus()
+        peer.send(AAssociateRJ(1, 1, 7).encode())
+        peer.disconnect()
+        results = self.successResultOf(done)
+        self.assertEqual(
+            [r.reason for r in results][1:],
+            ["not sent: Association rejected: Called AE Title Not Recognized (rejected-permanent, service-user)"] * 2,
+        )
+        self.assertEqual((len(self.endpoint.peers), job.gave_up), (2, None))
         self.assertClean()
 
     def test_an_unexpected_error_names_its_file_and_the_job_goes_on(self):
@@ -471,8 +610,8 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
             ],
         )
 
-    def test_a_file_cut_short_aborts_and_the_next_is_not_sent(self):
-        """A file shorter than when it was planned: the association is aborted, the file made ready after it not sent."""
+    def test_a_file_cut_short_aborts_and_the_next_goes_to_a_new_association(self):
+        """A file shorter than when it was planned: the association is aborted, the file made ready after it sent on another."""
         sources = self.sources(3)
         with open(sources[1].path, "r+b") as f:
             f.truncate(sources[1].data_set_offset + 10)
@@ -484,12 +623,13 @@ class OperationsWindowTests(RequestorTestsMixin, SynchronousTestCase):
         self.assertEqual([decode_command(p.items[0].data).message_id for p in pdus[:1]], [2])
         self.assertIsInstance(pdus[-1], AAbort)
         peer.disconnect()
+        peer = self.next_association()
+        self.assertEqual(self.requests(peer), [1])
+        self.answer(peer, 1)
+        self.release(peer)
         results = {r.path: (r.status, r.reason) for r in self.successResultOf(done)}
         why = "Cannot read the file: the file ended 90 bytes early"
-        self.assertEqual(
-            [results[s.path] for s in sources],
-            [(0, None), (None, why), (None, f"not sent: {why}")],
-        )
+        self.assertEqual([results[s.path] for s in sources], [(0, None), (None, why), (0, None)])
         self.assertClean()
 
     def test_next_file_goes_out_before_an_answer_is_handled(self):

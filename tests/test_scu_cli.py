@@ -22,7 +22,7 @@ from radx.scu.association import AssociationError, client_endpoint
 from radx.scu.echo import echo
 from radx.ul.negotiation import AcceptorPolicy
 from tests import dicomfiles
-from tests.interop import DCMTK_ENV, ServerTestCase, free_port, process_status, require_dcmtk
+from tests.interop import DCMTK_ENV, ServerTestCase, abort_at_c_store, free_port, process_status, require_dcmtk
 from tests.test_interop_store import organized_path, spawn
 
 CT = dicomfiles.CT_IMAGE_STORAGE
@@ -139,7 +139,8 @@ class EchoCommandTests(CommandTestCase):
     def test_refused(self):
         out, err, code = yield self.radx("dicom", "echo", "127.0.0.1", str(free_port()))
         self.assertEqual(code, 4)
-        self.assertIn("Cannot connect: Connection was refused", err)
+        self.assertIn("Cannot connect: connection refused\n", err)
+        self.assertEqual(err.lower().count("refused"), 1, err)
 
     @defer.inlineCallbacks
     def test_silent_peer_times_out(self):
@@ -161,7 +162,7 @@ class EchoCommandTests(CommandTestCase):
     @defer.inlineCallbacks
     def test_usage(self):
         out, err, code = yield self.radx("dicom", "echo")
-        self.assertEqual(code, 2)
+        self.assertEqual(code, 1)
         self.assertIn("Usage: radx dicom echo HOST [PORT] [flags]", err)
 
 
@@ -235,8 +236,58 @@ class StoreCommandTests(CommandTestCase):
                 ]
             ),
         )
-        self.assertRegex(out, r"^Sent 3 files \(0\.0 MB\) in \d+\.\d s: 1 succeeded, 2 failed\n$")
+        self.assertRegex(out, r"^Sent 1 file \(0\.0 MB\) in \d+\.\d s: 1 succeeded, 0 failed, 2 not sent\n$")
         self.assertEqual(self.factory.stats.stores_succeeded, 1)
+
+    @defer.inlineCallbacks
+    def test_a_missing_file_is_not_sent(self):
+        (ct,) = dicomfiles.write_ct_series(self.mktemp(), 1, rows=16, columns=16, seed=41)
+        missing = self.mktemp() + ".dcm"
+        self.start_server()
+        out, err, code = yield self.radx("dicom", "store", ct, missing, "--host", "127.0.0.1", "--port", str(self.port))
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"FAILED {missing}: cannot read: No such file or directory\n")
+        self.assertRegex(out, r"^Sent 1 file \(0\.0 MB\) in \d+\.\d s: 1 succeeded, 0 failed, 1 not sent\n$")
+
+    @defer.inlineCallbacks
+    def test_after_an_abort_a_new_association_sends_the_rest(self):
+        """
+        A server that aborts the first association as its second C-STORE-RQ
+        arrives: that file failed, the three after it stored on a second
+        association; exit 1.
+        """
+        sources = dicomfiles.write_ct_series(self.mktemp(), 5, rows=16, columns=16, seed=42)
+        aborted = abort_at_c_store(self, lambda association, request: (association, request) == (1, 2))
+        self.start_server()
+        out, err, code = yield self.radx(
+            "dicom", "store", *sources, "--max-ops", "1", "--host", "127.0.0.1", "--port", str(self.port)
+        )
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"FAILED {sources[1]}: Association aborted by the peer (A-ABORT, service-user)\n")
+        self.assertRegex(out, r"^Sent 5 files \(0\.0 MB\) in \d+\.\d s: 4 succeeded, 1 failed\n$")
+        self.assertEqual((aborted, self.factory.stats.associations, self.factory.stats.stores_succeeded), ([(1, 2)], 2, 4))
+        for source in sources[:1] + sources[2:]:
+            self.assertTrue(dicomfiles.same_data_set(organized_path(self.factory.config.output_dir, source), source))
+
+    @defer.inlineCallbacks
+    def test_gives_up_after_three_associations_in_a_row_fail(self):
+        """A server that aborts every association at its first C-STORE-RQ: three tried, then the rest not sent; exit 1."""
+        sources = dicomfiles.write_ct_series(self.mktemp(), 5, rows=16, columns=16, seed=43)
+        aborted = abort_at_c_store(self, lambda association, request: True)
+        self.start_server()
+        out, err, code = yield self.radx(
+            "dicom", "store", *sources, "--max-ops", "1", "--host", "127.0.0.1", "--port", str(self.port)
+        )
+        self.assertEqual(code, 1)
+        why = "Association aborted by the peer (A-ABORT, service-user)"
+        self.assertEqual(
+            err.splitlines(),
+            [f"FAILED {s}: {why}" for s in sources[:3]]
+            + [f"FAILED {s}: not sent: {why}" for s in sources[3:]]
+            + [f"Gave up: 3 associations in a row failed; the last: {why}"],
+        )
+        self.assertRegex(out, r"^Sent 3 files \(0\.0 MB\) in \d+\.\d s: 0 succeeded, 3 failed, 2 not sent\n$")
+        self.assertEqual(aborted, [(1, 1), (2, 1), (3, 1)])
 
     @defer.inlineCallbacks
     def test_failure_status_named(self):
@@ -283,9 +334,7 @@ class StoreCommandTests(CommandTestCase):
         """radx dicom store --dir to DCMTK storescp (bit-preserving): every data set byte-identical."""
         folder = self.mktemp()
         sources = dicomfiles.write_ct_series(folder, 8, rows=64, columns=64, seed=39)
-        # Not pydicom's deflated file: its deflated data set has an odd length,
-        # which storescp answers with an A-ABORT (dicomfiles.write_dcmtk_wire_form
-        # pads it for DCMTK). Distinct SOP Instance UIDs: storescp names files by them.
+        # Distinct SOP Instance UIDs: storescp names files by them.
         for name in ("explicit_vr_big_endian", "explicit_vr_little_endian", "jpeg_baseline"):
             path = dicomfiles.pydicom_test_files()[name].path
             shutil.copy(path, os.path.join(folder, f"{name}.dcm"))
@@ -300,6 +349,34 @@ class StoreCommandTests(CommandTestCase):
         for source in sources:
             stored = received[dicomfiles.instance_uids(source)[2]]
             self.assertTrue(dicomfiles.same_data_set(stored, source), f"{stored} differs from {source}")
+
+    @defer.inlineCallbacks
+    def test_odd_deflated_data_set_to_dcmtk_storescp(self):
+        """
+        pydicom's image_dfl.dcm, a 4303-byte deflated data set: sent with its
+        trailing NULL byte (PS3.5 A.5), which storescp needs (it aborts on an
+        odd fragment) and writes as it arrived.
+        """
+        source = dicomfiles.pydicom_test_files()["deflated_explicit_vr_little_endian"].path
+        port, output = yield self.start_storescp()
+        out, err, code = yield self.radx("dicom", "store", source, "--host", "127.0.0.1", "--port", str(port))
+        self.assertEqual(code, 0, err)
+        self.assertIn("1 succeeded, 0 failed", out)
+        (name,) = os.listdir(output)
+        stored = dicomfiles.data_set_bytes(os.path.join(output, name))
+        self.assertEqual(stored, dicomfiles.data_set_bytes(source) + b"\x00")
+        self.assertEqual(len(stored), 4304)
+
+    @defer.inlineCallbacks
+    def test_odd_deflated_data_set_to_radx(self):
+        """The same file to radx's own server: stored as it arrived, with the trailing NULL byte."""
+        test_file = dicomfiles.pydicom_test_files()["deflated_explicit_vr_little_endian"]
+        self.start_server(self.server_config(organize=False))
+        out, err, code = yield self.radx("dicom", "store", test_file.path, "--host", "127.0.0.1", "--port", str(self.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn("1 succeeded, 0 failed", out)
+        stored = os.path.join(self.factory.config.output_dir, f"{test_file.sop_instance_uid}.dcm")
+        self.assertEqual(dicomfiles.data_set_bytes(stored), dicomfiles.data_set_bytes(test_file.path) + b"\x00")
 
     @defer.inlineCallbacks
     def test_router_one_pass(self):
@@ -340,7 +417,7 @@ class StoreCommandTests(CommandTestCase):
     @defer.inlineCallbacks
     def test_usage(self):
         out, err, code = yield self.radx("dicom", "store", "--host", "127.0.0.1")
-        self.assertEqual(code, 2)
+        self.assertEqual(code, 1)
         self.assertIn("name files to send, or a folder with --dir", err)
 
 

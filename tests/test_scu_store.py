@@ -15,7 +15,7 @@ from radx.scu.echo import echo
 from radx.scu.store import FileResult, StoreJob
 from radx.ul.negotiation import AcceptorPolicy
 from tests import dicomfiles
-from tests.interop import ServerTestCase
+from tests.interop import ServerTestCase, abort_at_c_store
 from tests.test_interop_store import organized_path, poll, walk_files
 
 CT = dicomfiles.CT_IMAGE_STORAGE
@@ -79,7 +79,12 @@ class RadxServerTests(ServerTestCase):
         results = yield self.job().run([f.path for f in chosen])
         self.assertEqual([(r.path, r.status) for r in results], [(f.path, 0) for f in chosen])
         output = self.factory.config.output_dir
-        self.assertSameDataSets((os.path.join(output, f"{f.sop_instance_uid}.dcm"), f.path) for f in chosen)
+        for f in chosen:
+            # Bit for bit as sent: the deflated data set, 4303 bytes, with its trailing NULL (PS3.5 A.5).
+            stored = dicomfiles.data_set_bytes(os.path.join(output, f"{f.sop_instance_uid}.dcm"))
+            self.assertEqual(stored, dicomfiles.data_set_as_sent(f.path), f.name)
+        deflated = dicomfiles.pydicom_test_files()["deflated_explicit_vr_little_endian"]
+        self.assertEqual(len(dicomfiles.data_set_bytes(deflated.path)), 4303)
         self.assertEqual(self.factory.stats.associations, 1)
 
     @defer.inlineCallbacks
@@ -153,6 +158,29 @@ class RadxServerTests(ServerTestCase):
             {"not sent: Association rejected: Called AE Title Not Recognized (rejected-permanent, service-user)"},
         )
         self.assertEqual(len(results), 3)
+
+    @defer.inlineCallbacks
+    def test_after_an_abort_a_new_association_sends_the_rest(self):
+        """
+        A server that aborts its first association as the second C-STORE-RQ
+        arrives: that file fails, unanswered; the next three go on a second
+        association and are stored.
+        """
+        sources = dicomfiles.write_ct_series(self.mktemp(), 5, rows=16, columns=16, seed=27)
+        aborted = abort_at_c_store(self, lambda association, request: (association, request) == (1, 2))
+        self.start_server()
+        job = self.job()
+        results = yield job.run(sources)
+        why = "Association aborted by the peer (A-ABORT, service-user)"
+        outcome = {r.path: (r.status, r.reason, r.sent) for r in results}
+        self.assertEqual(
+            [outcome[s] for s in sources],
+            [(0, None, True), (None, why, True), (0, None, True), (0, None, True), (0, None, True)],
+        )
+        self.assertEqual((aborted, self.factory.stats.associations, job.gave_up), ([(1, 2)], 2, None))
+        output = self.factory.config.output_dir
+        self.assertSameDataSets((organized_path(output, s), s) for s in sources if s != sources[1])
+        self.assertFalse(os.path.exists(organized_path(output, sources[1])))
 
     @defer.inlineCallbacks
     def test_interrupted_job_aborts_its_associations(self):

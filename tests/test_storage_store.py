@@ -9,7 +9,7 @@ import subprocess
 import pydicom
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.storage.layout import UNKNOWN
+from radx.storage.layout import UNKNOWN, Layout, safe_component
 from radx.storage.store import (
     INCOMING,
     InstanceWriter,
@@ -17,6 +17,7 @@ from radx.storage.store import (
     StoredInstance,
     clean_incoming,
 )
+from radx.storage.tree import OutputTree
 from tests.test_storage_part10 import explicit_le, samples, ui
 
 DCMDUMP = shutil.which("dcmdump")
@@ -78,12 +79,31 @@ class StoreTestsMixin:
             calling_ae_title="STORESCU",
         )
         arguments.update(kwargs)
-        return InstanceWriter(self.output, **arguments)
+        return InstanceWriter(self.tree(arguments.pop("dir_mode", None)), **arguments)
+
+    def tree(self, dir_mode=None) -> OutputTree:
+        """One tree per output folder and mode, held open as the server holds its own."""
+        trees = self.__dict__.setdefault("_trees", {})
+        key = (self.output, dir_mode)
+        if key not in trees:
+            trees[key] = OutputTree(self.output, dir_mode)
+        return trees[key]
 
     def store(self, data: bytes, **kwargs) -> StoredInstance:
         writer = self.writer(**kwargs)
         writer.write(chunked(data, random.Random(len(data))))
         return writer.commit()
+
+    def store_sample(self, sample, **kwargs) -> StoredInstance:
+        """One of pydicom's samples, stored as a C-STORE of it would be."""
+        header = sample.header
+        return self.store(
+            sample.data_set,
+            sop_class_uid=header.sop_class_uid,
+            sop_instance_uid=header.sop_instance_uid,
+            transfer_syntax_uid=sample.transfer_syntax_uid,
+            **kwargs,
+        )
 
     def assertIncomingEmpty(self):
         incoming = os.path.join(self.output, INCOMING)
@@ -118,12 +138,7 @@ class RoundTripTests(StoreTestsMixin, SynchronousTestCase):
             # Some samples are one instance in several encodings.
             self.output = os.path.join(self.base, sample.name)
             header = sample.header
-            stored = self.store(
-                sample.data_set,
-                sop_class_uid=header.sop_class_uid,
-                sop_instance_uid=header.sop_instance_uid,
-                transfer_syntax_uid=sample.transfer_syntax_uid,
-            )
+            stored = self.store_sample(sample)
             expected = os.path.join(
                 self.output,
                 header.study_instance_uid or UNKNOWN,
@@ -217,7 +232,7 @@ class LayoutTests(StoreTestsMixin, SynchronousTestCase):
         stored = self.store(data_set(study="../../escape", series="../" + SERIES))
         self.assertEqual(stored.path, os.path.join(self.output, UNKNOWN, UNKNOWN, SOP_INSTANCE + ".dcm"))
         self.assertEqual(len(stored.warnings), 2)
-        self.assertIn("'../../escape'", stored.warnings[0])
+        self.assertIn("Study Instance UID <12 characters, not a UID>", stored.warnings[0])
         after = tree(self.base)
         inside = "a/b/output/"
         self.assertEqual(
@@ -242,6 +257,182 @@ class LayoutTests(StoreTestsMixin, SynchronousTestCase):
         self.output = os.path.join(self.base, "fresh")
         self.assertStorageError(0xC000, self.writer, sop_class_uid="../x")
         self.assertFalse(os.path.exists(self.output))
+
+
+PATIENT_LAYOUT = Layout("{PatientID}/{StudyDate}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm")
+
+
+def patient_data_set(patient_id: bytes, study_date: bytes = b"20240102") -> bytes:
+    return explicit_le(
+        (0x00080016, b"UI", ui(SOP_CLASS)),
+        (0x00080018, b"UI", ui(SOP_INSTANCE)),
+        (0x00080020, b"DA", study_date),
+        (0x00100020, b"LO", patient_id + b" " * (len(patient_id) % 2)),
+        (0x0020000D, b"UI", ui(STUDY)),
+        (0x0020000E, b"UI", ui(SERIES)),
+        (0x7FE00010, b"OW", b"\x01\x02" * 8),
+    )
+
+
+class TemplateTests(StoreTestsMixin, SynchronousTestCase):
+    def test_patient_layout(self):
+        data = patient_data_set(b"PAT-001")
+        stored = self.store(data, layout=PATIENT_LAYOUT)
+        self.assertEqual(stored.path, os.path.join(self.output, "PAT-001", "20240102", STUDY, SERIES, SOP_INSTANCE + ".dcm"))
+        with open(stored.path, "rb") as f:
+            self.assertEqual(f.read()[-len(data) :], data)
+        self.assertIncomingEmpty()
+
+    def test_hostile_values_stay_below_the_output_folder(self):
+        """A Patient ID of ../../escape and a date with a slash and a NUL: names below the output folder, nothing beside it."""
+        self.output = os.path.join(self.base, "a", "b", "output")
+        os.makedirs(self.output)
+        before = tree(self.base)
+        stored = self.store(patient_data_set(b"../../escape", b"2024/\x00."), layout=PATIENT_LAYOUT)
+        self.assertEqual(
+            os.path.relpath(stored.path, self.output).split(os.sep),
+            ["_.._escape", "2024__", STUDY, SERIES, SOP_INSTANCE + ".dcm"],
+        )
+        after = tree(self.base)
+        self.assertEqual({k for k in after if not k.startswith("a/b/output/")}, {k for k in before})
+
+    def test_missing_values(self):
+        stored = self.store(data_set(), layout=PATIENT_LAYOUT)
+        self.assertEqual(os.path.relpath(stored.path, self.output).split(os.sep)[:2], [UNKNOWN, UNKNOWN])
+
+    def test_every_sample(self):
+        """Deflated, big endian, implicit VR: the values are those pydicom reads, by the scan or by pydicom itself."""
+        layout = Layout("{PatientID}/{Modality}/{PatientName}/{SOPInstanceUID}.dcm")
+        for sample in samples():
+            self.output = os.path.join(self.base, sample.name)
+            stored = self.store_sample(sample, layout=layout)
+            original = pydicom.dcmread(sample.path, stop_before_pixels=True)
+            expected = [
+                safe_component(str(original.get(keyword, "") or "")) or UNKNOWN
+                for keyword in ("PatientID", "Modality", "PatientName")
+            ]
+            self.assertEqual(os.path.relpath(stored.path, self.output).split(os.sep)[:3], expected, sample.name)
+
+    def test_folders_by_descriptor_with_dir_mode(self):
+        """Every folder of a deep template gets --dir-mode; a symbolic link in the place of one is refused, not followed."""
+        stored = self.store(patient_data_set(b"P1"), layout=PATIENT_LAYOUT, dir_mode=0o750)
+        folder = self.output
+        for name in os.path.relpath(stored.path, self.output).split(os.sep)[:-1]:
+            folder = os.path.join(folder, name)
+            self.assertEqual(stat.S_IMODE(os.stat(folder).st_mode), 0o750, folder)
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.makedirs(elsewhere)
+        os.symlink(elsewhere, os.path.join(self.output, "P2"))
+        self.assertStorageError(0xA700, self.store, patient_data_set(b"P2"), layout=PATIENT_LAYOUT)
+        self.assertEqual(os.listdir(elsewhere), [])
+        self.assertIncomingEmpty()
+
+
+class DuplicateTests(StoreTestsMixin, SynchronousTestCase):
+    """--on-duplicate: an instance whose file exists already."""
+
+    def content(self, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_keep(self):
+        first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="keep")
+        before = self.content(first.path)
+        second = self.store(data_set(pixels=b"\x02\x00" * 10), on_duplicate="keep")
+        self.assertEqual((first.duplicate, second.duplicate), (None, "kept"))
+        self.assertEqual(second.path, first.path)
+        self.assertFalse(second.replaced)
+        self.assertEqual(self.content(first.path), before)
+        self.assertEqual(os.listdir(os.path.dirname(first.path)), [SOP_INSTANCE + ".dcm"])
+        self.assertIncomingEmpty()
+
+    def test_reject(self):
+        """0111, Duplicate SOP Instance; the file stored first stays as it was."""
+        first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="reject")
+        before = self.content(first.path)
+        error = self.assertStorageError(0x0111, self.store, data_set(pixels=b"\x02\x00" * 10), on_duplicate="reject")
+        self.assertIn("exists", error.message)
+        self.assertLessEqual(len(error.message), 64)
+        self.assertEqual(self.content(first.path), before)
+        self.assertEqual(os.listdir(os.path.dirname(first.path)), [SOP_INSTANCE + ".dcm"])
+        self.assertIncomingEmpty()
+
+    def test_unique(self):
+        """Other bytes under the next free name; the same bytes never twice."""
+        paths = [self.store(data_set(pixels=bytes([n, 0]) * 10), on_duplicate="unique").path for n in (1, 2, 3)]
+        folder = os.path.dirname(paths[0])
+        self.assertEqual(
+            [os.path.basename(p) for p in paths],
+            [f"{SOP_INSTANCE}.dcm", f"{SOP_INSTANCE}_1.dcm", f"{SOP_INSTANCE}_2.dcm"],
+        )
+        again = self.store(data_set(pixels=bytes([2, 0]) * 10), on_duplicate="unique")
+        self.assertEqual((again.path, again.duplicate), (paths[1], "identical"))
+        # Same size, other bytes: compared to the end, not by size alone.
+        other = self.store(data_set(pixels=bytes([4, 0]) * 10), on_duplicate="unique")
+        self.assertEqual(os.path.basename(other.path), f"{SOP_INSTANCE}_3.dcm")
+        self.assertEqual(len(os.listdir(folder)), 4)
+        self.assertEqual(self.content(other.path)[-20:], bytes([4, 0]) * 10)
+        self.assertIncomingEmpty()
+
+    def test_unique_compares_data_sets_not_file_meta(self):
+        """The same data set from another calling AE title (another file meta) is not stored twice; a file without a meta is never the same."""
+        first = self.store(data_set(), on_duplicate="unique", calling_ae_title="FIRST")
+        again = self.store(data_set(), on_duplicate="unique", calling_ae_title="SECOND")
+        self.assertEqual((again.path, again.duplicate), (first.path, "identical"))
+        with open(first.path, "r+b") as f:
+            f.seek(128)
+            f.write(b"XXXX")  # no DICM prefix: no data set to compare
+        other = self.store(data_set(), on_duplicate="unique")
+        self.assertEqual(os.path.basename(other.path), SOP_INSTANCE + "_1.dcm")
+
+    def test_unique_names_never_another_instances(self):
+        """Without an extension too, the second file of 1.2.3 is 1.2.3_1, never 1.2.3.1, another instance's name."""
+        layout = Layout("{SOPInstanceUID}")
+        first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="unique", layout=layout)
+        second = self.store(data_set(pixels=b"\x02\x00" * 10), on_duplicate="unique", layout=layout)
+        self.assertEqual(os.path.basename(first.path), SOP_INSTANCE)
+        self.assertEqual(os.path.basename(second.path), SOP_INSTANCE + "_1")
+
+    def test_symbolic_link_in_the_place_of_the_file(self):
+        """Not followed, never replaced under keep or unique."""
+        target = os.path.join(self.base, "target")
+        with open(target, "wb") as f:
+            f.write(b"outside")
+        folder = os.path.join(self.output, STUDY, SERIES)
+        os.makedirs(folder)
+        os.symlink(target, os.path.join(folder, SOP_INSTANCE + ".dcm"))
+        kept = self.store(data_set(), on_duplicate="keep")
+        self.assertEqual(kept.duplicate, "kept")
+        unique = self.store(data_set(), on_duplicate="unique")
+        self.assertEqual(os.path.basename(unique.path), SOP_INSTANCE + "_1.dcm")
+        self.assertEqual(self.content(target), b"outside")
+        self.assertTrue(os.path.islink(os.path.join(folder, SOP_INSTANCE + ".dcm")))
+
+    def test_writers_at_once(self):
+        """Eight writers of one instance at once: under keep exactly one stores it, and its bytes are the file's."""
+        import threading
+
+        writers = []
+        for n in range(8):
+            writer = self.writer(on_duplicate="keep")
+            writer.write([data_set(pixels=bytes([n, 0]) * 10)])
+            writers.append(writer)
+        results = [None] * len(writers)
+        start = threading.Barrier(len(writers))
+
+        def commit(index):
+            start.wait()
+            results[index] = writers[index].commit()
+
+        threads = [threading.Thread(target=commit, args=(i,)) for i in range(len(writers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        placed = [i for i, result in enumerate(results) if result.duplicate is None]
+        self.assertEqual(len(placed), 1, results)
+        self.assertEqual(self.content(results[0].path)[-20:], bytes([placed[0], 0]) * 10)
+        self.assertIncomingEmpty()
 
 
 class RefusalTests(StoreTestsMixin, SynchronousTestCase):
@@ -390,28 +581,30 @@ class CleanIncomingTests(StoreTestsMixin, SynchronousTestCase):
                 f.write(b"stale")
         os.mkdir(os.path.join(incoming, "dir.part"))
         stored = self.store(data_set())
-        self.assertEqual(clean_incoming(self.output), ["a.part", "b.part"])
+        self.assertEqual(clean_incoming(self.tree()), ["a.part", "b.part"])
         self.assertEqual(sorted(os.listdir(incoming)), ["dir.part", "notes.txt"])
         self.assertTrue(os.path.isfile(stored.path))
-        self.assertEqual(clean_incoming(self.output), [])
+        self.assertEqual(clean_incoming(self.tree()), [])
 
     def test_live_writer_part(self):
         """What a writer crashed mid-way leaves is what it removes."""
         writer = self.writer()
         name = os.path.basename(writer.temp_path)
-        self.assertEqual(clean_incoming(self.output), [name])
+        self.assertEqual(clean_incoming(self.tree()), [name])
         self.assertIncomingEmpty()
 
     def test_no_incoming(self):
-        self.assertEqual(clean_incoming(self.output), [])
-        self.assertEqual(clean_incoming(os.path.join(self.base, "absent")), [])
+        self.assertEqual(clean_incoming(self.tree()), [])
+        absent = os.path.join(self.base, "absent")
+        self.assertEqual(clean_incoming(OutputTree(absent)), [])
+        self.assertEqual(os.listdir(absent), [INCOMING])
 
 
 OTHER = SOP_INSTANCE + "1"
 
 
-class KnownDirectoryTests(StoreTestsMixin, SynchronousTestCase):
-    """Folders are checked once, yet a folder removed behind radx's back is made again."""
+class RemovedFolderTests(StoreTestsMixin, SynchronousTestCase):
+    """A folder removed behind radx's back, once opened, is made again."""
 
     def test_removed_series_folder_is_made_again(self):
         first = self.store(data_set())
@@ -427,26 +620,3 @@ class KnownDirectoryTests(StoreTestsMixin, SynchronousTestCase):
         stored = self.store(data_set(sop_instance=OTHER), sop_instance_uid=OTHER)
         self.assertTrue(os.path.isfile(stored.path))
         self.assertIncomingEmpty()
-
-    def test_second_instance_of_a_series_makes_no_folder(self):
-        """Filing into a known series stats no folder: the cache is what answers."""
-        self.store(data_set())
-        calls = []
-        real_makedirs = os.makedirs
-        try:
-            os.makedirs = lambda *args, **kwargs: calls.append(args) or real_makedirs(*args, **kwargs)
-            self.store(data_set(sop_instance=OTHER), sop_instance_uid=OTHER)
-        finally:
-            os.makedirs = real_makedirs
-        self.assertEqual(calls, [])
-
-    def test_cache_is_bounded(self):
-        from radx.storage.store import _KnownDirectories
-
-        known = _KnownDirectories(size=3)
-        for name in "abcde":
-            known.add(name)
-        self.assertEqual([name in known for name in "abcde"], [False, False, True, True, True])
-        known.forget_under("d")
-        self.assertNotIn("d", known)
-        self.assertIn("e", known)

@@ -18,18 +18,23 @@ from radx import __version__
 from radx.app.heap import keep_large_buffers_in_heap
 from radx.app.jsonlog import event_as_json
 from radx.app.lean import pause_collector, resume_collector, without_tls
-from radx.app.logformat import format_event
+from radx.app.logformat import format_event, printable
 from radx.app.options import ScpOptions
+from radx.app.signals import StopOnSignal
 
 USAGE = """\
 Usage: radx dicom scp [PORT] [flags]
        radx dicom echo HOST [PORT] [flags]
        radx dicom store FILE... | --dir DIR [flags]
+       radx dicom catalogue [DIR] [flags]
+       radx dicom organize DIR --output-dir OUT [flags]
 
 Commands:
   radx dicom scp    Run a DICOM SCP server to receive DICOM files
   radx dicom echo   Test connectivity to an SCP with C-ECHO
   radx dicom store  Send DICOM files to an SCP with C-STORE
+  radx dicom catalogue  Index received files into a SQLite catalogue, query it
+  radx dicom organize   File DICOM files on disk as the server files what it receives
 
 Run 'radx dicom COMMAND --help' for its flags.
 """
@@ -44,7 +49,7 @@ _LEVELS = {
 
 def listen_address(options: ScpOptions) -> str:
     """":11112" for all interfaces, as the reference shows it; IPv6 in brackets."""
-    bind = options["bind"]
+    bind = options["bind"] or ""
     if ":" in bind:
         bind = f"[{bind}]"
     return f"{bind}:{options['port']}"
@@ -67,6 +72,8 @@ def tls_line(options: ScpOptions) -> str:
 
 def banner(options: ScpOptions) -> str:
     organization = "Enabled (Study/Series/Instance)" if options["organize"] else "Disabled (flat)"
+    if options["layout"].fixed is None:
+        organization = f"Template {options['layout'].template}"
     echo = "Enabled" if options["accept-echo"] else "Disabled"
     return (
         "✓ DICOM SCP server started\n"
@@ -84,12 +91,15 @@ def banner(options: ScpOptions) -> str:
 
 
 def shutdown_summary(stats) -> str:
-    return (
+    text = (
         "\n"
         f"  C-ECHO Requests:    {stats.echo_requests}\n"
         f"  C-STORE Requests:   {stats.store_requests}\n"
         f"  Successful Stores:  {stats.stores_succeeded}\n"
     )
+    if stats.catalogue_failures is not None:
+        text += f"  Not Catalogued:     {stats.catalogue_failures}\n"
+    return text
 
 
 class ConsoleObserver:
@@ -121,7 +131,7 @@ class ConsoleObserver:
         if failure is not None and self.level is LogLevel.debug:
             text = f"{text}\n{failure.getTraceback()}"
         elif failure is not None:
-            text = f"{text}: {failure.getErrorMessage()}"
+            text = f"{text}: {printable(failure.getErrorMessage())}"
         self._write(f"{_PREFIX[level]}{text}\n")
 
     def _write(self, line: str) -> None:
@@ -181,7 +191,7 @@ def prepare_console(stream) -> None:
 
 
 def run_scp(options: ScpOptions, reactor=None) -> int:
-    """Run the SCP in the foreground until SIGINT or SIGTERM; the exit status."""
+    """Run the SCP in the foreground until SIGINT, SIGTERM or SIGHUP; the exit status."""
     if reactor is None:
         from twisted.internet import reactor
     from radx.app.tap import ScpService, StartupError
@@ -189,10 +199,13 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
     prepare_console(sys.stdout)
     scp = ScpService(options, reactor)
     try:
-        scp.prepare_output_dir()
-        scp.listen()
+        scp.prepare()
     except StartupError as error:
         return _fail(str(error))
+    # The banner shows the ports as bound: PORT 0 asks the system for one.
+    options["port"] = scp.port.getHost().port
+    if scp.tls_port is not None:
+        options["tls-port"] = scp.tls_port.getHost().port
 
     json = options["log-format"] == "json"
     globalLogBeginner.beginLoggingTo(
@@ -204,8 +217,9 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
     console = sys.stderr if json else sys.stdout
 
     def started():
-        # Inside the reactor, so its SIGINT/SIGTERM handlers are in place
-        # before the banner invites Ctrl+C.
+        # Inside the reactor, so that radx's SIGINT, SIGTERM and SIGHUP
+        # handlers replace the reactor's before the banner invites Ctrl+C.
+        StopOnSignal(reactor, scp.factory.stop_now).install()
         scp.startService()
         say(banner(options), console)
 
@@ -225,6 +239,19 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
         shutting_down()
     say(shutdown_summary(scp.factory.stats), console)
     return 0
+
+
+def not_a_command(argv: list[str]) -> int:
+    """``radx``, ``radx dicom``, ``--help`` or an unknown command: the usage, and the exit status."""
+    words = argv[1:] if argv[:1] == ["dicom"] else argv
+    if words[:1] in (["--help"], ["-h"]):
+        sys.stdout.write(USAGE)
+        return 0
+    if words:
+        command = " ".join(argv[:2]) if argv[:1] == ["dicom"] else argv[0]
+        sys.stderr.write(f"Error: unknown command {command!r}\n\n")
+    sys.stderr.write(USAGE)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,9 +274,16 @@ def _main(argv: list[str]) -> int:
 
         command = scu_cli.echo_main if argv[1] == "echo" else scu_cli.store_main
         return command(argv[2:])
+    if argv[:2] == ["dicom", "catalogue"]:
+        from radx.app.catalogue_cli import catalogue_main
+
+        return catalogue_main(argv[2:])
+    if argv[:2] == ["dicom", "organize"]:
+        from radx.app.organize_cli import organize_main
+
+        return organize_main(argv[2:])
     if argv[:2] != ["dicom", "scp"]:
-        sys.stderr.write(USAGE)
-        return 0 if argv[:1] in (["--help"], ["-h"]) else 2
+        return not_a_command(argv)
     options = ScpOptions()
     try:
         options.parseOptions(argv[2:])

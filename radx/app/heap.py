@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 
+__all__ = ["keep_large_buffers_in_heap", "release_free_memory"]
+
 # mallopt(3) parameters, from glibc's <malloc.h>.
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
@@ -43,3 +45,26 @@ def keep_large_buffers_in_heap() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TOP_PAD, TOP_PAD))
+
+
+def release_free_memory() -> bool:
+    """
+    Give the free memory in the middle of the heap back to the system
+    (glibc's ``malloc_trim``), keeping ``TOP_PAD`` at its top.
+
+    With large buffers served from the heap, the buffers of many
+    connections freed together leave holes below memory still in use, and
+    free() only ever returns the top of the heap: 1,000 connections that
+    each buffered part of a 128 KiB request left 32 MiB resident after they
+    had all closed. ``malloc_trim`` returns the pages of every free chunk.
+
+    Returns whether it ran: False where the C library has no ``malloc_trim``.
+    """
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    malloc_trim.restype = ctypes.c_int
+    malloc_trim(TOP_PAD)
+    return True

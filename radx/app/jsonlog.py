@@ -18,7 +18,7 @@ from string import Formatter
 from twisted.logger import ILogObserver
 from zope.interface import implementer
 
-from radx.app.logformat import format_event
+from radx.app.logformat import format_event, is_python_warning
 
 _RESERVED = ("time", "level", "namespace", "message", "error")
 _SIMPLE = (str, int, float, bool, type(None))
@@ -59,6 +59,8 @@ def event_as_json(event, traceback: bool = False) -> str:
         "message": format_event(event),
     }
     names = list(_format_fields(event.get("log_format") or ""))
+    if is_python_warning(event):
+        names = [name for name in names if name != "warning"]  # its text is withheld, as in "message"
     if event.get("audit"):
         # The audit record: every field it carries.
         names += [name for name in event if not name.startswith("log_") and name not in names]

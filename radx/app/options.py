@@ -9,7 +9,7 @@ import sys
 from twisted.python import usage
 
 from radx import __version__
-from radx.storage.layout import is_valid_uid
+from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout, LayoutError, is_valid_uid
 from radx.uids import VERIFICATION_SOP_CLASS
 from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, is_storage_sop_class
 
@@ -33,22 +33,33 @@ def _boolean(value: str) -> bool:
 _boolean.coerceDoc = "true or false."  # type: ignore[attr-defined]
 
 
+def _integer(value: str) -> int:
+    """A whole number written in decimal; the error says so in words."""
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+
+
 def _port(value: str) -> int:
-    port = int(value)
+    port = _integer(value)
     if not 0 <= port <= 65535:
         raise ValueError(f"a port is 0 to 65535, not {port}")
     return port
 
 
 def _positive_int(value: str) -> int:
-    number = int(value)
+    number = _integer(value)
     if number < 1:
         raise ValueError(f"must be at least 1, not {number}")
     return number
 
 
 def _seconds(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of seconds") from None
     if not number > 0:
         raise ValueError(f"must be a positive number of seconds, not {value}")
     return number
@@ -69,7 +80,7 @@ def _ae_title(value: str) -> str:
 
 
 def _pdu_length(value: str) -> int:
-    length = int(value)
+    length = _integer(value)
     if not MINIMUM_PDU <= length <= MAXIMUM_PDU:
         raise ValueError(f"must be between {MINIMUM_PDU} and {MAXIMUM_PDU} bytes, not {length}")
     return length
@@ -96,6 +107,13 @@ def _network(value: str):
         raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR network: {error}") from None
 
 
+def _catalogue(value: str) -> str:
+    """A catalogue radx can open; its modules (and sqlite3) loaded only when the flag is given."""
+    from radx.catalogue.opening import check_target
+
+    return check_target(value)
+
+
 def _named(flag: str, coerce):
     """A coercer whose errors name the flag they are about."""
 
@@ -107,6 +125,36 @@ def _named(flag: str, coerce):
 
     named.coerceDoc = getattr(coerce, "coerceDoc", None)  # type: ignore[attr-defined]
     return named
+
+
+def _on_duplicate(value: str) -> str:
+    from radx.storage.store import ON_DUPLICATE
+
+    if value not in ON_DUPLICATE:
+        raise ValueError(f"expected one of {', '.join(ON_DUPLICATE)}, not {value!r}")
+    return value
+
+
+# --layout, --organize and --on-duplicate: how the server and `radx dicom organize` file an instance.
+FILING_PARAMETERS = [
+    ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
+    ["layout", None, None, "Path of each file below the output folder, DICOM keywords in braces, such as {PatientID}/{StudyDate}/{SOPInstanceUID}.dcm (instead of --organize's)."],
+    ["on-duplicate", None, "replace", "For an instance whose file exists: replace, keep (the first), unique (both, under another name) or reject (status 0111).", _named("on-duplicate", _on_duplicate)],
+]  # fmt: skip
+
+
+def check_layout(options: usage.Options) -> None:
+    """Compile --layout (or --organize's) once, at start, into options["layout"]."""
+    template = options["layout"]
+    if template is None:
+        options["layout"] = ORGANIZED_LAYOUT if options["organize"] else FLAT_LAYOUT
+        return
+    if not options["organize"]:
+        raise usage.UsageError("--layout and --organize=false do not go together: the template says where files go")
+    try:
+        options["layout"] = Layout(template)
+    except LayoutError as error:
+        raise usage.UsageError(f"--layout: {error}") from None
 
 
 # Flags that are booleans with a default of true: they take `--flag`,
@@ -124,6 +172,9 @@ class CommandOptions(usage.Options):
         """Print the version and exit."""
         print(f"radx {__version__.public()}")
         sys.exit(0)
+
+    # -h is --help, as in most commands.
+    opt_h = usage.Options.opt_help
 
     def parseOptions(self, options=None) -> None:
         if options is None:
@@ -150,15 +201,17 @@ class ScpOptions(CommandOptions):
         ["output-dir", None, "./dicom-received", "Directory to store received files."],
         ["max-pdu", None, 16384, "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", _named("max-pdu", _pdu_length)],
         ["max-conns", None, 10, "Maximum concurrent associations.", _named("max-conns", _positive_int)],
-        ["bind", None, "", "Address to listen on (default: all interfaces, IPv4 and IPv6)."],
-        ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
+        ["max-pending", None, 256, "Maximum connections not yet associated; past it the oldest is closed.", _named("max-pending", _positive_int)],
+        ["bind", None, None, "Address to listen on, IPv4 or IPv6 (default: all interfaces, IPv4 and IPv6)."],
+        *FILING_PARAMETERS,
         ["accept-echo", None, True, "Accept C-ECHO verification requests.", _named("accept-echo", _boolean)],
         ["fsync", None, True, "fsync each file and folder before answering Success.", _named("fsync", _boolean)],
-        ["artim-timeout", None, 30.0, "Seconds to wait for an A-ASSOCIATE-RQ, or for the peer to close after release/abort (ARTIM).", _named("artim-timeout", _seconds)],
+        ["artim-timeout", None, 30.0, "Seconds a new connection may take to send its A-ASSOCIATE-RQ, and the peer to close after a release or an abort (the ARTIM timer of the DICOM upper layer, PS3.8).", _named("artim-timeout", _seconds)],
         ["idle-timeout", None, 120.0, "Seconds an association may stay silent before it is aborted.", _named("idle-timeout", _seconds)],
-        ["dimse-timeout", None, 60.0, "Seconds within which a PDU, once begun, must arrive in full.", _named("dimse-timeout", _seconds)],
+        ["dimse-timeout", None, 60.0, "Seconds a PDU may take to arrive, from its first byte to its last (DIMSE: DICOM's message exchange, PS3.7).", _named("dimse-timeout", _seconds)],
         ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _named("drain-timeout", _seconds)],
         ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
+        ["catalogue", None, None, "SQLite file in which each stored instance is recorded, as radx dicom catalogue indexes it.", _named("catalogue", _catalogue)],
         ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
         ["log-format", None, "text", "Log lines as text, or as one JSON object a line (json)."],
@@ -171,6 +224,7 @@ class ScpOptions(CommandOptions):
     ]
     optFlags = [
         ["verbose", "v", "Log at debug level (same as --log-level debug)."],
+        ["accept-any-called-aet", None, "Accept any called AE title, not only --aet (DCMTK's default ANY-SCP among them)."],
         ["require-peer-cert", None, "Require a client certificate signed by --tls-ca (implied by --tls-ca)."],
     ]
 
@@ -181,6 +235,10 @@ class ScpOptions(CommandOptions):
         self["allow-calling-aet"] = []
         self["allow-ip"] = []
         self["port"] = DEFAULT_PORT
+
+    def opt_port(self, port: str) -> None:
+        """Port to listen on: the same as PORT (default: 11112)."""
+        self._port_flag = self._parse_port(port, "--port")
 
     def opt_sop_class(self, uid: str) -> None:
         """Accepted SOP Class UID; repeat for several (default: all storage SOP classes)."""
@@ -224,15 +282,24 @@ class ScpOptions(CommandOptions):
 
     def parseArgs(self, port=None) -> None:
         if port is not None:
-            if not port.isdigit():
-                raise usage.UsageError(
-                    f"PORT: {port!r} is not a port number"
-                    " (boolean flags take their value with '=', as in --organize=false)"
-                )
-            try:
-                self["port"] = _port(port)
-            except ValueError as error:
-                raise usage.UsageError(f"PORT: {error}")
+            self["port"] = self._parse_port(port, "PORT")
+        flag = getattr(self, "_port_flag", None)
+        if flag is not None:
+            if port is not None and self["port"] != flag:
+                raise usage.UsageError(f"PORT is {self['port']} and --port {flag}: give one")
+            self["port"] = flag
+
+    @staticmethod
+    def _parse_port(port: str, name: str) -> int:
+        if not port.isdigit():
+            raise usage.UsageError(
+                f"{name}: {port!r} is not a port number"
+                " (boolean flags take their value with '=', as in --organize=false)"
+            )
+        try:
+            return _port(port)
+        except ValueError as error:
+            raise usage.UsageError(f"{name}: {error}") from None
 
     def postOptions(self) -> None:
         if self["verbose"]:
@@ -243,6 +310,7 @@ class ScpOptions(CommandOptions):
             raise usage.UsageError(f"--log-format: {self['log-format']!r} is not text or json")
         for flag in ("file-mode", "dir-mode"):
             self[flag] = _mode(self[flag])
+        check_layout(self)
         self._check_tls()
 
     def _check_tls(self) -> None:
@@ -280,12 +348,26 @@ def positionals_last(options: usage.Options, arguments: list[str]) -> list[str]:
             break
         if argument.startswith("-") and argument != "-":
             flags.append(argument)
-            if argument in takes_value and index < len(arguments):
+            if argument in takes_value:
+                # `--aet --organize=false` is a missing value, not the AE title "--organize=false".
+                if index == len(arguments) or _looks_like_a_flag(arguments[index]):
+                    raise usage.UsageError(f"{argument}: needs a value")
                 flags.append(arguments[index])
                 index += 1
         else:
             positionals.append(argument)
     return flags + ["--"] + positionals if positionals else flags
+
+
+def _looks_like_a_flag(argument: str) -> bool:
+    """``--name``, ``--name=value``, ``-v``: not ``-`` alone, nor a negative number."""
+    if not argument.startswith("-") or argument == "-":
+        return False
+    try:
+        float(argument)
+    except ValueError:
+        return True
+    return False
 
 
 def normalise_boolean_flags(arguments: list[str]) -> list[str]:

@@ -29,7 +29,7 @@ DEFAULT_OPERATIONS = 8
 # Exit statuses (documented in docs/usage.rst).
 EXIT_OK = 0
 EXIT_FAILED = 1  # an operation answered with a failure status, or a file was not stored
-EXIT_USAGE = 2
+EXIT_USAGE = 1  # a wrong flag or value: 1, as for radx dicom scp and every radx command
 EXIT_REJECTED = 3
 EXIT_NO_ASSOCIATION = 4  # no connection, an abort, or a timeout
 
@@ -405,21 +405,30 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
             if path not in answered:
                 job.results.append(FileResult(path, reason="not sent: interrupted"))
         _write(stderr, f"Interrupted: {len(paths) - len(answered)} files not sent or not answered\n")
-    succeeded = sum(1 for r in results if r.stored)
-    warned = sum(1 for r in results if r.warning)
-    failed = len(results) - succeeded
-    size = sum(r.size for r in results if r.status is not None)
+    if job.gave_up is not None:
+        _write(stderr, f"Gave up: {job.gave_up}\n")
+    # A file counts as sent once its C-STORE-RQ went out; the others (not
+    # DICOM, unreadable, refused context, no association left) were not.
+    sent = [r for r in results if r.sent]
+    succeeded = sum(1 for r in sent if r.stored)
+    warned = sum(1 for r in sent if r.warning)
+    failed = len(sent) - succeeded
+    not_sent = len(results) - len(sent)
+    size = sum(r.size for r in sent)
     summary = (
-        f"Sent {len(results)} file{'' if len(results) == 1 else 's'} ({_megabytes(size)}) in {elapsed:.1f} s:"
-        f" {succeeded} succeeded, {failed} failed"
+        f"Sent {len(sent)} file{'' if len(sent) == 1 else 's'} ({_megabytes(size)}) in {elapsed:.1f} s:"
+        f" {succeeded} succeeded"
     )
     if warned:
         summary += f" ({warned} with warnings)"
+    summary += f", {failed} failed"
+    if not_sent:
+        summary += f", {not_sent} not sent"
     _write(stdout, summary + "\n")
     if finished and job.association_errors and not job.associated:
         # Not one association: rejected (3), or no connection, a failed TLS handshake, an abort (4).
         return _association_exit(job.association_errors[0])
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if failed or not_sent else EXIT_OK
 
 
 def store_main(arguments: list[str]) -> int:

@@ -3,21 +3,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import sys
+import time
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from radx.app.heap import keep_large_buffers_in_heap
+from radx.app.heap import keep_large_buffers_in_heap, release_free_memory
 from radx.app.jsonlog import JsonLogObserver
 from radx.app.logformat import ClassicTextObserver
+from radx.app.openfiles import descriptors_needed, raise_open_file_limit
 from radx.app.options import ScpOptions
+from radx.app.signals import StopOnSignal
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.storage.store import clean_incoming
+from radx.storage.writable import check_writable
 from radx.ul.negotiation import AcceptorPolicy
 
 Options = ScpOptions
@@ -25,6 +32,31 @@ Options = ScpOptions
 
 class StartupError(Exception):
     """The server cannot start; the message is what follows "Error: "."""
+
+
+class TwistdStartupError(Exception):
+    """A StartupError as twistd passes it on: its line reads ``Error: ...``, as radx dicom scp's does."""
+
+    # traceback.format_exception_only names a builtin exception without
+    # its module: "Error: failed to start server: ...".
+    __module__ = "builtins"
+    __qualname__ = "Error"
+
+
+def print_alone_at_exit(error: BaseException) -> None:
+    """If ``error`` ends the process uncaught, print ``Error: ...`` instead of its traceback."""
+    previous = sys.excepthook
+
+    def excepthook(kind, value, traceback):
+        if value is error:
+            # twistd sends sys.stderr to its log; this goes to the console.
+            stream = sys.__stderr__ or sys.stderr
+            stream.write(f"Error: {value}\n")
+            stream.flush()
+        else:
+            previous(kind, value, traceback)
+
+    sys.excepthook = excepthook
 
 
 def describe_os_error(error: OSError) -> str:
@@ -37,11 +69,15 @@ def describe_os_error(error: OSError) -> str:
 
 log = Logger(namespace="radx.scp")
 
+# See ScpService.prepare_output_dir.
+FILE_CLOCK_MARGIN_NS = 50_000_000
+
 
 def config_from_options(options: ScpOptions) -> ServerConfig:
     sop_classes = frozenset(options["sop-class"]) or None
     policy = AcceptorPolicy(
         ae_title=options["aet"],
+        accept_any_called_ae_title=bool(options["accept-any-called-aet"]),
         maximum_pdu_length=options["max-pdu"],
         accept_echo=options["accept-echo"],
         sop_classes=sop_classes,
@@ -52,8 +88,11 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         policy=policy,
         output_dir=options["output-dir"],
         organize=options["organize"],
+        layout=options["layout"],
+        on_duplicate=options["on-duplicate"],
         fsync=options["fsync"],
         max_conns=options["max-conns"],
+        max_pending=options["max-pending"],
         artim_timeout=options["artim-timeout"],
         idle_timeout=options["idle-timeout"],
         dimse_timeout=options["dimse-timeout"],
@@ -61,6 +100,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         allowed_networks=tuple(options["allow-ip"]) or None,
         file_mode=options["file-mode"],
         dir_mode=options["dir-mode"],
+        catalogue=options["catalogue"],
     )
 
 
@@ -127,26 +167,71 @@ class ScpService(service.MultiService):
         self.threadpool = ThreadPool(minthreads=1, maxthreads=options["threads"], name="radx-storage")
         _ThreadPoolService(self.threadpool).setServiceParent(self)
         self.factory = SCPFactory(self.config, reactor, self.threadpool)
+        self.factory.release_memory = release_free_memory
         self.port = None
         # The TLS port when it is not PORT (--tls-port).
         self.tls_port = None
+        self.output_ready = False
+        # The catalogue's catch-up with the output folder, started with the service.
+        self.catching_up: defer.Deferred = defer.succeed(None)
         self._statistics = task.LoopingCall(self.log_statistics)
         self._statistics.clock = reactor
 
     def prepare_output_dir(self) -> None:
-        """Create the output folder; clean what a crash left in its temporary folder.
+        """Create the output folder, prove it takes files, clean what a crash left in its temporary folder.
 
-        A folder radx creates gets --dir-mode; an existing one keeps its mode.
+        A folder radx creates gets --dir-mode; an existing one keeps its
+        mode. A symbolic link in place of the temporary folder stops the
+        start. Run as the user the server runs as: under ``twistd --uid``,
+        after the switch.
         """
+        existed = os.path.isdir(self.config.output_dir)
         try:
-            if not os.path.isdir(self.config.output_dir):
-                os.makedirs(self.config.output_dir, mode=self.config.dir_mode, exist_ok=True)
-                os.chmod(self.config.output_dir, self.config.dir_mode)
-            stale = clean_incoming(self.config.output_dir)
+            stale = clean_incoming(self.factory.tree)
         except OSError as error:
-            raise StartupError(f"failed to create output directory: {describe_os_error(error)}") from error
+            # An existing folder this user may not enter or write in.
+            denied = existed and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            what = "output directory is not writable" if denied else "failed to create output directory"
+            raise StartupError(f"{what}: {describe_os_error(error)}") from error
+        try:
+            folders = self.factory.tree.folders()
+            check_writable(folders.root, folders.incoming, self.config.file_mode)
+        except OSError as error:
+            raise StartupError(f"output directory is not writable: {describe_os_error(error)}") from error
+        self.output_ready = True
         for name in stale:
             log.warn("Removed a partial file left by an earlier run name={name}", name=name)
+        # Files modified from now on are this run's, which it records
+        # itself. A file's time comes from the kernel's coarse clock, up to
+        # a tick (10 ms at most) behind this one: the margin keeps a file
+        # stored at once from looking older. No file of an earlier run is
+        # that recent: a Python start-up alone takes longer.
+        self.started_ns = time.time_ns() - FILE_CLOCK_MARGIN_NS
+
+    def prepare(self) -> None:
+        """Listen, then prepare the output folder, or raise StartupError.
+
+        In that order, so that a port radx cannot have leaves no new folder
+        behind; a folder that fails closes the ports again.
+        """
+        if self.port is None:
+            self.listen()
+        if not self.output_ready:
+            try:
+                self.prepare_output_dir()
+            except StartupError:
+                self.close_ports()
+                raise
+
+    def close_ports(self):
+        """Stop listening on every port; a Deferred that fires once they are closed."""
+        closing = []
+        for name in ("port", "tls_port"):
+            port = getattr(self, name)
+            if port is not None:
+                setattr(self, name, None)
+                closing.append(defer.maybeDeferred(port.stopListening))
+        return defer.gatherResults(closing)
 
     def tls_factory(self):
         """The factory of the TLS listener (PS3.15 B.9), or StartupError for unusable files."""
@@ -160,6 +245,23 @@ class ScpService(service.MultiService):
             raise StartupError(str(error)) from None
         return TLSServerFactory(certificate_options, self.factory)
 
+    def check_open_files(self) -> None:
+        """Raise the open-file limit to what --max-pending and --max-conns need, or warn that it is short."""
+        config = self.config
+        needed = descriptors_needed(config.max_pending, config.max_conns, config.policy.maximum_operations_invoked)
+        before, after = raise_open_file_limit(needed)
+        if after < needed:
+            log.warn(
+                "The open-file limit is {limit}, under the {needed} that --max-pending {pending} and"
+                " --max-conns {conns} may need: past it, connections are refused before radx sees them",
+                limit=after,
+                needed=needed,
+                pending=config.max_pending,
+                conns=config.max_conns,
+            )
+        elif after > before:
+            log.info("Raised the open-file limit from {before} to {after}", before=before, after=after)
+
     def listen(self) -> None:
         """Listen now, or raise StartupError (TCP endpoints listen synchronously).
 
@@ -167,6 +269,7 @@ class ScpService(service.MultiService):
         is plain and --tls-port TLS; with --tls-cert alone, PORT is TLS only.
         """
         options = self.options
+        self.check_open_files()
         if not options.tls:
             self.port = self._listen(options["port"], self.factory)
             return
@@ -198,42 +301,83 @@ class ScpService(service.MultiService):
 
     def privilegedStartService(self) -> None:
         # twistd calls this before it drops privileges (--uid/--gid), so a
-        # port below 1024 can be opened; a StartupError raised here ends
-        # twistd with its message, before the reactor runs.
+        # port below 1024 can be opened; the output folder waits for
+        # startService, to be made and checked as the user radx runs as.
+        # A StartupError raised in either ends twistd with its message,
+        # before the reactor runs.
         if self.port is None:
-            self.prepare_output_dir()
             self.listen()
         super().privilegedStartService()
 
     def startService(self) -> None:
-        if self.port is None:
-            self.prepare_output_dir()
-            self.listen()
+        self.prepare()
         super().startService()
         # The first statistics line comes one interval after start.
         self._statistics.start(self.options["stats-interval"], now=False)
+        if self.factory.catalogue is not None:
+            self.catching_up = self.catch_up()
+
+    def catch_up(self) -> defer.Deferred:
+        """
+        Index, on the storage threadpool, the files an earlier run stored
+        but did not record (its catalogue failed, or it stopped between a
+        rename and the row), and those changed while radx was not running.
+        The reactor goes on meanwhile: associations are served at once.
+        """
+        folder = os.path.abspath(self.config.output_dir)
+        catalogue = self.factory.catalogue
+        d = deferToThreadPool(self.reactor, self.threadpool, catalogue.catch_up, folder, self.started_ns)
+
+        def done(result):
+            if result is None:
+                return
+            counts = {name: getattr(result, name) for name in ("folder", "added", "changed", "removed", "unchanged")}
+            log.info(
+                "Catalogue brought up to date with {folder}: {added} new, {changed} changed,"
+                " {removed} removed, {unchanged} unchanged, {failures} not DICOM or unreadable, in {seconds:.2f} s",
+                failures=len(result.failures),
+                seconds=result.seconds,
+                **counts,
+            )
+
+        def failed(failure):
+            from radx.catalogue.database import CatalogueError
+
+            why = failure.value.message if failure.check(CatalogueError) else str(failure.value)
+            log.warn(
+                "Catalogue not brought up to date with {folder}: {why}; the next start tries again",
+                folder=folder,
+                why=why,
+            )
+
+        d.addCallbacks(done, failed)
+        return d
 
     @defer.inlineCallbacks
     def stopService(self):
         self.factory.accepting = False
         if self._statistics.running:
             self._statistics.stop()
-        for name in ("port", "tls_port"):
-            port = getattr(self, name)
-            if port is not None:
-                setattr(self, name, None)
-                yield port.stopListening()
+        yield self.close_ports()
+        catalogue = self.factory.catalogue
+        if catalogue is not None:
+            catalogue.stopping = True
         yield self.factory.shut_down()
+        if catalogue is not None and self.threadpool.started:
+            # On a storage thread, once the instances in progress are done
+            # (closing checkpoints the WAL into the database: disk work).
+            yield self.catching_up
+            yield deferToThreadPool(self.reactor, self.threadpool, catalogue.close)
         yield super().stopService()
 
     def log_statistics(self) -> None:
         stats = self.factory.stats
-        log.info(
-            "Server statistics echo_count={echo} store_count={store} store_failures={failures}",
-            echo=stats.echo_requests,
-            store=stats.store_requests,
-            failures=stats.store_failures,
-        )
+        text = "Server statistics echo_count={echo} store_count={store} store_failures={failures}"
+        fields = {"echo": stats.echo_requests, "store": stats.store_requests, "failures": stats.store_failures}
+        if stats.catalogue_failures is not None:
+            text += " catalogue_failures={catalogue_failures}"
+            fields["catalogue_failures"] = stats.catalogue_failures
+        log.info(text, **fields)
 
 
 class _LoggingService(ScpService):
@@ -250,11 +394,43 @@ class _LoggingService(ScpService):
             json = self.options["log-format"] == "json"
             set_component(ILogObserver, JsonLogObserver(write) if json else ClassicTextObserver(write))
 
+    def privilegedStartService(self) -> None:
+        with self._startup_error_in_one_line():
+            super().privilegedStartService()
+
+    def startService(self) -> None:
+        with self._startup_error_in_one_line():
+            super().startService()
+        # Once the reactor runs, after it installed its own handlers.
+        self.reactor.callWhenRunning(StopOnSignal(self.reactor, self.factory.stop_now).install)
+
+    @contextlib.contextmanager
+    def _startup_error_in_one_line(self):
+        """
+        A StartupError ends twistd as it ends ``radx dicom scp``: ``Error:
+        ...`` and status 1, not a traceback.
+
+        twistd handles an exception from starting the application itself:
+        it removes its PID file, hands a daemon's error to the parent it
+        started from (which prints ``An error has occurred:`` and the
+        exception's line, and exits 1), and lets it end the process. So
+        the error is raised again as L{TwistdStartupError}, whose line is
+        ``Error: ...``, and in the foreground the interpreter prints that
+        line alone.
+        """
+        try:
+            yield
+        except StartupError as error:
+            failure = TwistdStartupError(str(error))
+            # A daemon's console is its parent's; its log gets the line.
+            if not (self.options.parent or {}).get("nodaemon"):
+                log.error("Error: {message}", message=str(error))
+            print_alone_at_exit(failure)
+            raise failure from None
+
 
 def _twistd_log_writer(twistd_options):
     """Where twistd would log (--logfile, or stdout with -n, else twistd.log): a write function."""
-    import sys
-
     from twisted.python import logfile
 
     name = (twistd_options or {}).get("logfile") or ""

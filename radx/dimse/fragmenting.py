@@ -20,10 +20,12 @@ UNLIMITED_FRAGMENT = 1 << 20
 
 
 def fragment_size(peer_maximum_pdu_length: int) -> int:
-    """The largest fragment one P-DATA-TF with one PDV may carry."""
+    """The largest even fragment one P-DATA-TF with one PDV may carry."""
     if peer_maximum_pdu_length == 0:
         return UNLIMITED_FRAGMENT
-    return max(1, peer_maximum_pdu_length - PDV_OVERHEAD)
+    # PS3.5 7.1.1: values, and so messages, are even: a peer's odd Maximum
+    # Length must not cut them into odd fragments, which receivers refuse.
+    return max(2, (peer_maximum_pdu_length - PDV_OVERHEAD) & ~1)
 
 
 def message_pdus(

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 
+from radx.scp.accepting import AcceptFailureObserver
 from radx.scp.protocol import AssociationProtocol
+from radx.storage.tree import OutputTree
 from radx.ul import negotiation
 from radx.ul.negotiation import AcceptorPolicy
 from radx.ul.pdu import AAssociateRJ
@@ -63,9 +65,16 @@ class ServerConfig:
     policy: AcceptorPolicy = field(default_factory=AcceptorPolicy)
     output_dir: str = "./dicom-received"
     organize: bool = True
+    # --layout: a compiled radx.storage.layout.Layout; None: --organize's.
+    layout: object = None
+    # --on-duplicate: replace, keep, unique or reject (radx.storage.store).
+    on_duplicate: str = "replace"
     # Durable writes: fsync of file and folder before Success (--fsync).
     fsync: bool = True
     max_conns: int = 10
+    # Connections not yet associated (--max-pending), counted apart from
+    # --max-conns: past it, the oldest of them is closed.
+    max_pending: int = 256
     # PS3.8 9.1.5: ARTIM bounds the wait for an A-ASSOCIATE-RQ and for the
     # peer to close after a release or abort.
     artim_timeout: float = 30.0
@@ -82,6 +91,8 @@ class ServerConfig:
     # --dir-mode): owner-only, since the files hold health information.
     file_mode: int = 0o600
     dir_mode: int = 0o700
+    # The catalogue each stored instance is recorded in (--catalogue), or None.
+    catalogue: str | None = None
 
 
 @dataclass
@@ -91,6 +102,8 @@ class Statistics:
     stores_succeeded: int = 0
     store_failures: int = 0
     associations: int = 0
+    # Instances stored but not recorded in the catalogue; None without one.
+    catalogue_failures: int | None = None
 
 
 class SCPFactory(ServerFactory):
@@ -105,12 +118,41 @@ class SCPFactory(ServerFactory):
         self.reactor = reactor
         self.threadpool = threadpool
         self.stats = Statistics()
-        # Every open connection, and those of them that are associations.
+        # Written by the storage threads only (radx.catalogue.received).
+        self.catalogue = None
+        if config.catalogue is not None:
+            # Loaded only with --catalogue: sqlite3 and the catalogue's modules are no start-up cost otherwise.
+            from radx.catalogue.received import ReceivedCatalogue
+
+            self.catalogue = ReceivedCatalogue(config.catalogue)
+            self.stats.catalogue_failures = 0
+        # The output folder, opened at the first use and kept open.
+        self.tree = OutputTree(config.output_dir, config.dir_mode)
+        # Every open connection, those of them that are associations, and
+        # those not (yet) associated, oldest first.
         self.connections: set[AssociationProtocol] = set()
         self.active: set[AssociationProtocol] = set()
+        self.pending: dict[AssociationProtocol, None] = {}
         self.accepting = True
+        # Called, at most once a second, after a connection that never
+        # associated has closed: gives what it freed back to the system
+        # (radx.app.heap.release_free_memory), so a flood of them does not
+        # leave the server larger. None: nothing to do.
+        self.release_memory = None
+        self._release_call = None
+        # The drain of shut_down while it waits, and whether stop_now cut it short.
+        self._drain: defer.Deferred | None = None
+        self._stopping_now = False
         # (condition, Deferred) pairs fired when a connection ends and the condition holds.
         self._waiters: list = []
+
+    def startFactory(self) -> None:
+        # Connections the port could not take (no descriptor left) get a radx line.
+        self._accept_failures = AcceptFailureObserver(self.reactor)
+        globalLogPublisher.addObserver(self._accept_failures)
+
+    def stopFactory(self) -> None:
+        globalLogPublisher.removeObserver(self._accept_failures)
 
     def buildProtocol(self, addr) -> AssociationProtocol | None:
         if not self.admits(addr):
@@ -153,17 +195,55 @@ class SCPFactory(ServerFactory):
             return "protocol version not supported"
         if not self.accepting:
             return "the server is shutting down"
-        return f"local limit exceeded: {len(self.active)} associations already open (--max-conns {self.config.max_conns})"
+        count = len(self.active)
+        return (
+            f"local limit exceeded: {count} association{'' if count == 1 else 's'} already open"
+            f" (--max-conns {self.config.max_conns})"
+        )
+
+    def connection_made(self, protocol: AssociationProtocol) -> None:
+        """Count a new connection as pending; past --max-pending, close the oldest pending one.
+
+        A peer that means to associate sends its A-ASSOCIATE-RQ at once, so
+        the oldest connection without an association is the one least
+        likely to be a real peer: closing it, rather than refusing the
+        newest, means idle or trickling sockets cannot lock a real peer out.
+        """
+        self.connections.add(protocol)
+        self.pending[protocol] = None
+        if len(self.pending) > self.config.max_pending:
+            oldest = next(iter(self.pending))
+            del self.pending[oldest]
+            self.log.info(
+                "Closing peer={peer}: the oldest of {count} connections not associated (--max-pending {limit})",
+                peer=oldest.peer,
+                count=self.config.max_pending + 1,
+                limit=self.config.max_pending,
+            )
+            oldest.close_unassociated()
 
     def connection_lost(self, protocol: AssociationProtocol) -> None:
         self.connections.discard(protocol)
         self.active.discard(protocol)
+        self.pending.pop(protocol, None)
+        if not protocol.associated:
+            self._release_memory_soon()
         waiting, self._waiters = self._waiters, []
         for condition, waiter in waiting:
             if condition():
                 waiter.callback(None)
             else:
                 self._waiters.append((condition, waiter))
+
+    def _release_memory_soon(self) -> None:
+        if self.release_memory is None or self._release_call is not None:
+            return
+
+        def release():
+            self._release_call = None
+            self.release_memory()
+
+        self._release_call = self.reactor.callLater(1.0, release)
 
     def _when(self, condition) -> defer.Deferred:
         if condition():
@@ -190,19 +270,28 @@ class SCPFactory(ServerFactory):
             )
         for protocol in list(self.active):
             protocol.shut_down()
-        drained = self._when(lambda: not self.active)
+        drained = self._drain = self._when(lambda: not self.active)
         timer = self.reactor.callLater(self.config.drain_timeout, drained.cancel)
+        if self._stopping_now:
+            drained.cancel()
         try:
             yield drained
         except defer.CancelledError:
-            self.log.warn(
-                "Drain timeout: aborting {count} association(s) still open",
-                count=len(self.active),
-            )
+            if self._stopping_now:
+                self.log.warn("Stopping now: aborting {count} association(s) still open", count=len(self.active))
+                reason = "the server is stopping now"
+            else:
+                self.log.warn(
+                    "Drain timeout: aborting {count} association(s) still open",
+                    count=len(self.active),
+                )
+                reason = "the server is shutting down (drain timeout)"
             for protocol in list(self.active):
-                protocol.abort_now()
-        else:
-            timer.cancel()
+                protocol.abort_now(reason)
+        finally:
+            self._drain = None
+            if timer.active():
+                timer.cancel()
         # Connections that never associated have nothing to finish; the
         # aborted associations close themselves once their A-ABORT is out.
         for protocol in list(self.connections):
@@ -210,7 +299,43 @@ class SCPFactory(ServerFactory):
                 protocol.transport.abortConnection()
         yield self._when(lambda: not self.connections)
 
+    def stop_now(self) -> None:
+        """Cut the drain short: abort the associations still open, as the drain timeout would."""
+        self._stopping_now = True
+        if self._drain is not None:
+            self._drain.cancel()
+    def cataloguer(self, calling_ae_title: str | None, peer: str):
+        """What records an association's instances from the storage thread (see InstanceReception), or None."""
+        catalogue = self.catalogue
+        if catalogue is None:
+            return None
+
+        def record(writer, stored) -> str | None:
+            head, complete = writer.data_set_head()
+            return catalogue.record(
+                stored.path,
+                head,
+                complete,
+                writer.transfer_syntax_uid,
+                writer.sop_class_uid,
+                writer.sop_instance_uid,
+                calling_ae_title,
+                peer,
+            )
+
+        return record
+
+    def not_catalogued(self, sop_instance_uid: str, why: str) -> None:
+        """An instance stored (and answered Success) that the catalogue has no row of: counted, one line, no patient data."""
+        self.stats.catalogue_failures += 1
+        self.log.warn(
+            "Not recorded in the catalogue sop_instance={uid}: {why}; the file is stored, the next start indexes it",
+            uid=sop_instance_uid,
+            why=why,
+        )
+
     def association_started(self, protocol: AssociationProtocol) -> None:
+        self.pending.pop(protocol, None)
         self.active.add(protocol)
         self.stats.associations += 1
 

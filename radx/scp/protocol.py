@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from radx import uids
 from radx.dimse.assembly import (
@@ -28,7 +30,7 @@ from radx.dimse.commands import (
 from radx.dimse.fragmenting import EncodedPDUs, encode_command
 from radx.dimse.status import Status
 from radx.scp.storing import Backlog, InstanceReception
-from radx.storage.layout import is_valid_uid
+from radx.storage.layout import is_valid_uid, uid_for_log
 from radx.storage.store import InstanceWriter, StorageError
 from radx.tcp import MachineDriverOverTCP
 from radx.ul import fsm
@@ -48,6 +50,21 @@ _CAN_SEND_DATA = (State.STA6, State.STA8)
 _READ_SIZE = 256 * 1024
 
 
+def _echoed(uid: str) -> str | None:
+    """A request's UID as its response repeats it, or None to leave it out.
+
+    PS3.7 9.1.1, 9.1.5 (the service parameters): a response's Affected SOP
+    Class and Instance UIDs are U(=), optional; a value that is no UID (over 64 characters,
+    say; PS3.5 9.1) cannot be encoded as UI, so it is not repeated.
+    """
+    return uid if is_valid_uid(uid) else None
+
+
+def _shown(uid: str) -> str:
+    """A request's UID as a log line shows it: itself if it is one, else only its length."""
+    return uid if is_valid_uid(uid) else uid_for_log(uid)
+
+
 class _PendingStore:
     """A C-STORE-RQ whose data set is arriving."""
 
@@ -63,8 +80,15 @@ class _PendingStore:
         self.comment = comment
 
 
+@implementer(IPushProducer)
 class AssociationProtocol(MachineDriverOverTCP, Protocol):
-    """Feeds bytes to the upper layer machine and carries out its effects in order."""
+    """Feeds bytes to the upper layer machine and carries out its effects in order.
+
+    It is its transport's producer: what it produces is responses, one for
+    each request it reads, so when the transport's write buffer passes its
+    high-water mark (a peer that does not read them) it stops reading
+    requests until the buffer drains.
+    """
 
     log = Logger()
 
@@ -86,12 +110,14 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._close_timer = None
         self._shutting_down = False
         self._reader_failed = False
+        self._producing = False  # registered as the transport's producer
         self._store: _PendingStore | None = None
         self._busy = 0  # operations whose response is not yet sent
         self._release_requested = False
         # Why reading is paused, if it is: "backlog" (the writes of its
         # instances are behind), "window" (the peer has more operations
-        # outstanding than it negotiated).
+        # outstanding than it negotiated), "responses" (the transport's
+        # write buffer is full: the peer does not read what it asked for).
         self._pauses: set[str] = set()
         # Bytes received and not yet written, over all its instances.
         self._backlog = Backlog(self._on_backlog)
@@ -130,7 +156,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             # Twisted reads 64 KiB at a time; a data set arrives in fewer, larger reads.
             self.transport.bufferSize = _READ_SIZE
         self._connected_at = self.factory.reactor.seconds()
-        self.factory.connections.add(self)
+        self.transport.registerProducer(self, True)
+        self._producing = True
+        self.factory.connection_made(self)
         self._handle(Event.EVT5)
 
     def dataReceived(self, data: bytes) -> None:
@@ -177,6 +205,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 "Connection closed by peer={peer} in the middle of a PDU, before any association",
                 peer=self.peer,
             )
+        # The bytes of an unfinished PDU go now, not whenever the collector
+        # frees this protocol (its dispatch table makes it a cycle).
+        self.reader.discard()
         self._handle(Event.EVT17)
         self._cancel_timers()
         self._abandon_store()
@@ -232,9 +263,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         if self.associated and not self.busy:
             self._abort_for_shutdown()
 
-    def abort_now(self) -> None:
-        """The drain timeout is over: abort whatever is in progress."""
-        self._local_abort("the server is shutting down (drain timeout)")
+    def abort_now(self, reason: str = "the server is shutting down (drain timeout)") -> None:
+        """The drain is over (its timeout, or a second stop signal): abort whatever is in progress."""
+        self._local_abort(reason)
         self._close_after_abort()
 
     def _abort_for_shutdown(self) -> None:
@@ -250,6 +281,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         if the peer has not closed within a second.
         """
         self._reader_failed = True
+        self._stop_producing_for_transport()
         self._resume_reading()
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is not None:
@@ -257,6 +289,11 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         else:
             self.transport.loseConnection()
         self._close_timer = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
+
+    def close_unassociated(self) -> None:
+        """Close a connection that has no association, at once: the factory needs its place."""
+        self._reader_failed = True  # what it sent is no longer of interest, nor logged
+        self.transport.abortConnection()
 
     def _watch_partial_pdu(self, progressed: bool) -> None:
         """Start, restart or stop the DIMSE timer on the PDU being received."""
@@ -277,7 +314,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             # No association yet: ARTIM's business, but the same cure.
             self._stop_artim()
             self.log.info("Closing peer={peer}: {why}", peer=self.peer, why=why)
-            self.transport.loseConnection()
+            self._close_transport()
             return
         self._reader_failed = True
         self._local_abort(why)
@@ -305,7 +342,12 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._handle(Event.EVT18)
 
     def _close_transport(self, effect=None) -> None:
+        # Twisted does not close a connection whose producer is registered;
+        # and one whose peer reads nothing never flushes: cut it after a grace.
+        self._stop_producing_for_transport()
         self.transport.loseConnection()
+        if self._close_timer is None:
+            self._close_timer = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 
     def _invalid_pdu(self, reason: int, message: str) -> None:
         self._handle(Event.EVT19, reason=reason, message=f"invalid PDU: {message}")
@@ -358,8 +400,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._idle = None
         # Nothing arrives because radx stopped reading, or because the peer
         # waits for a response radx still owes it (the instance is being
-        # filed): neither is the peer's idleness.
-        waiting_for_radx = bool(self._pauses) or (self._busy and self._store is None)
+        # filed): neither is the peer's idleness. Reading paused because the
+        # peer does not read its responses is.
+        waiting_for_radx = bool(self._pauses - {"responses"}) or (self._busy and self._store is None)
         if waiting_for_radx:
             self._idle = self.factory.reactor.callLater(self.config.idle_timeout, self._idle_expired)
             return
@@ -373,6 +416,8 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._handle(Event.EVT15, message=why)
 
     def _release_indication(self, effect: fsm.ReleaseIndication) -> None:
+        if self._store is not None:
+            self._abandon_unfinished_data_set()
         self.log.info(
             "Association released peer={peer} calling_ae={calling_ae}",
             peer=self.peer,
@@ -381,6 +426,28 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._release_requested = True
         self._ended("released")
         self._answer_release_when_idle()
+
+    def _abandon_unfinished_data_set(self) -> None:
+        """An A-RELEASE-RQ came before the data set's last fragment: drop the instance, answer the release.
+
+        PS3.8 7.2.2: after an A-RELEASE request the requestor issues no
+        primitive but A-ABORT, so the rest of the data set never comes; and
+        the acceptor shall always answer the release affirmatively. Waiting
+        would only hold the association until the idle timeout.
+        """
+        store, self._store = self._store, None
+        if store.reception is not None:
+            store.reception.abort()
+        self._busy -= 1
+        self.factory.stats.store_failures += 1
+        self._failed_count += 1
+        self.log.warn(
+            "A-RELEASE-RQ in the middle of a data set peer={peer} calling_ae={calling_ae} sop_instance={uid}:"
+            " the instance is abandoned, nothing stored, and the release answered",
+            peer=self.peer,
+            calling_ae=self.calling_ae_title,
+            uid=_shown(store.request.affected_sop_instance_uid),
+        )
 
     def _answer_release_when_idle(self) -> None:
         # PS3.8 Table 9-10 AR-7: responses may still go out in Sta8, so a
@@ -399,7 +466,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._abandon_store()
 
     def _provider_abort_indication(self, effect: fsm.ProviderAbortIndication) -> None:
-        self.log.info(
+        # The peer's protocol violation is a warning; a timeout or a dropped connection is not.
+        log = self.log.warn if effect.peer_violation else self.log.info
+        log(
             "Association aborted peer={peer} calling_ae={calling_ae}: {why}",
             peer=self.peer,
             calling_ae=self.calling_ae_title or "-",
@@ -474,13 +543,16 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             count=stats.echo_requests,
         )
         status = Status.SUCCESS
-        if context.abstract_syntax != uids.VERIFICATION_SOP_CLASS:
+        if (
+            context.abstract_syntax != uids.VERIFICATION_SOP_CLASS
+            or request.affected_sop_class_uid != uids.VERIFICATION_SOP_CLASS
+        ):
             # PS3.7 9.3.5: C-ECHO belongs to the Verification SOP Class.
             status = Status.SOP_CLASS_NOT_SUPPORTED
         response = CEchoRSP(
             message_id_being_responded_to=request.message_id,
             status=status,
-            affected_sop_class_uid=request.affected_sop_class_uid,
+            affected_sop_class_uid=_echoed(request.affected_sop_class_uid),
         )
         self._send_message(context.context_id, response.encode())
 
@@ -532,7 +604,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self.log.info(
             "C-STORE request received calling_ae={calling_ae} sop_class={sop_class} count={count}",
             calling_ae=self.calling_ae_title,
-            sop_class=request.affected_sop_class_uid,
+            sop_class=_shown(request.affected_sop_class_uid),
             count=stats.store_requests,
         )
         if request.affected_sop_class_uid != context.abstract_syntax:
@@ -543,7 +615,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 context,
                 None,
                 Status.SOP_CLASS_NOT_SUPPORTED,
-                f"SOP class {request.affected_sop_class_uid[:64]} sent on presentation context"
+                f"SOP class {_shown(request.affected_sop_class_uid)} sent on presentation context"
                 f" {context.context_id}, negotiated for {context.abstract_syntax}",
             )
             return
@@ -554,23 +626,24 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 context,
                 None,
                 Status.INVALID_OBJECT_INSTANCE,
-                f"malformed Affected SOP Instance UID {request.affected_sop_instance_uid[:80]!r}",
+                f"malformed Affected SOP Instance UID {uid_for_log(request.affected_sop_instance_uid)}",
             )
             return
         config = self.config
 
         def writer_factory():
             return InstanceWriter(
-                config.output_dir,
+                self.factory.tree,
                 sop_class_uid=request.affected_sop_class_uid,
                 sop_instance_uid=request.affected_sop_instance_uid,
                 transfer_syntax_uid=context.transfer_syntax,
                 calling_ae_title=self.calling_ae_title,
                 called_ae_title=config.policy.ae_title,
                 organize=config.organize,
+                layout=config.layout,
+                on_duplicate=config.on_duplicate,
                 fsync=config.fsync,
                 file_mode=config.file_mode,
-                dir_mode=config.dir_mode,
             )
 
         reception = InstanceReception(
@@ -578,6 +651,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             self.factory.threadpool,
             writer_factory,
             backlog=self._backlog,
+            catalogue=self.factory.cataloguer(self.calling_ae_title, self.peer),
         )
         self._store = _PendingStore(request, context, reception)
 
@@ -627,9 +701,16 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             self.log.warn(
                 "{detail} sop_instance={uid}", detail=warning, uid=store.request.affected_sop_instance_uid
             )
+        if stored.not_catalogued is not None:
+            self.factory.not_catalogued(store.request.affected_sop_instance_uid, stored.not_catalogued)
         if stored.replaced:
             self.log.info("Replaced existing file path={path}", path=stored.path)
-        self.log.info("Stored DICOM file path={path}", path=stored.path)
+        if stored.duplicate == "kept":
+            self.log.info("Duplicate not stored, existing file kept path={path}", path=stored.path)
+        elif stored.duplicate == "identical":
+            self.log.info("Duplicate not stored, identical file already there path={path}", path=stored.path)
+        else:
+            self.log.info("Stored DICOM file path={path}", path=stored.path)
         self.factory.stats.stores_succeeded += 1
         self._stored_count += 1
         self._store_answered(store, Status.SUCCESS, None, count_failure=False)
@@ -657,14 +738,14 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 " sop_instance={uid}: {why}",
                 status=int(status),
                 calling_ae=self.calling_ae_title,
-                uid=request.affected_sop_instance_uid[:80],
+                uid=_shown(request.affected_sop_instance_uid),
                 why=comment,
             )
         response = CStoreRSP(
             message_id_being_responded_to=request.message_id,
             status=status,
-            affected_sop_class_uid=request.affected_sop_class_uid,
-            affected_sop_instance_uid=request.affected_sop_instance_uid,
+            affected_sop_class_uid=_echoed(request.affected_sop_class_uid),
+            affected_sop_instance_uid=_echoed(request.affected_sop_instance_uid),
             error_comment=comment[:64] if comment else None,
         )
         self._operation_done(store.context.context_id, response.encode())
@@ -679,6 +760,25 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._answer_release_when_idle()
         if self._shutting_down and not self.busy and self.machine.state is State.STA6:
             self._abort_for_shutdown()
+
+    # The transport's side, as its producer ------------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is full: read no more requests until it drains."""
+        self._pause_reading("responses")
+
+    def resumeProducing(self) -> None:
+        self._resume_reading("responses")
+
+    def stopProducing(self) -> None:
+        """The connection is lost; connectionLost follows and does the rest."""
+
+    def _stop_producing_for_transport(self) -> None:
+        """Unregister before closing: Twisted would wait for a registered producer to finish."""
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+            self._resume_reading("responses")
 
     def _on_backlog(self, paused: bool) -> None:
         if paused:

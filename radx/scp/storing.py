@@ -65,7 +65,10 @@ class InstanceReception:
     C{low_water}.
 
     The writer is made by C{writer_factory} in the first job, on the
-    threadpool, since making it opens a file.
+    threadpool, since making it opens a file. C{catalogue}, if given,
+    records the instance stored, in the commit's job, before its result
+    goes back to the reactor; what it answers (why there is no row, or
+    None) is the result's C{not_catalogued}.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class InstanceReception:
         on_backlog: Callable[[bool], None] = lambda paused: None,
         high_water: int = 4 << 20,
         low_water: int = 1 << 20,
+        catalogue: Callable[[InstanceWriter, StoredInstance], str | None] | None = None,
     ):
         if backlog is None:
             backlog = Backlog(on_backlog, high_water, low_water)
@@ -90,6 +94,7 @@ class InstanceReception:
         self._writer_factory = writer_factory
         self._batch_bytes = batch_bytes
         self._backlog = backlog
+        self._catalogue = catalogue
 
         self._writer: InstanceWriter | None = None  # made and used on the threadpool
         self._buffer: list = []
@@ -237,7 +242,11 @@ class InstanceReception:
         writer = self._ensure_writer()
         if batch:
             writer.write(batch)
-        return writer.commit()
+        stored = writer.commit()
+        # An instance not stored (--on-duplicate keep or unique) has no file of its own to record.
+        if self._catalogue is not None and stored.duplicate is None:
+            stored.not_catalogued = self._catalogue(writer, stored)
+        return stored
 
     def _discard_job(self, batch: list) -> None:
         if self._writer is not None:

@@ -12,11 +12,13 @@ wait for the peer to close after an A-ABORT.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
@@ -79,6 +81,26 @@ class NotSent(AssociationError):
     def __init__(self, cause: AssociationError):
         super().__init__(f"not sent: {cause.message}")
         self.cause = cause
+
+
+def describe_connect_error(error: BaseException) -> str:
+    """
+    Why a connection could not be made, once: Twisted's ConnectError texts
+    say it twice ("Connection was refused by other side: 111: Connection
+    refused.").
+    """
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    os_error = getattr(error, "osError", None)
+    if isinstance(os_error, int):
+        # An errno: the system's words for it.
+        return os.strerror(os_error).lower()
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    if isinstance(os_error, str) and os_error:
+        # "111: Connection refused", without the number.
+        return os_error.split(": ", 1)[-1].rstrip(".").lower()
+    return str(error).rstrip(".")
 
 
 def associate_request(
@@ -197,6 +219,9 @@ class _DataSetSender:
         self._stretch = _stretch(protocol.peer_maximum_length)
         # The first stretch, read ahead (None: read it when sending).
         self._first = first
+        # PS3.5 A.5: an odd deflated data set gets one trailing NULL byte; every
+        # other data set is even (PS3.5 7.1.1), and an odd one is padded alike.
+        self._pad = length & 1
         self._done = done
         self._paused = False
         self._stopped = False
@@ -220,6 +245,8 @@ class _DataSetSender:
                 return
             self._left -= size
             last = self._left == 0
+            if last and self._pad:
+                data += b"\x00"
             # PS3.8 E.2: data set fragments; the last one of the data set says so.
             pdus = EncodedPDUs(encode_fragments(self._context_id, data, self._size, command=False, ends_message=last))
             if not protocol.send_data(pdus):
@@ -330,7 +357,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         def failed(failure):
             self._connecting = None
             if self.machine.state is State.STA4:
-                self.error = self.error or AssociationAborted(f"Cannot connect: {failure.getErrorMessage()}")
+                self.error = self.error or AssociationAborted(f"Cannot connect: {describe_connect_error(failure.value)}")
                 self._handle(Event.EVT17)
                 self._finished()
 
@@ -453,7 +480,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
 
     def _submit(self, source, context_id: int, wait: bool) -> tuple[defer.Deferred, defer.Deferred]:
         if self.machine.state not in _TRANSFER_STATES:
-            return defer.succeed(None), defer.fail(self._not_established())
+            return defer.succeed(None), defer.fail(NotSent(self._not_established()))
         request = CStoreRQ(
             message_id=self._next_message_id(),
             affected_sop_class_uid=source.sop_class_uid,

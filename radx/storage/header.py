@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_storage_header -*-
-"""A fast scan of the first bytes of a data set for the four UIDs radx files by.
+"""A fast scan of the first bytes of a data set for the four UIDs radx files by, or other top-level values.
 
 pydicom reads a header in about half a millisecond; radx needs four
-values out of it per instance, thousands of times a second. This scan
+values out of it per instance, thousands of times a second (and the
+catalogue a score of them, from thousands of files). This scan
 walks the elements of the data set's first bytes (PS3.5 7.1), skipping
 values, sequences and items by their lengths and delimiters (PS3.5 7.5),
 until it passes (0020,000E). Whenever it meets something it does not
@@ -43,19 +44,23 @@ class _GiveUp(Exception):
 
 
 class _Scanner:
-    def __init__(self, data, implicit: bool, little_endian: bool, complete: bool, sop_only: bool) -> None:
+    def __init__(
+        self, data, implicit: bool, little_endian: bool, complete: bool, wanted, last: int, stop_at_last: bool
+    ) -> None:
         self.data = memoryview(data).cast("B")
         self.complete = complete
-        # The last tag wanted. With sop_only the walk ends at it; otherwise
+        self.wanted = wanted
+        # The last tag wanted. With stop_at_last the walk ends at it; otherwise
         # only once an element past it (or the data set's end) shows it whole.
-        self.sop_only = sop_only
-        self.last = _SOP_INSTANCE_UID if sop_only else _SERIES_INSTANCE_UID
+        self.stop_at_last = stop_at_last
+        self.last = last
         self.implicit = implicit
         order = "<" if little_endian else ">"
         self.tag_and_length = struct.Struct(order + "HHL")  # implicit VR
         self.tag_vr_short = struct.Struct(order + "HH2sH")  # explicit VR, 2-byte length
         self.long_length = struct.Struct(order + "L")
-        self.found: dict[int, str | None] = {}
+        # The raw value of each wanted top-level element met.
+        self.found: dict[int, memoryview] = {}
 
     def element(self, offset: int):
         """(tag, vr or None, value offset, value length) of the element at offset."""
@@ -116,11 +121,11 @@ class _Scanner:
                 offset = self.skip_undefined(value, depth + 1)
                 continue
             end = value + length
-            if depth == 0 and tag in _WANTED:
+            if depth == 0 and tag in self.wanted:
                 if end > data_length:
                     raise _GiveUp
-                self.found[tag] = _uid(self.data[value:end])
-                if tag == self.last and self.sop_only:
+                self.found[tag] = self.data[value:end]
+                if tag == self.last and self.stop_at_last:
                     return end
             offset = end
 
@@ -145,20 +150,41 @@ def scan_header(
     ends with (0008,0018), and the study and series UIDs are None: what a
     sender needs, whatever follows.
     """
-    if implicit and len(data) >= 6 and bytes(data[4:6]) in _ALL_VRS:
-        return None  # looks like explicit VR: let pydicom's reader judge it
-    scanner = _Scanner(data, implicit, little_endian, complete, sop_only)
-    try:
-        scanner.elements(0, 0)
-    except (_GiveUp, struct.error):
+    last = _SOP_INSTANCE_UID if sop_only else _SERIES_INSTANCE_UID
+    found = scan_elements(data, implicit, little_endian, _WANTED, last, complete, stop_at_last=sop_only)
+    if found is None:
         return None
-    found = scanner.found
+    try:
+        uids = {tag: _uid(value) for tag, value in found.items()}
+    except _GiveUp:
+        return None
     header = InstanceHeader(
-        found.get(_SOP_CLASS_UID),
-        found.get(_SOP_INSTANCE_UID),
-        found.get(_STUDY_INSTANCE_UID),
-        found.get(_SERIES_INSTANCE_UID),
+        uids.get(_SOP_CLASS_UID),
+        uids.get(_SOP_INSTANCE_UID),
+        uids.get(_STUDY_INSTANCE_UID),
+        uids.get(_SERIES_INSTANCE_UID),
     )
     if header.sop_class_uid is None or header.sop_instance_uid is None:
         return None  # pydicom gives the precise reason
     return header
+
+
+def scan_elements(
+    data, implicit: bool, little_endian: bool, wanted, last: int, complete: bool = False, stop_at_last: bool = False
+) -> dict[int, memoryview] | None:
+    """The raw values of the top-level elements of ``wanted`` in the first bytes of a data set.
+
+    ``last`` is the greatest tag of ``wanted``: the walk ends at the first
+    element past it, or, with ``stop_at_last``, right after it. An element
+    absent from the data set is absent from the answer. None when the
+    bytes cannot be walked with certainty up to there (see the module's
+    docstring) and pydicom should decide.
+    """
+    if implicit and len(data) >= 6 and bytes(data[4:6]) in _ALL_VRS:
+        return None  # looks like explicit VR: let pydicom's reader judge it
+    scanner = _Scanner(data, implicit, little_endian, complete, wanted, last, stop_at_last)
+    try:
+        scanner.elements(0, 0)
+    except (_GiveUp, struct.error):
+        return None
+    return scanner.found

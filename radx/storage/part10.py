@@ -7,6 +7,7 @@ import re
 import struct
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -284,6 +285,54 @@ def _string(dataset, tag: int) -> str | None:
     return "\\".join(str(v) for v in value)
 
 
+def read_data_set_head(raw, offset: int, transfer_syntax_uid: str, tags):
+    """
+    pydicom's Dataset of the top-level elements ``tags`` of the data set
+    at ``offset`` in the open PS3.10 file ``raw``, encoded as
+    ``transfer_syntax_uid`` (inflated as it is read, if deflated). Reading
+    stops after the greatest of ``tags``, so pixel data is never read.
+
+    @raise Exception: whatever pydicom raises on a data set it cannot parse.
+    """
+    # pydicom is imported only when the fast scan defers to it: a server
+    # that never needs it does not carry its memory.
+    from pydicom.filereader import read_dataset
+
+    # PS3.5 A.1: implicit VR little endian; A.3: explicit VR big endian;
+    # A.2, A.4, A.5: explicit VR little endian (native, encapsulated, deflated).
+    implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
+    little_endian = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
+    last = max(tags)
+    raw.seek(offset)
+    fp = _Inflated(raw) if transfer_syntax_uid in DEFLATED_TRANSFER_SYNTAXES else raw
+    return read_dataset(
+        fp,
+        implicit,
+        little_endian,
+        # PS3.5 7.1: elements ascend by tag; stop after the last wanted.
+        stop_when=lambda tag, vr, length: tag > last,
+        specific_tags=list(tags),
+    )
+
+
+@contextmanager
+def parsing_data_set():
+    """
+    Where pydicom parses a data set: what it raises becomes
+    UnreadableDataSet, but for the file system's own errors (EIO...).
+    """
+    try:
+        yield
+    except UnreadableDataSet:
+        raise
+    except OSError as e:
+        if e.errno is not None:
+            raise  # the file system's error (EIO...), not the data set's
+        raise UnreadableDataSet(f"cannot parse the data set: {e}") from e
+    except Exception as e:
+        raise UnreadableDataSet(f"cannot parse the data set: {type(e).__name__}: {e}") from e
+
+
 def read_instance_header(path, transfer_syntax_uid: str) -> InstanceHeader:
     """
     Read the SOP Class, SOP Instance, Study and Series Instance UIDs of the
@@ -295,47 +344,22 @@ def read_instance_header(path, transfer_syntax_uid: str) -> InstanceHeader:
         SOP Class UID or SOP Instance UID that any composite instance has
         (PS3.3 C.12.1, Type 1).
     """
-    # PS3.5 A.1: implicit VR little endian; A.3: explicit VR big endian;
-    # A.2, A.4, A.5: explicit VR little endian (native, encapsulated, deflated).
-    # pydicom is imported only when the fast scan defers to it: a server
-    # that never needs it does not carry its memory.
-    from pydicom.filereader import read_dataset
-
     implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
-    little_endian = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
-    try:
-        with open(path, "rb") as raw:
-            raw.seek(data_set_offset(raw))
-            fp = _Inflated(raw) if transfer_syntax_uid in DEFLATED_TRANSFER_SYNTAXES else raw
-            dataset = read_dataset(
-                fp,
-                implicit,
-                little_endian,
-                # PS3.5 7.1: elements ascend by tag; stop after the last wanted.
-                stop_when=lambda tag, vr, length: tag > _SERIES_INSTANCE_UID,
-                specific_tags=list(_HEADER_TAGS),
+    with open(path, "rb") as raw, parsing_data_set():
+        dataset = read_data_set_head(raw, data_set_offset(raw), transfer_syntax_uid, _HEADER_TAGS)
+        if dataset.original_encoding[0] != implicit:
+            # pydicom found the other VR encoding and read on in it; the
+            # file meta would then misname the data set's transfer syntax.
+            found = "implicit" if dataset.original_encoding[0] else "explicit"
+            raise UnreadableDataSet(
+                f"the data set is in {found} VR, not in the context's transfer syntax {transfer_syntax_uid}"
             )
-            if dataset.original_encoding[0] != implicit:
-                # pydicom found the other VR encoding and read on in it; the
-                # file meta would then misname the data set's transfer syntax.
-                found = "implicit" if dataset.original_encoding[0] else "explicit"
-                raise UnreadableDataSet(
-                    f"the data set is in {found} VR, not in the context's transfer syntax {transfer_syntax_uid}"
-                )
-            header = InstanceHeader(
-                _string(dataset, _SOP_CLASS_UID),
-                _string(dataset, _SOP_INSTANCE_UID),
-                _string(dataset, _STUDY_INSTANCE_UID),
-                _string(dataset, _SERIES_INSTANCE_UID),
-            )
-    except UnreadableDataSet:
-        raise
-    except OSError as e:
-        if e.errno is not None:
-            raise  # the file system's error (EIO...), not the data set's
-        raise UnreadableDataSet(f"cannot parse the data set: {e}") from e
-    except Exception as e:
-        raise UnreadableDataSet(f"cannot parse the data set: {type(e).__name__}: {e}") from e
+        header = InstanceHeader(
+            _string(dataset, _SOP_CLASS_UID),
+            _string(dataset, _SOP_INSTANCE_UID),
+            _string(dataset, _STUDY_INSTANCE_UID),
+            _string(dataset, _SERIES_INSTANCE_UID),
+        )
     if header.sop_class_uid is None:
         raise UnreadableDataSet("the data set has no SOP Class UID (0008,0016)")
     if header.sop_instance_uid is None:

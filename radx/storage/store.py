@@ -9,14 +9,24 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from radx.storage.layout import InvalidUID, is_valid_uid, relative_instance_path
-from radx.storage.part10 import UnreadableDataSet, file_meta_bytes
+from radx.storage.layout import (
+    FLAT_LAYOUT,
+    ORGANIZED_LAYOUT,
+    InvalidUID,
+    Layout,
+    is_valid_uid,
+    relative_instance_path,
+    uid_for_log,
+)
+from radx.storage.tree import INCOMING, OpenFolders, OutputTree, open_folder
+from radx.storage.values import read_values, scan_values
+from radx.storage.part10 import (
+    UnreadableDataSet,
+    data_set_offset,
+    file_meta_bytes,
+)
 from radx.storage.walk import DataSetWalk
 
-# Temporary files live here, inside the output directory: the same file
-# system, so the final rename is atomic.  Hidden, so `find -name '*.dcm'`
-# and the like never see a partial instance.
-INCOMING = ".radx-incoming"
 PART_SUFFIX = ".part"
 
 # PS3.4 B.2.3 (Table B.2-1): C-STORE failures of the Storage SOP Classes.
@@ -26,6 +36,15 @@ CANNOT_UNDERSTAND = 0xC000
 # PS3.7 9.1.1.1.9, PS3.7 C.5: Invalid SOP Instance, "a violation of the UID
 # construction rules"; a C-STORE status, and the precise one.
 INVALID_SOP_INSTANCE = 0x0117
+# PS3.7 C.5 (10.1.5.1.6): Duplicate SOP Instance, a Failure. C-STORE's own
+# statuses (PS3.7 9.1.1.1.9, PS3.4 B.2.3) name no duplicate; this one says it.
+DUPLICATE_SOP_INSTANCE = 0x0111
+
+# --on-duplicate: what becomes of an instance whose file exists already.
+REPLACE, KEEP, UNIQUE, REJECT = "replace", "keep", "unique", "reject"
+ON_DUPLICATE = (REPLACE, KEEP, UNIQUE, REJECT)
+# Names tried under UNIQUE, <name>_1 to <name>_<this>, before giving up.
+_MOST_UNIQUE_NAMES = 9999
 
 try:
     _IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -38,37 +57,10 @@ if _IOV_MAX <= 0:
 _RENAME_LOCK = threading.Lock()
 
 
-class _KnownDirectories:
-    """
-    Folders seen to exist lately, so that filing an instance into a series
-    already begun costs no mkdir or stat.  Bounded: the oldest are
-    forgotten first.  A folder removed behind radx's back is forgotten when
-    a file cannot be made in it, and made again.
-    """
+# How much of the start of a data set is kept for the values a layout template
+# or the catalogue reads from it (the filing UIDs come from the walk).
+HEAD_BYTES = 64 * 1024
 
-    def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self._paths: dict[str, None] = {}
-        self._lock = threading.Lock()
-
-    def __contains__(self, path: str) -> bool:
-        return path in self._paths
-
-    def add(self, path: str) -> None:
-        with self._lock:
-            self._paths[path] = None
-            while len(self._paths) > self.size:
-                del self._paths[next(iter(self._paths))]
-
-    def forget_under(self, root: str) -> None:
-        """Forget ``root`` and every folder below it."""
-        prefix = os.path.join(root, "")
-        with self._lock:
-            for path in [p for p in self._paths if p == root or p.startswith(prefix)]:
-                del self._paths[path]
-
-
-_KNOWN_DIRECTORIES = _KnownDirectories()
 
 class StorageError(Exception):
     """
@@ -94,19 +86,16 @@ class StoredInstance:
     path: str
     replaced: bool
     warnings: list[str] = field(default_factory=list)
+    # KEEP: the file found is kept, this one not stored ("kept"); UNIQUE:
+    # a file with the same data set is there already ("identical").
+    duplicate: str | None = None
+    # Why the catalogue (--catalogue) has no row of it; None if it has, or if there is none.
+    not_catalogued: str | None = None
 
 
 def _strip_padding(uid: str) -> str:
     # PS3.5 6.2: a UI value is padded with a trailing NUL; spaces are common.
     return uid.rstrip("\x00 ") if isinstance(uid, str) else uid
-
-
-def _fsync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _describe(error: OSError) -> str:
@@ -122,13 +111,15 @@ class InstanceWriter:
 
     Blocking: run it on a threadpool, one call at a time.
 
-    @ivar temp_path: the temporary file, or C{None} once committed or
-        discarded.
+    @ivar temp_path: the temporary file's path, for messages, or C{None}
+        once committed or discarded.  Never opened by it: the file is
+        reached by descriptor from the L{INCOMING} folder held open, so
+        that nothing goes through a link put in that folder's place.
     """
 
     def __init__(
         self,
-        output_dir,
+        tree: OutputTree,
         *,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -138,20 +129,30 @@ class InstanceWriter:
         organize: bool = True,
         fsync: bool = True,
         file_mode: int | None = None,
-        dir_mode: int | None = None,
+        layout: Layout | None = None,
+        on_duplicate: str = REPLACE,
     ):
-        self.output_dir = os.fspath(output_dir)
+        self.tree = tree
         self.sop_class_uid = _strip_padding(sop_class_uid)
         self.sop_instance_uid = _strip_padding(sop_instance_uid)
         self.transfer_syntax_uid = _strip_padding(transfer_syntax_uid)
         self.organize = organize
+        # The fixed layouts of --organize unless a template is given.
+        self.layout = layout or (ORGANIZED_LAYOUT if organize else FLAT_LAYOUT)
+        self.on_duplicate = on_duplicate
         self.fsync = fsync
         self.file_mode = file_mode
-        self.dir_mode = dir_mode
         self.temp_path: str | None = None
         self._fd: int | None = None
         # The data set's structure, checked as it is written; its UIDs.
         self._walk = DataSetWalk(self.transfer_syntax_uid)
+        # The output folder and INCOMING as they were when the file was made:
+        # the temporary file's name is relative to the second.
+        self._folders: OpenFolders | None = None
+        self._temp_name: str | None = None
+        # The data set's first bytes, for the fast header scan at commit.
+        self._head = bytearray()
+        self._data_set_length = 0
         self._warnings: list[str] = []
 
         # Everything that needs no disk first: a refusal writes nothing.
@@ -162,7 +163,7 @@ class InstanceWriter:
             raise StorageError(INVALID_SOP_INSTANCE, str(e)) from None
         if not is_valid_uid(self.sop_class_uid):
             # PS3.4 B.2.3: Cxxx, Cannot understand; no other status fits.
-            raise StorageError(CANNOT_UNDERSTAND, f"malformed SOP Class UID {self.sop_class_uid!r:.80}")
+            raise StorageError(CANNOT_UNDERSTAND, f"malformed SOP Class UID {uid_for_log(self.sop_class_uid)}")
         title = calling_ae_title
         try:
             meta = file_meta_bytes(
@@ -181,54 +182,48 @@ class InstanceWriter:
             except ValueError as e:
                 raise StorageError(CANNOT_UNDERSTAND, f"cannot write the file meta: {e}") from None
 
-        incoming = os.path.join(self.output_dir, INCOMING)
         try:
-            path = os.path.join(incoming, uuid.uuid4().hex + PART_SUFFIX)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+            name = uuid.uuid4().hex + PART_SUFFIX
+            flags = (
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+            )
             # Created with its final mode (umask can only narrow it), then
             # set exactly: never a moment of wider access.
             mode = 0o666 if file_mode is None else file_mode
-            self._make_directory(incoming)
+            folders = tree.folders()
             try:
-                self._fd = os.open(path, flags, mode)
+                fd = os.open(name, flags, mode, dir_fd=folders.incoming)
             except FileNotFoundError:
-                # The folder went away since radx last made it: again.
-                _KNOWN_DIRECTORIES.forget_under(self.output_dir)
-                self._make_directory(incoming)
-                self._fd = os.open(path, flags, mode)
-            self.temp_path = path
+                # INCOMING was removed since it was opened: open it again.
+                folders = tree.folders(stale=folders)
+                fd = os.open(name, flags, mode, dir_fd=folders.incoming)
+            self._fd, self._folders, self._temp_name = fd, folders, name
+            self.temp_path = os.path.join(tree.path, INCOMING, name)
             if file_mode is not None:
-                os.fchmod(self._fd, file_mode)
+                os.fchmod(fd, file_mode)
             self._write_all([meta])
         except OSError as e:
             self.discard()
             raise StorageError(OUT_OF_RESOURCES, f"cannot start a file: {_describe(e)}") from None
 
-    def _make_directory(self, path: str) -> bool:
-        """Make a directory unless it exists; return whether it was made."""
-        if path in _KNOWN_DIRECTORIES:
-            return False
-        try:
-            os.makedirs(path, 0o777 if self.dir_mode is None else self.dir_mode)
-        except FileExistsError:
-            if not os.path.isdir(path):
-                raise
-            _KNOWN_DIRECTORIES.add(path)
-            return False
-        if self.dir_mode is not None:
-            os.chmod(path, self.dir_mode)
-        _KNOWN_DIRECTORIES.add(path)
-        return True
-
-    def _make_directories(self, components) -> tuple[str, list]:
-        """The folders of ``components`` (all but the file name) made; the innermost, and those made."""
-        directory = self.output_dir
-        made = []
-        for name in components[:-1]:
-            parent, directory = directory, os.path.join(directory, name)
-            if self._make_directory(directory):
-                made.append((parent, directory))
-        return directory, made
+    def _open_directory(self, root: int, components, opened: list, made: list) -> int:
+        """
+        The folder the file goes in (all of ``components`` but the file's
+        name), made where missing: ``root`` for the flat layout, else a
+        descriptor added to ``opened`` for the caller to close.  Each new
+        folder is in ``made`` with its parent, for their fsyncs.
+        """
+        directory = root
+        for depth, name in enumerate(components[:-1]):
+            new: list = []
+            relative = "/".join(components[: depth + 1])
+            child = open_folder(directory, name, self.tree.dir_mode, relative, new)
+            opened.append(child)
+            if new:
+                made.append((directory, child))
+            directory = child
+        return directory
 
     def _write_all(self, chunks) -> None:
         views = [view for view in (memoryview(c).cast("B") for c in chunks) if len(view)]
@@ -247,6 +242,10 @@ class InstanceWriter:
                     views[first] = views[first][written:]
                     written = 0
 
+    def data_set_head(self):
+        """The data set's first bytes, as kept for the header scan, and whether they are the whole of it."""
+        return self._head, self._data_set_length == len(self._head)
+
     def _closed(self) -> StorageError:
         return StorageError(OUT_OF_RESOURCES, "the instance's file is already closed")
 
@@ -262,9 +261,13 @@ class InstanceWriter:
         """
         if self._fd is None:
             raise self._closed()
+        head = self._head
         try:
             for chunk in chunks:
                 self._walk.feed(chunk)
+                self._data_set_length += len(chunk)
+                if len(head) < HEAD_BYTES:
+                    head += memoryview(chunk)[: HEAD_BYTES - len(head)]
         except UnreadableDataSet as e:
             self.discard()
             # PS3.4 B.2.3: Cxxx, Cannot understand.
@@ -285,12 +288,15 @@ class InstanceWriter:
             the temporary file is gone and the final path is as it was
             before (or, when replacing, holds the complete new file).
         """
-        if self._fd is None or self.temp_path is None:
+        if self._fd is None or self._temp_name is None:
             raise self._closed()
-        temp = self.temp_path
+        temp, incoming = self._temp_name, self._folders.incoming
         final = None
+        directory = None
+        opened: list = []
         renamed = False
         replaced = False
+        duplicate = None
         try:
             # 1. The data in the file, then the file closed.
             if self.fsync:
@@ -308,67 +314,136 @@ class InstanceWriter:
             if _strip_padding(header.sop_class_uid) != self.sop_class_uid:
                 raise StorageError(
                     DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                    f"data set SOP Class UID {header.sop_class_uid[:80]!r}"
+                    f"data set SOP Class UID {uid_for_log(header.sop_class_uid)}"
                     f" is not the command's {self.sop_class_uid!r}",
                 )
             if _strip_padding(header.sop_instance_uid) != self.sop_instance_uid:
                 raise StorageError(
                     DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                    f"data set SOP Instance UID {header.sop_instance_uid[:80]!r}"
+                    f"data set SOP Instance UID {uid_for_log(header.sop_instance_uid)}"
                     f" is not the command's {self.sop_instance_uid!r}",
                 )
 
             # 3. Where it goes.
-            components, warnings = relative_instance_path(
+            components, warnings = self.layout.relative_path(
                 self.sop_instance_uid,
                 _strip_padding(header.study_instance_uid),
                 _strip_padding(header.series_instance_uid),
-                self.organize,
+                None if self.layout.fixed is not None else self._layout_values(temp, incoming),
             )
+            root = self._folders.root
             for attempt in (1, 2):
-                # 4. Its folders, each made durable with its entry.
-                directory, made = self._make_directories(components)
-                final = os.path.join(directory, components[-1])
-                if self.fsync:
-                    for parent, made_directory in made:
-                        _fsync_directory(made_directory)
-                        _fsync_directory(parent)
-
-                # 5. Atomic: a reader sees the old file or the new, never a mix.
-                # One rename at a time in this process, so that "replaced" is
-                # true of exactly the commits that replaced a file.
                 try:
-                    with _RENAME_LOCK:
-                        replaced = os.path.lexists(final)
-                        os.replace(temp, final)
+                    # 4. Its folders, each made durable with its entry; below
+                    # the output folder, a symbolic link is refused, not followed.
+                    made: list = []
+                    directory = self._open_directory(root, components, opened, made)
+                    final = components[-1]
+                    if self.fsync:
+                        for parent, made_directory in made:
+                            os.fsync(made_directory)
+                            os.fsync(parent)
+
+                    # 5. Atomic: a reader sees the old file or the new, never a
+                    # mix.  A symbolic link in the file's place is replaced, not
+                    # followed.  One rename at a time in this process, so that
+                    # "replaced" is true of exactly the commits that replaced a file.
+                    if self.on_duplicate != REPLACE:
+                        final, duplicate = self._place_new(temp, incoming, directory, final)
+                    else:
+                        with _RENAME_LOCK:
+                            replaced = _exists(final, directory)
+                            os.rename(temp, final, src_dir_fd=incoming, dst_dir_fd=directory)
                 except FileNotFoundError:
-                    if attempt == 2 or not os.path.lexists(temp):
+                    if attempt == 2 or not _exists(temp, incoming):
                         raise
-                    # A folder radx made earlier was removed since: make it again.
-                    _KNOWN_DIRECTORIES.forget_under(self.output_dir)
+                    # A folder was removed since it was opened or made (the
+                    # output folder itself, maybe): open or make it again.
+                    root = self.tree.folders().root
                     continue
                 break
-            renamed = True
-            self.temp_path = None
+            if duplicate is not None:
+                self.discard()  # not stored: the file found stays
+            renamed = duplicate is None
+            self.temp_path = self._temp_name = None
 
             # 6. The new entry durable.
-            if self.fsync:
-                _fsync_directory(directory)
+            if self.fsync and renamed:
+                os.fsync(directory)
         except OSError as e:
-            self._undo(renamed, replaced, final)
+            self._undo(renamed, replaced, final, directory)
             raise StorageError(OUT_OF_RESOURCES, f"cannot store: {_describe(e)}") from None
         except BaseException:
-            self._undo(renamed, replaced, final)
+            self._undo(renamed, replaced, final, directory)
             raise
-        return StoredInstance(final, replaced, self._warnings + warnings)
+        finally:
+            for fd in opened:
+                os.close(fd)
+        path = os.path.join(self.tree.path, *components[:-1], final)
+        return StoredInstance(path, replaced, self._warnings + warnings, duplicate)
 
-    def _undo(self, renamed: bool, replaced: bool, final: str | None) -> None:
+    def _layout_values(self, temp: str, incoming: int) -> dict:
+        """The values of a template's keywords beyond the UIDs read for every instance."""
+        values = {"SOPClassUID": self.sop_class_uid}
+        tags = self.layout.extra_tags
+        if tags:
+            found = scan_values(self._head, self.transfer_syntax_uid, tags, self._data_set_length == len(self._head))
+            if found is None:
+                fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=incoming)
+                try:
+                    with os.fdopen(fd, "rb") as raw:
+                        found = read_values(raw, self.transfer_syntax_uid, tags)
+                except UnreadableDataSet as e:
+                    # PS3.4 B.2.3: Cxxx, Cannot understand.
+                    raise StorageError(CANNOT_UNDERSTAND, e.message) from None
+            values.update(found)
+        return values
+
+    def _place_new(self, temp: str, incoming: int, directory: int, name: str) -> tuple[str, str | None]:
+        """
+        Link the temporary file in as ``name`` only if nothing has that
+        name: a link fails where a rename would replace, so two writers
+        never both think they stored the file.  Under UNIQUE, the next free
+        name of ``<stem>_1<extension>``, ``<stem>_2<extension>``...: "_",
+        which no UID holds, so that the second file of ``1.2.3.dcm`` is
+        never ``1.2.3.1.dcm``, the name of instance 1.2.3.1; none where
+        a file holds the same data set already.
+
+        @return: the name, and None when the file was placed, or
+            "kept"/"identical" when it was not (the temporary file stays).
+        @raise StorageError: 0x0111 under REJECT.
+        """
+        stem, suffix = os.path.splitext(name)
+        if suffix[1:].isdigit():
+            stem, suffix = name, ""  # a UID's last component, not an extension
+        for number in range(_MOST_UNIQUE_NAMES + 1):
+            candidate = f"{stem}_{number}{suffix}" if number else name
+            try:
+                os.link(temp, candidate, src_dir_fd=incoming, dst_dir_fd=directory, follow_symlinks=False)
+            except FileExistsError:
+                if self.on_duplicate == KEEP:
+                    return candidate, "kept"
+                if self.on_duplicate == REJECT:
+                    # Short enough for the whole Error Comment (64 characters).
+                    reason = "this instance's file exists (--on-duplicate reject)"
+                    raise StorageError(DUPLICATE_SOP_INSTANCE, reason) from None
+                if _same_data_set(temp, incoming, candidate, directory):
+                    return candidate, "identical"
+                continue
+            try:
+                os.unlink(temp, dir_fd=incoming)
+            except OSError:
+                pass  # a second name of the stored file, for clean_incoming
+            return candidate, None
+        raise StorageError(OUT_OF_RESOURCES, f"{_MOST_UNIQUE_NAMES} files named after {name} already")
+
+    def _undo(self, renamed: bool, replaced: bool, final: str | None, directory: int | None) -> None:
         if renamed and not replaced and final is not None:
             # Not known durable: take it back, so a failure leaves nothing.
             # (A replaced file stays: the old one is gone either way, and
             # the new one is complete.)
             try:
-                os.unlink(final)
+                os.unlink(final, dir_fd=directory)
             except OSError:
                 pass
         self.discard()
@@ -376,15 +451,16 @@ class InstanceWriter:
     def discard(self) -> None:
         """Close and remove the temporary file, if any.  Idempotent."""
         fd, self._fd = self._fd, None
-        path, self.temp_path = self.temp_path, None
+        name, self._temp_name = self._temp_name, None
+        self.temp_path = None
         if fd is not None:
             try:
                 os.close(fd)
             except OSError:
                 pass
-        if path is not None:
+        if name is not None:
             try:
-                os.unlink(path)
+                os.unlink(name, dir_fd=self._folders.incoming)
             except FileNotFoundError:
                 pass
             except OSError:
@@ -392,25 +468,66 @@ class InstanceWriter:
                 pass
 
 
-def clean_incoming(output_dir) -> list[str]:
+def _same_data_set(name: str, directory: int, other: str, other_directory: int) -> bool:
     """
-    Remove the temporary files a crash left in the output directory's
-    L{INCOMING} folder.  Run it at start, before any association: it does
-    not know the files of writers still running.
+    Whether two PS3.10 files hold the same data set, byte for byte (their
+    file meta may differ: it says who sent the instance): lengths first,
+    then contents. A symbolic link, or a file without a file meta, is
+    never the same.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    files = []
+    try:
+        for file_name, folder in ((name, directory), (other, other_directory)):
+            files.append(os.fdopen(os.open(file_name, flags, dir_fd=folder), "rb"))
+        offsets = [data_set_offset(f) for f in files]
+        lengths = {os.fstat(f.fileno()).st_size - offset for f, offset in zip(files, offsets)}
+        if len(lengths) != 1:
+            return False
+        for f, offset in zip(files, offsets):
+            f.seek(offset)
+        first, second = files
+        while True:
+            chunk = first.read(1 << 20)
+            if chunk != second.read(len(chunk)):
+                return False
+            if not chunk:
+                return True
+    except (OSError, UnreadableDataSet):
+        return False
+    finally:
+        for f in files:
+            f.close()
+
+
+def _exists(name: str, directory: int) -> bool:
+    """Whether ``directory`` has an entry ``name``, a symbolic link included (never followed)."""
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def clean_incoming(tree: OutputTree) -> list[str]:
+    """
+    Open the output folder (made if missing) and remove the temporary
+    files a crash left in its L{INCOMING} folder; nothing through a
+    symbolic link.  Run it at start, before any association: it does not
+    know the files of writers still running.
 
     @return: the names of the files removed, for a log line.
+    @raise OSError: the folders cannot be made or opened, or
+        L{INCOMING} is a symbolic link (ELOOP): nothing was removed.
     """
-    incoming = os.path.join(os.fspath(output_dir), INCOMING)
+    incoming = tree.folders().incoming
     removed = []
-    try:
-        entries = list(os.scandir(incoming))
-    except (FileNotFoundError, NotADirectoryError):
-        return removed
-    for entry in entries:
-        if entry.name.endswith(PART_SUFFIX) and entry.is_file(follow_symlinks=False):
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue
-            removed.append(entry.name)
+    with os.scandir(incoming) as entries:
+        stale = [e.name for e in entries if e.name.endswith(PART_SUFFIX) and e.is_file(follow_symlinks=False)]
+    for name in stale:
+        try:
+            os.unlink(name, dir_fd=incoming)
+        except FileNotFoundError:
+            continue
+        removed.append(name)
     return sorted(removed)

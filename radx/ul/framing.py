@@ -10,7 +10,7 @@ import struct
 
 from radx.ul.pdu import PDU, PDU_TYPES, AbortReason, PDUDecodeError, decode_pdu
 
-__all__ = ["PDUReader"]
+__all__ = ["MAXIMUM_ASSOCIATE_LENGTH", "PDUReader"]
 
 _PDU_NAMES = {
     0x01: "A-ASSOCIATE-RQ",
@@ -26,6 +26,15 @@ _FIXED_LENGTH_TYPES = frozenset({0x03, 0x05, 0x06, 0x07})
 _HEADER_LENGTH = 6  # PS3.8 9.3.1: PDU-type, reserved, 32-bit PDU-length
 _LENGTH_FIELD = struct.Struct(">L")
 
+# The PDU-length an A-ASSOCIATE-RQ or -AC may declare. PS3.8 9.3.2: 68 bytes
+# of fixed fields, then an Application Context Item, at most 128 Presentation
+# Context Items (9.3.2.2: odd IDs, 1 to 255) and one User Information Item,
+# each item with a 16-bit length. 128 KiB holds the largest User Information
+# Item there can be (4 + 65535 bytes, room for any User Identity and extended
+# negotiation) beside 128 contexts of seven 64-character UIDs each; a real
+# request, with UIDs of 20 to 30 characters, is a few KiB.
+MAXIMUM_ASSOCIATE_LENGTH = 128 * 1024
+
 
 class PDUReader:
     """Splits a byte stream into PDUs; checks a PDU's declared length before buffering its body.
@@ -33,8 +42,10 @@ class PDUReader:
     ``maximum_pdata_length`` is the Maximum Length we advertised (PS3.8 D.1):
     the limit on a P-DATA-TF PDU's PDU-length field; 0 means no limit.
     ``maximum_other_length`` caps the PDU-length of the other PDUs (an
-    A-ASSOCIATE-RQ may legitimately exceed the P-DATA-TF limit); 0 means no
-    limit.  Both are plain attributes and may be changed between feeds.
+    A-ASSOCIATE-RQ may legitimately exceed the P-DATA-TF limit), by default
+    :data:`MAXIMUM_ASSOCIATE_LENGTH`, so that what is buffered before an
+    association exists stays that small; 0 means no limit.  Both are plain
+    attributes and may be changed between feeds.
 
     A byte that cannot start a PDU (not 01H to 07H) is refused as soon as it
     arrives, and a PDU-length over its limit as soon as the 6-byte header is
@@ -47,7 +58,7 @@ class PDUReader:
     anyway).
     """
 
-    def __init__(self, maximum_pdata_length: int = 16384, maximum_other_length: int = 1 << 20) -> None:
+    def __init__(self, maximum_pdata_length: int = 16384, maximum_other_length: int = MAXIMUM_ASSOCIATE_LENGTH) -> None:
         if maximum_pdata_length < 0 or maximum_other_length < 0:
             raise ValueError("PDU length limits must be 0 (no limit) or positive")
         self.maximum_pdata_length = maximum_pdata_length
@@ -63,6 +74,10 @@ class PDUReader:
     def buffered(self) -> int:
         """Bytes of a PDU begun but not yet complete."""
         return self._pending
+
+    def discard(self) -> None:
+        """Drop the PDU begun, if any: the stream has ended."""
+        self._pieces, self._pending, self._needed = [], 0, 0
 
     def feed(self, data: bytes) -> list[PDU]:
         """Add received bytes; return the PDUs completed by them (possibly none), in order.
@@ -158,6 +173,6 @@ class PDUReader:
             what = "the maximum length advertised (PS3.8 D.1)"
         else:
             limit = self.maximum_other_length
-            what = "the limit for non-P-DATA PDUs"
+            what = "the limit for A-ASSOCIATE PDUs"
         if limit and length > limit:
             raise PDUDecodeError(f"{name} declares PDU-length {length}, over {what} of {limit}")

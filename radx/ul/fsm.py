@@ -204,9 +204,13 @@ class ProviderAbortIndication:
     ``reason`` is what went wrong, in words, for the log. AA-1 issues one
     too when the caller gave a reason (an invalid PDU in Sta2, a local
     abort for a timeout), so that every abort is explained exactly once.
+    ``peer_violation`` is true when the peer broke the protocol (an
+    invalid PDU, or one its state does not allow), not for a timeout, a
+    local abort or a dropped connection.
     """
 
     reason: str
+    peer_violation: bool = False
 
 
 Effect = Union[
@@ -532,13 +536,15 @@ def _ar_10(m, **_):
     return State.STA12, [ReleaseConfirmation()]
 
 
-def _aa_1(m, message=None, pdu=None, **_):
+def _aa_1(m, message=None, pdu=None, reason=None, **_):
     # PS3.8 9.3.8: with source 0 (service-user) the reason is sent as 00H.
     effects = [SendPDU(AAbort(AbortSource.SERVICE_USER, 0)), StartARTIM()]
     if message is None and pdu is not None:
         message = _unexpected(m, pdu)
     if message is not None:
-        effects.append(ProviderAbortIndication(message))
+        # An unexpected PDU, or Evt19 (an invalid one, given with its abort
+        # reason), is the peer's violation; Evt15 is radx's own abort.
+        effects.append(ProviderAbortIndication(message, peer_violation=pdu is not None or reason is not None))
     return State.STA13, effects
 
 
@@ -582,7 +588,8 @@ def _aa_8(m, reason=AbortReason.UNEXPECTED_PDU, message=None, pdu=None, **_):
         message = _unexpected(m, pdu)
     return State.STA13, [
         SendPDU(abort),
-        ProviderAbortIndication(message),
+        # PS3.8 Table 9-10: AA-8 answers only an unexpected or invalid PDU.
+        ProviderAbortIndication(message, peer_violation=True),
         StartARTIM(),
     ]
 

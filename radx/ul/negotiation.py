@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from radx import uids
+from radx.storage.layout import is_valid_uid
 from radx.ul._uid_tables import NOT_STORAGE, TRANSFER_SYNTAXES
 from radx.ul.pdu import (
     AAssociateAC,
@@ -46,6 +48,16 @@ TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
 DEFAULT_TRANSFER_SYNTAXES: tuple[str, ...] = TRANSFER_SYNTAXES
 
 
+# PS3.5 6.2: an AE value is of the default repertoire without backslash
+# (5CH) and without control characters.
+_AE_TITLE = re.compile(r"[ -\[\]-~]*")
+
+
+def is_valid_ae_title(title: str) -> bool:
+    """Whether an A-ASSOCIATE-RQ's AE title (already ASCII, 16 at most) holds only what PS3.5 6.2 allows."""
+    return _AE_TITLE.fullmatch(title) is not None
+
+
 def is_storage_sop_class(uid: str) -> bool:
     """True for a Storage SOP Class (PS3.4 B.5), known or private.
 
@@ -61,6 +73,8 @@ class AcceptorPolicy:
     """What this Application Entity accepts."""
 
     ae_title: str = "RADX-SCP"
+    # True: any called AE title is answered as if it were ae_title (--accept-any-called-aet).
+    accept_any_called_ae_title: bool = False
     maximum_pdu_length: int = 16384
     accept_echo: bool = True
     # None: every storage SOP class; otherwise only these.
@@ -75,6 +89,10 @@ class AcceptorPolicy:
     maximum_operations_invoked: int = 16
 
     def accepts_abstract_syntax(self, uid: str) -> bool:
+        if not is_valid_uid(uid):
+            # PS3.8 9.3.2.2.1: an abstract syntax name is a UID (PS3.5 9.1:
+            # at most 64 characters); no other can name a SOP class.
+            return False
         if uid == uids.VERIFICATION_SOP_CLASS:
             return self.accept_echo
         if self.sop_classes is not None:
@@ -136,7 +154,25 @@ def provider_reject(request: AAssociateRQ) -> AAssociateRJ | None:
 
 def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
     """Answer an A-ASSOCIATE-RQ as the association-acceptor."""
-    if request.called_ae_title != policy.ae_title:
+    if not is_valid_ae_title(request.called_ae_title):
+        return Negotiated(
+            reject=AAssociateRJ(
+                RESULT_REJECTED_PERMANENT,
+                SOURCE_SERVICE_USER,
+                REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED,
+            ),
+            reason="called AE title has characters an AE title may not hold (PS3.5 6.2)",
+        )
+    if not is_valid_ae_title(request.calling_ae_title):
+        return Negotiated(
+            reject=AAssociateRJ(
+                RESULT_REJECTED_PERMANENT,
+                SOURCE_SERVICE_USER,
+                REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED,
+            ),
+            reason="calling AE title has characters an AE title may not hold (PS3.5 6.2)",
+        )
+    if request.called_ae_title != policy.ae_title and not policy.accept_any_called_ae_title:
         return Negotiated(
             reject=AAssociateRJ(
                 RESULT_REJECTED_PERMANENT,
@@ -163,6 +199,17 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
                 REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
             ),
             reason=f"application context {request.application_context_name!r} is not DICOM's",
+        )
+    if not request.presentation_contexts:
+        # PS3.8 9.3.2: one or more Presentation Context Items; with none,
+        # nothing could ever be exchanged.
+        return Negotiated(
+            reject=AAssociateRJ(
+                RESULT_REJECTED_PERMANENT,
+                SOURCE_SERVICE_USER,
+                REASON_USER_NO_REASON_GIVEN,
+            ),
+            reason="no presentation context proposed (PS3.8 9.3.2: one or more)",
         )
 
     accepted_ts = set(policy.transfer_syntaxes)

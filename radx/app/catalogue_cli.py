@@ -1,0 +1,206 @@
+# -*- test-case-name: tests.test_catalogue_cli -*-
+"""`radx dicom catalogue`: index a folder of DICOM files into a SQLite catalogue, summarise it, query it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import unicodedata
+
+from twisted.python import usage
+
+from radx.app.options import CommandOptions, _boolean, _named
+from radx.app.scu_cli import EXIT_FAILED, EXIT_OK, Progress, _parse, _write
+
+DEFAULT_DATABASE = "dicom-catalogue.db"
+# Rows a query prints at most.
+ROW_LIMIT = 1000
+
+
+# Short flags spelled out, so that the value after -d or -q is not taken
+# for DIR; and --recursive alone means --recursive=true.
+_SPELLED_OUT = {"-d": "--database", "-q": "--query", "-R": "--recursive=true", "--recursive": "--recursive=true"}
+
+
+class CatalogueOptions(CommandOptions):
+    """radx dicom catalogue [DIR] [flags]"""
+
+    longdesc = (
+        "Index the DICOM files in DIR (new and changed ones only, from the second run on) into a SQLite"
+        " catalogue, then summarise it; without DIR, summarise or query the catalogue as it is."
+    )
+    optParameters = [
+        ["database", "d", DEFAULT_DATABASE, "SQLite file of the catalogue."],
+        ["recursive", "R", True, "Index DIR's folders too (--recursive=false: DIR's own files only).", _named("recursive", _boolean)],
+        ["sql", None, None, "Print the rows of this read-only SQL query (one statement) on table dicom_metadata."],
+    ]  # fmt: skip
+    optFlags = [
+        ["rebuild", None, "Empty the catalogue, then index DIR afresh."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["query"] = []
+        self["dir"] = None
+
+    def opt_query(self, term: str) -> None:
+        """FIELD=VALUE (FIELD a DICOM keyword or a column; * and ? in VALUE match anything), or a word to find in names, IDs, descriptions, modality, manufacturer or institution; repeat: all must hold."""
+        self["query"].append(term)
+
+    opt_q = opt_query
+
+    def getSynopsis(self) -> str:
+        return "Usage: radx dicom catalogue [DIR] [flags]"
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        super().parseOptions([_SPELLED_OUT.get(a, a) for a in options])
+
+    def parseArgs(self, directory=None) -> None:
+        self["dir"] = directory
+
+    def postOptions(self) -> None:
+        if self["dir"] is not None and not os.path.isdir(self["dir"]):
+            raise usage.UsageError(f"DIR: {self['dir']!r} is not a folder")
+        if self["rebuild"] and self["dir"] is None:
+            raise usage.UsageError("--rebuild goes with DIR, the folder to index afresh")
+        if self["sql"] is not None and self["query"]:
+            raise usage.UsageError("--sql and -q/--query do not go together")
+        from radx.catalogue.query import QueryError, condition
+
+        try:
+            self["where"] = condition(self["query"])
+        except QueryError as error:
+            raise usage.UsageError(str(error)) from None
+
+
+class IndexProgress(Progress):
+    """The bar while files are read: files done of those to read, and the rate."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream, 0, 0)
+
+    def start(self, total: int) -> None:
+        self.total_files = total
+        if total:
+            self.draw(force=True)
+
+    def advance(self) -> None:
+        self.file_done()
+
+    def line(self) -> str:
+        elapsed = max(self.clock() - self.started, 1e-9)
+        filled = min(self.WIDTH, self.files * self.WIDTH // max(self.total_files, 1))
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        return f"[{bar}] {self.files}/{self.total_files} files  {self.files / elapsed:.0f} files/s"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def index_report(result) -> str:
+    text = (
+        f"Indexed {result.folder} in {result.seconds:.2f} s: {result.added} new,"
+        f" {result.changed} changed, {result.removed} removed, {result.unchanged} unchanged\n"
+    )
+    if result.failures:
+        text += f"Not indexed, not DICOM or unreadable: {_plural(len(result.failures), 'file')}\n"
+        text += "".join(f"  {path}: {reason}\n" for path, reason in result.failures)
+    return text
+
+
+def summary_report(database: str, summary) -> str:
+    lines = [
+        f"Catalogue: {database}",
+        f"  Files:     {summary.files} ({summary.size / 1e6:.1f} MB)",
+        f"  Patients:  {summary.patients}",
+        f"  Studies:   {summary.studies}",
+        f"  Series:    {summary.series}",
+    ]
+    if summary.modalities:
+        lines.append("  Modalities:")
+        width = max(len(m or "(none)") for m, _ in summary.modalities)
+        lines += [f"    {(m or '(none)'):<{width}}  {count}" for m, count in summary.modalities]
+    return "\n".join(lines) + "\n"
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: two for each wide (East Asian) character."""
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _padded(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
+def table(rows) -> str:
+    """Rows as aligned columns under their names; NULL as nothing."""
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows.rows]
+    widths = [max([_width(c)] + [_width(r[i]) for r in cells]) for i, c in enumerate(rows.columns)]
+    lines = ["  ".join(_padded(c, w) for c, w in zip(rows.columns, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(_padded(c, w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    text = "\n".join(lines) + "\n"
+    text += f"({_plural(len(rows.rows), 'row')})\n"
+    return text
+
+
+def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None) -> int:
+    from radx.catalogue.database import CatalogueError
+    from radx.catalogue.query import SHOWN
+    from radx.catalogue.sqlite import SQLiteCatalogue
+
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    if tty is None:
+        tty = stderr.isatty()
+    database = options["database"]
+    where, parameters = options["where"]
+    try:
+        if options["dir"] is not None:
+            _index(SQLiteCatalogue.open(database), options, stdout, IndexProgress(stderr) if tty else None)
+        catalogue = SQLiteCatalogue.open_read_only(database)
+        try:
+            if options["sql"] is not None:
+                rows = catalogue.query(options["sql"], ROW_LIMIT)
+            elif options["query"]:
+                rows = catalogue.select(SHOWN, where, parameters, ROW_LIMIT)
+            else:
+                _write(stdout, summary_report(database, catalogue.summary()))
+                return EXIT_OK
+        finally:
+            catalogue.close()
+    except CatalogueError as error:
+        _write(stderr, f"Error: {error.message}\n")
+        return EXIT_FAILED
+    _write(stdout, table(rows))
+    if rows.cut:
+        _write(stderr, f"Note: only the first {ROW_LIMIT} rows are shown; narrow the query, or use --sql with LIMIT/OFFSET.\n")
+    return EXIT_OK
+
+
+def _index(catalogue, options: CatalogueOptions, stdout, progress) -> None:
+    from radx.catalogue.indexer import index
+    from radx.catalogue.sqlite import own_files
+
+    # The catalogue's own files, should it live in the folder it indexes.
+    skip = own_files(options["database"])
+    try:
+        result = index(catalogue, options["dir"], options["recursive"], options["rebuild"], skip, progress)
+    finally:
+        if progress is not None:
+            progress.clear()
+        catalogue.close()
+    _write(stdout, index_report(result))
+
+
+def catalogue_main(arguments: list[str]) -> int:
+    options = CatalogueOptions()
+    code = _parse(options, arguments, "catalogue")
+    if code is not None:
+        return code
+    return run_catalogue(options)

@@ -1,0 +1,56 @@
+# -*- test-case-name: tests.test_app_signals,tests.test_robustness_crash -*-
+"""The signals that stop the server: SIGINT, SIGTERM and SIGHUP drain; a second one stops it now."""
+
+from __future__ import annotations
+
+import signal
+
+from twisted.logger import Logger
+
+log = Logger(namespace="radx.app.signals")
+
+# SIGHUP is what a terminal that closes sends: in-flight work must not be
+# lost to it, so it stops the server as SIGTERM does.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopOnSignal:
+    """
+    The first stop signal stops the reactor, whose shutdown drains the
+    associations (``ScpService.stopService``); a second one, during that
+    drain, calls ``stop_now``: what is still open is aborted at once.
+
+    Twisted's reactor stops on SIGINT and SIGTERM itself, but a second one
+    only asks it to stop again, which it cannot ("Can't stop reactor that
+    isn't running"), and it leaves SIGHUP at the system's default, which
+    ends the process on the spot. The signal that stopped the reactor is
+    recorded where twistd reads it (``_exitSignal``), so that twistd still
+    ends by that signal once the drain is over, as it does for SIGTERM.
+    """
+
+    def __init__(self, reactor, stop_now) -> None:
+        self.reactor = reactor
+        self.stop_now = stop_now
+        self.received: list[int] = []
+
+    def install(self) -> None:
+        """Take the stop signals over; call once the reactor runs (it installs its own handlers as it starts)."""
+        for number in STOP_SIGNALS:
+            signal.signal(number, self._handler)
+
+    def _handler(self, number: int, frame) -> None:
+        # A Python signal handler runs between two bytecodes of the main
+        # thread: hand the signal to the reactor's loop.
+        self.reactor.callFromThread(self.signalled, number)
+
+    def signalled(self, number: int) -> None:
+        name = signal.Signals(number).name
+        self.received.append(number)
+        if len(self.received) == 1:
+            log.info("Received {signal}, shutting down.", signal=name)
+            if hasattr(self.reactor, "_exitSignal"):
+                self.reactor._exitSignal = number
+            self.reactor.stop()
+            return
+        log.warn("Received {signal} again: stopping now", signal=name)
+        self.stop_now()

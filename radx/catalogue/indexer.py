@@ -1,0 +1,153 @@
+# -*- test-case-name: tests.test_catalogue_indexer -*-
+"""Index a folder into the catalogue: new and changed files read, gone ones forgotten, the rest left alone."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from dataclasses import dataclass, field
+
+from radx.catalogue.instance import NotCatalogued, read_row
+
+# The server's folder of files still arriving, and its temporary files
+# (radx.storage.store): not yet instances.
+INCOMING_FOLDER = ".radx-incoming"
+PARTIAL_SUFFIX = ".part"
+
+
+@dataclass
+class IndexResult:
+    folder: str
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    # (path, reason) of each file not indexed: not DICOM, or unreadable.
+    failures: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def read(self) -> int:
+        """Files read: indexed, or found not to be DICOM."""
+        return self.added + self.changed + len(self.failures)
+
+
+def walk(folder: str, recursive: bool, skip=frozenset(), failures=None):
+    """
+    (path, stat) of every regular file in ``folder`` (and, if ``recursive``,
+    its folders; symbolic links to folders are not followed), but for
+    ``skip``, the server's incoming folder and its ``.part`` files. A folder
+    that cannot be listed goes to ``failures`` as (path, reason).
+    """
+    folders = [folder]
+    while folders:
+        current = folders.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as error:
+            if failures is None:
+                raise
+            failures.append((current, error.strerror or str(error)))
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive and entry.name != INCOMING_FOLDER:
+                        folders.append(entry.path)
+                    continue
+                if not entry.is_file() or entry.name.endswith(PARTIAL_SUFFIX) or entry.path in skip:
+                    continue
+                stat = entry.stat()
+            except OSError as error:
+                if failures is None:
+                    raise
+                failures.append((entry.path, error.strerror or str(error)))
+                continue
+            yield entry.path, stat
+
+
+def now_utc() -> str:
+    """Now, as the catalogue's timestamps are written: ISO 8601, UTC, to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self) -> None:
+        pass
+
+
+def index(
+    catalogue,
+    folder: str,
+    recursive: bool = True,
+    rebuild: bool = False,
+    skip=frozenset(),
+    progress=None,
+    modified_before: int | None = None,
+):
+    """
+    Bring the catalogue's rows of the files in ``folder`` up to date.
+
+    A file already catalogued with the same size and modification time is
+    not read again. The rows of files no longer there (or no longer DICOM)
+    are removed: those under ``folder`` at any depth, or, without
+    ``recursive``, in ``folder`` itself. ``rebuild`` empties the catalogue
+    first. ``progress`` (start(total), advance()) hears of each file read.
+    A file modified at or after ``modified_before`` (nanoseconds since the
+    epoch), if given, is left alone, row and all: a running server's, which
+    it records itself.
+    """
+    progress = progress or _NoProgress()
+    started = time.monotonic()
+    folder = os.path.abspath(folder)
+    result = IndexResult(folder)
+    if rebuild:
+        catalogue.clear()
+        known = {}
+    else:
+        known = catalogue.files_under(folder)
+        if not recursive:
+            known = {p: v for p, v in known.items() if os.path.dirname(p) == folder}
+    skip = frozenset(os.path.abspath(p) for p in skip)
+    to_read = []
+    for path, stat in walk(folder, recursive, skip, result.failures):
+        before = known.pop(path, None)
+        if modified_before is not None and stat.st_mtime_ns >= modified_before:
+            continue
+        if before == (stat.st_size, stat.st_mtime_ns):
+            result.unchanged += 1
+        else:
+            to_read.append((path, stat, before is not None))
+    gone = list(known)
+    progress.start(len(to_read))
+    stamp = now_utc()
+    rows = []
+    for path, stat, existed in to_read:
+        try:
+            row = read_row(path, stat)
+        except (NotCatalogued, OSError) as error:
+            reason = error.reason if isinstance(error, NotCatalogued) else (error.strerror or str(error))
+            result.failures.append((path, reason))
+            if existed:
+                gone.append(path)
+        else:
+            row["indexed_at"] = stamp
+            rows.append(row)
+            if existed:
+                result.changed += 1
+            else:
+                result.added += 1
+        if len(rows) >= catalogue.BATCH:
+            catalogue.record_many(rows)
+            rows = []
+        progress.advance()
+    catalogue.record_many(rows)
+    catalogue.remove(gone)
+    result.removed = len(gone)
+    result.failures.sort()
+    result.seconds = time.monotonic() - started
+    return result
