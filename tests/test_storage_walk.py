@@ -152,7 +152,13 @@ class RefusalTests(SynchronousTestCase):
         self.assertRefused(deflated[: len(deflated) * 27 // 100], DEFLATED, "its deflate stream does not end")
 
     def test_bytes_after_the_deflated_data_set(self):
-        self.assertRefused(deflate(uids()) + bytes(9), DEFLATED, "follow the end of the deflated data set")
+        self.assertRefused(deflate(uids()) + bytes(10), DEFLATED, "follow the end of the deflated data set")
+
+    def test_trailer_and_pad_after_the_deflated_data_set(self):
+        # An RFC 1952 trailer (8 bytes), then PS3.5 7.1's pad to an even length.
+        walk = DataSetWalk(DEFLATED)
+        walk.feed(deflate(uids()) + bytes(9))
+        self.assertIsNotNone(walk.end())
 
     def test_not_deflated(self):
         self.assertRefused(uids(), DEFLATED, "cannot be inflated")

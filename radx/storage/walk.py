@@ -55,7 +55,7 @@ _FRAGMENT_PREFIX = 64
 # the bytes held while inflating stay bounded whatever the ratio.
 _DEFLATED_PIECE = 16 * 1024
 _INFLATED_PIECE = 256 * 1024
-_AFTER_DEFLATED = 8
+_AFTER_DEFLATED = 9
 
 # What the first fragment of the first frame starts with, per transfer
 # syntax, where that is cheap to know. PS3.5 A.4.1, A.4.2: a JPEG or JPEG-LS
@@ -247,8 +247,9 @@ class DataSetWalk:
 
     def _after_end(self, data) -> None:
         # PS3.5 A.5: the data set ends with the deflate stream. Allowed after
-        # it: one byte that pads it to an even length (PS3.5 7.1), or the
-        # CRC-32 and size some writers append (RFC 1952 2.3.1), 8 bytes.
+        # it: the CRC-32 and size some writers append (RFC 1952 2.3.1), 8
+        # bytes, then one byte that pads the whole to an even length (PS3.5
+        # 7.1): pydicom's image_dfl.dcm has the first, a sender adds the second.
         self._after_deflated += len(data)
         if self._after_deflated > _AFTER_DEFLATED:
             raise UnreadableDataSet(
