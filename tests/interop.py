@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 from twisted.internet import defer, reactor, task, utils
@@ -17,11 +18,49 @@ from radx.testing import dcmtk_tool
 DCMTK_ENV = {"TCP_NODELAY": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 just now."""
+def reserved_port(case) -> int:
+    """
+    A 127.0.0.1 port kept for ``case`` until it ends, for a server that
+    must be given a number (DCMTK's storescp, ``twistd radx-scp``, a port
+    argument under test) or for a port where nothing listens.
+
+    Probing a free port and closing the probe leaves the port to whoever
+    binds next, other tests running in parallel among them. This socket
+    stays bound to it, with SO_REUSEADDR, and never listens: Linux then
+    refuses the port to any other bind, and never picks it for bind(0) or
+    for a connection's local port, while a server that also sets
+    SO_REUSEADDR (Twisted's listenTCP, DCMTK) binds and listens on it.
+    A connection to it, before a server listens or after, is refused.
+    Where the server can say which port it got (``radx dicom scp 0``,
+    ``listenTCP(0)``), port 0 and reading it back is simpler still.
+    """
+    keeper = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    keeper.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    keeper.bind(("127.0.0.1", 0))
+    case.addCleanup(keeper.close)
+    return keeper.getsockname()[1]
+
+
+def can_bind(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:port (a ``reserved_port`` does not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+LISTEN_ADDRESS = re.compile(r"^  Listen Address: +\S*:(\d+)$", re.M)
+
+
+def listening_port(banner: str) -> int:
+    """The port in the "Listen Address:" line of radx dicom scp's banner (given 0, radx prints the one it got)."""
+    found = LISTEN_ADDRESS.search(banner)
+    if found is None:
+        raise AssertionError(f"no Listen Address line in:\n{banner}")
+    return int(found.group(1))
 
 
 def process_status(pid: int, field: str) -> int:

@@ -39,7 +39,7 @@ from radx.testing import associate_rq, echo_rq_bytes
 from radx.ul.framing import PDUReader
 from radx.ul.pdu import AAbort, AAssociateAC, AAssociateRJ, AReleaseRP, AReleaseRQ, PDataTF
 from tests import dicomfiles, interop
-from tests.interop import DCMTK_ENV, free_port, process_status, require_dcmtk
+from tests.interop import DCMTK_ENV, LISTEN_ADDRESS, listening_port, process_status, require_dcmtk
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -137,20 +137,19 @@ def _limit_open_files(count: int) -> None:
 
 class ServerProcess:
     """
-    `python -m radx.app.cli dicom scp PORT --output-dir D --aet RADX-SCP
+    `python -m radx.app.cli dicom scp 0 --output-dir D --aet RADX-SCP
     --bind 127.0.0.1 [flags]`, its stdout and stderr in a log file.
     """
 
     def __init__(self, case, output_dir: str, *flags: str, log_path: str, open_files: int | None = None):
         self.case = case
         self.output_dir = output_dir
-        self.port = free_port()
         self.log_path = log_path
         preexec = None if open_files is None else functools.partial(_limit_open_files, open_files)
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "radx.app.cli", "dicom", "scp", str(self.port),
+                    sys.executable, "-m", "radx.app.cli", "dicom", "scp", "0",
                     "--output-dir", output_dir, "--aet", SERVER_AE, "--bind", "127.0.0.1", *flags,
                 ],
                 stdin=subprocess.DEVNULL,
@@ -163,6 +162,8 @@ class ServerProcess:
         self.wait_for_text(STARTED, START_TIMEOUT)
         # From spawning to the banner: a Python start, imports, the output folder prepared.
         self.start_seconds = time.monotonic() - started
+        # Given port 0, radx prints the port it got.
+        self.port = listening_port(self.wait_for_text(LISTEN_ADDRESS, START_TIMEOUT))
 
     @property
     def pid(self) -> int:
