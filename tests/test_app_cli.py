@@ -26,7 +26,7 @@ from pydicom.data import get_testdata_file
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from radx import __version__
-from tests.interop import DCMTK_ENV, can_bind, require_dcmtk, reserved_port
+from tests.interop import DCMTK_ENV, can_bind, keep_responses, require_dcmtk, reserved_port
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -655,7 +655,7 @@ class UsageExampleTests(CliTestCase):
         try:
             self.assertTrue(assoc.is_established, server.describe())
             self.assertEqual(assoc.acceptor.maximum_length, 32768)
-            self.assertEqual(assoc.send_c_echo().Status, 0x0000)
+            self.assertEqual(keep_responses(assoc).send_c_echo().Status, 0x0000)
         finally:
             assoc.release()
         self.assertStopsCleanly(server)
@@ -771,7 +771,7 @@ class MaxConnsTests(CliTestCase):
         ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 10
         ae.add_requested_context(VERIFICATION)
         handlers = [] if received is None else [(evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))]
-        assoc = ae.associate("127.0.0.1", self.port, ae_title="RADX-SCP", evt_handlers=handlers)
+        assoc = keep_responses(ae.associate("127.0.0.1", self.port, ae_title="RADX-SCP", evt_handlers=handlers))
 
         def close():
             if assoc.is_established:
@@ -794,8 +794,10 @@ class MaxConnsTests(CliTestCase):
             # log line is checked below either way. Once more, with both
             # still open.
             third = self.associate("THIRD", received)
-        # The PDU radx sent, as pynetdicom decoded it: its state machine's
-        # account of the outcome is the part that now and then goes astray.
+        # The PDU radx sent, as pynetdicom decoded it. Not is_rejected: when
+        # pynetdicom's own thread has read the A-ASSOCIATE-RJ and closed the
+        # socket before the caller looks, pynetdicom takes the closed socket
+        # for a failed connection and says aborted (docs/testing.rst).
         self.assertEqual([type(pdu).__name__ for pdu in received], ["A_ASSOCIATE_RJ"], server.describe())
         self.assertFalse(third.is_established)
         [answer] = received
