@@ -37,19 +37,28 @@ if ! $python -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
     exit 1
 fi
 
-# compat mode puts the checkout on sys.path, so twistd finds twisted/plugins/radx_scp.py.
-$python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
+# The install is editable: the code is read from the checkout. pip runs
+# again only when pyproject.toml (the dependencies, the commands) has
+# changed since the last install into this .venv, as a stamp in it says.
+stamp=.venv/radx-installed-from
+wanted=$(cksum < pyproject.toml)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+    rm -f "$stamp"
+    # compat mode puts the checkout on sys.path, so twistd finds twisted/plugins/radx_scp.py.
+    $python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
 
-# pynetdicom's Python programs are named as DCMTK's (echoscu, storescu,
-# storescp...): with .venv/bin on PATH they would shadow the DCMTK
-# commands the README runs. The tests use pynetdicom as a library only.
-$python -c 'import os, sys
+    # pynetdicom's Python programs are named as DCMTK's (echoscu, storescu,
+    # storescp...): with .venv/bin on PATH they would shadow the DCMTK
+    # commands the README runs. The tests use pynetdicom as a library only.
+    $python -c 'import os, sys
 from importlib.metadata import distribution
 folder = os.path.dirname(sys.executable)
 for entry in distribution("pynetdicom").entry_points:
     path = os.path.join(folder, entry.name)
     if entry.group == "console_scripts" and os.path.exists(path):
         os.remove(path)'
+    printf '%s\n' "$wanted" > "$stamp"
+fi
 
 log=$(mktemp)
 status=0
