@@ -1,8 +1,16 @@
 #!/bin/sh
-# Install what the tests need on a fresh Debian machine, then run them all.
-# Usage: sh scripts/test.sh [trial arguments]   (default: the whole suite)
+# Install what the tests need on a fresh Debian machine, then run them.
+# Usage: sh scripts/test.sh [trial arguments]          the whole suite (what CI runs)
+#        sh scripts/test.sh --fast [trial arguments]   the fast set of tests/fast.py:
+#                                                      no sockets, no DCMTK, no other programs
 set -eu
 cd "$(dirname "$0")/.."
+
+fast=""
+if [ "${1:-}" = "--fast" ]; then
+    fast=1
+    shift
+fi
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -16,12 +24,15 @@ apt_install() {
 # dcmconv), tshark's DICOM dissector, Python if there is none, and the
 # mount and setpriv the tests run as root use (in Debian's base system,
 # but not in every image).
+# The fast set needs Python only.
 need=""
-{ [ -x /usr/bin/storescu ] && [ -x /usr/bin/dcmdump ]; } || need="$need dcmtk"
-[ -x /usr/bin/tshark ] || need="$need tshark"
+if [ -z "$fast" ]; then
+    { [ -x /usr/bin/storescu ] && [ -x /usr/bin/dcmdump ]; } || need="$need dcmtk"
+    [ -x /usr/bin/tshark ] || need="$need tshark"
+    command -v mount >/dev/null 2>&1 || need="$need mount"
+    command -v setpriv >/dev/null 2>&1 || need="$need util-linux"
+fi
 command -v python3 >/dev/null 2>&1 || need="$need python3"
-command -v mount >/dev/null 2>&1 || need="$need mount"
-command -v setpriv >/dev/null 2>&1 || need="$need util-linux"
 [ -z "$need" ] || apt_install $need
 
 # Python packages with pip, always into the virtual environment .venv
@@ -62,7 +73,11 @@ fi
 
 log=$(mktemp)
 status=0
-$python -m twisted.trial "${@:-tests}" 2>&1 | tee "$log" || true
+if [ -n "$fast" ]; then
+    $python -m tests.fast "$@" 2>&1 | tee "$log" || true
+else
+    $python -m twisted.trial "${@:-tests}" 2>&1 | tee "$log" || true
+fi
 summary=$(tail -n 1 "$log")
 case "$summary" in
     PASSED*) status=0 ;;
