@@ -466,7 +466,7 @@ class PDataFastPathTests(SynchronousTestCase):
         machine = fsm.UpperLayer()
         machine.state = fsm.State.STA6
         pdus = EncodedPDUs(b"P-DATA-TF bytes")
-        transition = machine.handle(fsm.Event.EVT9, pdu=pdus)
+        transition = machine.handle(fsm.Event.EVT9, pdus)
         self.assertEqual((transition.state, transition.effects), (fsm.State.STA6, [fsm.SendPDU(pdus)]))
 
     def test_echoes_answered_through_the_fast_path(self):

@@ -27,7 +27,7 @@ from radx.dimse.commands import (
     UnknownCommand,
     encode_response,
 )
-from radx.dimse.fragmenting import EncodedPDUs, encode_command
+from radx.dimse.fragmenting import encode_command
 from radx.dimse.status import Status
 from radx.scp.storing import Backlog, InstanceReception
 from radx.storage.layout import is_valid_uid, uid_for_log
@@ -41,10 +41,6 @@ from radx.ul.pdu import AAssociateRQ, AbortReason, PDataTF, PDUDecodeError
 
 # Seconds a peer has to read radx's last A-ABORT before the connection is cut.
 _CLOSE_GRACE = 1.0
-
-# States in which the local user may send P-DATA (PS3.8 Table 9-10: Evt9
-# is DT-1 in Sta6 and AR-7 in Sta8).
-_CAN_SEND_DATA = (State.STA6, State.STA8)
 
 # Bytes asked of the socket per read.
 _READ_SIZE = 256 * 1024
@@ -98,7 +94,9 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self.factory = factory
         self.config = factory.config
         self.peer = peer
-        self.machine = fsm.UpperLayer(requestor=False, provider_check=factory.provider_check)
+        self.machine = fsm.UpperLayer(
+            requestor=False, provider_check=factory.provider_check, request_check=invalid_request_reason
+        )
         self.reader = PDUReader(maximum_pdata_length=self.config.policy.maximum_pdu_length)
         self.assembler = MessageAssembler()
         self.negotiated = None
@@ -181,20 +179,13 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         """Feed PDUs to the machine in order; False once the connection is closed."""
         machine = self.machine
         for pdu in pdus:
-            if type(pdu) is PDataTF and machine.state is State.STA6:
+            if type(pdu) is PDataTF and machine.pdata_received():
                 # PS3.8 Table 9-10, (Sta6, Evt10): DT-2, a P-DATA indication,
                 # staying in Sta6. The hot path, without the transition's objects.
                 self._pdata_items(pdu.items)
-                if machine.state is State.STA1:
-                    return False
-                continue
-            if isinstance(pdu, AAssociateRQ):
-                invalid = invalid_request_reason(pdu)
-                if invalid is not None:
-                    self._invalid_pdu(AbortReason.INVALID_PDU_PARAMETER_VALUE, invalid)
-                    continue
-            self._run(self.machine.receive(pdu))
-            if self.machine.state is State.STA1:
+            else:
+                self._run(machine.receive(pdu))
+            if machine.state is State.STA1:
                 return False
         return True
 
@@ -350,7 +341,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             self._close_timer = self.factory.reactor.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 
     def _invalid_pdu(self, reason: int, message: str) -> None:
-        self._handle(Event.EVT19, reason=reason, message=f"invalid PDU: {message}")
+        self._handle(Event.EVT19, fsm.InvalidPDU(reason, f"invalid PDU: {message}"))
 
     def _rejected_by_provider(self, effect: fsm.AssociateRejectedByProvider) -> None:
         self._log_reject(effect.request, effect.reject, self.factory.reject_reason(effect.reject))
@@ -376,7 +367,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         negotiated = negotiate(request, self.config.policy)
         if negotiated.reject is not None:
             self._log_reject(request, negotiated.reject, negotiated.reason)
-            self._handle(Event.EVT8, pdu=negotiated.reject)
+            self._handle(Event.EVT8, negotiated.reject)
             return
         self._request = request
         self._tls_subject = self.factory.peer_subject(self.transport)
@@ -393,7 +384,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             accepted=len(negotiated.contexts),
             proposed=len(request.presentation_contexts),
         )
-        self._handle(Event.EVT7, pdu=negotiated.accept)
+        self._handle(Event.EVT7, negotiated.accept)
         self._idle = self.factory.reactor.callLater(self.config.idle_timeout, self._idle_expired)
 
     def _idle_expired(self) -> None:
@@ -413,7 +404,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             return
         self._abandon_store()
         self._ended("aborted")
-        self._handle(Event.EVT15, message=why)
+        self._handle(Event.EVT15, fsm.AbortRequest(why))
 
     def _release_indication(self, effect: fsm.ReleaseIndication) -> None:
         if self._store is not None:
@@ -522,17 +513,12 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             self._unknown_command(context, command, event.has_data_set)
 
     def _send_message(self, context_id: int, command_bytes: bytes) -> None:
-        state = self.machine.state
-        if state not in _CAN_SEND_DATA:
+        if not self.machine.can_send_pdata():
             return
-        # The command's P-DATA-TF PDUs encoded back to back, one write.
-        pdus = encode_command(context_id, command_bytes, self.negotiated.peer_maximum_pdu_length)
-        if state is State.STA6:
-            # PS3.8 Table 9-10, (Sta6, Evt9): DT-1, send the P-DATA-TF PDUs,
-            # staying in Sta6. The hot path, without the transition's objects.
-            self._write(pdus)
-            return
-        self._handle(Event.EVT9, pdu=EncodedPDUs(pdus))
+        # PS3.8 Table 9-10, Evt9: DT-1 in Sta6, AR-7 in Sta8, both send the
+        # P-DATA-TF PDUs and stay; written without the transition's objects,
+        # the command's PDUs encoded back to back, one write.
+        self._write(encode_command(context_id, command_bytes, self.negotiated.peer_maximum_pdu_length))
 
     def _c_echo(self, context, request: CEchoRQ) -> None:
         stats = self.factory.stats

@@ -342,7 +342,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
         """Evt1: ask for the association; ``open_transport(protocol)`` connects (a Deferred)."""
         self._open_transport = open_transport
         self._watch()
-        self._handle(Event.EVT1, pdu=self.request)
+        self._handle(Event.EVT1, self.request)
         return self.established
 
     def _open(self, effect) -> None:
@@ -382,7 +382,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
             for pdu in error.pdus_before:
                 self._run(self.machine.receive(pdu))
             if self.machine.state not in (State.STA1, State.STA13):
-                self._handle(Event.EVT19, reason=error.reason, message=f"invalid PDU: {error.message}")
+                self._handle(Event.EVT19, fsm.InvalidPDU(error.reason, f"invalid PDU: {error.message}"))
             return
         for pdu in pdus:
             self._run(self.machine.receive(pdu))
@@ -565,10 +565,10 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
 
     def send_data(self, pdus: EncodedPDUs) -> bool:
         """Evt9 for P-DATA-TF PDUs encoded back to back; False when the association can carry no more."""
-        if self.machine.state is not State.STA6:
+        if not self.machine.can_send_pdata():
             return False
-        # PS3.8 Table 9-10, (Sta6, Evt9): DT-1, send the P-DATA-TF PDUs,
-        # staying in Sta6; written without the transition's objects, as the
+        # PS3.8 Table 9-10, Evt9: DT-1 (AR-7 in Sta8) sends the P-DATA-TF
+        # PDUs and stays; written without the transition's objects, as the
         # acceptor writes its responses (radx.scp.protocol).
         self._write(pdus.encode())
         return True
@@ -668,8 +668,10 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
                 # PS3.8 9.3.3.2: the acceptor picks one of the proposed transfer syntaxes.
                 self._handle(
                     Event.EVT15,
-                    message=f"the peer accepted context {item.context_id} with transfer syntax"
-                    f" {item.transfer_syntax}, which was not proposed",
+                    fsm.AbortRequest(
+                        f"the peer accepted context {item.context_id} with transfer syntax"
+                        f" {item.transfer_syntax}, which was not proposed"
+                    ),
                 )
                 self._fail(self.error)
                 return
@@ -751,7 +753,7 @@ class RequestorProtocol(MachineDriverOverTCP, Protocol):
 
     def _invalid(self, message: str) -> None:
         self.error = self.error or AssociationAborted(f"Association aborted: {message}")
-        self._handle(Event.EVT19, reason=AbortReason.UNEXPECTED_PDU_PARAMETER, message=message)
+        self._handle(Event.EVT19, fsm.InvalidPDU(AbortReason.UNEXPECTED_PDU_PARAMETER, message))
         self._fail(self.error)
 
     def _fail(self, error: AssociationError) -> None:

@@ -15,8 +15,8 @@ class MachineDriver:
     method that carries it out) and a ``transport``.
     """
 
-    def _handle(self, event: Event, **arguments) -> None:
-        self._run(self.machine.handle(event, **arguments))
+    def _handle(self, event: Event, payload=None) -> None:
+        self._run(self.machine.handle(event, payload))
 
     def _run(self, transition: Transition) -> None:
         for effect in transition.effects:

@@ -49,6 +49,7 @@ __all__ = [
     "AAssociateAC",
     "AAssociateRJ",
     "PDataTF",
+    "EncodedPDUs",
     "AReleaseRQ",
     "AReleaseRP",
     "AAbort",
@@ -878,6 +879,18 @@ class PDataTF:
             raise ValueError(f"P-DATA-TF body is {total} bytes, over the 32-bit PDU-length")
         parts[0] = _PDU_HEADER.pack(0x04, 0, total)
         return b"".join(parts)
+
+
+class EncodedPDUs:
+    """Consecutive P-DATA-TF PDUs of one message, already encoded back to back, to be sent as one write."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def encode(self) -> bytes:
+        return self.data
 
 
 def _decode_pdata(body: bytes | memoryview) -> PDataTF:
