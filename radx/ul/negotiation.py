@@ -1,5 +1,12 @@
-# -*- test-case-name: tests.test_negotiation,tests.test_scu_sources -*-
-"""Association negotiation for the acceptor: an A-ASSOCIATE-RQ and local policy in, AC or RJ out."""
+# -*- test-case-name: tests.test_negotiation,tests.test_scu_sources,tests.test_scu_association -*-
+"""Association negotiation, pure: the acceptor's answer to an A-ASSOCIATE-RQ, the requestor's proposal and its check of the AC.
+
+Acceptor: an A-ASSOCIATE-RQ and local policy in, AC or RJ out
+(``negotiate``). Requestor: the A-ASSOCIATE-RQ proposed
+(``associate_request``), and what an A-ASSOCIATE-AC grants
+(``check_accept``): each context's result, the peer's Maximum Length, the
+Asynchronous Operations Window.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from radx.ul.pdu import (
     ImplementationVersionNameSubItem,
     MaximumLengthSubItem,
     PresentationContextItemAC,
+    PresentationContextItemRQ,
     SCPSCURoleSelectionSubItem,
     UserInformationItem,
 )
@@ -336,3 +344,117 @@ _CONTEXT_RESULTS = {
 
 def describe_context_result(result: int) -> str:
     return _CONTEXT_RESULTS.get(result, f"result {result}")
+
+
+# The requestor's side -----------------------------------------------------------
+
+
+def associate_request(
+    called_ae_title: str,
+    calling_ae_title: str,
+    contexts: dict[tuple[str, str], int],
+    maximum_length: int,
+    operations: int = 1,
+) -> AAssociateRQ:
+    """
+    An A-ASSOCIATE-RQ proposing ``{(abstract syntax, transfer syntax): context ID}``,
+    and, when ``operations`` is not 1, an Asynchronous Operations Window
+    of that many outstanding operations (0: unlimited).
+    """
+    sub_items = [
+        MaximumLengthSubItem(maximum_length),
+        ImplementationClassUIDSubItem(uids.IMPLEMENTATION_CLASS_UID),
+    ]
+    if operations != 1:
+        # PS3.7 D.3.3.3: what radx may invoke; it performs none for the peer.
+        sub_items.append(AsynchronousOperationsWindowSubItem(operations, 1))
+    sub_items.append(ImplementationVersionNameSubItem(uids.IMPLEMENTATION_VERSION_NAME))
+    return AAssociateRQ(
+        called_ae_title=called_ae_title,
+        calling_ae_title=calling_ae_title,
+        application_context_name=uids.APPLICATION_CONTEXT_NAME,
+        presentation_contexts=tuple(
+            PresentationContextItemRQ(context_id, abstract, (transfer,))
+            for (abstract, transfer), context_id in sorted(contexts.items(), key=lambda item: item[1])
+        ),
+        # PS3.8 D.1 and PS3.7 D.3.3.2: our receive limit and our implementation.
+        user_information=UserInformationItem(tuple(sub_items)),
+    )
+
+
+@dataclass(frozen=True)
+class ContextResult:
+    """A proposed presentation context, as the peer answered it."""
+
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+    result: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.result == ACCEPTANCE
+
+    @property
+    def why(self) -> str:
+        return f"presentation context not accepted: {describe_context_result(self.result)}"
+
+
+@dataclass(frozen=True)
+class Granted:
+    """What an A-ASSOCIATE-AC grants the requestor."""
+
+    # Every proposed context, answered or not.
+    contexts: dict[int, ContextResult]
+    # The peer's Maximum Length (PS3.8 D.1); 0 means no limit.
+    peer_maximum_length: int
+    # How many operations may be outstanding at once; at least 1.
+    operations_window: int
+
+
+class InvalidAccept(Exception):
+    """An A-ASSOCIATE-AC that breaks PS3.8's rules for an answer: the association is aborted."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def check_accept(request: AAssociateRQ, accept: AAssociateAC) -> Granted:
+    """What ``accept`` grants in answer to ``request``; InvalidAccept if it is no valid answer."""
+    proposed = {item.context_id: item for item in request.presentation_contexts}
+    contexts = {}
+    for item in accept.presentation_contexts:
+        asked = proposed.get(item.context_id)
+        if asked is None:
+            continue
+        transfer = item.transfer_syntax if item.result == ACCEPTANCE else asked.transfer_syntaxes[0]
+        if item.result == ACCEPTANCE and item.transfer_syntax not in asked.transfer_syntaxes:
+            # PS3.8 9.3.3.2: the acceptor picks one of the proposed transfer syntaxes.
+            raise InvalidAccept(
+                f"the peer accepted context {item.context_id} with transfer syntax"
+                f" {item.transfer_syntax}, which was not proposed"
+            )
+        contexts[item.context_id] = ContextResult(item.context_id, asked.abstract_syntax, transfer, item.result)
+    for context_id, asked in proposed.items():
+        # PS3.8 9.3.3.2: a context the AC does not answer is not accepted.
+        if context_id not in contexts:
+            contexts[context_id] = ContextResult(
+                context_id, asked.abstract_syntax, asked.transfer_syntaxes[0], PROVIDER_REJECTION
+            )
+    return Granted(contexts, accept.user_information.maximum_length or 0, granted_window(request, accept))
+
+
+def granted_window(request: AAssociateRQ, accept: AAssociateAC) -> int:
+    """
+    How many operations radx may have outstanding: PS3.7 D.3.3.3, the
+    acceptor's Maximum-number-operations-invoked, never more than radx
+    proposed; 1 when either side has no window; 0 (unlimited) is taken as
+    what radx proposed. The acceptor's rule with radx's proposal as its limit.
+    """
+    proposed = request.user_information.asynchronous_operations_window
+    if proposed is None:
+        return 1
+    return operations_window(
+        accept.user_information.asynchronous_operations_window, proposed.maximum_number_operations_invoked or 1 << 16
+    )
