@@ -159,20 +159,21 @@ def abort_at_c_store(test: TestCase, abort) -> list:
     and the request's on it (1, 2...). The list returned collects each
     (association, request) aborted.
     """
-    from radx.scp.protocol import AssociationProtocol
+    from radx.scp.operations import Operations
 
-    c_store = AssociationProtocol._c_store
+    c_store = Operations.c_store
     numbers: dict = {}
     aborted: list = []
 
-    def aborting_c_store(protocol, context, request):
+    def aborting_c_store(operations, context, request):
+        protocol = operations.protocol
         association = numbers.setdefault(protocol, [len(numbers) + 1, 0])
         association[1] += 1
         if abort(*association):
             aborted.append(tuple(association))
             protocol._local_abort(f"a test aborts C-STORE {association[1]} of association {association[0]}")
             return
-        c_store(protocol, context, request)
+        c_store(operations, context, request)
 
-    test.patch(AssociationProtocol, "_c_store", aborting_c_store)
+    test.patch(Operations, "c_store", aborting_c_store)
     return aborted

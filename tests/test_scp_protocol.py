@@ -543,10 +543,10 @@ class UnreadResponsesTests(SynchronousTestCase):
 
     def test_other_reasons_to_pause_still_hold_when_the_buffer_drains(self):
         self.send_while_read(1000)
-        self.protocol._pause_reading("backlog")
+        self.protocol.pause_reading("backlog")
         self.transport.drain()
         self.assertEqual(self.transport.producerState, "paused")
-        self.protocol._resume_reading("backlog")
+        self.protocol.resume_reading("backlog")
         self.assertEqual(self.transport.producerState, "producing")
 
     def test_a_peer_that_never_reads_is_aborted_by_the_idle_timeout_and_closed(self):
