@@ -1299,15 +1299,14 @@ class RejectReasonTests(SynchronousTestCase):
         from twisted.internet.testing import MemoryReactorClock
 
         from radx.scp.factory import SCPFactory, ServerConfig
-        from radx.ul import negotiation
-        from radx.ul.pdu import AAssociateRJ
+        from radx.ul.pdu import AAssociateRJ, PresentationRejectReason, RejectResult, RejectSource
 
         factory = SCPFactory(ServerConfig(output_dir=self.mktemp(), max_conns=1), MemoryReactorClock(), None)
         factory.active.add(object())
         reject = AAssociateRJ(
-            negotiation.RESULT_REJECTED_TRANSIENT,
-            negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION,
-            negotiation.REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED,
+            RejectResult.REJECTED_TRANSIENT,
+            RejectSource.SERVICE_PROVIDER_PRESENTATION,
+            PresentationRejectReason.LOCAL_LIMIT_EXCEEDED,
         )
         self.assertEqual(
             factory.reject_reason(reject), "local limit exceeded: 1 association already open (--max-conns 1)"

@@ -15,7 +15,7 @@ from radx.scp.protocol import AssociationProtocol
 from radx.storage.tree import OutputTree
 from radx.ul import negotiation
 from radx.ul.negotiation import AcceptorPolicy
-from radx.ul.pdu import AAssociateRJ
+from radx.ul.pdu import AAssociateRJ, PresentationRejectReason, RejectResult, RejectSource
 
 
 def describe_peer(addr) -> str:
@@ -179,19 +179,19 @@ class SCPFactory(ServerFactory):
         # temporary-congestion while shutting down, local-limit-exceeded
         # at --max-conns.
         if not self.accepting:
-            reason = negotiation.REASON_PRESENTATION_TEMPORARY_CONGESTION
+            reason = PresentationRejectReason.TEMPORARY_CONGESTION
         elif len(self.active) >= self.config.max_conns:
-            reason = negotiation.REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED
+            reason = PresentationRejectReason.LOCAL_LIMIT_EXCEEDED
         else:
             return None
         return AAssociateRJ(
-            negotiation.RESULT_REJECTED_TRANSIENT,
-            negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION,
+            RejectResult.REJECTED_TRANSIENT,
+            RejectSource.SERVICE_PROVIDER_PRESENTATION,
             reason,
         )
 
     def reject_reason(self, reject: AAssociateRJ) -> str:
-        if reject.source == negotiation.SOURCE_SERVICE_PROVIDER_ACSE:
+        if reject.source == RejectSource.SERVICE_PROVIDER_ACSE:
             return "protocol version not supported"
         if not self.accepting:
             return "the server is shutting down"

@@ -18,6 +18,11 @@ from radx.storage.layout import is_valid_uid
 from radx.ul._uid_tables import NOT_STORAGE, TRANSFER_SYNTAXES
 from radx.ul.pdu import (
     AAssociateAC,
+    ACSERejectReason,
+    PresentationRejectReason,
+    RejectResult,
+    RejectSource,
+    UserRejectReason,
     AAssociateRJ,
     AAssociateRQ,
     AsynchronousOperationsWindowSubItem,
@@ -29,20 +34,6 @@ from radx.ul.pdu import (
     SCPSCURoleSelectionSubItem,
     UserInformationItem,
 )
-
-# PS3.8 9.3.4 Table 9-21: A-ASSOCIATE-RJ result, source and reason.
-RESULT_REJECTED_PERMANENT = 1
-RESULT_REJECTED_TRANSIENT = 2
-SOURCE_SERVICE_USER = 1
-SOURCE_SERVICE_PROVIDER_ACSE = 2
-SOURCE_SERVICE_PROVIDER_PRESENTATION = 3
-REASON_USER_NO_REASON_GIVEN = 1
-REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED = 2
-REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED = 3
-REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED = 7
-REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED = 2
-REASON_PRESENTATION_TEMPORARY_CONGESTION = 1
-REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED = 2
 
 # PS3.8 9.3.3.2 Table 9-18: presentation context result/reason.
 ACCEPTANCE = 0
@@ -153,9 +144,9 @@ def provider_reject(request: AAssociateRQ) -> AAssociateRJ | None:
     # PS3.8 9.3.2: a receiver implementing only version 1 tests bit 0 only.
     if not request.protocol_version & 1:
         return AAssociateRJ(
-            RESULT_REJECTED_PERMANENT,
-            SOURCE_SERVICE_PROVIDER_ACSE,
-            REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED,
+            RejectResult.REJECTED_PERMANENT,
+            RejectSource.SERVICE_PROVIDER_ACSE,
+            ACSERejectReason.PROTOCOL_VERSION_NOT_SUPPORTED,
         )
     return None
 
@@ -165,27 +156,27 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
     if not is_valid_ae_title(request.called_ae_title):
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
             ),
             reason="called AE title has characters an AE title may not hold (PS3.5 6.2)",
         )
     if not is_valid_ae_title(request.calling_ae_title):
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
             ),
             reason="calling AE title has characters an AE title may not hold (PS3.5 6.2)",
         )
     if request.called_ae_title != policy.ae_title and not policy.accept_any_called_ae_title:
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
             ),
             reason=f"called AE title {request.called_ae_title!r} is not {policy.ae_title!r}",
         )
@@ -193,18 +184,18 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
         # PS3.8 9.3.4: rejected-permanent, service-user, calling-AE-title-not-recognized.
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
             ),
             reason=f"calling AE title {request.calling_ae_title!r} is not in --allow-calling-aet",
         )
     if request.application_context_name != uids.APPLICATION_CONTEXT_NAME:
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
             ),
             reason=f"application context {request.application_context_name!r} is not DICOM's",
         )
@@ -213,9 +204,9 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
         # nothing could ever be exchanged.
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_NO_REASON_GIVEN,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.NO_REASON_GIVEN,
             ),
             reason="no presentation context proposed (PS3.8 9.3.2: one or more)",
         )
@@ -301,27 +292,27 @@ def operations_window(proposed: AsynchronousOperationsWindowSubItem | None, limi
 
 # PS3.8 9.3.4 Table 9-21: the reasons of an A-ASSOCIATE-RJ, by source.
 _REJECT_REASONS = {
-    SOURCE_SERVICE_USER: {
-        REASON_USER_NO_REASON_GIVEN: "No Reason Given",
-        REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED: "Application Context Name Not Supported",
-        REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED: "Calling AE Title Not Recognized",
-        REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED: "Called AE Title Not Recognized",
+    RejectSource.SERVICE_USER: {
+        UserRejectReason.NO_REASON_GIVEN: "No Reason Given",
+        UserRejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED: "Application Context Name Not Supported",
+        UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED: "Calling AE Title Not Recognized",
+        UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED: "Called AE Title Not Recognized",
     },
-    SOURCE_SERVICE_PROVIDER_ACSE: {
-        1: "No Reason Given",
-        REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED: "Protocol Version Not Supported",
+    RejectSource.SERVICE_PROVIDER_ACSE: {
+        ACSERejectReason.NO_REASON_GIVEN: "No Reason Given",
+        ACSERejectReason.PROTOCOL_VERSION_NOT_SUPPORTED: "Protocol Version Not Supported",
     },
-    SOURCE_SERVICE_PROVIDER_PRESENTATION: {
-        REASON_PRESENTATION_TEMPORARY_CONGESTION: "Temporary Congestion",
-        REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED: "Local Limit Exceeded",
+    RejectSource.SERVICE_PROVIDER_PRESENTATION: {
+        PresentationRejectReason.TEMPORARY_CONGESTION: "Temporary Congestion",
+        PresentationRejectReason.LOCAL_LIMIT_EXCEEDED: "Local Limit Exceeded",
     },
 }
 _REJECT_SOURCES = {
-    SOURCE_SERVICE_USER: "service-user",
-    SOURCE_SERVICE_PROVIDER_ACSE: "service-provider (ACSE)",
-    SOURCE_SERVICE_PROVIDER_PRESENTATION: "service-provider (presentation)",
+    RejectSource.SERVICE_USER: "service-user",
+    RejectSource.SERVICE_PROVIDER_ACSE: "service-provider (ACSE)",
+    RejectSource.SERVICE_PROVIDER_PRESENTATION: "service-provider (presentation)",
 }
-_REJECT_RESULTS = {RESULT_REJECTED_PERMANENT: "permanent", RESULT_REJECTED_TRANSIENT: "transient"}
+_REJECT_RESULTS = {RejectResult.REJECTED_PERMANENT: "permanent", RejectResult.REJECTED_TRANSIENT: "transient"}
 
 
 def describe_reject(reject: AAssociateRJ) -> str:
