@@ -87,7 +87,7 @@ class AssociationBase(Protocol):
             self._reader_failed = True
             # PS3.8 9.2: the valid PDUs before the bad one come first.
             if self._receive(error.pdus_before):
-                self._invalid_pdu(error.reason, error.message)
+                self.invalid_pdu(error.reason, error.message)
             return
         self._pdus_read(bool(pdus))
         self._receive(pdus)
@@ -141,7 +141,8 @@ class AssociationBase(Protocol):
         write_now(self.transport, pdus)
         return True
 
-    def _invalid_pdu(self, reason, message: str) -> None:
+    def invalid_pdu(self, reason, message: str) -> None:
+        """Evt19: the peer sent an invalid PDU (or DIMSE message); A-ABORT with ``reason`` (PS3.8 9.3.8)."""
         self._handle(Event.EVT19, fsm.InvalidPDU(reason, f"invalid PDU: {message}"))
 
     def _start_artim(self, effect=None) -> None:

@@ -301,16 +301,13 @@ class AssociationProtocol(AssociationBase):
                 else:
                     operations.command_received(event)
 
-    invalid_pdu = AssociationBase._invalid_pdu
-
     def send_message(self, context_id: int, command: bytes) -> None:
         """A response's command set, as P-DATA-TF PDUs encoded back to back, in one write."""
-        if self.machine.can_send_pdata():
-            self.send_pdata(encode_command(context_id, command, self.negotiated.peer_maximum_pdu_length))
+        self.send_pdata(encode_command(context_id, command, self.negotiated.peer_maximum_pdu_length))
 
     def operation_done(self, context_id: int, response: bytes) -> None:
         """An operation's response is ready: send it, then what waited on it."""
-        self.send_message(context_id, response)
+        self.send_pdata(encode_command(context_id, response, self.negotiated.peer_maximum_pdu_length))
         if self.paused_for("window") and self.operations.busy <= self.negotiated.operations_window:
             self.resume_reading("window")
         if self._idle is not None and self._idle.active():
