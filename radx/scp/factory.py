@@ -93,6 +93,9 @@ class ServerConfig:
     dir_mode: int = 0o700
     # The catalogue each stored instance is recorded in (--catalogue), or None.
     catalogue: str | None = None
+    # The name of this server's rows in a catalogue that several share
+    # (--catalogue-node); None: the host's name.
+    catalogue_node: str | None = None
 
 
 @dataclass
@@ -124,7 +127,7 @@ class SCPFactory(ServerFactory):
             # Loaded only with --catalogue: sqlite3 and the catalogue's modules are no start-up cost otherwise.
             from radx.catalogue.received import ReceivedCatalogue
 
-            self.catalogue = ReceivedCatalogue(config.catalogue)
+            self.catalogue = ReceivedCatalogue(config.catalogue, node=config.catalogue_node)
             self.stats.catalogue_failures = 0
         # The output folder, opened at the first use and kept open.
         self.tree = OutputTree(config.output_dir, config.dir_mode)
