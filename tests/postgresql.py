@@ -53,6 +53,9 @@ def binaries() -> str:
 class Cluster:
     """One PostgreSQL server, started at the first need, stopped with the test process."""
 
+    # The server's settings (-c NAME=VALUE): the tests need no durability.
+    settings: tuple = ("fsync=off", "full_page_writes=off")
+
     def __init__(self) -> None:
         self.folder: str | None = None
         self.process: subprocess.Popen | None = None
@@ -99,8 +102,8 @@ class Cluster:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 self._as_server_user(
-                    [os.path.join(bin_folder, "postgres"), "-D", self.data, "-k", self.folder,
-                     "-c", "listen_addresses=", "-c", "fsync=off", "-c", "full_page_writes=off"]
+                    [os.path.join(bin_folder, "postgres"), "-D", self.data, "-k", self.folder, "-c", "listen_addresses="]
+                    + [part for setting in self.settings for part in ("-c", setting)]
                 ),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 
 import psycopg
 from twisted.trial.unittest import SynchronousTestCase
@@ -341,6 +342,31 @@ class ReceivedTests(SynchronousTestCase):
     def test_recorded_with_its_node(self):
         self.assertIsNone(self.record(1))
         self.assertEqual(self.rows(), [("scp-7", "1.dcm", "MODALITY")])
+
+    def connections(self) -> int:
+        name = self.url.split("/")[3].split("?")[0]
+        with psycopg.connect(self.url) as connection:
+            return connection.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+            ).fetchone()[0]
+
+    def test_a_connection_a_thread(self):
+        """Storage threads write through connections of their own, so that PostgreSQL commits them together; all closed at the end."""
+        failures = []
+        threads = [threading.Thread(target=lambda n=n: failures.append(self.record(n))) for n in range(1, 4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(failures, [None, None, None])
+        self.assertEqual(len(self.rows()), 3)
+        self.assertEqual(self.connections(), 3)
+        self.received.close()
+        # A backend leaves pg_stat_activity a moment after its client closed.
+        deadline = time.monotonic() + 10
+        while self.connections() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.connections(), 0)
 
     def test_server_down_then_back(self):
         """Down: the write says why, without the password; back up: the next instance opens a connection again and is recorded."""
