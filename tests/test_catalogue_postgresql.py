@@ -269,13 +269,15 @@ class ReadOnlyTests(PostgreSQLTestCase):
         self.assertEqual(catalogue.query("SELECT 3", 10).rows, [(3,)])
 
     def test_bad_sql(self):
+        """PostgreSQL's first line of why, not a refusal to write; the session goes on."""
         catalogue = self.read_only()
-        with self.assertRaises(CatalogueError) as caught:
-            catalogue.query("SELEC 1", 10)
-        self.assertNotIsInstance(caught.exception, ReadOnlyRefused)
-        self.assertIn("syntax error", caught.exception.message)
-        self.assertRaises(CatalogueError, catalogue.query, "SELECT nothing FROM dicom_metadata", 10)
-        self.assertEqual(catalogue.query("SELECT 4", 10).rows, [(4,)])
+        for statement, why in (
+            ("SELEC 1", '--sql: syntax error at or near "SELEC"'),
+            ("SELECT nothing FROM dicom_metadata", '--sql: column "nothing" does not exist'),
+        ):
+            error = self.assertRaises(CatalogueError, catalogue.query, statement, 10)
+            self.assertEqual((type(error), error.message), (CatalogueError, why))
+            self.assertEqual(catalogue.query("SELECT 4", 10).rows, [(4,)])
 
     def test_summary_and_select_read_only(self):
         """-q and the summary run read-only too: the session's default."""
@@ -367,6 +369,23 @@ class ReceivedTests(SynchronousTestCase):
         while self.connections() and time.monotonic() < deadline:
             time.sleep(0.02)
         self.assertEqual(self.connections(), 0)
+
+    def test_a_row_locked_elsewhere(self):
+        """A write that waits past the server's second on another's lock is given up, the connection kept for the next."""
+        self.received.busy_timeout_ms = 300
+        self.assertIsNone(self.record(1))
+        catalogue = self.received._current()
+        locker = psycopg.connect(self.url)
+        self.addCleanup(locker.close)
+        locker.execute("LOCK TABLE dicom_metadata IN EXCLUSIVE MODE")
+        started = time.monotonic()
+        why = self.record(2)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertIn("canceling statement due to statement timeout", why)
+        locker.rollback()
+        self.assertIsNone(self.record(3))
+        self.assertIs(self.received._current(), catalogue)
+        self.assertEqual([r[1] for r in self.rows()], ["1.dcm", "3.dcm"])
 
     def test_server_down_then_back(self):
         """Down: the write says why, without the password; back up: the next instance opens a connection again and is recorded."""
