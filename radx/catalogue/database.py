@@ -37,6 +37,8 @@ class Summary:
     series: int
     # (modality or None, files), most files first.
     modalities: list = field(default_factory=list)
+    # The nodes with rows, in a catalogue several share; None in one that is one machine's.
+    nodes: int | None = None
 
 
 @dataclass

@@ -164,7 +164,15 @@ class PostgreSQLCatalogue(Catalogue):
         return self._reading(super().files_under, folder)
 
     def summary(self):
-        return self._reading(super().summary)
+        summary = self._reading(super().summary)
+        summary.nodes = self._reading(self._count_nodes)
+        return summary
+
+    def _count_nodes(self) -> int:
+        with self._lock:
+            nodes = self.connection.execute(f"SELECT COUNT(DISTINCT {NODE}) FROM {TABLE}").fetchone()[0]
+            self._end_read()
+        return nodes
 
     def select(self, columns, where, parameters, limit):
         return self._reading(super().select, columns, where, parameters, limit)
