@@ -403,6 +403,20 @@ class ReceivedTests(SynchronousTestCase):
         self.assertEqual((result.added, result.unchanged), (2, 2))
         self.assertEqual([r[1] for r in self.rows()], ["1.dcm", "2.dcm", "3.dcm", "4.dcm"])
 
+    def test_login_refused(self):
+        """A login the database refuses: said, without the password, and tried again at the next instance."""
+        name = self.url.split("/")[3].split("?")[0]
+        self.received = ReceivedCatalogue(f"postgresql://intruder:pa55word@/{name}?host={CLUSTER.folder}")
+        self.addCleanup(self.received.close)
+        for number in (1, 2):
+            why = self.record(number)
+            self.assertIn('role "intruder" does not exist', why)
+            self.assertIn("postgresql://intruder:***@/", why)
+            self.assertNotIn("pa55word", why)
+        with psycopg.connect(self.url) as connection:
+            # Not even the table was made.
+            self.assertFalse(connection.execute("SELECT to_regclass('dicom_metadata') IS NOT NULL").fetchone()[0])
+
     def test_catch_up_fails_clearly(self):
         self.received.catch_up(self.folder, 2**62)
         CLUSTER.stop()
