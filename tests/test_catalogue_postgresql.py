@@ -316,6 +316,11 @@ class PasswordTests(SynchronousTestCase):
             error = self.assertRaises(CatalogueError, opening, url)
             self.assertNotIn("s3cret", error.message)
             self.assertIn("postgresql://radx:***@/radx", error.message)
+        # libpq quotes a malformed part of a URL in its message: the password's too.
+        for malformed in ("postgresql://radx:s3cret%zz@/radx?host=/nowhere", "postgresql://radx@/radx?password=s3cret%zz&host=/x"):
+            error = self.assertRaises(CatalogueError, PostgreSQLCatalogue.open, malformed)
+            self.assertNotIn("s3cret", error.message)
+            self.assertIn("***", error.message)
         received = ReceivedCatalogue(url)
         why = received.record("/nothing.dcm", b"", True, EXPLICIT_LE, CT, "1.2.3", None, None)
         self.assertNotIn("s3cret", why)

@@ -20,7 +20,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from radx.catalogue.database import Catalogue, CatalogueError, ReadOnlyRefused, Rows
-from radx.catalogue.schema import NODE, TABLE
+from radx.catalogue.schema import NODE, TABLE, create_statements
 
 # Seconds a connection may take to be made, unless the URL says
 # (connect_timeout): a server down or unreachable costs an instance's
@@ -78,9 +78,29 @@ def _connect(url: str, read_only: bool, timeout_ms: int):
     return connection
 
 
-def _why(error: Exception) -> str:
-    """PostgreSQL's words for ``error``: its first line (the others point into the statement)."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+def _secrets(url: str) -> list[str]:
+    """The password ``url`` holds, as written and decoded: what no message may repeat."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        found = [parts.password or ""]
+        found += [v for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k == "password"]
+        found += [p.split("&")[0] for p in parts.query.split("password=")[1:]]
+    except ValueError:
+        return []
+    found += [urllib.parse.unquote(f) for f in found]
+    return sorted({f for f in found if f}, key=len, reverse=True)
+
+
+def _why(error: Exception, url: str = "") -> str:
+    """
+    PostgreSQL's words for ``error``: its first line (the others point
+    into the statement), without ``url``'s password should libpq quote it
+    (a malformed URL).
+    """
+    why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    for secret in _secrets(url):
+        why = why.replace(secret, "***")
+    return why
 
 
 class PostgreSQLCatalogue(Catalogue):
@@ -105,13 +125,13 @@ class PostgreSQLCatalogue(Catalogue):
         try:
             connection = _connect(url, read_only=False, timeout_ms=timeout_ms)
         except psycopg.Error as error:
-            raise CatalogueError(f"cannot open the catalogue {redacted(url)}: {_why(error)}") from None
+            raise CatalogueError(f"cannot open the catalogue {redacted(url)}: {_why(error, url)}") from None
         catalogue = cls(connection, node, url)
         try:
             catalogue.create()
         except psycopg.Error as error:
             catalogue.close()
-            raise CatalogueError(f"cannot open the catalogue {redacted(url)}: {_why(error)}") from None
+            raise CatalogueError(f"cannot open the catalogue {redacted(url)}: {_why(error, url)}") from None
         return catalogue
 
     @classmethod
@@ -127,7 +147,7 @@ class PostgreSQLCatalogue(Catalogue):
             found = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0]
             connection.rollback()
         except psycopg.Error as error:
-            raise CatalogueError(f"cannot read the catalogue {redacted(url)}: {_why(error)}") from None
+            raise CatalogueError(f"cannot read the catalogue {redacted(url)}: {_why(error, url)}") from None
         if not found:
             connection.close()
             raise CatalogueError(
@@ -145,8 +165,6 @@ class PostgreSQLCatalogue(Catalogue):
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
                 cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,))
                 if not cursor.fetchone()[0]:
-                    from radx.catalogue.schema import create_statements
-
                     for statement in create_statements(self.id_column, self.path_type, self.key):
                         cursor.execute(statement)
                 self.connection.commit()
@@ -183,7 +201,7 @@ class PostgreSQLCatalogue(Catalogue):
         except psycopg.Error as error:
             with self._lock:
                 self._roll_back()
-            raise CatalogueError(f"cannot read the catalogue {redacted(self.url)}: {_why(error)}") from None
+            raise CatalogueError(f"cannot read the catalogue {redacted(self.url)}: {_why(error, self.url)}") from None
 
     sql_timeout_ms = SQL_TIMEOUT_MS
 
