@@ -71,8 +71,19 @@ class CatalogueOptionTests(SynchronousTestCase):
             self.assertEqual((done.stdout.strip(), done.returncode), (loaded, 0), done.stderr)
 
     def test_url_refused(self):
-        error = self.assertRaises(usage.UsageError, parse, "--catalogue", "postgresql://radx@db/radx")
-        self.assertIn("--catalogue: postgresql:// catalogues are not supported", str(error))
+        error = self.assertRaises(usage.UsageError, parse, "--catalogue", "mysql://radx@db/radx")
+        self.assertIn("--catalogue: mysql:// catalogues are not supported", str(error))
+
+    def test_postgresql_url(self):
+        options = parse("--catalogue", "postgresql://radx@db/radx", "--catalogue-node", "scp-2")
+        self.assertEqual((options["catalogue"], options["catalogue-node"]), ("postgresql://radx@db/radx", "scp-2"))
+        self.assertIsNone(parse("--catalogue", "postgres://db/radx")["catalogue-node"])
+
+    def test_node_needs_postgresql(self):
+        """A SQLite catalogue is one machine's: --catalogue-node with it, or alone, is a mistake said at once."""
+        for arguments in (("--catalogue", "x.db"), ()):
+            error = self.assertRaises(usage.UsageError, parse, *arguments, "--catalogue-node", "scp-2")
+            self.assertIn("--catalogue-node goes with a postgresql:// --catalogue", str(error))
 
 
 class ReferenceExamplesTests(SynchronousTestCase):
@@ -114,6 +125,32 @@ class InvalidValuesTests(SynchronousTestCase):
     def assert_refused(self, needle, *arguments):
         error = self.assertRaises(usage.UsageError, parse, *arguments)
         self.assertIn(needle, str(error))
+
+    def test_layout(self):
+        template = "{PatientID}/{StudyDate}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
+        options = parse("--layout", template)
+        self.assertEqual(options["layout"].template, template)
+        self.assertEqual(set(options["layout"].extra_tags), {"PatientID", "StudyDate"})
+        self.assertIs(config_from_options(options).layout, options["layout"])
+
+    def test_organize_is_a_layout(self):
+        """--organize and --organize=false become the two fixed templates, compiled once at start."""
+        self.assertTrue(parse()["layout"].fixed)
+        self.assertTrue(parse("--organize")["layout"].fixed)
+        self.assertIs(parse("--organize=false")["layout"].fixed, False)
+
+    def test_bad_layouts(self):
+        self.assert_refused("--layout: {Nonsense} is not a DICOM keyword", "--layout", "{Nonsense}/{SOPInstanceUID}.dcm")
+        self.assert_refused("--layout: '/data/{SOPInstanceUID}.dcm' is an absolute path", "--layout", "/data/{SOPInstanceUID}.dcm")
+        self.assert_refused("--layout: '..'", "--layout", "../{SOPInstanceUID}.dcm")
+        self.assert_refused("--layout: the file name", "--layout", "{SOPInstanceUID}/x.dcm")
+        self.assert_refused("do not go together", "--organize=false", "--layout", "{SOPInstanceUID}.dcm")
+
+    def test_on_duplicate(self):
+        self.assertEqual(parse()["on-duplicate"], "replace")
+        for policy in ("replace", "keep", "unique", "reject"):
+            self.assertEqual(config_from_options(parse("--on-duplicate", policy)).on_duplicate, policy)
+        self.assert_refused("--on-duplicate: expected one of replace, keep, unique, reject", "--on-duplicate", "skip")
 
     def test_pdu_out_of_range(self):
         self.assert_refused("between 4096 and", "--max-pdu", "100")

@@ -24,8 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from radx.app import tap
 from radx.app.heap import release_free_memory
 from radx.app.options import ScpOptions
-from tests.interop import DCMTK_ENV, require_dcmtk
-from tests.test_app_cli import as_nobody, free_port, handles_signal, help_entries, radx_command, searchable_by_all
+from tests.interop import DCMTK_ENV, require_dcmtk, reserved_port
+from tests.test_app_cli import as_nobody, handles_signal, help_entries, radx_command, searchable_by_all
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
@@ -82,7 +82,7 @@ class TwistdTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.folder = os.path.abspath(self.mktemp())
         os.makedirs(self.folder)
-        self.port = free_port()
+        self.port = reserved_port(self)
 
     def echo(self, aet: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -131,7 +131,8 @@ class HelpTests(SynchronousTestCase):
         # Same defaults too, and they are the reference's flags.
         self.assertEqual(twistd_entries, radx_entries)
         self.assertTrue(
-            {"--aet", "--output-dir", "--max-pdu", "--max-conns", "--organize", "--accept-echo", "--sop-class"}
+            {"--aet", "--output-dir", "--max-pdu", "--max-conns", "--organize", "--accept-echo", "--sop-class",
+             "--layout", "--on-duplicate"}
             <= set(twistd_entries)
         )
 
@@ -221,8 +222,9 @@ class ForegroundTests(TwistdTestCase):
     def test_port_in_use_ends_twistd(self):
         """A port radx cannot listen on ends twistd with a failure, as it ends `radx dicom scp`."""
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-            taken.bind(("127.0.0.1", self.port))
+            taken.bind(("127.0.0.1", 0))
             taken.listen()
+            self.port = taken.getsockname()[1]
             process, output = self.foreground(
                 "radx-scp", "--bind", "127.0.0.1", "--output-dir", "received", str(self.port)
             )
@@ -249,8 +251,9 @@ class ForegroundTests(TwistdTestCase):
     def test_port_in_use_fails_the_daemon_start(self):
         """Daemonizing: the parent reports the child's failure and exits non-zero."""
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-            taken.bind(("127.0.0.1", self.port))
+            taken.bind(("127.0.0.1", 0))
             taken.listen()
+            self.port = taken.getsockname()[1]
             pidfile = os.path.join(self.folder, "radx.pid")
             started = subprocess.run(
                 twistd_command(
@@ -342,6 +345,13 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.factory.config.max_pending, 9)
         self.assertIs(service.factory.release_memory, release_free_memory)
         self.assertFalse(service.running)
+
+    def test_make_service_with_filing_rules(self):
+        """twistd radx-scp --layout ... --on-duplicate keep: the factory files by them."""
+        template = "{PatientID}/{SOPInstanceUID}.dcm"
+        service = tap.makeService(parse("--layout", template, "--on-duplicate", "keep", "--output-dir", self.mktemp()))
+        self.assertEqual(service.factory.config.layout.template, template)
+        self.assertEqual(service.factory.config.on_duplicate, "keep")
 
     def test_accept_any_called_aet(self):
         """Off by default: the called AE title is checked; the flag reaches the negotiation policy."""

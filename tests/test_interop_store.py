@@ -9,10 +9,10 @@ from pydicom import dcmread
 from twisted.internet import defer, protocol, reactor, task, threads
 from twisted.logger import formatEvent, globalLogPublisher
 
-from radx.storage.layout import UNKNOWN
+from radx.storage.layout import UNKNOWN, Layout
 from radx.storage.store import INCOMING
 from tests import dicomfiles
-from tests.interop import DCMTK_ENV, ServerTestCase, require_dcmtk
+from tests.interop import DCMTK_ENV, ServerTestCase, keep_responses, require_dcmtk
 
 # storescu proposes its --propose-* transfer syntax (and the uncompressed
 # ones), never simply the file's own: each case names the option that
@@ -188,6 +188,85 @@ class StorescuTests(StoreTestCase):
         self.assert_nothing_incoming(output)
 
     @defer.inlineCallbacks
+    def test_layout_template(self):
+        """--layout {PatientID}/{StudyDate}/{Modality}/...: storescu's 6 CT images land under the values their data sets hold."""
+        sources = dicomfiles.write_ct_series(self.mktemp(), 6, rows=64, columns=64, series=2, seed=3)
+        layout = Layout("{PatientID}/{StudyDate}/{Modality}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm")
+        self.start_server(self.server_config(layout=layout))
+        output = self.factory.config.output_dir
+        out, err, code = yield self.run_tool(self.storescu, "+sd", *self.storescu_args(os.path.dirname(sources[0])))
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        expected = {}
+        for source in sources:
+            _, series, sop_instance = dicomfiles.instance_uids(source)
+            expected[os.path.join("RADX-0001", "20240102", "CT", series, f"{sop_instance}.dcm")] = source
+        self.assertEqual(walk_files(output)[0], set(expected))
+        for relative, source in expected.items():
+            yield self.assert_stored(os.path.join(output, relative), source)
+        self.assert_nothing_incoming(output)
+
+    @defer.inlineCallbacks
+    def test_on_duplicate_reject(self):
+        """--on-duplicate reject: storescu's second sending of an instance is answered 0111, the first file stays."""
+        source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=64, columns=64, seed=5)[0]
+        self.start_server(self.server_config(on_duplicate="reject"))
+        output = self.factory.config.output_dir
+        out, err, code = yield self.run_tool(self.storescu, "-v", *self.storescu_args(source))
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        stored = organized_path(output, source)
+        with open(stored, "rb") as f:
+            first = f.read()
+        out, err, code = yield self.run_tool(self.storescu, "-v", "-aet", "OTHER-SCU", *self.storescu_args(source)[2:])
+        # DCMTK knows 0111 from PS3.7 Annex C, not from C-STORE's own list.
+        self.assertIn(b"Received Store Response (Unknown Status: 0x111)", out + err)
+        with open(stored, "rb") as f:
+            self.assertEqual(f.read(), first)
+        self.assertEqual(walk_files(output)[0], {os.path.relpath(stored, output)})
+        self.assertEqual((self.factory.stats.stores_succeeded, self.factory.stats.store_failures), (1, 1))
+        self.assert_nothing_incoming(output)
+
+    @defer.inlineCallbacks
+    def test_on_duplicate_keep(self):
+        """--on-duplicate keep: Success both times, the first file kept, from another calling AE too."""
+        source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=64, columns=64, seed=6)[0]
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.start_server(self.server_config(on_duplicate="keep"))
+        output = self.factory.config.output_dir
+        for calling in ("FIRST-SCU", "SECOND-SCU"):
+            out, err, code = yield self.run_tool(self.storescu, "-v", "-aet", calling, *self.storescu_args(source)[2:])
+            self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+            self.assertIn(b"Received Store Response (Success)", out + err)
+        stored = organized_path(output, source)
+        yield self.assert_stored(stored, source)
+        self.assertEqual(dcmread(stored, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle.strip(), "FIRST-SCU")
+        logged = [formatEvent(event) for event in events]
+        self.assertEqual(logged.count(f"Stored DICOM file path={stored}"), 1)
+        self.assertEqual(logged.count(f"Duplicate not stored, existing file kept path={stored}"), 1)
+        self.assert_nothing_incoming(output)
+
+    @defer.inlineCallbacks
+    def test_on_duplicate_unique(self):
+        """--on-duplicate unique: the same data set again is not stored twice, from another calling AE (another file meta) neither."""
+        source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=64, columns=64, seed=8)[0]
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.start_server(self.server_config(on_duplicate="unique"))
+        output = self.factory.config.output_dir
+        for calling in ("FIRST-SCU", "FIRST-SCU", "SECOND-SCU"):
+            out, err, code = yield self.run_tool(self.storescu, "-v", "-aet", calling, *self.storescu_args(source)[2:])
+            self.assertIn(b"Received Store Response (Success)", out + err)
+        stored = organized_path(output, source)
+        self.assertEqual(walk_files(output)[0], {os.path.relpath(stored, output)})
+        yield self.assert_stored(stored, source)
+        self.assertEqual(dcmread(stored, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle.strip(), "FIRST-SCU")
+        logged = [formatEvent(event) for event in events]
+        self.assertEqual(logged.count(f"Duplicate not stored, identical file already there path={stored}"), 2)
+        self.assert_nothing_incoming(output)
+
+    @defer.inlineCallbacks
     def test_concurrent_associations(self):
         """4 storescu processes at once, 10 different images each: all 40 stored, each byte-identical."""
         folders = [self.mktemp() for _ in range(4)]
@@ -292,6 +371,7 @@ def _pynetdicom_store(port: int, path: str, sop_class_uid: str, transfer_syntax_
     assoc = ae.associate("127.0.0.1", port, ae_title="RADX-SCP")
     if not assoc.is_established:
         raise AssertionError("association not established")
+    keep_responses(assoc)
     try:
         status = assoc.send_c_store(path)
     finally:
@@ -336,6 +416,7 @@ def _pynetdicom_window(port: int, path: str, sop_class_uid: str, transfer_syntax
     assoc = ae.associate("127.0.0.1", port, ae_title="RADX-SCP", ext_neg=[window])
     if not assoc.is_established:
         raise AssertionError("association not established")
+    keep_responses(assoc)
     try:
         granted = assoc.acceptor.asynchronous_operations
         status = int(assoc.send_c_store(path).Status)

@@ -314,6 +314,23 @@ class DiskTests(SynchronousTestCase):
         self.assertEqual(heard, [(data, True, True)])
         self.assertEqual(self.successResultOf(finished).not_catalogued, "the catalogue is locked")
 
+    def test_duplicate_not_stored_is_not_catalogued(self):
+        """--on-duplicate keep: the catalogue hears of the file stored, not of the instance kept out, whose file it is not."""
+        heard = []
+
+        def catalogue(writer, stored):
+            heard.append(stored.path)
+
+        for pixels in (b"\x01\x00", b"\x02\x00"):
+            reception = self.reception(partial(InstanceWriter, on_duplicate="keep"), catalogue=catalogue)
+            reception.write(data_set(pixels=pixels * 8))
+            finished = reception.finish()
+            self.pool.run_all()
+            stored = self.successResultOf(finished)
+        self.assertEqual(stored.duplicate, "kept")
+        self.assertIsNone(stored.not_catalogued)
+        self.assertEqual(heard, [stored.path])
+
     def test_failed_write_leaves_nothing(self):
         class DiskFails(InstanceWriter):
             """The second write meets a disk error."""

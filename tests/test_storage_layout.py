@@ -2,10 +2,23 @@
 
 import os
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.storage.layout import UNKNOWN, InvalidUID, is_valid_uid, relative_instance_path
+from radx.storage.layout import (
+    FLAT,
+    FLAT_LAYOUT,
+    MAX_VALUE_BYTES,
+    ORGANIZED,
+    ORGANIZED_LAYOUT,
+    UNKNOWN,
+    InvalidUID,
+    Layout,
+    LayoutError,
+    is_valid_uid,
+    relative_instance_path,
+    safe_component,
+)
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"
@@ -149,3 +162,149 @@ class RelativeInstancePathTests(SynchronousTestCase):
         self.assertEqual(len(components), 3)
         for name in components:
             self.assertTrue(_safe_name(name), name)
+
+
+PATIENT_LAYOUT = "{PatientID}/{StudyDate}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
+
+# Values a hostile peer may send: traversal, separators, NUL, controls,
+# invisible characters, dots and spaces alone, names far too long.
+_HOSTILE = st.one_of(
+    st.none(),
+    st.text(max_size=300),
+    st.text(alphabet="./\\\x00 \n\r\t\x7f\u202e\ufeff.a", max_size=40),
+    st.sampled_from(["..", ".", "../..", "/etc/passwd", "..\\..\\x", " ..", ".. ", "\x00", "a/../../b", "é" * 100]),
+)
+
+_HOSTILE_TEMPLATES = [
+    PATIENT_LAYOUT,
+    "{PatientName}{PatientID}/{StudyDescription}/{Modality}_{SOPInstanceUID}.dcm",
+    ORGANIZED,
+    FLAT,
+]
+
+
+class TemplateTests(SynchronousTestCase):
+    def test_fixed_templates_are_the_organize_layouts(self):
+        """--organize and --organize=false: exactly the paths of relative_instance_path, no other work."""
+        self.assertEqual((ORGANIZED_LAYOUT.fixed, FLAT_LAYOUT.fixed), (True, False))
+        self.assertEqual((ORGANIZED_LAYOUT.extra_tags, FLAT_LAYOUT.extra_tags), ({}, {}))
+        for study, series in [(STUDY, SERIES), (None, ""), ("../x", "1.02")]:
+            for layout, organize in [(ORGANIZED_LAYOUT, True), (FLAT_LAYOUT, False)]:
+                self.assertEqual(
+                    layout.relative_path(SOP, study, series), relative_instance_path(SOP, study, series, organize)
+                )
+
+    def test_same_paths_when_spelled_out(self):
+        """A template other than the fixed ones, with their keywords, gives their paths by the general way."""
+        layout = Layout(ORGANIZED + "")
+        spelled = Layout("{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm/".rstrip("/"))
+        spelled.fixed = None
+        for study, series in [(STUDY, SERIES), (None, ""), ("../x", "1.02")]:
+            self.assertEqual(
+                spelled.relative_path(SOP, study, series, {}), layout.relative_path(SOP, study, series)
+            )
+
+    def test_patient_layout(self):
+        layout = Layout(PATIENT_LAYOUT)
+        self.assertEqual(set(layout.extra_tags), {"PatientID", "StudyDate"})
+        self.assertEqual(layout.extra_tags["PatientID"], (0x00100020, "LO"))
+        components, warnings = layout.relative_path(
+            SOP, STUDY, SERIES, {"PatientID": "PAT-001", "StudyDate": "20240102"}
+        )
+        self.assertEqual(components, ("PAT-001", "20240102", STUDY, SERIES, SOP + ".dcm"))
+        self.assertEqual(warnings, [])
+
+    def test_literal_text_and_several_keywords_in_a_name(self):
+        layout = Layout("studies/{Modality}-{StudyDate}/{SOPInstanceUID}_{InstanceNumber}.dcm")
+        components, _ = layout.relative_path(SOP, STUDY, SERIES, {"Modality": "CT", "StudyDate": None, "InstanceNumber": "7"})
+        self.assertEqual(components, ("studies", "CT-" + UNKNOWN, f"{SOP}_7.dcm"))
+
+    def test_missing_and_empty_values_are_unknown(self):
+        layout = Layout(PATIENT_LAYOUT)
+        for values in [{}, {"PatientID": None, "StudyDate": ""}, {"PatientID": " . ", "StudyDate": "\x00"}]:
+            components, _ = layout.relative_path(SOP, STUDY, SERIES, values)
+            self.assertEqual(components[:2], (UNKNOWN, UNKNOWN))
+
+    def test_uid_keywords_keep_their_rules(self):
+        """A malformed SOP Instance UID names no file; Study and Series become UNKNOWN with a warning."""
+        layout = Layout(PATIENT_LAYOUT)
+        with self.assertRaises(InvalidUID):
+            layout.relative_path("../x", STUDY, SERIES, {})
+        components, warnings = layout.relative_path(SOP, "../../x", "1.2.a", {"PatientID": "P"})
+        self.assertEqual(components[2:4], (UNKNOWN, UNKNOWN))
+        self.assertEqual(len(warnings), 2)
+        self.assertIn("Study Instance UID", warnings[0])
+        layout = Layout("{FrameOfReferenceUID}/{SOPInstanceUID}")
+        components, warnings = layout.relative_path(SOP, STUDY, SERIES, {"FrameOfReferenceUID": "1.2/3"})
+        self.assertEqual(components[0], UNKNOWN)
+        self.assertEqual(len(warnings), 1)
+
+    def test_refused_templates(self):
+        for template, why in [
+            ("", "empty"),
+            ("/data/{SOPInstanceUID}.dcm", "absolute"),
+            ("C:/{SOPInstanceUID}.dcm", "absolute"),
+            ("{PatientID}/../{SOPInstanceUID}.dcm", "'..'"),
+            ("./{SOPInstanceUID}.dcm", "'..' and '.'"),
+            ("a..b/{SOPInstanceUID}.dcm", "'..'"),
+            ("{PatientID}//{SOPInstanceUID}.dcm", "empty folder"),
+            ("{PatientID}/", "empty folder"),
+            ("{PatientsName}/{SOPInstanceUID}.dcm", "not a DICOM keyword"),
+            ("{patientid}/{SOPInstanceUID}.dcm", "not a DICOM keyword"),
+            ("{}/{SOPInstanceUID}.dcm", "not a DICOM keyword"),
+            ("{PixelData}/{SOPInstanceUID}.dcm", "text value"),
+            ("{ReferencedSeriesSequence}/{SOPInstanceUID}.dcm", "text value"),
+            ("{TransferSyntaxUID}/{SOPInstanceUID}.dcm", "text value"),
+            ("{SOPInstanceUID}/{PatientID}.dcm", "must hold {SOPInstanceUID}"),
+            ("{PatientID}.dcm", "must hold {SOPInstanceUID}"),
+            ("{PatientID/{SOPInstanceUID}.dcm", "brace"),
+            ("a}/{SOPInstanceUID}.dcm", "brace"),
+            (".hidden/{SOPInstanceUID}.dcm", "hidden"),
+            ("a\\b/{SOPInstanceUID}.dcm", "backslash"),
+            ("a\x00/{SOPInstanceUID}.dcm", "control"),
+            ("{PatientID}{PatientName}{StudyID}{Modality}/{SOPInstanceUID}.dcm", "longer than 255"),
+        ]:
+            with self.assertRaises(LayoutError, msg=template) as caught:
+                Layout(template)
+            self.assertIn(why, str(caught.exception), template)
+
+    def test_safe_component(self):
+        for value, expected in [
+            ("..", None),
+            (".", None),
+            ("", None),
+            (None, None),
+            ("../../etc", "_.._etc"),
+            ("a/b\\c", "a_b_c"),
+            ("a\x00b\nc", "a_b_c"),
+            ("  .hidden. ", "hidden"),
+            ("Doe^Jane", "Doe^Jane"),
+            ("山田^太郎", "山田^太郎"),
+        ]:
+            self.assertEqual(safe_component(value), expected, value)
+
+    def test_long_value_cut_on_a_character(self):
+        text = safe_component("é" * 100)
+        self.assertEqual(text, "é" * (MAX_VALUE_BYTES // 2))
+        self.assertLessEqual(len(safe_component("€" * 100).encode()), MAX_VALUE_BYTES)
+
+    @settings(deadline=None, max_examples=500)
+    @given(
+        st.sampled_from([Layout(t) for t in _HOSTILE_TEMPLATES]),
+        _HOSTILE,
+        _HOSTILE,
+        _HOSTILE,
+        _HOSTILE,
+    )
+    def test_hostile_values_stay_in_the_tree(self, layout, first, second, study, series):
+        """Whatever the peer sends, every name is one safe, bounded component, and the path stays below the output folder."""
+        values = dict(zip(layout.extra_tags, [first, second, first]))
+        components, _ = layout.relative_path(SOP, study, series, values)
+        for name in components:
+            self.assertTrue(_safe_name(name), repr(name))
+            self.assertLessEqual(len(name.encode("utf-8")), 255)
+            name.encode("utf-8")  # no lone surrogate
+        root = "/srv/output"
+        joined = os.path.normpath(os.path.join(root, *components))
+        self.assertTrue(joined.startswith(root + "/"), joined)
+        self.assertEqual(len(joined[len(root) + 1 :].split("/")), len(components))

@@ -9,7 +9,7 @@ import subprocess
 import pydicom
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.storage.layout import UNKNOWN
+from radx.storage.layout import UNKNOWN, Layout, safe_component
 from radx.storage.store import (
     INCOMING,
     InstanceWriter,
@@ -94,6 +94,17 @@ class StoreTestsMixin:
         writer.write(chunked(data, random.Random(len(data))))
         return writer.commit()
 
+    def store_sample(self, sample, **kwargs) -> StoredInstance:
+        """One of pydicom's samples, stored as a C-STORE of it would be."""
+        header = sample.header
+        return self.store(
+            sample.data_set,
+            sop_class_uid=header.sop_class_uid,
+            sop_instance_uid=header.sop_instance_uid,
+            transfer_syntax_uid=sample.transfer_syntax_uid,
+            **kwargs,
+        )
+
     def assertIncomingEmpty(self):
         incoming = os.path.join(self.output, INCOMING)
         self.assertEqual(os.listdir(incoming) if os.path.isdir(incoming) else [], [])
@@ -127,12 +138,7 @@ class RoundTripTests(StoreTestsMixin, SynchronousTestCase):
             # Some samples are one instance in several encodings.
             self.output = os.path.join(self.base, sample.name)
             header = sample.header
-            stored = self.store(
-                sample.data_set,
-                sop_class_uid=header.sop_class_uid,
-                sop_instance_uid=header.sop_instance_uid,
-                transfer_syntax_uid=sample.transfer_syntax_uid,
-            )
+            stored = self.store_sample(sample)
             expected = os.path.join(
                 self.output,
                 header.study_instance_uid or UNKNOWN,
@@ -253,6 +259,182 @@ class LayoutTests(StoreTestsMixin, SynchronousTestCase):
         self.assertFalse(os.path.exists(self.output))
 
 
+PATIENT_LAYOUT = Layout("{PatientID}/{StudyDate}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm")
+
+
+def patient_data_set(patient_id: bytes, study_date: bytes = b"20240102") -> bytes:
+    return explicit_le(
+        (0x00080016, b"UI", ui(SOP_CLASS)),
+        (0x00080018, b"UI", ui(SOP_INSTANCE)),
+        (0x00080020, b"DA", study_date),
+        (0x00100020, b"LO", patient_id + b" " * (len(patient_id) % 2)),
+        (0x0020000D, b"UI", ui(STUDY)),
+        (0x0020000E, b"UI", ui(SERIES)),
+        (0x7FE00010, b"OW", b"\x01\x02" * 8),
+    )
+
+
+class TemplateTests(StoreTestsMixin, SynchronousTestCase):
+    def test_patient_layout(self):
+        data = patient_data_set(b"PAT-001")
+        stored = self.store(data, layout=PATIENT_LAYOUT)
+        self.assertEqual(stored.path, os.path.join(self.output, "PAT-001", "20240102", STUDY, SERIES, SOP_INSTANCE + ".dcm"))
+        with open(stored.path, "rb") as f:
+            self.assertEqual(f.read()[-len(data) :], data)
+        self.assertIncomingEmpty()
+
+    def test_hostile_values_stay_below_the_output_folder(self):
+        """A Patient ID of ../../escape and a date with a slash and a NUL: names below the output folder, nothing beside it."""
+        self.output = os.path.join(self.base, "a", "b", "output")
+        os.makedirs(self.output)
+        before = tree(self.base)
+        stored = self.store(patient_data_set(b"../../escape", b"2024/\x00."), layout=PATIENT_LAYOUT)
+        self.assertEqual(
+            os.path.relpath(stored.path, self.output).split(os.sep),
+            ["_.._escape", "2024__", STUDY, SERIES, SOP_INSTANCE + ".dcm"],
+        )
+        after = tree(self.base)
+        self.assertEqual({k for k in after if not k.startswith("a/b/output/")}, {k for k in before})
+
+    def test_missing_values(self):
+        stored = self.store(data_set(), layout=PATIENT_LAYOUT)
+        self.assertEqual(os.path.relpath(stored.path, self.output).split(os.sep)[:2], [UNKNOWN, UNKNOWN])
+
+    def test_every_sample(self):
+        """Deflated, big endian, implicit VR: the values are those pydicom reads, by the scan or by pydicom itself."""
+        layout = Layout("{PatientID}/{Modality}/{PatientName}/{SOPInstanceUID}.dcm")
+        for sample in samples():
+            self.output = os.path.join(self.base, sample.name)
+            stored = self.store_sample(sample, layout=layout)
+            original = pydicom.dcmread(sample.path, stop_before_pixels=True)
+            expected = [
+                safe_component(str(original.get(keyword, "") or "")) or UNKNOWN
+                for keyword in ("PatientID", "Modality", "PatientName")
+            ]
+            self.assertEqual(os.path.relpath(stored.path, self.output).split(os.sep)[:3], expected, sample.name)
+
+    def test_folders_by_descriptor_with_dir_mode(self):
+        """Every folder of a deep template gets --dir-mode; a symbolic link in the place of one is refused, not followed."""
+        stored = self.store(patient_data_set(b"P1"), layout=PATIENT_LAYOUT, dir_mode=0o750)
+        folder = self.output
+        for name in os.path.relpath(stored.path, self.output).split(os.sep)[:-1]:
+            folder = os.path.join(folder, name)
+            self.assertEqual(stat.S_IMODE(os.stat(folder).st_mode), 0o750, folder)
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.makedirs(elsewhere)
+        os.symlink(elsewhere, os.path.join(self.output, "P2"))
+        self.assertStorageError(0xA700, self.store, patient_data_set(b"P2"), layout=PATIENT_LAYOUT)
+        self.assertEqual(os.listdir(elsewhere), [])
+        self.assertIncomingEmpty()
+
+
+class DuplicateTests(StoreTestsMixin, SynchronousTestCase):
+    """--on-duplicate: an instance whose file exists already."""
+
+    def content(self, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_keep(self):
+        first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="keep")
+        before = self.content(first.path)
+        second = self.store(data_set(pixels=b"\x02\x00" * 10), on_duplicate="keep")
+        self.assertEqual((first.duplicate, second.duplicate), (None, "kept"))
+        self.assertEqual(second.path, first.path)
+        self.assertFalse(second.replaced)
+        self.assertEqual(self.content(first.path), before)
+        self.assertEqual(os.listdir(os.path.dirname(first.path)), [SOP_INSTANCE + ".dcm"])
+        self.assertIncomingEmpty()
+
+    def test_reject(self):
+        """0111, Duplicate SOP Instance; the file stored first stays as it was."""
+        first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="reject")
+        before = self.content(first.path)
+        error = self.assertStorageError(0x0111, self.store, data_set(pixels=b"\x02\x00" * 10), on_duplicate="reject")
+        self.assertIn("exists", error.message)
+        self.assertLessEqual(len(error.message), 64)
+        self.assertEqual(self.content(first.path), before)
+        self.assertEqual(os.listdir(os.path.dirname(first.path)), [SOP_INSTANCE + ".dcm"])
+        self.assertIncomingEmpty()
+
+    def test_unique(self):
+        """Other bytes under the next free name; the same bytes never twice."""
+        paths = [self.store(data_set(pixels=bytes([n, 0]) * 10), on_duplicate="unique").path for n in (1, 2, 3)]
+        folder = os.path.dirname(paths[0])
+        self.assertEqual(
+            [os.path.basename(p) for p in paths],
+            [f"{SOP_INSTANCE}.dcm", f"{SOP_INSTANCE}_1.dcm", f"{SOP_INSTANCE}_2.dcm"],
+        )
+        again = self.store(data_set(pixels=bytes([2, 0]) * 10), on_duplicate="unique")
+        self.assertEqual((again.path, again.duplicate), (paths[1], "identical"))
+        # Same size, other bytes: compared to the end, not by size alone.
+        other = self.store(data_set(pixels=bytes([4, 0]) * 10), on_duplicate="unique")
+        self.assertEqual(os.path.basename(other.path), f"{SOP_INSTANCE}_3.dcm")
+        self.assertEqual(len(os.listdir(folder)), 4)
+        self.assertEqual(self.content(other.path)[-20:], bytes([4, 0]) * 10)
+        self.assertIncomingEmpty()
+
+    def test_unique_compares_data_sets_not_file_meta(self):
+        """The same data set from another calling AE title (another file meta) is not stored twice; a file without a meta is never the same."""
+        first = self.store(data_set(), on_duplicate="unique", calling_ae_title="FIRST")
+        again = self.store(data_set(), on_duplicate="unique", calling_ae_title="SECOND")
+        self.assertEqual((again.path, again.duplicate), (first.path, "identical"))
+        with open(first.path, "r+b") as f:
+            f.seek(128)
+            f.write(b"XXXX")  # no DICM prefix: no data set to compare
+        other = self.store(data_set(), on_duplicate="unique")
+        self.assertEqual(os.path.basename(other.path), SOP_INSTANCE + "_1.dcm")
+
+    def test_unique_names_never_another_instances(self):
+        """Without an extension too, the second file of 1.2.3 is 1.2.3_1, never 1.2.3.1, another instance's name."""
+        layout = Layout("{SOPInstanceUID}")
+        first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="unique", layout=layout)
+        second = self.store(data_set(pixels=b"\x02\x00" * 10), on_duplicate="unique", layout=layout)
+        self.assertEqual(os.path.basename(first.path), SOP_INSTANCE)
+        self.assertEqual(os.path.basename(second.path), SOP_INSTANCE + "_1")
+
+    def test_symbolic_link_in_the_place_of_the_file(self):
+        """Not followed, never replaced under keep or unique."""
+        target = os.path.join(self.base, "target")
+        with open(target, "wb") as f:
+            f.write(b"outside")
+        folder = os.path.join(self.output, STUDY, SERIES)
+        os.makedirs(folder)
+        os.symlink(target, os.path.join(folder, SOP_INSTANCE + ".dcm"))
+        kept = self.store(data_set(), on_duplicate="keep")
+        self.assertEqual(kept.duplicate, "kept")
+        unique = self.store(data_set(), on_duplicate="unique")
+        self.assertEqual(os.path.basename(unique.path), SOP_INSTANCE + "_1.dcm")
+        self.assertEqual(self.content(target), b"outside")
+        self.assertTrue(os.path.islink(os.path.join(folder, SOP_INSTANCE + ".dcm")))
+
+    def test_writers_at_once(self):
+        """Eight writers of one instance at once: under keep exactly one stores it, and its bytes are the file's."""
+        import threading
+
+        writers = []
+        for n in range(8):
+            writer = self.writer(on_duplicate="keep")
+            writer.write([data_set(pixels=bytes([n, 0]) * 10)])
+            writers.append(writer)
+        results = [None] * len(writers)
+        start = threading.Barrier(len(writers))
+
+        def commit(index):
+            start.wait()
+            results[index] = writers[index].commit()
+
+        threads = [threading.Thread(target=commit, args=(i,)) for i in range(len(writers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        placed = [i for i, result in enumerate(results) if result.duplicate is None]
+        self.assertEqual(len(placed), 1, results)
+        self.assertEqual(self.content(results[0].path)[-20:], bytes([placed[0], 0]) * 10)
+        self.assertIncomingEmpty()
+
+
 class RefusalTests(StoreTestsMixin, SynchronousTestCase):
     def assertNothingStored(self):
         self.assertIncomingEmpty()
@@ -272,18 +454,27 @@ class RefusalTests(StoreTestsMixin, SynchronousTestCase):
         self.assertStorageError(0xA900, writer.commit)
         self.assertNothingStored()
 
-    def test_garbage(self):
-        for garbage in [b"", b"\xff" * 5000, os.urandom(20000), b"not DICOM at all"]:
-            writer = self.writer()
-            writer.write([garbage])
-            self.assertStorageError(0xC000, writer.commit)
+    def assertRefused(self, data: bytes, status=0xC000, **kwargs):
+        """
+        C{data} is refused with C{status}, by L{InstanceWriter.write} as soon
+        as it is known not to parse, else by L{InstanceWriter.commit}.
+        """
+        writer = self.writer(**kwargs)
+        try:
+            writer.write(chunked(data, random.Random(len(data))))
+        except StorageError as e:
+            self.assertEqual(e.status, status, e)
+            self.assertIsNone(writer.temp_path)
+        else:
+            self.assertStorageError(status, writer.commit)
         self.assertNothingStored()
 
+    def test_garbage(self):
+        for garbage in [b"", b"\xff" * 5000, os.urandom(20000), b"not DICOM at all"]:
+            self.assertRefused(garbage)
+
     def test_garbage_deflated(self):
-        writer = self.writer(transfer_syntax_uid="1.2.840.10008.1.2.1.99")
-        writer.write([os.urandom(20000)])
-        self.assertStorageError(0xC000, writer.commit)
-        self.assertNothingStored()
+        self.assertRefused(os.urandom(20000), transfer_syntax_uid="1.2.840.10008.1.2.1.99")
 
     def test_wrong_transfer_syntax(self):
         """An explicit little endian data set announced as big endian."""
@@ -333,12 +524,13 @@ class FailureTests(StoreTestsMixin, SynchronousTestCase):
 
         writer = self.writer()
         limit = 1 << 20
+        large = data_set(pixels=bytes(limit))
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
         handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
         try:
             with self.assertRaises(StorageError) as caught:
-                writer.write([bytes(limit // 2), bytes(limit)])
+                writer.write([large[: limit // 2], large[limit // 2 :]])
         finally:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
             signal.signal(signal.SIGXFSZ, handler)

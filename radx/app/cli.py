@@ -27,12 +27,14 @@ Usage: radx dicom scp [PORT] [flags]
        radx dicom echo HOST [PORT] [flags]
        radx dicom store FILE... | --dir DIR [flags]
        radx dicom catalogue [DIR] [flags]
+       radx dicom organize DIR --output-dir OUT [flags]
 
 Commands:
   radx dicom scp    Run a DICOM SCP server to receive DICOM files
   radx dicom echo   Test connectivity to an SCP with C-ECHO
   radx dicom store  Send DICOM files to an SCP with C-STORE
-  radx dicom catalogue  Index received files into a SQLite catalogue, query it
+  radx dicom catalogue  Index received files into a catalogue (SQLite, PostgreSQL), query it
+  radx dicom organize   File DICOM files on disk as the server files what it receives
 
 Run 'radx dicom COMMAND --help' for its flags.
 """
@@ -70,6 +72,8 @@ def tls_line(options: ScpOptions) -> str:
 
 def banner(options: ScpOptions) -> str:
     organization = "Enabled (Study/Series/Instance)" if options["organize"] else "Disabled (flat)"
+    if options["layout"].fixed is None:
+        organization = f"Template {options['layout'].template}"
     echo = "Enabled" if options["accept-echo"] else "Disabled"
     return (
         "✓ DICOM SCP server started\n"
@@ -277,6 +281,10 @@ def _main(argv: list[str]) -> int:
         from radx.app.catalogue_cli import catalogue_main
 
         return catalogue_main(argv[2:])
+    if argv[:2] == ["dicom", "organize"]:
+        from radx.app.organize_cli import organize_main
+
+        return organize_main(argv[2:])
     if argv[:2] != ["dicom", "scp"]:
         return not_a_command(argv)
     options = ScpOptions()

@@ -9,7 +9,7 @@ import sys
 from twisted.python import usage
 
 from radx import __version__
-from radx.storage.layout import is_valid_uid
+from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout, LayoutError, is_valid_uid
 from radx.uids import VERIFICATION_SOP_CLASS
 from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, is_storage_sop_class
 
@@ -127,6 +127,36 @@ def _named(flag: str, coerce):
     return named
 
 
+def _on_duplicate(value: str) -> str:
+    from radx.storage.store import ON_DUPLICATE
+
+    if value not in ON_DUPLICATE:
+        raise ValueError(f"expected one of {', '.join(ON_DUPLICATE)}, not {value!r}")
+    return value
+
+
+# --layout, --organize and --on-duplicate: how the server and `radx dicom organize` file an instance.
+FILING_PARAMETERS = [
+    ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
+    ["layout", None, None, "Path of each file below the output folder, DICOM keywords in braces, such as {PatientID}/{StudyDate}/{SOPInstanceUID}.dcm (instead of --organize's)."],
+    ["on-duplicate", None, "replace", "For an instance whose file exists: replace, keep (the first), unique (both, under another name) or reject (status 0111).", _named("on-duplicate", _on_duplicate)],
+]  # fmt: skip
+
+
+def check_layout(options: usage.Options) -> None:
+    """Compile --layout (or --organize's) once, at start, into options["layout"]."""
+    template = options["layout"]
+    if template is None:
+        options["layout"] = ORGANIZED_LAYOUT if options["organize"] else FLAT_LAYOUT
+        return
+    if not options["organize"]:
+        raise usage.UsageError("--layout and --organize=false do not go together: the template says where files go")
+    try:
+        options["layout"] = Layout(template)
+    except LayoutError as error:
+        raise usage.UsageError(f"--layout: {error}") from None
+
+
 # Flags that are booleans with a default of true: they take `--flag`,
 # `--flag=true` and `--flag=false`, as the reference's examples write them.
 BOOLEAN_FLAGS = ("organize", "accept-echo", "fsync")
@@ -173,7 +203,7 @@ class ScpOptions(CommandOptions):
         ["max-conns", None, 10, "Maximum concurrent associations.", _named("max-conns", _positive_int)],
         ["max-pending", None, 256, "Maximum connections not yet associated; past it the oldest is closed.", _named("max-pending", _positive_int)],
         ["bind", None, None, "Address to listen on, IPv4 or IPv6 (default: all interfaces, IPv4 and IPv6)."],
-        ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
+        *FILING_PARAMETERS,
         ["accept-echo", None, True, "Accept C-ECHO verification requests.", _named("accept-echo", _boolean)],
         ["fsync", None, True, "fsync each file and folder before answering Success.", _named("fsync", _boolean)],
         ["artim-timeout", None, 30.0, "Seconds a new connection may take to send its A-ASSOCIATE-RQ, and the peer to close after a release or an abort (the ARTIM timer of the DICOM upper layer, PS3.8).", _named("artim-timeout", _seconds)],
@@ -181,7 +211,8 @@ class ScpOptions(CommandOptions):
         ["dimse-timeout", None, 60.0, "Seconds a PDU may take to arrive, from its first byte to its last (DIMSE: DICOM's message exchange, PS3.7).", _named("dimse-timeout", _seconds)],
         ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _named("drain-timeout", _seconds)],
         ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
-        ["catalogue", None, None, "SQLite file in which each stored instance is recorded, as radx dicom catalogue indexes it.", _named("catalogue", _catalogue)],
+        ["catalogue", None, None, "SQLite file, or postgresql:// URL, in which each stored instance is recorded, as radx dicom catalogue indexes it.", _named("catalogue", _catalogue)],
+        ["catalogue-node", None, None, "With a postgresql:// --catalogue: the name this server's rows carry, unique among the servers that share it (default: this host's name)."],
         ["exec-on-store", None, None, "Command run after each instance is stored and its Success sent; no shell, placeholders #p #f #a #c #r #{SOPInstanceUID} ... (docs/usage.rst)."],
         ["exec-on-series", None, None, "Command run once a series has received nothing for --series-timeout seconds."],
         ["exec-on-study", None, None, "Command run once a study has received nothing for --study-timeout seconds, over every association."],
@@ -288,8 +319,20 @@ class ScpOptions(CommandOptions):
             raise usage.UsageError(f"--log-format: {self['log-format']!r} is not text or json")
         for flag in ("file-mode", "dir-mode"):
             self[flag] = _mode(self[flag])
+        check_layout(self)
         self._check_tls()
+        self._check_catalogue()
         self["hooks"] = self._hooks()
+
+    def _check_catalogue(self) -> None:
+        if self["catalogue-node"] is None:
+            return
+        from radx.catalogue.opening import is_postgresql
+
+        if self["catalogue"] is None or not is_postgresql(self["catalogue"]):
+            raise usage.UsageError("--catalogue-node goes with a postgresql:// --catalogue; a SQLite catalogue is one machine's")
+        if not self["catalogue-node"].strip():
+            raise usage.UsageError("--catalogue-node: the name is empty")
 
     def _hooks(self):
         """The hooks and events asked for, as radx.events.command.HookSettings, or None: each command split once, here."""

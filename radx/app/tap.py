@@ -88,6 +88,8 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         policy=policy,
         output_dir=options["output-dir"],
         organize=options["organize"],
+        layout=options["layout"],
+        on_duplicate=options["on-duplicate"],
         fsync=options["fsync"],
         max_conns=options["max-conns"],
         max_pending=options["max-pending"],
@@ -99,6 +101,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         file_mode=options["file-mode"],
         dir_mode=options["dir-mode"],
         catalogue=options["catalogue"],
+        catalogue_node=options["catalogue-node"],
         hooks=options.get("hooks"),
     )
 

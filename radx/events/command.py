@@ -155,8 +155,9 @@ def hook_values(kind: str, instance: dict, count: int, hook_id: str, organize: b
     """
     The placeholders' values for a hook of ``kind`` whose last instance is
     ``instance`` (a journal's instance record): ``#p`` is the folder of the
-    file for an instance or a series, the study's folder for a study (in a
-    flat output folder, the output folder for all three).
+    file for an instance or a series, the study's folder for a study; not
+    ``organize`` (a flat folder, or a layout of the operator's), the
+    folder of the file for all three.
     """
     path = instance.get("path") or ""
     folder = os.path.dirname(path)

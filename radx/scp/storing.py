@@ -243,7 +243,8 @@ class InstanceReception:
         if batch:
             writer.write(batch)
         stored = writer.commit()
-        if self._catalogue is not None:
+        # An instance not stored (--on-duplicate keep or unique) has no file of its own to record.
+        if self._catalogue is not None and stored.duplicate is None:
             stored.not_catalogued = self._catalogue(writer, stored)
         return stored
 

@@ -9,16 +9,23 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from radx.storage.layout import InvalidUID, is_valid_uid, relative_instance_path, uid_for_log
-from radx.storage.tree import INCOMING, OpenFolders, OutputTree, open_folder
-from radx.storage.header import scan_header
-from radx.storage.part10 import (
-    DEFLATED_TRANSFER_SYNTAXES,
-    UnreadableDataSet,
-    file_meta_bytes,
-    read_instance_header,
+from radx.storage.layout import (
+    FLAT_LAYOUT,
+    ORGANIZED_LAYOUT,
+    InvalidUID,
+    Layout,
+    is_valid_uid,
+    relative_instance_path,
+    uid_for_log,
 )
-from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from radx.storage.tree import INCOMING, OpenFolders, OutputTree, open_folder
+from radx.storage.values import read_values, scan_values
+from radx.storage.part10 import (
+    UnreadableDataSet,
+    data_set_offset,
+    file_meta_bytes,
+)
+from radx.storage.walk import DataSetWalk
 
 PART_SUFFIX = ".part"
 
@@ -29,6 +36,15 @@ CANNOT_UNDERSTAND = 0xC000
 # PS3.7 9.1.1.1.9, PS3.7 C.5: Invalid SOP Instance, "a violation of the UID
 # construction rules"; a C-STORE status, and the precise one.
 INVALID_SOP_INSTANCE = 0x0117
+# PS3.7 C.5 (10.1.5.1.6): Duplicate SOP Instance, a Failure. C-STORE's own
+# statuses (PS3.7 9.1.1.1.9, PS3.4 B.2.3) name no duplicate; this one says it.
+DUPLICATE_SOP_INSTANCE = 0x0111
+
+# --on-duplicate: what becomes of an instance whose file exists already.
+REPLACE, KEEP, UNIQUE, REJECT = "replace", "keep", "unique", "reject"
+ON_DUPLICATE = (REPLACE, KEEP, UNIQUE, REJECT)
+# Names tried under UNIQUE, <name>_1 to <name>_<this>, before giving up.
+_MOST_UNIQUE_NAMES = 9999
 
 try:
     _IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -41,7 +57,8 @@ if _IOV_MAX <= 0:
 _RENAME_LOCK = threading.Lock()
 
 
-# How much of the start of a data set is kept for the fast header scan.
+# How much of the start of a data set is kept for the values a layout template
+# or the catalogue reads from it (the filing UIDs come from the walk).
 HEAD_BYTES = 64 * 1024
 
 
@@ -69,6 +86,9 @@ class StoredInstance:
     path: str
     replaced: bool
     warnings: list[str] = field(default_factory=list)
+    # KEEP: the file found is kept, this one not stored ("kept"); UNIQUE:
+    # a file with the same data set is there already ("identical").
+    duplicate: str | None = None
     # Why the catalogue (--catalogue) has no row of it; None if it has, or if there is none.
     not_catalogued: str | None = None
 
@@ -109,16 +129,23 @@ class InstanceWriter:
         organize: bool = True,
         fsync: bool = True,
         file_mode: int | None = None,
+        layout: Layout | None = None,
+        on_duplicate: str = REPLACE,
     ):
         self.tree = tree
         self.sop_class_uid = _strip_padding(sop_class_uid)
         self.sop_instance_uid = _strip_padding(sop_instance_uid)
         self.transfer_syntax_uid = _strip_padding(transfer_syntax_uid)
         self.organize = organize
+        # The fixed layouts of --organize unless a template is given.
+        self.layout = layout or (ORGANIZED_LAYOUT if organize else FLAT_LAYOUT)
+        self.on_duplicate = on_duplicate
         self.fsync = fsync
         self.file_mode = file_mode
         self.temp_path: str | None = None
         self._fd: int | None = None
+        # The data set's structure, checked as it is written; its UIDs.
+        self._walk = DataSetWalk(self.transfer_syntax_uid)
         # The output folder and INCOMING as they were when the file was made:
         # the temporary file's name is relative to the second.
         self._folders: OpenFolders | None = None
@@ -215,20 +242,6 @@ class InstanceWriter:
                     views[first] = views[first][written:]
                     written = 0
 
-    def _scan_head(self):
-        """The header from the bytes kept in memory, or None to read the file with pydicom."""
-        syntax = self.transfer_syntax_uid
-        if syntax in DEFLATED_TRANSFER_SYNTAXES:
-            return None
-        # PS3.5 A.1-A.4: implicit VR little endian, explicit VR big endian,
-        # explicit VR little endian for every other (native or encapsulated).
-        return scan_header(
-            self._head,
-            syntax == IMPLICIT_VR_LITTLE_ENDIAN,
-            syntax != EXPLICIT_VR_BIG_ENDIAN,
-            complete=self._data_set_length == len(self._head),
-        )
-
     def data_set_head(self):
         """The data set's first bytes, as kept for the header scan, and whether they are the whole of it."""
         return self._head, self._data_set_length == len(self._head)
@@ -242,15 +255,23 @@ class InstanceWriter:
 
         @param chunks: a list of C{bytes} or C{memoryview}s, written in order,
             none of them copied.
-        @raise StorageError: 0xA700; the temporary file is gone.
+        @raise StorageError: 0xA700; or 0xC000 as soon as the data set is
+            known not to parse in its transfer syntax. The temporary file
+            is gone.
         """
         if self._fd is None:
             raise self._closed()
         head = self._head
-        for chunk in chunks:
-            self._data_set_length += len(chunk)
-            if len(head) < HEAD_BYTES:
-                head += memoryview(chunk)[: HEAD_BYTES - len(head)]
+        try:
+            for chunk in chunks:
+                self._walk.feed(chunk)
+                self._data_set_length += len(chunk)
+                if len(head) < HEAD_BYTES:
+                    head += memoryview(chunk)[: HEAD_BYTES - len(head)]
+        except UnreadableDataSet as e:
+            self.discard()
+            # PS3.4 B.2.3: Cxxx, Cannot understand.
+            raise StorageError(CANNOT_UNDERSTAND, e.message) from None
         try:
             self._write_all(chunks)
         except OSError as e:
@@ -262,7 +283,7 @@ class InstanceWriter:
         Check the whole file and move it into place, durably.
 
         @raise StorageError: 0xA700 on any file-system error, 0xC000 for a
-            data set that cannot be parsed, 0xA900 for one whose SOP Class
+            data set that does not end as it should, 0xA900 for one whose SOP Class
             or SOP Instance UID is not the command's.  Whatever the error,
             the temporary file is gone and the final path is as it was
             before (or, when replacing, holds the complete new file).
@@ -275,6 +296,7 @@ class InstanceWriter:
         opened: list = []
         renamed = False
         replaced = False
+        duplicate = None
         try:
             # 1. The data in the file, then the file closed.
             if self.fsync:
@@ -284,13 +306,7 @@ class InstanceWriter:
 
             # 2. The stored data set is the one the command announced.
             try:
-                header = self._scan_head()
-                if header is None:
-                    # By descriptor: nothing is opened through a link.
-                    header = read_instance_header(
-                        os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=incoming),
-                        self.transfer_syntax_uid,
-                    )
+                header = self._walk.end()
             except UnreadableDataSet as e:
                 # PS3.4 B.2.3: Cxxx, Cannot understand.
                 raise StorageError(CANNOT_UNDERSTAND, e.message) from None
@@ -309,11 +325,11 @@ class InstanceWriter:
                 )
 
             # 3. Where it goes.
-            components, warnings = relative_instance_path(
+            components, warnings = self.layout.relative_path(
                 self.sop_instance_uid,
                 _strip_padding(header.study_instance_uid),
                 _strip_padding(header.series_instance_uid),
-                self.organize,
+                None if self.layout.fixed is not None else self._layout_values(temp, incoming),
             )
             root = self._folders.root
             for attempt in (1, 2):
@@ -332,9 +348,12 @@ class InstanceWriter:
                     # mix.  A symbolic link in the file's place is replaced, not
                     # followed.  One rename at a time in this process, so that
                     # "replaced" is true of exactly the commits that replaced a file.
-                    with _RENAME_LOCK:
-                        replaced = _exists(final, directory)
-                        os.rename(temp, final, src_dir_fd=incoming, dst_dir_fd=directory)
+                    if self.on_duplicate != REPLACE:
+                        final, duplicate = self._place_new(temp, incoming, directory, final)
+                    else:
+                        with _RENAME_LOCK:
+                            replaced = _exists(final, directory)
+                            os.rename(temp, final, src_dir_fd=incoming, dst_dir_fd=directory)
                 except FileNotFoundError:
                     if attempt == 2 or not _exists(temp, incoming):
                         raise
@@ -343,11 +362,13 @@ class InstanceWriter:
                     root = self.tree.folders().root
                     continue
                 break
-            renamed = True
+            if duplicate is not None:
+                self.discard()  # not stored: the file found stays
+            renamed = duplicate is None
             self.temp_path = self._temp_name = None
 
             # 6. The new entry durable.
-            if self.fsync:
+            if self.fsync and renamed:
                 os.fsync(directory)
         except OSError as e:
             self._undo(renamed, replaced, final, directory)
@@ -358,7 +379,63 @@ class InstanceWriter:
         finally:
             for fd in opened:
                 os.close(fd)
-        return StoredInstance(os.path.join(self.tree.path, *components), replaced, self._warnings + warnings)
+        path = os.path.join(self.tree.path, *components[:-1], final)
+        return StoredInstance(path, replaced, self._warnings + warnings, duplicate)
+
+    def _layout_values(self, temp: str, incoming: int) -> dict:
+        """The values of a template's keywords beyond the UIDs read for every instance."""
+        values = {"SOPClassUID": self.sop_class_uid}
+        tags = self.layout.extra_tags
+        if tags:
+            found = scan_values(self._head, self.transfer_syntax_uid, tags, self._data_set_length == len(self._head))
+            if found is None:
+                fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=incoming)
+                try:
+                    with os.fdopen(fd, "rb") as raw:
+                        found = read_values(raw, self.transfer_syntax_uid, tags)
+                except UnreadableDataSet as e:
+                    # PS3.4 B.2.3: Cxxx, Cannot understand.
+                    raise StorageError(CANNOT_UNDERSTAND, e.message) from None
+            values.update(found)
+        return values
+
+    def _place_new(self, temp: str, incoming: int, directory: int, name: str) -> tuple[str, str | None]:
+        """
+        Link the temporary file in as ``name`` only if nothing has that
+        name: a link fails where a rename would replace, so two writers
+        never both think they stored the file.  Under UNIQUE, the next free
+        name of ``<stem>_1<extension>``, ``<stem>_2<extension>``...: "_",
+        which no UID holds, so that the second file of ``1.2.3.dcm`` is
+        never ``1.2.3.1.dcm``, the name of instance 1.2.3.1; none where
+        a file holds the same data set already.
+
+        @return: the name, and None when the file was placed, or
+            "kept"/"identical" when it was not (the temporary file stays).
+        @raise StorageError: 0x0111 under REJECT.
+        """
+        stem, suffix = os.path.splitext(name)
+        if suffix[1:].isdigit():
+            stem, suffix = name, ""  # a UID's last component, not an extension
+        for number in range(_MOST_UNIQUE_NAMES + 1):
+            candidate = f"{stem}_{number}{suffix}" if number else name
+            try:
+                os.link(temp, candidate, src_dir_fd=incoming, dst_dir_fd=directory, follow_symlinks=False)
+            except FileExistsError:
+                if self.on_duplicate == KEEP:
+                    return candidate, "kept"
+                if self.on_duplicate == REJECT:
+                    # Short enough for the whole Error Comment (64 characters).
+                    reason = "this instance's file exists (--on-duplicate reject)"
+                    raise StorageError(DUPLICATE_SOP_INSTANCE, reason) from None
+                if _same_data_set(temp, incoming, candidate, directory):
+                    return candidate, "identical"
+                continue
+            try:
+                os.unlink(temp, dir_fd=incoming)
+            except OSError:
+                pass  # a second name of the stored file, for clean_incoming
+            return candidate, None
+        raise StorageError(OUT_OF_RESOURCES, f"{_MOST_UNIQUE_NAMES} files named after {name} already")
 
     def _undo(self, renamed: bool, replaced: bool, final: str | None, directory: int | None) -> None:
         if renamed and not replaced and final is not None:
@@ -389,6 +466,38 @@ class InstanceWriter:
             except OSError:
                 # Left for clean_incoming at the next start.
                 pass
+
+
+def _same_data_set(name: str, directory: int, other: str, other_directory: int) -> bool:
+    """
+    Whether two PS3.10 files hold the same data set, byte for byte (their
+    file meta may differ: it says who sent the instance): lengths first,
+    then contents. A symbolic link, or a file without a file meta, is
+    never the same.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    files = []
+    try:
+        for file_name, folder in ((name, directory), (other, other_directory)):
+            files.append(os.fdopen(os.open(file_name, flags, dir_fd=folder), "rb"))
+        offsets = [data_set_offset(f) for f in files]
+        lengths = {os.fstat(f.fileno()).st_size - offset for f, offset in zip(files, offsets)}
+        if len(lengths) != 1:
+            return False
+        for f, offset in zip(files, offsets):
+            f.seek(offset)
+        first, second = files
+        while True:
+            chunk = first.read(1 << 20)
+            if chunk != second.read(len(chunk)):
+                return False
+            if not chunk:
+                return True
+    except (OSError, UnreadableDataSet):
+        return False
+    finally:
+        for f in files:
+            f.close()
 
 
 def _exists(name: str, directory: int) -> bool:

@@ -1,0 +1,123 @@
+# -*- test-case-name: tests.test_organize_cli -*-
+"""`radx dicom organize DIR --output-dir OUT`: file DICOM files already on disk as the server files what it receives."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from twisted.python import usage
+
+from radx.app.catalogue_cli import IndexProgress
+from radx.app.options import FILING_PARAMETERS, CommandOptions, check_layout, normalise_boolean_flags
+from radx.app.scu_cli import EXIT_FAILED, EXIT_OK, _parse, _write
+
+
+# Short flags spelled out, so that the value after -o is not taken for DIR.
+_SPELLED_OUT = {"-o": "--output-dir", "-r": "--recursive", "-n": "--dry-run"}
+
+
+class OrganizeOptions(CommandOptions):
+    """radx dicom organize DIR --output-dir OUT [flags]"""
+
+    longdesc = (
+        "Copy (or, with --move, move) each DICOM file of DIR under OUT, exactly where and as"
+        " `radx dicom scp --output-dir OUT` with the same --layout would have stored it on receipt."
+    )
+    optParameters = [
+        ["output-dir", "o", None, "Folder to file into (made if missing)."],
+        *FILING_PARAMETERS,
+    ]  # fmt: skip
+    optFlags = [
+        ["move", None, "Remove each source file once its copy is on disk, fsynced."],
+        ["dry-run", "n", "Print where each file would go (SOURCE -> DESTINATION); write nothing."],
+        ["recursive", "r", "Organize the files of DIR's folders too."],
+    ]
+
+    def getSynopsis(self) -> str:
+        return "Usage: radx dicom organize DIR --output-dir OUT [flags]"
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        super().parseOptions(normalise_boolean_flags([_SPELLED_OUT.get(a, a) for a in options]))
+
+    def parseArgs(self, directory) -> None:
+        self["dir"] = directory
+
+    def postOptions(self) -> None:
+        if not os.path.isdir(self["dir"]):
+            raise usage.UsageError(f"DIR: {self['dir']!r} is not a folder")
+        if self["output-dir"] is None:
+            raise usage.UsageError("--output-dir: the folder to file into is required")
+        if self["move"] and self["dry-run"]:
+            raise usage.UsageError("--move and --dry-run do not go together")
+        check_layout(self)
+
+
+def summary(counts: dict, seconds: float, dry_run: bool) -> str:
+    """The closing block, as the server's: counts, one a line."""
+    verb = "Would organize" if dry_run else "Organized"
+    return (
+        "\n"
+        f"  {verb + ':':<16}{counts['organized']}\n"
+        f"  {'Skipped:':<16}{counts['skipped']}\n"
+        f"  {'Failed:':<16}{counts['failed']}\n"
+        f"  {'Seconds:':<16}{seconds:.2f}\n"
+    )
+
+
+def run_organize(options: OrganizeOptions, stdout=None, stderr=None, tty=None) -> int:
+    from radx.organize import FAILED, ORGANIZED, SKIPPED, Organizer
+
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    if tty is None:
+        tty = stderr.isatty()
+    organizer = Organizer(
+        options["output-dir"],
+        options["layout"],
+        on_duplicate=options["on-duplicate"],
+        move=options["move"],
+        # A --catalogue DATABASE would record each file here: on_stored=...
+    )
+    started = time.monotonic()
+    sources = organizer.sources(options["dir"], options["recursive"])
+    progress = IndexProgress(stderr) if tty else None
+    if progress is not None:
+        progress.start(len(sources))
+    counts = {ORGANIZED: 0, SKIPPED: 0, FAILED: 0}
+    dry_run = options["dry-run"]
+    try:
+        for path in sources:
+            outcome = organizer.plan(path) if dry_run else organizer.organize(path)
+            counts[outcome.state] += 1
+            lines = []
+            if outcome.state == FAILED:
+                lines.append((stderr, f"Failed: {path}: {outcome.reason}\n"))
+            elif dry_run and outcome.state == ORGANIZED:
+                lines.append((stdout, f"{path} -> {outcome.destination}\n"))
+            lines += [(stderr, f"Warning: {path}: {warning}\n") for warning in outcome.warnings]
+            if outcome.reason and outcome.state != FAILED and outcome.reason.startswith("not removed"):
+                lines.append((stderr, f"Warning: {path}: {outcome.reason}\n"))
+            for stream, line in lines:
+                if progress is not None:
+                    progress.say(stream, line)
+                else:
+                    _write(stream, line)
+            if progress is not None:
+                progress.advance()
+    finally:
+        if progress is not None:
+            progress.clear()
+    _write(stdout, summary(counts, time.monotonic() - started, dry_run))
+    return EXIT_FAILED if counts[FAILED] else EXIT_OK
+
+
+def organize_main(arguments: list[str]) -> int:
+    options = OrganizeOptions()
+    code = _parse(options, arguments, "organize")
+    if code is not None:
+        return code
+    return run_organize(options)
