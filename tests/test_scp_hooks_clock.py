@@ -261,3 +261,15 @@ class ClockTests(SynchronousTestCase):
         self.assertEqual(self.clock.processes, [])
         self.clock.advance(0.1)
         self.assertEqual(self.clock.processes[0].argv[1:], ["2"])
+
+
+class LayoutTests(SynchronousTestCase):
+    def test_study_folder_only_in_organized_layout(self):
+        """#p of a study is its files' grandparent with --organize's layout only; else the folder of its last file."""
+        from radx.scp.factory import SCPFactory, ServerConfig
+        from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout
+
+        settings = HookSettings(commands=(parse_command("study", "/bin/echo #p"),))
+        for layout, organize in [(None, True), (ORGANIZED_LAYOUT, True), (FLAT_LAYOUT, False), (Layout("{PatientID}/{SOPInstanceUID}.dcm"), False)]:
+            factory = SCPFactory(ServerConfig(output_dir=self.mktemp(), layout=layout, hooks=settings), task.Clock(), None)
+            self.assertEqual(factory.events.organize, organize, layout)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_scp_hooks -*-
+# -*- test-case-name: tests.test_scp_hooks,tests.test_scp_hooks_clock -*-
 """Hooks as child processes and events as JSON lines: the reactor's side of radx.events.
 
 The storage thread records each instance in the journal before its
