@@ -47,6 +47,9 @@ class ProcessClock(task.Clock):
         super().__init__()
         self.processes: list[FakeProcess] = []
 
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
     def spawnProcess(self, protocol, executable, args=(), env=None, path=None, uid=None, gid=None, usePTY=0, childFDs=None):
         process = FakeProcess(protocol, executable, list(args), env)
         self.processes.append(process)
@@ -78,7 +81,7 @@ class ClockTests(SynchronousTestCase):
         self.uids = {}
         self.patch(sys.modules["radx.scp.hooks"], "_study_and_series", lambda writer, path: self.uids[path])
 
-    def events(self, **settings) -> ServerEvents:
+    def events(self, threadpool=None, **settings) -> ServerEvents:
         commands = tuple(parse_command(kind, settings.pop(kind)) for kind in ("store", "series", "study") if kind in settings)
         events = ServerEvents(
             HookSettings(commands=commands, **settings),
@@ -87,7 +90,7 @@ class ClockTests(SynchronousTestCase):
             fsync=False,
             dir_mode=0o700,
             reactor=self.clock,
-            threadpool=None,
+            threadpool=threadpool,
             stats=self.stats,
         )
         events.open()
@@ -203,6 +206,20 @@ class ClockTests(SynchronousTestCase):
         error = self.assertRaises(StorageError, events.record, FakeWriter("1"), FakeStored(path), "A", "B", "C")
         self.assertEqual(error.status, 0xA700)
         self.assertIn("events journal", error.message)
+
+    def test_compacted_as_it_runs(self):
+        """Past COMPACT_AFTER lines, with or without hooks, the journal is written again on a storage thread: it stays small."""
+        from radx.testing import ImmediateThreadPool
+
+        self.patch(sys.modules["radx.scp.hooks"], "COMPACT_AFTER", 10)
+        events = self.events(threadpool=ImmediateThreadPool(), events=os.path.join(self.output, "events.jsonl"), series_timeout=1.0, study_timeout=1.0)
+        for n in range(25):
+            self.receive(events, n, study=f"1.{n}", series=f"1.{n}.1")
+            self.clock.advance(1.0)
+        self.assertLess(events.journal.appended, 10)
+        with open(events.journal.path, "rb") as journal:
+            self.assertLess(journal.read().count(b"\n"), 10)
+        events.lines.close()
 
     def test_failure_counted(self):
         events = self.events(store="/bin/echo")

@@ -392,6 +392,7 @@ class ServerEvents:
         if hook is not None:
             self.runner.submit(hook)
         self._schedule()
+        self._compact_if_long()
 
     def _schedule(self) -> None:
         due = self.journal.get_timer()
@@ -419,6 +420,7 @@ class ServerEvents:
             if hook is not None:
                 self.runner.submit(hook)
         self._schedule()
+        self._compact_if_long()
 
     def _event(self, event: str, status: str, when: float, fields: dict) -> None:
         line = {"event": event, "status": status, "time": _utc(when)}
@@ -441,6 +443,10 @@ class ServerEvents:
             self.journal.hook_done(hook.id)
         except OSError as error:
             self.log.warn("Hook's end not recorded id={hook_id}: {why}; it may run again at the next start", hook_id=hook.id, why=error.strerror or str(error))
+        self._compact_if_long()
+
+    def _compact_if_long(self) -> None:
+        """Past COMPACT_AFTER lines, the journal is written again with what is pending only, on a storage thread."""
         if self.journal.appended >= COMPACT_AFTER and not self._compacting and self.threadpool is not None:
             self._compacting = True
             d = deferToThreadPool(self.reactor, self.threadpool, self.journal.compact)
