@@ -85,6 +85,17 @@ class HookServerCase(TestCase):
 
 
 class HookServerTests(HookServerCase):
+    def test_journal_that_cannot_be_opened_stops_the_start(self):
+        """A journal folder that is not one: radx does not start, and says why, rather than lose hooks."""
+        os.makedirs(self.output)
+        with open(os.path.join(self.output, ".radx-events"), "w"):
+            pass
+        options = ScpOptions()
+        options.parseOptions(["--output-dir", self.output, "--exec-on-store", "true", "0"])
+        service = tap.ScpService(options, reactor)
+        error = self.assertRaises(tap.StartupError, service.prepare_output_dir)
+        self.assertIn("cannot open the events journal", str(error))
+
     @defer.inlineCallbacks
     def test_store_hook_per_instance_from_storescu(self):
         """Each instance storescu sends runs the hook once, after it is stored, with DCMTK's placeholders and the named ones."""

@@ -50,7 +50,12 @@ class ProcessClock(task.Clock):
     def callFromThread(self, f, *args, **kwargs):
         f(*args, **kwargs)
 
+    # Set to an exception: the next spawnProcess raises it, as for a program gone since the start.
+    refuse = None
+
     def spawnProcess(self, protocol, executable, args=(), env=None, path=None, uid=None, gid=None, usePTY=0, childFDs=None):
+        if self.refuse is not None:
+            raise self.refuse
         process = FakeProcess(protocol, executable, list(args), env)
         self.processes.append(process)
         return process
@@ -220,6 +225,19 @@ class ClockTests(SynchronousTestCase):
         with open(events.journal.path, "rb") as journal:
             self.assertLess(journal.read().count(b"\n"), 10)
         events.lines.close()
+
+    def test_program_gone(self):
+        """A program removed since the start: the run is refused, logged, counted as failed and done; the next one starts."""
+        events = self.events(store="/bin/echo")
+        self.clock.refuse = FileNotFoundError(2, "No such file or directory")
+        self.receive(events, 1)
+        self.clock.refuse = None
+        self.assertEqual(self.stats.hook_failures, 1)
+        [refused] = self.messages("could not start")
+        self.assertIn("No such file", refused["why"])
+        self.assertEqual(events.journal.pending(), [])
+        self.receive(events, 2)
+        self.assertEqual(len(self.clock.processes), 1)
 
     def test_failure_counted(self):
         events = self.events(store="/bin/echo")
