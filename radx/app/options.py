@@ -235,11 +235,29 @@ class ScpOptions(CommandOptions):
         self["transfer-syntax"] = []
         self["allow-calling-aet"] = []
         self["allow-ip"] = []
+        self["listen"] = []
+        self["trusted-proxy"] = []
         self["port"] = DEFAULT_PORT
+        # Whether PORT (or --port) was given: with --listen, only then is it listened on too.
+        self.port_given = False
 
     def opt_port(self, port: str) -> None:
         """Port to listen on: the same as PORT (default: 11112)."""
         self._port_flag = self._parse_port(port, "--port")
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen where this Twisted server endpoint says, such as tcp:11112:interface=10.0.0.2, systemd:domain=INET:index=0 or haproxy:tcp:11112; repeat for several. With it, PORT and --bind are listened on only if given."""
+        description = endpoint.strip()
+        if not description:
+            raise usage.UsageError("--listen: an endpoint such as tcp:11112, not an empty string")
+        self["listen"].append(description)
+
+    def opt_trusted_proxy(self, network: str) -> None:
+        """Read PROXY headers (haproxy: endpoints of --listen) only from this address or CIDR network; repeat for several."""
+        try:
+            self["trusted-proxy"].append(_named("trusted-proxy", _network)(network))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
 
     def opt_sop_class(self, uid: str) -> None:
         """Accepted SOP Class UID; repeat for several (default: all storage SOP classes)."""
@@ -284,8 +302,10 @@ class ScpOptions(CommandOptions):
     def parseArgs(self, port=None) -> None:
         if port is not None:
             self["port"] = self._parse_port(port, "PORT")
+            self.port_given = True
         flag = getattr(self, "_port_flag", None)
         if flag is not None:
+            self.port_given = True
             if port is not None and self["port"] != flag:
                 raise usage.UsageError(f"PORT is {self['port']} and --port {flag}: give one")
             self["port"] = flag
@@ -314,6 +334,7 @@ class ScpOptions(CommandOptions):
         check_layout(self)
         self._check_tls()
         self._check_catalogue()
+        self._check_listen()
 
     def _check_catalogue(self) -> None:
         if self["catalogue-node"] is None:
@@ -324,6 +345,17 @@ class ScpOptions(CommandOptions):
             raise usage.UsageError("--catalogue-node goes with a postgresql:// --catalogue; a SQLite catalogue is one machine's")
         if not self["catalogue-node"].strip():
             raise usage.UsageError("--catalogue-node: the name is empty")
+
+    @property
+    def listens_on_port(self) -> bool:
+        """Whether PORT (on --bind, or every interface) is listened on: always without --listen."""
+        return not self["listen"] or self.port_given or self["bind"] is not None
+
+    def _check_listen(self) -> None:
+        if self.tls and not self.listens_on_port and self["tls-port"] is None:
+            raise usage.UsageError(
+                "--tls-cert with --listen: give PORT or --tls-port for TLS; --listen endpoints are plain TCP"
+            )
 
     def _check_tls(self) -> None:
         if bool(self["tls-cert"]) != bool(self["tls-key"]):

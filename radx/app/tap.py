@@ -118,6 +118,14 @@ def server_endpoint(reactor, port: int, bind: str):
     return endpoints.TCP4ServerEndpoint(reactor, port)
 
 
+def listen_endpoint(reactor, description: str):
+    """The server endpoint a --listen string describes (Twisted's endpoint syntax), or StartupError."""
+    try:
+        return endpoints.serverFromString(reactor, description)
+    except Exception as error:
+        raise StartupError(f"--listen {description}: {error or type(error).__name__}") from None
+
+
 def _ipv6_only_by_default() -> bool:
     try:
         with open("/proc/sys/net/ipv6/bindv6only") as setting:
@@ -172,6 +180,9 @@ class ScpService(service.MultiService):
         self.port = None
         # The TLS port when it is not PORT (--tls-port).
         self.tls_port = None
+        # (description, port) of each --listen endpoint.
+        self.listeners: list = []
+        self.listening = False
         self.output_ready = False
         # The catalogue's catch-up with the output folder, started with the service.
         self.catching_up: defer.Deferred = defer.succeed(None)
@@ -215,7 +226,7 @@ class ScpService(service.MultiService):
         In that order, so that a port radx cannot have leaves no new folder
         behind; a folder that fails closes the ports again.
         """
-        if self.port is None:
+        if not self.listening:
             self.listen()
         if not self.output_ready:
             try:
@@ -226,13 +237,11 @@ class ScpService(service.MultiService):
 
     def close_ports(self):
         """Stop listening on every port; a Deferred that fires once they are closed."""
-        closing = []
-        for name in ("port", "tls_port"):
-            port = getattr(self, name)
-            if port is not None:
-                setattr(self, name, None)
-                closing.append(defer.maybeDeferred(port.stopListening))
-        return defer.gatherResults(closing)
+        ports = [port for port in (self.port, self.tls_port) if port is not None]
+        ports += [port for _, port in self.listeners]
+        self.port = self.tls_port = None
+        self.listeners = []
+        return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
 
     def tls_factory(self):
         """The factory of the TLS listener (PS3.15 B.9), or StartupError for unusable files."""
@@ -264,30 +273,40 @@ class ScpService(service.MultiService):
             log.info("Raised the open-file limit from {before} to {after}", before=before, after=after)
 
     def listen(self) -> None:
-        """Listen now, or raise StartupError (TCP endpoints listen synchronously).
+        """Listen now, or raise StartupError (TCP and systemd endpoints listen synchronously).
 
         Without TLS, PORT is plain TCP; with --tls-cert and --tls-port, PORT
         is plain and --tls-port TLS; with --tls-cert alone, PORT is TLS only.
+        Each --listen endpoint is plain; with --listen, PORT only if given.
         """
         options = self.options
         self.check_open_files()
+        self.listening = True
+        try:
+            if options.listens_on_port:
+                self._listen_on_port()
+            for description in options["listen"]:
+                self.listeners.append((description, self._listen(listen_endpoint(self.reactor, description), self.factory)))
+        except StartupError:
+            self.close_ports()
+            raise
+
+    def _listen_on_port(self) -> None:
+        options = self.options
         if not options.tls:
-            self.port = self._listen(options["port"], self.factory)
+            self.port = self._listen_port(options["port"], self.factory)
             return
         tls = self.tls_factory()
         if options["tls-port"] is None:
-            self.port = self._listen(options["port"], tls)
+            self.port = self._listen_port(options["port"], tls)
             return
-        self.port = self._listen(options["port"], self.factory)
-        try:
-            self.tls_port = self._listen(options["tls-port"], tls)
-        except StartupError:
-            port, self.port = self.port, None
-            port.stopListening()
-            raise
+        self.port = self._listen_port(options["port"], self.factory)
+        self.tls_port = self._listen_port(options["tls-port"], tls)
 
-    def _listen(self, port_number: int, factory):
-        endpoint = server_endpoint(self.reactor, port_number, self.options["bind"])
+    def _listen_port(self, port_number: int, factory):
+        return self._listen(server_endpoint(self.reactor, port_number, self.options["bind"]), factory)
+
+    def _listen(self, endpoint, factory):
         outcome: list = []
         endpoint.listen(factory).addBoth(outcome.append)
         if not outcome:
@@ -306,7 +325,7 @@ class ScpService(service.MultiService):
         # startService, to be made and checked as the user radx runs as.
         # A StartupError raised in either ends twistd with its message,
         # before the reactor runs.
-        if self.port is None:
+        if not self.listening:
             self.listen()
         super().privilegedStartService()
 
