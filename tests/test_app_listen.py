@@ -6,6 +6,7 @@ a port the system picks (tcp:0), at 127.0.0.1 only.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 
@@ -15,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app import tap
 from radx.app.options import ScpOptions
+from radx.scp.proxied import ProxiedFactory
 from tests.test_app_cli import CliTestCase
 
 
@@ -51,6 +53,32 @@ class ListenOptionsTests(SynchronousTestCase):
         self.assertIn("PORT or --tls-port", str(error))
 
 
+class TrustedProxyOptionsTests(SynchronousTestCase):
+    def test_haproxy_needs_trusted_proxy(self):
+        """Anyone can write a PROXY header: without --trusted-proxy, a haproxy: endpoint is a usage error."""
+        error = self.assertRaises(usage.UsageError, parse, "--listen", "haproxy:tcp:4109")
+        self.assertIn("--trusted-proxy", str(error))
+        self.assertIn("haproxy:tcp:4109", str(error))
+
+    def test_trusted_proxy_needs_haproxy(self):
+        error = self.assertRaises(usage.UsageError, parse, "--trusted-proxy", "10.0.0.1", "--listen", "tcp:4109")
+        self.assertIn("haproxy:", str(error))
+
+    def test_networks(self):
+        options = parse(
+            "--listen", "haproxy:tcp:4109", "--trusted-proxy", "10.0.0.0/24", "--trusted-proxy", "2001:db8::1"
+        )
+        self.assertEqual(
+            options["trusted-proxy"], [ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_network("2001:db8::1/128")]
+        )
+
+    def test_not_a_network(self):
+        error = self.assertRaises(
+            usage.UsageError, parse, "--listen", "haproxy:tcp:4109", "--trusted-proxy", "proxy.example"
+        )
+        self.assertIn("--trusted-proxy: 'proxy.example' is not", str(error))
+
+
 class ListenServiceTests(SynchronousTestCase):
     """ScpService on a memory reactor: where it listens."""
 
@@ -81,6 +109,18 @@ class ListenServiceTests(SynchronousTestCase):
             [(port, interface) for port, _, _, interface in reactor.tcpServers],
             [(4104, "127.0.0.1"), (4107, "127.0.0.1")],
         )
+        self.successResultOf(service.stopService())
+
+    def test_haproxy_endpoint_reads_the_header_first(self):
+        """haproxy:ENDPOINT listens on ENDPOINT with the association's factory behind a PROXY header reader."""
+        reactor, service = self.start(
+            "--listen", "haproxy:tcp:4109:interface=127.0.0.1", "--trusted-proxy", "127.0.0.5", "--artim-timeout", "7"
+        )
+        [(port, factory, _, interface)] = reactor.tcpServers
+        self.assertEqual((port, interface), (4109, "127.0.0.1"))
+        self.assertIsInstance(factory, ProxiedFactory)
+        self.assertIs(factory.wrappedFactory, service.factory)
+        self.assertEqual((factory.trusted, factory.timeout), ((ipaddress.ip_network("127.0.0.5/32"),), 7.0))
         self.successResultOf(service.stopService())
 
     def test_bad_endpoint_is_a_startup_error_that_closes_the_others(self):

@@ -352,6 +352,14 @@ class ScpOptions(CommandOptions):
         return not self["listen"] or self.port_given or self["bind"] is not None
 
     def _check_listen(self) -> None:
+        proxied = [description for description in self["listen"] if is_proxied(description)]
+        if proxied and not self["trusted-proxy"]:
+            raise usage.UsageError(
+                f"--listen {proxied[0]}: a PROXY header names any address it likes;"
+                " give --trusted-proxy, the proxies it is read from"
+            )
+        if self["trusted-proxy"] and not proxied:
+            raise usage.UsageError("--trusted-proxy needs a --listen haproxy: endpoint, where PROXY headers are read")
         if self.tls and not self.listens_on_port and self["tls-port"] is None:
             raise usage.UsageError(
                 "--tls-cert with --listen: give PORT or --tls-port for TLS; --listen endpoints are plain TCP"
@@ -376,6 +384,14 @@ class ScpOptions(CommandOptions):
     @property
     def transfer_syntaxes(self) -> tuple[str, ...]:
         return tuple(self["transfer-syntax"]) or DEFAULT_TRANSFER_SYNTAXES
+
+
+PROXIED_PREFIX = "haproxy:"
+
+
+def is_proxied(description: str) -> bool:
+    """Whether a --listen endpoint reads a PROXY header first (``haproxy:`` and the endpoint it wraps)."""
+    return description.startswith(PROXIED_PREFIX)
 
 
 def positionals_last(options: usage.Options, arguments: list[str]) -> list[str]:

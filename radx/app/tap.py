@@ -20,7 +20,7 @@ from radx.app.heap import keep_large_buffers_in_heap, release_free_memory
 from radx.app.jsonlog import JsonLogObserver
 from radx.app.logformat import ClassicTextObserver
 from radx.app.openfiles import descriptors_needed, raise_open_file_limit
-from radx.app.options import ScpOptions
+from radx.app.options import PROXIED_PREFIX, ScpOptions, is_proxied
 from radx.app.signals import StopOnSignal
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.storage.store import clean_incoming
@@ -118,12 +118,12 @@ def server_endpoint(reactor, port: int, bind: str):
     return endpoints.TCP4ServerEndpoint(reactor, port)
 
 
-def listen_endpoint(reactor, description: str):
-    """The server endpoint a --listen string describes (Twisted's endpoint syntax), or StartupError."""
+def listen_endpoint(reactor, description: str, given: str | None = None):
+    """The server endpoint a --listen string describes (Twisted's endpoint syntax), or StartupError naming ``given``."""
     try:
         return endpoints.serverFromString(reactor, description)
     except Exception as error:
-        raise StartupError(f"--listen {description}: {error or type(error).__name__}") from None
+        raise StartupError(f"--listen {given or description}: {error or type(error).__name__}") from None
 
 
 def _ipv6_only_by_default() -> bool:
@@ -286,7 +286,7 @@ class ScpService(service.MultiService):
             if options.listens_on_port:
                 self._listen_on_port()
             for description in options["listen"]:
-                self.listeners.append((description, self._listen(listen_endpoint(self.reactor, description), self.factory)))
+                self.listeners.append((description, self._listen_on(description)))
         except StartupError:
             self.close_ports()
             raise
@@ -302,6 +302,16 @@ class ScpService(service.MultiService):
             return
         self.port = self._listen_port(options["port"], self.factory)
         self.tls_port = self._listen_port(options["tls-port"], tls)
+
+    def _listen_on(self, description: str):
+        """A --listen endpoint; behind ``haproxy:``, the PROXY header is read from --trusted-proxy only."""
+        if not is_proxied(description):
+            return self._listen(listen_endpoint(self.reactor, description), self.factory)
+        from radx.scp.proxied import ProxiedFactory
+
+        endpoint = listen_endpoint(self.reactor, description[len(PROXIED_PREFIX) :], description)
+        proxied = ProxiedFactory(self.factory, self.options["trusted-proxy"], self.reactor, self.config.artim_timeout)
+        return self._listen(endpoint, proxied)
 
     def _listen_port(self, port_number: int, factory):
         return self._listen(server_endpoint(self.reactor, port_number, self.options["bind"]), factory)
