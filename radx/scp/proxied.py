@@ -154,6 +154,8 @@ class ProxiedConnection(ProtocolWrapper):
         self._buffer = b""
         self._timer.cancel()
         self._timer = None
+        if source is None:
+            log.debug("PROXY header for the proxy's own connection (LOCAL) proxy={proxy}", proxy=self._proxy())
         self._source = source
         self._destination = destination if source is not None else None
         wrapped = self.factory.wrappedFactory.buildProtocol(self.getPeer())
