@@ -9,6 +9,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shutil
+import socket
+import subprocess
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
@@ -17,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from radx.app import tap
 from radx.app.options import ScpOptions
 from radx.scp.proxied import ProxiedFactory
-from tests.test_app_cli import CliTestCase
+from tests.test_app_cli import CliTestCase, RadxServer, expected_path, radx_command, stored_files, testdata
 
 
 def parse(*arguments: str) -> ScpOptions:
@@ -123,6 +126,26 @@ class ListenServiceTests(SynchronousTestCase):
         self.assertEqual((factory.trusted, factory.timeout), ((ipaddress.ip_network("127.0.0.5/32"),), 7.0))
         self.successResultOf(service.stopService())
 
+    def test_systemd_without_its_socket(self):
+        """Outside socket activation, --listen systemd:... says what is missing, not Twisted's IndexError."""
+        options = parse("--output-dir", os.path.abspath(self.mktemp()), "--listen", "systemd:domain=INET:index=0")
+        service = tap.ScpService(options, MemoryReactorClock())
+        error = self.assertRaises(tap.StartupError, service.prepare)
+        self.assertIn("--listen systemd:domain=INET:index=0: systemd passed no such socket (LISTEN_FDS", str(error))
+
+    def test_systemd_socket_of_another_domain(self):
+        """An IPv6 socket adopted as INET would give peers meaningless addresses: refused at start."""
+        from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as ipv6:
+            endpoint = AdoptedStreamServerEndpoint(MemoryReactorClock(), ipv6.fileno(), socket.AF_INET)
+            error = self.assertRaises(tap.StartupError, tap.check_adopted_family, endpoint, "systemd:domain=INET:index=0")
+            self.assertIn("the socket passed is domain=INET6, not domain=INET", str(error))
+            # The socket itself stays open: only a duplicate was looked at.
+            self.assertEqual(ipv6.family, socket.AF_INET6)
+            tap.check_adopted_family(AdoptedStreamServerEndpoint(MemoryReactorClock(), ipv6.fileno(), socket.AF_INET6), "")
+            ipv6.getsockname()
+
     def test_bad_endpoint_is_a_startup_error_that_closes_the_others(self):
         reactor = MemoryReactorClock()
         output_dir = os.path.abspath(self.mktemp())
@@ -147,4 +170,63 @@ class ListenCommandTests(CliTestCase):
         self.assertEqual(text.count("Listen Address:"), 1, text)
         self.port = int(found.group(1))
         self.assertEchoWorks(server)
+        self.assertStopsCleanly(server)
+
+
+class SocketActivatedServer(RadxServer):
+    """
+    `radx dicom scp ARGUMENTS` under systemd-socket-activate, which hands it
+    ``listening`` as file descriptor 3 (LISTEN_FDS, as systemd's .socket
+    unit does) and starts it at the first connection.
+
+    The socket is bound to port 0 by the test and passed on through
+    LISTEN_FDS (systemd-socket-activate passes such sockets through, in
+    their place): its port is known before anything runs, with no window
+    in which another process could take it.
+    """
+
+    def __init__(self, case, arguments, cwd: str, listening: socket.socket) -> None:
+        program = shutil.which("systemd-socket-activate")
+        if program is None:
+            raise AssertionError("systemd-socket-activate is not installed: run scripts/test.sh, which installs systemd")
+        self.cwd = cwd
+        self.stdout_path = os.path.join(cwd, "radx.stdout")
+        self.stderr_path = os.path.join(cwd, "radx.stderr")
+        fd = listening.fileno()
+        # The socket becomes descriptor 3; LISTEN_PID is this shell's, which
+        # exec keeps for systemd-socket-activate, and it sets radx's.
+        # --fdname: systemd's units name each socket, and Twisted takes only named ones.
+        script = f'exec 3<&{fd}; [ {fd} -eq 3 ] || exec {fd}<&-; LISTEN_FDS=1 LISTEN_PID=$$ exec "$0" --fdname=radx-scp -- "$@"'
+        command = ["sh", "-c", script, program, *radx_command("dicom", "scp", *arguments)]
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(
+                command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=(fd,)
+            )
+        case.addCleanup(self.kill)
+
+
+
+class SocketActivationTests(CliTestCase):
+    def test_systemd_socket(self):
+        """--listen systemd:domain=INET:index=0: radx serves the socket systemd-socket-activate passes it."""
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(16)
+        self.port = listening.getsockname()[1]
+        output_dir = os.path.join(self.folder, "received")
+        server = SocketActivatedServer(
+            self, ("--listen", "systemd:domain=INET:index=0", "--output-dir", output_dir), self.folder, listening
+        )
+        # Ours closed, the socket is systemd-socket-activate's, then radx's alone.
+        listening.close()
+        # The first association starts radx; it waits in the socket's backlog meanwhile.
+        self.assertEchoWorks(server)
+        text = server.wait_ready()
+        self.assertIn(f"  Listen Address:    systemd:domain=INET:index=0 (127.0.0.1:{self.port})\n", text)
+        self.assertEqual(text.count("Listen Address:"), 1, text)
+        self.assertIn("Communication attempt on fd 3", server.stderr())
+        ct = testdata("CT_small.dcm")
+        self.assertStoreWorks(server, ct)
+        self.assertEqual(stored_files(output_dir), [expected_path(output_dir, ct)])
         self.assertStopsCleanly(server)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import sys
 import time
 
@@ -121,9 +122,44 @@ def server_endpoint(reactor, port: int, bind: str):
 def listen_endpoint(reactor, description: str, given: str | None = None):
     """The server endpoint a --listen string describes (Twisted's endpoint syntax), or StartupError naming ``given``."""
     try:
-        return endpoints.serverFromString(reactor, description)
+        endpoint = endpoints.serverFromString(reactor, description)
     except Exception as error:
+        if description.startswith("systemd:") and isinstance(error, (IndexError, KeyError)):
+            # Twisted takes a descriptor only with its name, as systemd's .socket units give them.
+            raise StartupError(
+                f"--listen {given or description}: systemd passed no such socket (LISTEN_FDS, LISTEN_PID and"
+                " LISTEN_FDNAMES, as a .socket unit sets them; systemd-socket-activate needs --fdname)"
+            ) from None
         raise StartupError(f"--listen {given or description}: {error or type(error).__name__}") from None
+    check_adopted_family(endpoint, given or description)
+    return endpoint
+
+
+_FAMILIES = {socket.AF_INET: "INET", socket.AF_INET6: "INET6", socket.AF_UNIX: "UNIX"}
+
+
+def check_adopted_family(endpoint, description: str) -> None:
+    """
+    A socket passed by systemd must be of the domain --listen names, or StartupError.
+
+    Twisted takes the domain on trust: an IPv6 socket (systemd's for
+    ``ListenStream=11112``, on a host with IPv6) adopted as INET gives
+    every peer a meaningless address, which --allow-ip would judge.
+    """
+    if not isinstance(endpoint, endpoints.AdoptedStreamServerEndpoint):
+        return
+    probe = socket.socket(fileno=os.dup(endpoint.fileno))
+    try:
+        actual = probe.family
+    finally:
+        probe.close()
+    if actual != endpoint.addressFamily:
+        named = _FAMILIES.get(endpoint.addressFamily, str(endpoint.addressFamily))
+        found = _FAMILIES.get(actual, str(actual))
+        raise StartupError(
+            f"--listen {description}: the socket passed is domain={found}, not domain={named}"
+            " (systemd's ListenStream=PORT is INET6 where the host has IPv6; ListenStream=0.0.0.0:PORT is INET)"
+        )
 
 
 def _ipv6_only_by_default() -> bool:
