@@ -1,7 +1,8 @@
-"""--listen: Twisted server endpoints beside PORT and --bind, in `radx dicom scp` and `twistd radx-scp`.
+"""--listen and --trusted-proxy: Twisted server endpoints beside PORT and --bind, in the options and the ScpService both commands share.
 
 The in-process tests listen on a memory reactor; the subprocess ones on
-a port the system picks (tcp:0), at 127.0.0.1 only.
+a port the system picks (tcp:0, or a socket the test binds to port 0
+and hands to systemd-socket-activate), at 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -18,15 +19,9 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app import tap
-from radx.app.options import ScpOptions
 from radx.scp.proxied import ProxiedFactory
 from tests.test_app_cli import CliTestCase, RadxServer, expected_path, radx_command, stored_files, testdata
-
-
-def parse(*arguments: str) -> ScpOptions:
-    options = ScpOptions()
-    options.parseOptions(list(arguments))
-    return options
+from tests.test_app_options import parse
 
 
 class ListenOptionsTests(SynchronousTestCase):

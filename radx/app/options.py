@@ -254,8 +254,12 @@ class ScpOptions(CommandOptions):
 
     def opt_trusted_proxy(self, network: str) -> None:
         """Read PROXY headers (haproxy: endpoints of --listen) only from this address or CIDR network; repeat for several."""
+        self._append("trusted-proxy", _network, network)
+
+    def _append(self, flag: str, coerce, value: str) -> None:
+        """Add one value of a repeatable flag, or a UsageError that names the flag."""
         try:
-            self["trusted-proxy"].append(_named("trusted-proxy", _network)(network))
+            self[flag].append(_named(flag, coerce)(value))
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
 
@@ -277,17 +281,11 @@ class ScpOptions(CommandOptions):
 
     def opt_allow_calling_aet(self, title: str) -> None:
         """Accept associations only from this calling AE title; repeat for several (default: any)."""
-        try:
-            self["allow-calling-aet"].append(_named("allow-calling-aet", _ae_title)(title))
-        except ValueError as error:
-            raise usage.UsageError(str(error)) from None
+        self._append("allow-calling-aet", _ae_title, title)
 
     def opt_allow_ip(self, network: str) -> None:
         """Accept connections only from this address or CIDR network, IPv4 or IPv6; repeat for several (default: any)."""
-        try:
-            self["allow-ip"].append(_named("allow-ip", _network)(network))
-        except ValueError as error:
-            raise usage.UsageError(str(error)) from None
+        self._append("allow-ip", _network, network)
 
     def getSynopsis(self) -> str:
         if self.parent is None:
