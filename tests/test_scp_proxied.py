@@ -14,12 +14,14 @@ import struct
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.scp.proxied import ProxiedFactory
+from radx.tcp import write_now
 from radx.testing import ImmediateThreadPool, ThreadlessReactor, associate_rq
 from radx.ul.framing import PDUReader
 from radx.ul.pdu import AAssociateAC
@@ -252,3 +254,45 @@ class RealSocketTests(TestCase):
         self.assertIsInstance(pdus[0], AAssociateAC)
         self.assertEqual(len(self.logs.matching("Association accepted peer=127.0.0.7:4000 ")), 1, self.logs.lines())
         yield self.factory._when(lambda: not self.factory.connections)
+
+
+class _WriteAtOnce(Protocol):
+    """Writes as radx's protocols do (write_now) once connected, then reads what the peer got meanwhile."""
+
+    def __init__(self, client, seen: list) -> None:
+        self.client = client
+        self.seen = seen
+
+    def connectionMade(self) -> None:
+        write_now(self.transport, b"A-ASSOCIATE-AC")
+        try:
+            self.seen.append(self.client.recv(100))
+        except OSError as error:
+            self.seen.append(error)
+        self.transport.loseConnection()
+
+
+class WriteNowTests(TestCase):
+    def test_sent_before_the_reactor_turns(self):
+        """Through the proxied connection, write_now still sends in the call: no reactor turn before the peer has it."""
+        seen: list = []
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        factory = Factory.forProtocol(lambda: _WriteAtOnce(client, seen))
+        proxied = ProxiedFactory(factory, networks(PROXY_ADDRESS + "/32"), reactor, 5.0)
+        port = reactor.listenTCP(0, proxied, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client.bind((PROXY_ADDRESS, 0))
+        client.connect(("127.0.0.1", port.getHost().port))
+        client.sendall(v2_header(("192.0.2.7", 4000)))
+        client.settimeout(1.0)
+        done = defer.Deferred()
+
+        def poll(left):
+            if seen or not left:
+                done.callback(None)
+            else:
+                reactor.callLater(0.01, poll, left - 1)
+
+        poll(500)
+        return done.addCallback(lambda _: self.assertEqual(seen, [b"A-ASSOCIATE-AC"]))

@@ -31,6 +31,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import directlyProvides, providedBy
 
 from radx.scp.factory import describe_peer, peer_ip
+from radx.tcp import write_now
 
 log = Logger(namespace="radx.scp.proxied")
 
@@ -173,6 +174,10 @@ class ProxiedConnection(ProtocolWrapper):
         self._timer = None
         log.info("Closing proxy={proxy}: {why}", proxy=self._proxy(), why=why)
         self.transport.abortConnection()
+
+    def write(self, data: bytes) -> None:
+        # A PDU leaves in the call that sends it, as on a connection without a proxy (radx.tcp).
+        write_now(self.transport, data)
 
     def getPeer(self):
         if self._source is not None:
