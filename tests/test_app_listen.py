@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
@@ -188,11 +189,18 @@ class SocketActivatedServer(RadxServer):
         self.stdout_path = os.path.join(cwd, "radx.stdout")
         self.stderr_path = os.path.join(cwd, "radx.stderr")
         fd = listening.fileno()
-        # The socket becomes descriptor 3; LISTEN_PID is this shell's, which
-        # exec keeps for systemd-socket-activate, and it sets radx's.
+        # A small Python step makes the socket descriptor 3 (sh takes only
+        # one digit), and sets LISTEN_PID to its own process, which exec
+        # keeps for systemd-socket-activate; that one sets radx's.
         # --fdname: systemd's units name each socket, and Twisted takes only named ones.
-        script = f'exec 3<&{fd}; [ {fd} -eq 3 ] || exec {fd}<&-; LISTEN_FDS=1 LISTEN_PID=$$ exec "$0" --fdname=radx-scp -- "$@"'
-        command = ["sh", "-c", script, program, *radx_command("dicom", "scp", *arguments)]
+        shim = (
+            "import os, sys\n"
+            f"os.dup2({fd}, 3)\n"
+            f"if {fd} != 3: os.close({fd})\n"
+            "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()))\n"
+            "os.execv(sys.argv[1], sys.argv[1:])\n"
+        )
+        command = [sys.executable, "-c", shim, program, "--fdname=radx-scp", "--", *radx_command("dicom", "scp", *arguments)]
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
                 command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=(fd,)
