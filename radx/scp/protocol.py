@@ -162,6 +162,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._handle(Event.EVT5)
 
     def dataReceived(self, data: bytes) -> None:
+        self.factory.stats.bytes_received += len(data)
         if self._reader_failed:
             return
         if self._idle is not None:
@@ -359,6 +360,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
         self._request = request
         self._tls_subject = self.factory.peer_subject(self.transport)
         self._ended("rejected")
+        self.factory.association_rejected(reject)
         self.log.info(
             "Association rejected peer={peer} calling_ae={calling_ae} called_ae={called_ae}"
             " result={result} source={source} reason={reason}: {why}",
@@ -588,6 +590,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
             self.factory.stats.store_requests += 1
             self.factory.stats.store_failures += 1
             self._failed_count += 1
+            self.factory.store_answered(self.calling_ae_title, status)
         self.log.warn(
             "Invalid DIMSE command peer={peer} calling_ae={calling_ae}: {why}; answered status=0x{status:04X}",
             peer=self.peer,
@@ -741,6 +744,7 @@ class AssociationProtocol(MachineDriverOverTCP, Protocol):
                 uid=_shown(request.affected_sop_instance_uid),
                 why=comment,
             )
+        self.factory.store_answered(self.calling_ae_title, status, store.reception)
         response = CStoreRSP(
             message_id_being_responded_to=request.message_id,
             status=status,
