@@ -356,3 +356,25 @@ class CommandTests(WebServerTestCase):
         ended = yield server.ended
         self.assertEqual(getattr(ended, "exitCode", None), 0, server.text)
         self.assertIn("C-ECHO Requests:    2", server.text)
+
+    @defer.inlineCallbacks
+    def test_twistd_radx_scp_serves_probes(self):
+        folder = self.mktemp()
+        os.makedirs(folder)
+        server = spawn(
+            sys.executable,
+            "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "radx-scp", "--output-dir", os.path.join(folder, "out"), "--bind", "127.0.0.1",
+            "--http", HTTP, "0",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        self.addCleanup(lambda: server.ended.called or server.transport.signalProcess("KILL"))
+        yield server.wait_for_output(b"paths=/metrics,/healthz,/readyz", 30)
+        http_port = int(server.text.split("HTTP listening address=127.0.0.1:", 1)[1].split()[0])
+        self.assertEqual((yield self.get("/readyz", http_port)), (200, "ready\n"))
+        values = yield self.scrape(http_port)
+        self.assertEqual(values[("radx_c_echo_requests_total", ())], 0)
+
+        server.transport.signalProcess(signal.SIGTERM)
+        yield server.ended
+        self.assertIn("Server Shut Down.", server.text)

@@ -145,7 +145,7 @@ class MetricsPage(resource.Resource):
         return encoder(self.registry)
 
 
-class _QuietSite(server.Site):
+class HTTPSite(server.Site):
     """No access log: a scrape every few seconds is no news."""
 
     noisy = False
@@ -159,7 +159,7 @@ def make_site(registry, readiness: Readiness) -> server.Site:
     root.putChild(b"metrics", MetricsPage(registry))
     root.putChild(b"healthz", _Text())
     root.putChild(b"readyz", ReadyPage(readiness))
-    site = _QuietSite(root)
+    site = HTTPSite(root)
     site.displayTracebacks = False
     return site
 
