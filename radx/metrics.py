@@ -19,7 +19,7 @@ import os
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from radx.ul import negotiation
+from radx.ul.pdu import ACSERejectReason, PresentationRejectReason, RejectSource, UserRejectReason
 
 # The label of every calling AE title past the bound (see CallingAELabels).
 OTHER = "other"
@@ -32,13 +32,14 @@ STORAGE_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 # PS3.8 9.3.4, A-ASSOCIATE-RJ (source, reason): the label of each reason radx gives.
 REJECT_REASONS = {
-    (negotiation.SOURCE_SERVICE_USER, negotiation.REASON_USER_NO_REASON_GIVEN): "no_reason_given",
-    (negotiation.SOURCE_SERVICE_USER, negotiation.REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED): "application_context_not_supported",
-    (negotiation.SOURCE_SERVICE_USER, negotiation.REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED): "calling_ae_not_recognized",
-    (negotiation.SOURCE_SERVICE_USER, negotiation.REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED): "called_ae_not_recognized",
-    (negotiation.SOURCE_SERVICE_PROVIDER_ACSE, negotiation.REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED): "protocol_version_not_supported",
-    (negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION, negotiation.REASON_PRESENTATION_TEMPORARY_CONGESTION): "shutting_down",
-    (negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION, negotiation.REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED): "max_conns",
+    (RejectSource.SERVICE_USER, UserRejectReason.NO_REASON_GIVEN): "no_reason_given",
+    (RejectSource.SERVICE_USER, UserRejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED): "application_context_not_supported",
+    (RejectSource.SERVICE_USER, UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED): "calling_ae_not_recognized",
+    (RejectSource.SERVICE_USER, UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED): "called_ae_not_recognized",
+    (RejectSource.SERVICE_PROVIDER_ACSE, ACSERejectReason.NO_REASON_GIVEN): "no_reason_given",
+    (RejectSource.SERVICE_PROVIDER_ACSE, ACSERejectReason.PROTOCOL_VERSION_NOT_SUPPORTED): "protocol_version_not_supported",
+    (RejectSource.SERVICE_PROVIDER_PRESENTATION, PresentationRejectReason.TEMPORARY_CONGESTION): "shutting_down",
+    (RejectSource.SERVICE_PROVIDER_PRESENTATION, PresentationRejectReason.LOCAL_LIMIT_EXCEEDED): "max_conns",
 }  # fmt: skip
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.tcp import Connection
 
-from radx.ul.driver import MachineDriver
-
-__all__ = ["MachineDriverOverTCP", "write_now"]
+__all__ = ["write_now"]
 
 
 def write_now(transport, data: bytes) -> None:
@@ -46,10 +44,3 @@ def write_now(transport, data: bytes) -> None:
         # Anything else (0, a lost connection): the plain write queues it,
         # and the reactor's next write meets the same condition and reports it.
     transport.write(data)
-
-
-class MachineDriverOverTCP(MachineDriver):
-    """A L{MachineDriver} whose PDUs go out through L{write_now}."""
-
-    def _write(self, data: bytes) -> None:
-        write_now(self.transport, data)

@@ -187,6 +187,20 @@ def describe_server_refusal(failure) -> str:
     return f"{why} ({meaning})" if meaning else why
 
 
+def client_connection_failure(failure, handshake_done: bool, established: bool) -> str | None:
+    """
+    Why a client's TLS connection ended, when it ended on a TLS error or
+    before its handshake was done; None when it simply closed. With TLS 1.3
+    the server checks a client certificate after the client's side of the
+    handshake is done: its alert arrives as the connection's end.
+    """
+    if handshake_done and failure.check(SSL.Error, VerificationError) is None:
+        return None
+    if established:
+        return f"TLS connection failed: {describe_server_refusal(failure)}"
+    return f"TLS handshake failed: {describe_server_refusal(failure)}"
+
+
 def _mismatched(mismatch) -> str:
     identity = mismatch.mismatched_id
     for attribute in ("hostname", "ip"):

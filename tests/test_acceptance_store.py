@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from radx.storage.store import INCOMING
 from tests import dicomfiles
 from tests import test_interop_store as interop
-from tests.interop import free_port, process_status
+from tests.interop import listening_port, process_status
 
 log = Logger()
 
@@ -98,10 +98,9 @@ class AcceptanceTests(interop.StoreTestCase):
         generated = time.monotonic() - started
         self.assertGreaterEqual(os.path.getsize(large), GIB)
         output = os.path.join(scratch, "received")
-        port = free_port()
         server = interop.spawn(
             sys.executable,
-            "-m", "radx.app.cli", "dicom", "scp", str(port),
+            "-m", "radx.app.cli", "dicom", "scp", "0",
             "--output-dir", output, "--aet", "RADX-SCP", "--bind", "127.0.0.1",
             env=dict(os.environ),
         )
@@ -112,7 +111,8 @@ class AcceptanceTests(interop.StoreTestCase):
             return server.ended
 
         self.addCleanup(stop_server)
-        yield server.wait_for_output(b"DICOM SCP server started", 30)
+        yield server.wait_for_output(b"Press Ctrl+C to stop the server", 30)
+        port = listening_port(server.text)
         pid = server.transport.pid
         baseline = process_status(pid, "VmHWM")
 

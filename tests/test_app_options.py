@@ -71,8 +71,19 @@ class CatalogueOptionTests(SynchronousTestCase):
             self.assertEqual((done.stdout.strip(), done.returncode), (loaded, 0), done.stderr)
 
     def test_url_refused(self):
-        error = self.assertRaises(usage.UsageError, parse, "--catalogue", "postgresql://radx@db/radx")
-        self.assertIn("--catalogue: postgresql:// catalogues are not supported", str(error))
+        error = self.assertRaises(usage.UsageError, parse, "--catalogue", "mysql://radx@db/radx")
+        self.assertIn("--catalogue: mysql:// catalogues are not supported", str(error))
+
+    def test_postgresql_url(self):
+        options = parse("--catalogue", "postgresql://radx@db/radx", "--catalogue-node", "scp-2")
+        self.assertEqual((options["catalogue"], options["catalogue-node"]), ("postgresql://radx@db/radx", "scp-2"))
+        self.assertIsNone(parse("--catalogue", "postgres://db/radx")["catalogue-node"])
+
+    def test_node_needs_postgresql(self):
+        """A SQLite catalogue is one machine's: --catalogue-node with it, or alone, is a mistake said at once."""
+        for arguments in (("--catalogue", "x.db"), ()):
+            error = self.assertRaises(usage.UsageError, parse, *arguments, "--catalogue-node", "scp-2")
+            self.assertIn("--catalogue-node goes with a postgresql:// --catalogue", str(error))
 
 
 class ReferenceExamplesTests(SynchronousTestCase):

@@ -24,8 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from radx.app import tap
 from radx.app.heap import release_free_memory
 from radx.app.options import ScpOptions
-from tests.interop import DCMTK_ENV, require_dcmtk
-from tests.test_app_cli import as_nobody, free_port, handles_signal, help_entries, radx_command, searchable_by_all
+from tests.interop import DCMTK_ENV, require_dcmtk, reserved_port
+from tests.test_app_cli import as_nobody, handles_signal, help_entries, radx_command, searchable_by_all
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
@@ -82,7 +82,7 @@ class TwistdTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.folder = os.path.abspath(self.mktemp())
         os.makedirs(self.folder)
-        self.port = free_port()
+        self.port = reserved_port(self)
 
     def echo(self, aet: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -222,8 +222,9 @@ class ForegroundTests(TwistdTestCase):
     def test_port_in_use_ends_twistd(self):
         """A port radx cannot listen on ends twistd with a failure, as it ends `radx dicom scp`."""
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-            taken.bind(("127.0.0.1", self.port))
+            taken.bind(("127.0.0.1", 0))
             taken.listen()
+            self.port = taken.getsockname()[1]
             process, output = self.foreground(
                 "radx-scp", "--bind", "127.0.0.1", "--output-dir", "received", str(self.port)
             )
@@ -250,8 +251,9 @@ class ForegroundTests(TwistdTestCase):
     def test_port_in_use_fails_the_daemon_start(self):
         """Daemonizing: the parent reports the child's failure and exits non-zero."""
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-            taken.bind(("127.0.0.1", self.port))
+            taken.bind(("127.0.0.1", 0))
             taken.listen()
+            self.port = taken.getsockname()[1]
             pidfile = os.path.join(self.folder, "radx.pid")
             started = subprocess.run(
                 twistd_command(

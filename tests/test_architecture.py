@@ -52,3 +52,28 @@ class PurityTests(SynchronousTestCase):
                 if not (ROOT.parent / (name.strip().replace(".", "/") + ".py")).exists():
                     missing.append(f"{path.relative_to(ROOT)} names {name.strip()}, which does not exist")
         self.assertEqual(missing, [])
+
+
+class OneBaseTests(SynchronousTestCase):
+    """Both roles' protocols are thin: they share one Twisted base over the pure machine."""
+
+    def test_both_roles_share_the_base(self):
+        from radx.association import AssociationBase
+        from radx.scp.protocol import AssociationProtocol
+        from radx.scu.association import RequestorProtocol
+
+        self.assertTrue(issubclass(AssociationProtocol, AssociationBase))
+        self.assertTrue(issubclass(RequestorProtocol, AssociationBase))
+
+    def test_the_base_lives_outside_the_pure_packages(self):
+        """Nothing in a pure package writes to a transport: the effects are carried out above them."""
+        for package in PURE_PACKAGES:
+            for path in sorted((ROOT / package).glob("*.py")):
+                self.assertNotIn("transport.write", path.read_text(), str(path))
+
+    def test_protocol_classes_stay_small(self):
+        """What differs between the roles, and only that: each class under 300 lines."""
+        for module, name in (("scp/protocol.py", "AssociationProtocol"), ("scu/association.py", "RequestorProtocol")):
+            tree = ast.parse((ROOT / module).read_text())
+            [node] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+            self.assertLess(node.end_lineno - node.lineno + 1, 300, name)

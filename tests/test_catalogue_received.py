@@ -192,10 +192,14 @@ class OpeningTests(SynchronousTestCase):
         self.assertIsInstance(catalogue, SQLiteCatalogue)
 
     def test_urls_refused(self):
-        for target in ("postgresql://radx@db/radx", "mysql://x"):
+        for target in ("mysql://x", "sqlite://x.db"):
             self.assertRaises(ValueError, check_target, target)
             error = self.assertRaises(CatalogueError, open_catalogue, target)
             self.assertIn("not supported", error.message)
+
+    def test_postgresql_urls(self):
+        for target in ("postgresql://radx@db/radx", "postgres://db", "PostgreSQL:///radx?host=/run/postgresql"):
+            self.assertEqual(check_target(target), target)
 
     def test_paths(self):
         for target in ("received.db", "/var/lib/radx/received.db", "C:\\radx\\received.db", "a:b.db"):

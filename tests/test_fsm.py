@@ -25,20 +25,20 @@ AC = AAssociateAC(called_ae_title="RADX-SCP", calling_ae_title="SCU")
 RJ = AAssociateRJ(1, 1, 7)
 PDATA = PDataTF((PresentationDataValueItem(1, 3, b"\x00\x00"),))
 
-# The argument each event carries, where it carries one.
+# The payload each event carries, where it carries one.
 ARGUMENTS = {
-    Event.EVT1: {"pdu": RQ},
-    Event.EVT3: {"pdu": AC},
-    Event.EVT4: {"pdu": RJ},
-    Event.EVT6: {"pdu": RQ},
-    Event.EVT7: {"pdu": AC},
-    Event.EVT8: {"pdu": RJ},
-    Event.EVT9: {"pdu": PDATA},
-    Event.EVT10: {"pdu": PDATA},
-    Event.EVT12: {"pdu": AReleaseRQ()},
-    Event.EVT13: {"pdu": AReleaseRP()},
-    Event.EVT16: {"pdu": AAbort(0, 0)},
-    Event.EVT19: {"reason": AbortReason.UNRECOGNIZED_PDU, "message": "bad"},
+    Event.EVT1: RQ,
+    Event.EVT3: AC,
+    Event.EVT4: RJ,
+    Event.EVT6: RQ,
+    Event.EVT7: AC,
+    Event.EVT8: RJ,
+    Event.EVT9: PDATA,
+    Event.EVT10: PDATA,
+    Event.EVT12: AReleaseRQ(),
+    Event.EVT13: AReleaseRP(),
+    Event.EVT16: AAbort(0, 0),
+    Event.EVT19: fsm.InvalidPDU(AbortReason.UNRECOGNIZED_PDU, "bad"),
 }
 
 # PS3.8 Table 9-10, transcribed row by row from the standard, in a form
@@ -112,19 +112,19 @@ class TableTests(SynchronousTestCase):
         for state in State:
             for event in Event:
                 machine = machine_in(state)
-                arguments = ARGUMENTS.get(event, {})
+                arguments = ARGUMENTS.get(event)
                 action = table.get((state, event))
                 if action is None:
                     if event in fsm.LOCAL_EVENTS:
-                        self.assertRaises(fsm.LocalProtocolError, machine.handle, event, **arguments)
+                        self.assertRaises(fsm.LocalProtocolError, machine.handle, event, arguments)
                     else:
                         # Only Sta1 and Sta4 have no transport connection to
                         # bring a peer event; there the event is ignored.
                         self.assertIn(state, (State.STA1, State.STA4), (state, event))
-                        self.assertEqual(machine.handle(event, **arguments).effects, [])
+                        self.assertEqual(machine.handle(event, arguments).effects, [])
                     self.assertIs(machine.state, state)
                     continue
-                transition = machine.handle(event, **arguments)
+                transition = machine.handle(event, arguments)
                 self.assertEqual(transition.action, action, (state, event))
                 # AE-6 and AR-8 choose between two next states at run time.
                 expected = STANDARD_NEXT_STATE.get(action)
@@ -148,7 +148,7 @@ class TableTests(SynchronousTestCase):
             if event is Event.EVT2 and machine.pending_request is None:
                 continue
             try:
-                machine.handle(event, **ARGUMENTS.get(event, {}))
+                machine.handle(event, ARGUMENTS.get(event))
             except fsm.LocalProtocolError:
                 self.assertIn(event, fsm.LOCAL_EVENTS)
             self.assertIsInstance(machine.state, State)
@@ -163,7 +163,7 @@ class Sta1Tests(SynchronousTestCase):
 
     def test_evt1_opens_transport_then_evt2_sends_request(self):
         machine = UpperLayer(requestor=True)
-        self.assertEqual(machine.handle(Event.EVT1, pdu=RQ).effects, [fsm.OpenTransport()])
+        self.assertEqual(machine.handle(Event.EVT1, RQ).effects, [fsm.OpenTransport()])
         self.assertEqual(machine.handle(Event.EVT2).effects, [fsm.SendPDU(RQ)])
         self.assertIs(machine.state, State.STA5)
 
@@ -193,7 +193,7 @@ class Sta2Tests(SynchronousTestCase):
     def test_evt19_invalid_pdu_aborts_as_service_user(self):
         """AA-1: A-ABORT, source 0, reason 0 (PS3.8 9.3.8), ARTIM, and the reason for the log."""
         machine = machine_in(State.STA2)
-        transition = machine.handle(Event.EVT19, reason=1, message="garbage")
+        transition = machine.handle(Event.EVT19, fsm.InvalidPDU(1, "garbage"))
         self.assertEqual(
             transition.effects,
             [fsm.SendPDU(AAbort(0, 0)), fsm.StartARTIM(), fsm.ProviderAbortIndication("garbage", peer_violation=True)],
@@ -222,13 +222,13 @@ class Sta2Tests(SynchronousTestCase):
 class Sta3Tests(SynchronousTestCase):
     def test_evt7_sends_ac(self):
         machine = machine_in(State.STA3)
-        self.assertEqual(machine.handle(Event.EVT7, pdu=AC).effects, [fsm.SendPDU(AC)])
+        self.assertEqual(machine.handle(Event.EVT7, AC).effects, [fsm.SendPDU(AC)])
         self.assertIs(machine.state, State.STA6)
 
     def test_evt8_sends_rj_and_starts_artim(self):
         machine = machine_in(State.STA3)
         self.assertEqual(
-            machine.handle(Event.EVT8, pdu=RJ).effects, [fsm.SendPDU(RJ), fsm.StartARTIM()]
+            machine.handle(Event.EVT8, RJ).effects, [fsm.SendPDU(RJ), fsm.StartARTIM()]
         )
         self.assertIs(machine.state, State.STA13)
 
@@ -250,7 +250,7 @@ class Sta5Tests(SynchronousTestCase):
 class Sta6Tests(SynchronousTestCase):
     def test_evt9_sends_pdata(self):
         machine = machine_in(State.STA6)
-        self.assertEqual(machine.handle(Event.EVT9, pdu=PDATA).effects, [fsm.SendPDU(PDATA)])
+        self.assertEqual(machine.handle(Event.EVT9, PDATA).effects, [fsm.SendPDU(PDATA)])
         self.assertIs(machine.state, State.STA6)
 
     def test_evt10_indicates_pdata(self):
@@ -277,7 +277,7 @@ class Sta6Tests(SynchronousTestCase):
 
     def test_evt19_invalid_pdu_aborts_with_its_reason(self):
         machine = machine_in(State.STA6)
-        transition = machine.handle(Event.EVT19, reason=AbortReason.INVALID_PDU_PARAMETER_VALUE, message="m")
+        transition = machine.handle(Event.EVT19, fsm.InvalidPDU(AbortReason.INVALID_PDU_PARAMETER_VALUE, "m"))
         self.assertEqual(transition.effects[0], fsm.SendPDU(AAbort(2, 6)))
 
     def test_evt16_user_abort(self):
@@ -296,7 +296,7 @@ class Sta6Tests(SynchronousTestCase):
 
     def test_evt15_local_abort(self):
         machine = machine_in(State.STA6)
-        transition = machine.handle(Event.EVT15, message="idle")
+        transition = machine.handle(Event.EVT15, fsm.AbortRequest("idle"))
         self.assertEqual(
             transition.effects,
             [fsm.SendPDU(AAbort(0, 0)), fsm.StartARTIM(), fsm.ProviderAbortIndication("idle")],
@@ -336,7 +336,7 @@ class Sta7Tests(SynchronousTestCase):
 class Sta8Tests(SynchronousTestCase):
     def test_evt9_data_may_still_be_sent(self):
         machine = machine_in(State.STA8)
-        self.assertEqual(machine.handle(Event.EVT9, pdu=PDATA).effects, [fsm.SendPDU(PDATA)])
+        self.assertEqual(machine.handle(Event.EVT9, PDATA).effects, [fsm.SendPDU(PDATA)])
         self.assertIs(machine.state, State.STA8)
 
     def test_evt14_sends_release_rp(self):
@@ -398,4 +398,51 @@ class Sta13Tests(SynchronousTestCase):
         machine = machine_in(State.STA13)
         self.assertEqual(
             machine.receive(AAbort(0, 0)).effects, [fsm.StopARTIM(), fsm.CloseTransport()]
+        )
+
+
+class FastCellTests(SynchronousTestCase):
+    """The two cells answered without a Transition agree with what the table does there."""
+
+    def test_pdata_received_is_dt_2_and_nothing_else(self):
+        for state in State:
+            machine = machine_in(state)
+            fast = machine.pdata_received()
+            self.assertEqual(fast, fsm.TRANSITIONS.get((state, Event.EVT10)) == "DT-2", state)
+            if fast:
+                transition = machine.handle(Event.EVT10, PDATA)
+                self.assertEqual((transition.state, transition.effects), (state, [fsm.DataIndication(PDATA)]))
+
+    def test_can_send_pdata_where_evt9_only_sends(self):
+        for state in State:
+            machine = machine_in(state)
+            if machine.can_send_pdata():
+                transition = machine.handle(Event.EVT9, PDATA)
+                self.assertEqual((transition.state, transition.effects), (state, [fsm.SendPDU(PDATA)]), state)
+            else:
+                self.assertRaises(fsm.LocalProtocolError, machine.handle, Event.EVT9, PDATA)
+        self.assertTrue(machine_in(State.STA6).can_send_pdata())
+
+
+class PayloadTests(SynchronousTestCase):
+    def test_a_wrong_payload_is_refused(self):
+        machine = machine_in(State.STA3)
+        self.assertRaises(TypeError, machine.handle, Event.EVT7, RJ)
+        self.assertRaises(TypeError, machine.handle, Event.EVT19, "bad")
+        self.assertRaises(TypeError, machine.handle, Event.EVT14, AC)
+        self.assertIs(machine.state, State.STA3)
+
+    def test_next_states_are_declared_once(self):
+        self.assertEqual(set(fsm.ACTION_NEXT_STATES), set(fsm.TRANSITIONS.values()))
+        self.assertEqual(fsm.ACTION_NEXT_STATES["AE-6"], {State.STA3, State.STA13})
+        self.assertEqual(fsm.ACTION_NEXT_STATES["DT-2"], {State.STA6})
+
+    def test_request_check_makes_an_invalid_pdu(self):
+        machine = UpperLayer(requestor=False, request_check=lambda request: "even presentation context ID 2")
+        machine.state = State.STA2
+        transition = machine.receive(RQ)
+        self.assertEqual(transition.action, "AA-1")
+        self.assertEqual(
+            transition.effects[-1],
+            fsm.ProviderAbortIndication("invalid PDU: even presentation context ID 2", peer_violation=True),
         )

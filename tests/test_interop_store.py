@@ -12,7 +12,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from radx.storage.layout import UNKNOWN, Layout
 from radx.storage.store import INCOMING
 from tests import dicomfiles
-from tests.interop import DCMTK_ENV, ServerTestCase, require_dcmtk
+from tests.interop import DCMTK_ENV, ServerTestCase, keep_responses, require_dcmtk
 
 # storescu proposes its --propose-* transfer syntax (and the uncompressed
 # ones), never simply the file's own: each case names the option that
@@ -371,6 +371,7 @@ def _pynetdicom_store(port: int, path: str, sop_class_uid: str, transfer_syntax_
     assoc = ae.associate("127.0.0.1", port, ae_title="RADX-SCP")
     if not assoc.is_established:
         raise AssertionError("association not established")
+    keep_responses(assoc)
     try:
         status = assoc.send_c_store(path)
     finally:
@@ -415,6 +416,7 @@ def _pynetdicom_window(port: int, path: str, sop_class_uid: str, transfer_syntax
     assoc = ae.associate("127.0.0.1", port, ae_title="RADX-SCP", ext_neg=[window])
     if not assoc.is_established:
         raise AssertionError("association not established")
+    keep_responses(assoc)
     try:
         granted = assoc.acceptor.asynchronous_operations
         status = int(assoc.send_c_store(path).Status)

@@ -10,9 +10,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from radx.dimse.status import Status
 from radx.metrics import OTHER, CallingAELabels, ServerMetrics, instrument
 from radx.scp.factory import SCPFactory, ServerConfig
-from radx.ul import negotiation
 from radx.ul.negotiation import AcceptorPolicy
-from radx.ul.pdu import AAssociateRJ
+from radx.ul.pdu import (
+    AAssociateRJ,
+    ACSERejectReason,
+    PresentationRejectReason,
+    RejectResult,
+    RejectSource,
+    UserRejectReason,
+)
 
 
 def samples(registry) -> dict:
@@ -67,15 +73,15 @@ class ServerMetricsTests(SynchronousTestCase):
 
     def test_rejections_by_reason(self):
         reasons = {
-            (negotiation.SOURCE_SERVICE_USER, negotiation.REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED): "called_ae_not_recognized",
-            (negotiation.SOURCE_SERVICE_USER, negotiation.REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED): "calling_ae_not_recognized",
-            (negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION, negotiation.REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED): "max_conns",
-            (negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION, negotiation.REASON_PRESENTATION_TEMPORARY_CONGESTION): "shutting_down",
-            (negotiation.SOURCE_SERVICE_PROVIDER_ACSE, negotiation.REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED): "protocol_version_not_supported",
-            (negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION, 9): OTHER,
+            (RejectSource.SERVICE_USER, UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED): "called_ae_not_recognized",
+            (RejectSource.SERVICE_USER, UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED): "calling_ae_not_recognized",
+            (RejectSource.SERVICE_PROVIDER_PRESENTATION, PresentationRejectReason.LOCAL_LIMIT_EXCEEDED): "max_conns",
+            (RejectSource.SERVICE_PROVIDER_PRESENTATION, PresentationRejectReason.TEMPORARY_CONGESTION): "shutting_down",
+            (RejectSource.SERVICE_PROVIDER_ACSE, ACSERejectReason.PROTOCOL_VERSION_NOT_SUPPORTED): "protocol_version_not_supported",
+            (RejectSource.SERVICE_PROVIDER_PRESENTATION, 9): OTHER,
         }  # fmt: skip
         for (source, reason), label in reasons.items():
-            self.factory.association_rejected(AAssociateRJ(negotiation.RESULT_REJECTED_PERMANENT, source, reason))
+            self.factory.association_rejected(AAssociateRJ(RejectResult.REJECTED_PERMANENT, source, reason))
             self.assertEqual(self.value("radx_associations_rejected_total", reason=label), 1, label)
 
     def test_store_answered_by_status_and_calling_ae(self):

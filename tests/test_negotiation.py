@@ -1,4 +1,4 @@
-"""Tests for radx.ul.negotiation: the acceptor's answer to an A-ASSOCIATE-RQ."""
+"""Tests for radx.ul.negotiation: the acceptor's answer to an A-ASSOCIATE-RQ, and the requestor's check of the AC."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from radx import uids
 from radx.ul import negotiation
 from radx.ul.negotiation import AcceptorPolicy, negotiate
 from radx.ul.pdu import (
+    AAssociateAC,
     AAssociateRJ,
     AAssociateRQ,
     AsynchronousOperationsWindowSubItem,
     ImplementationClassUIDSubItem,
     MaximumLengthSubItem,
+    PresentationContextItemAC,
     PresentationContextItemRQ,
     SCPSCURoleSelectionSubItem,
     UserIdentityRQSubItem,
@@ -282,3 +284,40 @@ class UIDTablesTests(SynchronousTestCase):
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         self.assertEqual(result.stdout.strip(), "False")
+
+
+class RequestorTests(SynchronousTestCase):
+    """The requestor's side: what an A-ASSOCIATE-AC grants, checked against what was proposed."""
+
+    def setUp(self):
+        self.request = negotiation.associate_request("RADX-SCP", "SCU", {(CT, EXPLICIT): 1, (MR, EXPLICIT): 3}, 16384, 8)
+
+    def accept(self, *items, window=None):
+        sub_items = [MaximumLengthSubItem(32768)]
+        if window is not None:
+            sub_items.append(AsynchronousOperationsWindowSubItem(window, 1))
+        return AAssociateAC(
+            called_ae_title="RADX-SCP",
+            calling_ae_title="SCU",
+            presentation_contexts=tuple(items),
+            user_information=UserInformationItem(tuple(sub_items)),
+        )
+
+    def test_granted(self):
+        granted = negotiation.check_accept(
+            self.request, self.accept(PresentationContextItemAC(1, negotiation.ACCEPTANCE, EXPLICIT), window=4)
+        )
+        self.assertEqual(granted.peer_maximum_length, 32768)
+        self.assertEqual(granted.operations_window, 4)
+        self.assertEqual(granted.contexts[1], negotiation.ContextResult(1, CT, EXPLICIT, negotiation.ACCEPTANCE))
+        # PS3.8 9.3.3.2: a context the AC does not answer is not accepted.
+        self.assertFalse(granted.contexts[3].accepted)
+
+    def test_no_window_answered_is_synchronous(self):
+        granted = negotiation.check_accept(self.request, self.accept())
+        self.assertEqual(granted.operations_window, 1)
+
+    def test_a_transfer_syntax_not_proposed_is_refused(self):
+        accept = self.accept(PresentationContextItemAC(1, negotiation.ACCEPTANCE, IMPLICIT))
+        error = self.assertRaises(negotiation.InvalidAccept, negotiation.check_accept, self.request, accept)
+        self.assertIn("which was not proposed", error.message)

@@ -33,12 +33,16 @@ from radx.ul.pdu import (
     PresentationContextItemAC,
     PresentationContextItemRQ,
     PresentationDataValueItem,
+    PresentationRejectReason,
+    RejectResult,
+    RejectSource,
     SCPSCURoleSelectionSubItem,
     SOPClassCommonExtendedNegotiationSubItem,
     SOPClassExtendedNegotiationSubItem,
     UserIdentityACSubItem,
     UserIdentityRQSubItem,
     UserInformationItem,
+    UserRejectReason,
     decode_pdu,
 )
 
@@ -622,6 +626,21 @@ for _case in ITEMS:
 
 class DetailTests(SynchronousTestCase):
     """Specific behaviours of the codec."""
+
+    def test_reject_fields_are_enums(self) -> None:
+        """PS3.8 9.3.4 Table 9-21: result, source and the reason of that source, as the A-ABORT's are."""
+        reject = decode_pdu(0x03, bytes((0, 2, 3, 2)))
+        self.assertEqual(
+            (reject.result, reject.source, reject.reason),
+            (RejectResult.REJECTED_TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION, PresentationRejectReason.LOCAL_LIMIT_EXCEEDED),
+        )
+        self.assertIs(type(reject.reason), PresentationRejectReason)
+        self.assertIs(decode_pdu(0x03, bytes((0, 1, 1, 7))).reason, UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED)
+
+    def test_reserved_reject_values_stay_numbers(self) -> None:
+        reject = decode_pdu(0x03, bytes((0, 1, 1, 9)))
+        self.assertEqual((reject.result, reject.source, reject.reason), (RejectResult.REJECTED_PERMANENT, RejectSource.SERVICE_USER, 9))
+        self.assertIs(type(reject.reason), int)
 
     def test_pdv_data_is_a_view_of_the_body(self) -> None:
         """P-DATA-TF fragments are memoryview slices of the body, not copies."""

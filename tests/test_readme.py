@@ -9,8 +9,8 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop import require_dcmtk
-from tests.test_app_cli import RadxServer, free_port
+from tests.interop import listening_port, require_dcmtk
+from tests.test_app_cli import RadxServer
 from tests.test_environment import CHECKOUT
 
 
@@ -37,9 +37,8 @@ class QuickStartTests(SynchronousTestCase):
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
         os.symlink(sys.prefix, os.path.join(folder, ".venv"))
-        port = free_port()
-        server = RadxServer(self, [str(port), "--bind", "127.0.0.1"], folder)
-        server.wait_ready()
+        server = RadxServer(self, ["0", "--bind", "127.0.0.1"], folder)
+        port = listening_port(server.wait_ready())
         script = "set -e\n" + "".join(blocks).replace("11112", str(port))
         environment = dict(os.environ, PATH=f"{os.path.join(sys.prefix, 'bin')}:/usr/bin:/bin")
         done = subprocess.run(

@@ -206,8 +206,11 @@ class GracefulStopTests(LoadTestCase):
         report(
             f"SIGTERM under load: exit 0 after {elapsed:.2f} s (--drain-timeout {drain:g}); the stalled peer: {told}"
         )
+        # Not before the drain timeout. After it, the bound is stop()'s
+        # timeout (drain + 30 s, wide for a loaded machine): waiting for
+        # the stalled peer (never) or its idle timeout (120 s) fails there,
+        # and the line below says the drain timer ended it.
         self.assertGreaterEqual(elapsed, drain - 0.05)
-        self.assertLess(elapsed, drain + 10)
         self.assertIn("\nServer shutting down...\n", text)
         self.assertIn("Drain timeout: aborting 1 association(s) still open", text)
         echoes, requests, stored_count = shutdown_counts(text)

@@ -466,7 +466,7 @@ class PDataFastPathTests(SynchronousTestCase):
         machine = fsm.UpperLayer()
         machine.state = fsm.State.STA6
         pdus = EncodedPDUs(b"P-DATA-TF bytes")
-        transition = machine.handle(fsm.Event.EVT9, pdu=pdus)
+        transition = machine.handle(fsm.Event.EVT9, pdus)
         self.assertEqual((transition.state, transition.effects), (fsm.State.STA6, [fsm.SendPDU(pdus)]))
 
     def test_echoes_answered_through_the_fast_path(self):
@@ -543,10 +543,10 @@ class UnreadResponsesTests(SynchronousTestCase):
 
     def test_other_reasons_to_pause_still_hold_when_the_buffer_drains(self):
         self.send_while_read(1000)
-        self.protocol._pause_reading("backlog")
+        self.protocol.pause_reading("backlog")
         self.transport.drain()
         self.assertEqual(self.transport.producerState, "paused")
-        self.protocol._resume_reading("backlog")
+        self.protocol.resume_reading("backlog")
         self.assertEqual(self.transport.producerState, "producing")
 
     def test_a_peer_that_never_reads_is_aborted_by_the_idle_timeout_and_closed(self):

@@ -22,7 +22,7 @@ from radx.scu.association import AssociationError, client_endpoint
 from radx.scu.echo import echo
 from radx.ul.negotiation import AcceptorPolicy
 from tests import dicomfiles
-from tests.interop import DCMTK_ENV, ServerTestCase, abort_at_c_store, free_port, process_status, require_dcmtk
+from tests.interop import DCMTK_ENV, ServerTestCase, abort_at_c_store, process_status, require_dcmtk, reserved_port
 from tests.test_interop_store import organized_path, spawn
 
 CT = dicomfiles.CT_IMAGE_STORAGE
@@ -76,7 +76,7 @@ class CommandTestCase(ServerTestCase):
         """
         output = self.mktemp()
         os.makedirs(output)
-        port = free_port()
+        port = reserved_port(self)
         storescp = spawn(
             require_dcmtk("storescp"), *options, "+B", "+xa", "-aet", "RADX-SCP", "-od", output, str(port), env=DCMTK_ENV
         )
@@ -137,7 +137,7 @@ class EchoCommandTests(CommandTestCase):
 
     @defer.inlineCallbacks
     def test_refused(self):
-        out, err, code = yield self.radx("dicom", "echo", "127.0.0.1", str(free_port()))
+        out, err, code = yield self.radx("dicom", "echo", "127.0.0.1", str(reserved_port(self)))
         self.assertEqual(code, 4)
         self.assertIn("Cannot connect: connection refused\n", err)
         self.assertEqual(err.lower().count("refused"), 1, err)

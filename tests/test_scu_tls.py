@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from radx.app.scu_cli import EchoOptions, StoreOptions
 from radx.tls import client_options
 from tests import dicomfiles
-from tests.interop import free_port
+from tests.interop import reserved_port
 from tests.test_interop_store import organized_path
 from tests.test_scu_cli import CommandTestCase
 from tests.test_security_tls import TLSServerTestCase
@@ -156,9 +156,9 @@ class EchoOverTLSTests(SCUTLSTestCase):
             (["--tls-cert", self.pki.client.key, "--tls-key", self.pki.client.key], f"Error: --tls-cert {self.pki.client.key}: no PEM certificate in the file\n"),
         ]  # fmt: skip
         for flags, expected in cases:
-            out, err, code = yield self.echo_command("127.0.0.1", free_port(), *flags)
+            out, err, code = yield self.echo_command("127.0.0.1", reserved_port(self), *flags)
             self.assertEqual((code, err), (1, expected))
-        out, err, code = yield self.echo_command("127.0.0.1", free_port(), "--tls-cert", self.pki.client.cert)
+        out, err, code = yield self.echo_command("127.0.0.1", reserved_port(self), "--tls-cert", self.pki.client.cert)
         self.assertEqual(code, 1)
         self.assertTrue(err.startswith("Error: --tls-cert and --tls-key go together\n"), err)
 

@@ -18,8 +18,8 @@ from radx.scp.factory import ServerConfig
 from radx.testing import ScpHarness, associate_rq, echo_rq_bytes, store_rq_bytes
 from radx.ul.pdu import AAbort, AReleaseRQ
 from tests.certificates import PKI
-from tests.interop import DCMTK_ENV, require_dcmtk
-from tests.test_app_cli import READY, free_port, CliTestCase, RadxServer, run_radx, wait_until_running
+from tests.interop import DCMTK_ENV, require_dcmtk, reserved_port
+from tests.test_app_cli import READY, CliTestCase, RadxServer, run_radx, wait_until_running
 from tests.test_app_tap import TwistdTestCase, listening, read, wait_until
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -215,9 +215,7 @@ class CommandTests(CliTestCase):
         return server
 
     def test_tls_and_plain_listeners_with_allow_lists(self):
-        tls_port = free_port()
-        while tls_port == self.port:
-            tls_port = free_port()
+        tls_port = reserved_port(self)
         server = self.start(
             str(self.port), *self.tls_flags("--tls-port", str(tls_port), "--require-peer-cert"),
             "--allow-calling-aet", "ECHOSCU", "--allow-ip", "127.0.0.0/8", "--allow-ip", "::1",

@@ -22,7 +22,7 @@ from radx.ul.framing import PDUReader
 from radx.ul.pdu import AAssociateAC
 from tests import dicomfiles
 from tests.certificates import PKI, ChainPKI
-from tests.interop import ServerTestCase, require_dcmtk
+from tests.interop import ServerTestCase, keep_responses, require_dcmtk
 from tests.test_security_access import LogCapture
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -191,7 +191,7 @@ class PythonTLSClientTests(TLSServerTestCase):
             try:
                 if not association.is_established:
                     return None
-                return association.send_c_echo().Status
+                return keep_responses(association).send_c_echo().Status
             finally:
                 association.release()
 

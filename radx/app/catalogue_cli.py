@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_catalogue_cli -*-
-"""`radx dicom catalogue`: index a folder of DICOM files into a SQLite catalogue, summarise it, query it."""
+"""`radx dicom catalogue`: index a folder of DICOM files into a catalogue (SQLite, PostgreSQL), summarise it, query it."""
 
 from __future__ import annotations
 
@@ -22,15 +22,22 @@ ROW_LIMIT = 1000
 _SPELLED_OUT = {"-d": "--database", "-q": "--query", "-R": "--recursive=true", "--recursive": "--recursive=true"}
 
 
+def _database(value: str) -> str:
+    from radx.catalogue.opening import check_target
+
+    return check_target(value)
+
+
 class CatalogueOptions(CommandOptions):
     """radx dicom catalogue [DIR] [flags]"""
 
     longdesc = (
         "Index the DICOM files in DIR (new and changed ones only, from the second run on) into a SQLite"
-        " catalogue, then summarise it; without DIR, summarise or query the catalogue as it is."
+        " or PostgreSQL catalogue, then summarise it; without DIR, summarise or query the catalogue as it is."
     )
     optParameters = [
-        ["database", "d", DEFAULT_DATABASE, "SQLite file of the catalogue."],
+        ["database", "d", DEFAULT_DATABASE, "SQLite file of the catalogue, or a postgresql:// URL.", _named("database", _database)],
+        ["node", None, None, "With a postgresql:// database: the machine DIR's rows belong to (default: this host's name)."],
         ["recursive", "R", True, "Index DIR's folders too (--recursive=false: DIR's own files only).", _named("recursive", _boolean)],
         ["sql", None, None, "Print the rows of this read-only SQL query (one statement) on table dicom_metadata."],
     ]  # fmt: skip
@@ -67,10 +74,13 @@ class CatalogueOptions(CommandOptions):
             raise usage.UsageError("--rebuild goes with DIR, the folder to index afresh")
         if self["sql"] is not None and self["query"]:
             raise usage.UsageError("--sql and -q/--query do not go together")
+        from radx.catalogue.opening import is_postgresql
         from radx.catalogue.query import QueryError, condition
 
+        if self["node"] is not None and not is_postgresql(self["database"]):
+            raise usage.UsageError("--node goes with a postgresql:// --database; a SQLite catalogue is one machine's")
         try:
-            self["where"] = condition(self["query"])
+            self["where"] = condition(self["query"], "%s" if is_postgresql(self["database"]) else "?")
         except QueryError as error:
             raise usage.UsageError(str(error)) from None
 
@@ -119,6 +129,8 @@ def summary_report(database: str, summary) -> str:
         f"  Studies:   {summary.studies}",
         f"  Series:    {summary.series}",
     ]
+    if summary.nodes is not None:
+        lines.append(f"  Nodes:     {summary.nodes}")
     if summary.modalities:
         lines.append("  Modalities:")
         width = max(len(m or "(none)") for m, _ in summary.modalities)
@@ -151,8 +163,7 @@ def table(rows) -> str:
 
 def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None) -> int:
     from radx.catalogue.database import CatalogueError
-    from radx.catalogue.query import SHOWN
-    from radx.catalogue.sqlite import SQLiteCatalogue
+    from radx.catalogue.opening import open_catalogue, open_read_only, shown
 
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -162,15 +173,16 @@ def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None)
     where, parameters = options["where"]
     try:
         if options["dir"] is not None:
-            _index(SQLiteCatalogue.open(database), options, stdout, IndexProgress(stderr) if tty else None)
-        catalogue = SQLiteCatalogue.open_read_only(database)
+            catalogue = open_catalogue(database, node=options["node"])
+            _index(catalogue, options, stdout, IndexProgress(stderr) if tty else None)
+        catalogue = open_read_only(database)
         try:
             if options["sql"] is not None:
                 rows = catalogue.query(options["sql"], ROW_LIMIT)
             elif options["query"]:
-                rows = catalogue.select(SHOWN, where, parameters, ROW_LIMIT)
+                rows = catalogue.select(catalogue.shown, where, parameters, ROW_LIMIT)
             else:
-                _write(stdout, summary_report(database, catalogue.summary()))
+                _write(stdout, summary_report(shown(database), catalogue.summary()))
                 return EXIT_OK
         finally:
             catalogue.close()
@@ -185,7 +197,7 @@ def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None)
 
 def _index(catalogue, options: CatalogueOptions, stdout, progress) -> None:
     from radx.catalogue.indexer import index
-    from radx.catalogue.sqlite import own_files
+    from radx.catalogue.opening import own_files
 
     # The catalogue's own files, should it live in the folder it indexes.
     skip = own_files(options["database"])

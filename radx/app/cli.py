@@ -33,7 +33,7 @@ Commands:
   radx dicom scp    Run a DICOM SCP server to receive DICOM files
   radx dicom echo   Test connectivity to an SCP with C-ECHO
   radx dicom store  Send DICOM files to an SCP with C-STORE
-  radx dicom catalogue  Index received files into a SQLite catalogue, query it
+  radx dicom catalogue  Index received files into a catalogue (SQLite, PostgreSQL), query it
   radx dicom organize   File DICOM files on disk as the server files what it receives
 
 Run 'radx dicom COMMAND --help' for its flags.

@@ -238,7 +238,8 @@ class ScpOptions(CommandOptions):
         ["dimse-timeout", None, 60.0, "Seconds a PDU may take to arrive, from its first byte to its last (DIMSE: DICOM's message exchange, PS3.7).", _named("dimse-timeout", _seconds)],
         ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _named("drain-timeout", _seconds)],
         ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
-        ["catalogue", None, None, "SQLite file in which each stored instance is recorded, as radx dicom catalogue indexes it.", _named("catalogue", _catalogue)],
+        ["catalogue", None, None, "SQLite file, or postgresql:// URL, in which each stored instance is recorded, as radx dicom catalogue indexes it.", _named("catalogue", _catalogue)],
+        ["catalogue-node", None, None, "With a postgresql:// --catalogue: the name this server's rows carry, unique among the servers that share it (default: this host's name)."],
         ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
         ["log-format", None, "text", "Log lines as text, or as one JSON object a line (json)."],
@@ -341,8 +342,19 @@ class ScpOptions(CommandOptions):
             self[flag] = _mode(self[flag])
         check_layout(self)
         self._check_tls()
+        self._check_catalogue()
         if self["min-free-space"] and not self["http"]:
             raise usage.UsageError("--min-free-space needs --http: it is what /readyz checks")
+
+    def _check_catalogue(self) -> None:
+        if self["catalogue-node"] is None:
+            return
+        from radx.catalogue.opening import is_postgresql
+
+        if self["catalogue"] is None or not is_postgresql(self["catalogue"]):
+            raise usage.UsageError("--catalogue-node goes with a postgresql:// --catalogue; a SQLite catalogue is one machine's")
+        if not self["catalogue-node"].strip():
+            raise usage.UsageError("--catalogue-node: the name is empty")
 
     def _check_tls(self) -> None:
         if bool(self["tls-cert"]) != bool(self["tls-key"]):

@@ -101,6 +101,7 @@ def config_from_options(options: ScpOptions) -> ServerConfig:
         file_mode=options["file-mode"],
         dir_mode=options["dir-mode"],
         catalogue=options["catalogue"],
+        catalogue_node=options["catalogue-node"],
     )
 
 

@@ -2,7 +2,8 @@
 """The catalogue over a DB-API connection, in SQL that SQLite and PostgreSQL both speak.
 
 What a backend spells its own way (opening, the identity column, the
-parameter marker, read-only queries) lives in its subclass: sqlite.py.
+parameter marker, the key of a row, read-only queries, its errors) lives
+in its subclass: sqlite.py, postgresql.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from radx.catalogue.schema import COLUMNS, TABLE, create_statements, upsert_statement
+from radx.catalogue.query import SHOWN
+from radx.catalogue.schema import COLUMNS, NODE, TABLE, create_statements, upsert_statement
 
 
 class CatalogueError(Exception):
@@ -35,6 +37,8 @@ class Summary:
     series: int
     # (modality or None, files), most files first.
     modalities: list = field(default_factory=list)
+    # The nodes with rows, in a catalogue several share; None in one that is one machine's.
+    nodes: int | None = None
 
 
 @dataclass
@@ -56,21 +60,56 @@ class Catalogue:
     placeholder = "?"
     # The identity column, spelled as the backend does.
     id_column = "id INTEGER PRIMARY KEY"
+    # file_path's type, if not TEXT (a collation).
+    path_type: str | None = None
+    # The columns that name a file: its path, or (node, path) in a
+    # catalogue several machines share.
+    key: tuple = ("file_path",)
+    # What the backend's driver raises.
+    errors: tuple = ()
     # Rows recorded per transaction by record_many.
     BATCH = 1000
 
-    def __init__(self, connection) -> None:
+    def __init__(self, connection, node: str | None = None) -> None:
         self.connection = connection
+        # The machine whose files this connection records, lists and
+        # removes, where the key has a node; None where it has not.
+        self.node = node if NODE in self.key else None
         self._lock = threading.Lock()
-        self._upsert = upsert_statement(self.placeholder)
+        self._upsert = upsert_statement(self.placeholder, self.key)
+        # The condition that keeps to this node's rows, and its parameters.
+        if self.node is None:
+            self._mine, self._mine_parameters = "", ()
+        else:
+            self._mine, self._mine_parameters = f" AND {NODE} = {self.placeholder}", (self.node,)
+
+    def _end_read(self) -> None:
+        """After a read, under the lock: end the transaction it began, if the driver began one."""
+
+    def broken(self, error: Exception) -> bool:
+        """Whether the connection is no use after ``error``, one of errors: open the catalogue again."""
+        return True
+
+    @property
+    def shown(self) -> tuple:
+        """The columns a query's table shows: the node's too, where there is one."""
+        if self.node is None:
+            return SHOWN
+        return SHOWN[:-1] + (NODE,) + SHOWN[-1:]
 
     def create(self) -> None:
         """Create the table and its indexes, unless they exist."""
         with self._lock:
             cursor = self.connection.cursor()
-            for statement in create_statements(self.id_column):
+            for statement in create_statements(self.id_column, self.path_type, self.key):
                 cursor.execute(statement)
             self.connection.commit()
+
+    def _values(self, row: dict) -> tuple:
+        values = tuple(row.get(c) for c in COLUMNS)
+        if self.node is not None:
+            values += (self.node,)
+        return values
 
     def record(self, row: dict) -> None:
         """
@@ -80,22 +119,22 @@ class Catalogue:
         when this returns: a server records each instance so, before its
         Success.
         """
-        values = tuple(row.get(c) for c in COLUMNS)
+        values = self._values(row)
         with self._lock:
-            self._write(self.connection.execute, values)
+            self._write(self.connection.cursor().execute, values)
 
     def record_many(self, rows) -> None:
         """Record rows, ``BATCH`` to a transaction."""
         rows = list(rows)
         for start in range(0, len(rows), self.BATCH):
-            values = [tuple(row.get(c) for c in COLUMNS) for row in rows[start : start + self.BATCH]]
+            values = [self._values(row) for row in rows[start : start + self.BATCH]]
             with self._lock:
-                self._write(self.connection.executemany, values)
+                self._write(self.connection.cursor().executemany, values)
 
-    def _write(self, execute, values) -> None:
-        """The upsert of ``values`` run by ``execute``, committed; under the lock."""
+    def _write(self, execute, values, statement: str | None = None) -> None:
+        """``statement`` (the upsert) with ``values`` run by ``execute``, committed; under the lock."""
         try:
-            execute(self._upsert, values)
+            execute(statement or self._upsert, values)
             self.connection.commit()
         except BaseException:
             # A transaction left open would keep its old snapshot: in WAL,
@@ -111,38 +150,45 @@ class Catalogue:
             pass  # the connection is unusable; the caller hears of the first error
 
     def remove(self, paths) -> None:
-        """Forget the rows of these files."""
-        statement = f"DELETE FROM {TABLE} WHERE file_path = {self.placeholder}"
+        """Forget the rows of these files (this node's)."""
+        paths = list(paths)
+        if not paths:
+            return
+        statement = f"DELETE FROM {TABLE} WHERE file_path = {self.placeholder}{self._mine}"
         with self._lock:
-            self.connection.cursor().executemany(statement, [(p,) for p in paths])
-            self.connection.commit()
+            self._write(self.connection.cursor().executemany, [(p,) + self._mine_parameters for p in paths], statement)
 
     def clear(self) -> None:
-        """Forget every row."""
+        """Forget every row; in a catalogue several nodes share, this node's only."""
+        statement = f"DELETE FROM {TABLE}"
+        if self.node is not None:
+            statement += f" WHERE {NODE} = {self.placeholder}"
         with self._lock:
-            self.connection.cursor().execute(f"DELETE FROM {TABLE}")
-            self.connection.commit()
+            self._write(self.connection.cursor().execute, self._mine_parameters, statement)
 
     def files_under(self, folder: str) -> dict:
-        """{file_path: (file_size, file_mtime)} of the rows of files under ``folder``, at any depth."""
+        """{file_path: (file_size, file_mtime)} of the rows of files under ``folder``, at any depth (this node's)."""
         prefix = os.path.join(folder, "")
         # Every path that starts with prefix sorts between it and the same
         # string with its separator's successor (binary collation).
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         p = self.placeholder
         statement = (
-            f"SELECT file_path, file_size, file_mtime FROM {TABLE} WHERE file_path >= {p} AND file_path < {p}"
+            f"SELECT file_path, file_size, file_mtime FROM {TABLE} WHERE file_path >= {p} AND file_path < {p}{self._mine}"
         )
         with self._lock:
             cursor = self.connection.cursor()
-            cursor.execute(statement, (prefix, end))
-            return {path: (size, mtime) for path, size, mtime in cursor.fetchall()}
+            cursor.execute(statement, (prefix, end) + self._mine_parameters)
+            found = {path: (size, mtime) for path, size, mtime in cursor.fetchall()}
+            self._end_read()
+        return found
 
     def summary(self) -> Summary:
         with self._lock:
             cursor = self.connection.cursor()
             cursor.execute(
-                "SELECT COUNT(*), COALESCE(SUM(file_size), 0), COUNT(DISTINCT patient_id),"
+                # PostgreSQL's SUM of a BIGINT is a NUMERIC (a Decimal): cast back.
+                "SELECT COUNT(*), CAST(COALESCE(SUM(file_size), 0) AS BIGINT), COUNT(DISTINCT patient_id),"
                 f" COUNT(DISTINCT study_instance_uid), COUNT(DISTINCT series_instance_uid) FROM {TABLE}"
             )
             files, size, patients, studies, series = cursor.fetchone()
@@ -150,6 +196,7 @@ class Catalogue:
                 f"SELECT modality, COUNT(*) FROM {TABLE} GROUP BY modality ORDER BY COUNT(*) DESC, modality"
             )
             modalities = [tuple(r) for r in cursor.fetchall()]
+            self._end_read()
         return Summary(files, size, patients, studies, series, modalities)
 
     def select(self, columns, where: str, parameters, limit: int) -> Rows:
@@ -161,7 +208,9 @@ class Catalogue:
         with self._lock:
             cursor = self.connection.cursor()
             cursor.execute(statement, tuple(parameters))
-            return _fetch(cursor, limit)
+            rows = _fetch(cursor, limit)
+            self._end_read()
+        return rows
 
     def close(self) -> None:
         with self._lock:

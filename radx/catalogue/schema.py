@@ -61,6 +61,11 @@ FILE_COLUMNS = (
 
 COLUMNS = tuple(a.column for a in ATTRIBUTES) + FILE_COLUMNS
 
+# The column that says which machine stored a file, in a catalogue that
+# several share (PostgreSQL): a file's path is unique on one machine
+# only. A SQLite catalogue is one machine's, and has no such column.
+NODE = "node"
+
 _TYPES = {"series_number": "INTEGER", "instance_number": "INTEGER", "file_size": "BIGINT", "file_mtime": "BIGINT"}
 
 # Columns with an index of their own: what queries select by.
@@ -68,30 +73,49 @@ INDEXED = ("patient_id", "modality", "study_instance_uid", "series_instance_uid"
 
 
 def column_type(column: str) -> str:
-    if column == "file_path":
-        return "TEXT NOT NULL UNIQUE"
+    """A column's SQL type; file_path's constraints are create_statements' business."""
     return _TYPES.get(column, "TEXT")
 
 
-def create_statements(id_column: str) -> list[str]:
-    """The table and its indexes, given the dialect's spelling of an identity key column."""
-    columns = ",\n    ".join([id_column] + [f"{c} {column_type(c)}" for c in COLUMNS])
+def create_statements(id_column: str, path_type: str | None = None, key: tuple = ("file_path",)) -> list[str]:
+    """
+    The table and its indexes, given the dialect's spelling of an identity
+    key column and, if not plain TEXT, of file_path's type; ``key``, the
+    columns that name a file: file_path alone, or (node, file_path), the
+    node column then the table's last.
+    """
+    definitions = [id_column]
+    for c in COLUMNS:
+        if c == "file_path":
+            definitions.append(f"{c} {path_type or 'TEXT'} NOT NULL" + ("" if len(key) > 1 else " UNIQUE"))
+        else:
+            definitions.append(f"{c} {column_type(c)}")
+    if NODE in key:
+        definitions.append(f"{NODE} TEXT NOT NULL")
+    if len(key) > 1:
+        definitions.append(f"UNIQUE ({', '.join(key)})")
+    columns = ",\n    ".join(definitions)
     statements = [f"CREATE TABLE IF NOT EXISTS {TABLE} (\n    {columns}\n)"]
     statements += [f"CREATE INDEX IF NOT EXISTS idx_{TABLE}_{c} ON {TABLE} ({c})" for c in INDEXED]
     return statements
 
 
-def upsert_statement(placeholder: str) -> str:
-    """Insert a row, or replace the row of the same file_path (SQLite 3.24+ and PostgreSQL 9.5+ spell it alike)."""
-    names = ", ".join(COLUMNS)
-    values = ", ".join([placeholder] * len(COLUMNS))
-    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "file_path")
-    return f"INSERT INTO {TABLE} ({names}) VALUES ({values}) ON CONFLICT (file_path) DO UPDATE SET {updates}"
+def upsert_statement(placeholder: str, key: tuple = ("file_path",)) -> str:
+    """
+    Insert a row, or replace the row of the same ``key`` (SQLite 3.24+ and
+    PostgreSQL 9.5+ spell it alike); its values: COLUMNS, then the key's
+    columns not among them.
+    """
+    columns = COLUMNS + tuple(c for c in key if c not in COLUMNS)
+    names = ", ".join(columns)
+    values = ", ".join([placeholder] * len(columns))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return f"INSERT INTO {TABLE} ({names}) VALUES ({values}) ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
 
 
 # FIELD of `-q FIELD=VALUE`, case aside: a DICOM keyword or a column name.
 _FIELDS = {a.keyword.lower(): a.column for a in ATTRIBUTES}
-_FIELDS.update({c: c for c in COLUMNS})
+_FIELDS.update({c: c for c in COLUMNS + (NODE,)})
 _FIELDS.update({"transfersyntaxuid": "transfer_syntax_uid", "callingaetitle": "calling_ae_title"})
 
 

@@ -37,9 +37,18 @@ def _authorize(action, first, second, database, trigger) -> int:
     return sqlite3.SQLITE_DENY
 
 
+# Primary result codes after which a connection is kept: the lock is
+# someone else's, and this connection is sound.
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
 class SQLiteCatalogue(Catalogue):
     placeholder = "?"
     id_column = "id INTEGER PRIMARY KEY"
+    errors = (sqlite3.Error,)
+
+    def broken(self, error: Exception) -> bool:
+        return getattr(error, "sqlite_errorcode", 0) & 0xFF not in _BUSY
 
     @classmethod
     def open(cls, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> SQLiteCatalogue:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import struct
 
-from radx.ul.pdu import PDataTF, PresentationDataValueItem
+from radx.ul.pdu import EncodedPDUs, PDataTF, PresentationDataValueItem
+
+__all__ = ["EncodedPDUs", "encode_command", "encode_fragments", "fragment_size", "message_pdus"]
 
 # PS3.8 9.3.5.1 / E.2: the Message Control Header bits.
 COMMAND = 0x01
@@ -60,18 +62,6 @@ def encode_command(context_id: int, command: bytes, peer_maximum_pdu_length: int
     return encode_fragments(
         context_id, command, fragment_size(peer_maximum_pdu_length), command=True, ends_message=True
     )
-
-
-class EncodedPDUs:
-    """Consecutive P-DATA-TF PDUs of one message, already encoded back to back, to be sent as one write."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def encode(self) -> bytes:
-        return self.data
 
 
 def encode_fragments(context_id: int, data, size: int, command: bool, ends_message: bool) -> bytes:

@@ -15,7 +15,7 @@ from radx.scp.protocol import AssociationProtocol
 from radx.storage.tree import OutputTree
 from radx.ul import negotiation
 from radx.ul.negotiation import AcceptorPolicy
-from radx.ul.pdu import AAssociateRJ
+from radx.ul.pdu import AAssociateRJ, PresentationRejectReason, RejectResult, RejectSource
 
 
 def describe_peer(addr) -> str:
@@ -93,6 +93,9 @@ class ServerConfig:
     dir_mode: int = 0o700
     # The catalogue each stored instance is recorded in (--catalogue), or None.
     catalogue: str | None = None
+    # The name of this server's rows in a catalogue that several share
+    # (--catalogue-node); None: the host's name.
+    catalogue_node: str | None = None
 
 
 @dataclass
@@ -126,7 +129,7 @@ class SCPFactory(ServerFactory):
             # Loaded only with --catalogue: sqlite3 and the catalogue's modules are no start-up cost otherwise.
             from radx.catalogue.received import ReceivedCatalogue
 
-            self.catalogue = ReceivedCatalogue(config.catalogue)
+            self.catalogue = ReceivedCatalogue(config.catalogue, node=config.catalogue_node)
             self.stats.catalogue_failures = 0
         # radx.metrics.ServerMetrics with --http; None: nothing to update.
         self.metrics = None
@@ -185,19 +188,19 @@ class SCPFactory(ServerFactory):
         # temporary-congestion while shutting down, local-limit-exceeded
         # at --max-conns.
         if not self.accepting:
-            reason = negotiation.REASON_PRESENTATION_TEMPORARY_CONGESTION
+            reason = PresentationRejectReason.TEMPORARY_CONGESTION
         elif len(self.active) >= self.config.max_conns:
-            reason = negotiation.REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED
+            reason = PresentationRejectReason.LOCAL_LIMIT_EXCEEDED
         else:
             return None
         return AAssociateRJ(
-            negotiation.RESULT_REJECTED_TRANSIENT,
-            negotiation.SOURCE_SERVICE_PROVIDER_PRESENTATION,
+            RejectResult.REJECTED_TRANSIENT,
+            RejectSource.SERVICE_PROVIDER_PRESENTATION,
             reason,
         )
 
     def reject_reason(self, reject: AAssociateRJ) -> str:
-        if reject.source == negotiation.SOURCE_SERVICE_PROVIDER_ACSE:
+        if reject.source == RejectSource.SERVICE_PROVIDER_ACSE:
             return "protocol version not supported"
         if not self.accepting:
             return "the server is shutting down"

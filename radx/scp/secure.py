@@ -4,32 +4,28 @@
 from __future__ import annotations
 
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from radx.scp.factory import describe_peer
 from radx.tls import describe_tls_failure
 
 log = Logger(namespace="radx.scp.secure")
 
 
-class _TLSConnection(TLSMemoryBIOProtocol):
-    """A TLS server connection that says, in one line, why its handshake failed."""
-
-    def connectionLost(self, reason):
-        # _reason holds the TLS error that ended the connection, if one did.
-        if not self._handshakeDone:
-            log.info(
-                "TLS handshake failed peer={peer}: {why}",
-                peer=describe_peer(self.transport.getPeer()),
-                why=describe_tls_failure(self._reason or reason),
-            )
-        super().connectionLost(reason)
+def handshake_failed(peer: str, reason) -> None:
+    """
+    Say, in one line, why a TLS connection ended before its handshake was
+    done: the association's protocol calls this from ``connectionLost``
+    when its transport never called ``handshakeCompleted``
+    (``IHandshakeListener``). The reason it is given is the TLS error that
+    ended the connection, if one did.
+    """
+    why = describe_tls_failure(reason) if reason is not None else "the connection closed before the handshake completed"
+    log.info("TLS handshake failed peer={peer}: {why}", peer=peer, why=why)
 
 
 class TLSServerFactory(TLSMemoryBIOFactory):
     """Wraps an SCPFactory: a peer outside --allow-ip is closed before the TLS handshake."""
 
-    protocol = _TLSConnection
     noisy = False
 
     def __init__(self, certificate_options, scp_factory) -> None:

@@ -19,7 +19,7 @@ from radx.scu.association import (
     associate_request,
 )
 from radx.scu.sources import NotPart10, Part10Source, plan_batches, read_source
-from radx.ul.negotiation import RESULT_REJECTED_PERMANENT
+from radx.ul.pdu import RejectResult
 
 # Associations in a row that may fail (not made, or ended before their
 # files were answered, with no file answered in between) before the files
@@ -174,7 +174,7 @@ class StoreJob:
         self._failures += 1
         if self._interrupted is not None:
             return False
-        if isinstance(error, AssociationRejected) and error.reject.result == RESULT_REJECTED_PERMANENT:
+        if isinstance(error, AssociationRejected) and error.reject.result == RejectResult.REJECTED_PERMANENT:
             return False  # PS3.8 9.3.4: permanent, not worth asking again
         if self._failures >= MAXIMUM_FAILURES:
             self.gave_up = f"{self._failures} associations in a row failed; the last: {error.message}"

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_fsm -*-
 """The DICOM upper layer state machine of PS3.8 9.2, pure: events in, effects out.
 
-The machine holds nothing but its state. ``handle(event, **arguments)``
-looks the pair up in ``TRANSITIONS`` (PS3.8 Table 9-10, written out as a
+The machine holds nothing but its state. ``handle(event, payload)`` (the
+payload's type per event in ``EVENT_PAYLOADS``) looks the pair up in ``TRANSITIONS`` (PS3.8 Table 9-10, written out as a
 literal table), runs the named action of PS3.8 Tables 9-6 to 9-9, and
 returns the effects the action asks for, in order: PDUs to send, the ARTIM
 timer to start or stop, the transport to open or close, and primitives to
@@ -31,6 +31,7 @@ from radx.ul.pdu import (
     AbortSource,
     AReleaseRP,
     AReleaseRQ,
+    EncodedPDUs,
     PDataTF,
 )
 
@@ -386,6 +387,7 @@ TRANSITIONS: dict[tuple[State, Event], str] = {
 
 
 ProviderCheck = Callable[[AAssociateRQ], "AAssociateRJ | None"]
+RequestCheck = Callable[[AAssociateRQ], "str | None"]
 
 
 def _accept_everything(request: AAssociateRQ) -> None:
@@ -407,20 +409,28 @@ class UpperLayer:
 
     ``provider_check`` is the "acceptable by service-provider" test of AE-6:
     given an A-ASSOCIATE-RQ it returns an A-ASSOCIATE-RJ to send, or None.
+    ``request_check`` says why a decoded A-ASSOCIATE-RQ is nonetheless an
+    invalid PDU (Evt19 instead of Evt6), or None.
     """
 
     def __init__(
         self,
         requestor: bool = False,
         provider_check: ProviderCheck = _accept_everything,
+        request_check: RequestCheck | None = None,
     ) -> None:
         self.state = State.STA1
         self.requestor = requestor
         # The A-ASSOCIATE-RQ of Evt1, held until the transport is up (AE-2).
         self.pending_request: AAssociateRQ | None = None
         self._provider_check = provider_check
+        self._request_check = request_check
 
-    def handle(self, event: Event, **arguments) -> Transition:
+    def handle(self, event: Event, payload: Payload | None = None) -> Transition:
+        """One event, with the payload its type in ``EVENT_PAYLOADS`` says (a wrong one raises TypeError)."""
+        expected = EVENT_PAYLOADS[event]
+        if not isinstance(payload, expected):
+            raise TypeError(f"{event.value} carries {_names(expected)}, not {type(payload).__name__}")
         previous = self.state
         action = TRANSITIONS.get((previous, event))
         if action is None:
@@ -432,162 +442,300 @@ class UpperLayer:
             # standard leaves the cell empty; nothing can carry it, so it is
             # ignored rather than treated as the peer's fault.
             return Transition("none", previous, previous, [])
-        next_state, effects = _ACTIONS[action](self, **arguments)
+        step = _ACTIONS[action]
+        if step.choice:
+            next_state, effects = step.run(self, payload)
+        else:
+            next_state, effects = step.next_state, step.run(self, payload)
         self.state = next_state
         return Transition(action, previous, next_state, effects)
 
     def receive(self, pdu) -> Transition:
         """Feed one decoded PDU from the peer."""
-        return self.handle(PDU_EVENTS[type(pdu)], pdu=pdu)
+        event = PDU_EVENTS[type(pdu)]
+        if event is Event.EVT6 and self._request_check is not None:
+            invalid = self._request_check(pdu)
+            if invalid is not None:
+                # PS3.8 9.3.2.2: a request that breaks an item's rules is an invalid PDU.
+                return self.handle(
+                    Event.EVT19, InvalidPDU(AbortReason.INVALID_PDU_PARAMETER_VALUE, f"invalid PDU: {invalid}")
+                )
+        return self.handle(event, pdu)
+
+    # The two cells of the data transfer hot path, answered without a
+    # Transition (one per P-DATA-TF would be the largest cost of a data set).
+
+    def pdata_received(self) -> bool:
+        """
+        Evt10, a P-DATA-TF PDU received: True where the table's action is
+        DT-2, which only issues a P-DATA indication and stays in Sta6; the
+        caller hands the PDU's items to its user at once. False elsewhere:
+        the PDU goes through ``receive``.
+        """
+        return self.state in _DATA_INDICATION_STATES
+
+    def can_send_pdata(self) -> bool:
+        """
+        Evt9, a P-DATA request: True where the table allows it (DT-1 in
+        Sta6, AR-7 in Sta8), both of which only send the P-DATA-TF PDUs and
+        stay in the state; the caller writes them at once. False elsewhere:
+        nothing is sent.
+        """
+        return self.state in _PDATA_REQUEST_STATES
 
 
-# Actions: PS3.8 Tables 9-6 to 9-9. Each returns (next state, effects).
+# The payload of each event (PS3.8 Table 9-10): the PDU a PDU event
+# carries, the primitive's PDU for Evt1, Evt7, Evt8 and Evt9, a reason for
+# Evt15 and Evt19, nothing for the rest.
 
 
-def _ae_1(m, pdu, **_):
-    m.pending_request = pdu
-    return State.STA4, [OpenTransport()]
+@dataclass(frozen=True, slots=True)
+class AbortRequest:
+    """Evt15, an A-ABORT request by the local user; ``message`` says why, for the log (None: no indication)."""
+
+    message: str | None = None
 
 
-def _ae_2(m, **_):
+@dataclass(frozen=True, slots=True)
+class InvalidPDU:
+    """Evt19, an unrecognized or invalid PDU: the A-ABORT reason to send (PS3.8 9.3.8) and what was wrong."""
+
+    reason: AbortReason
+    message: str
+
+
+Payload = Union[AAssociateRQ, AAssociateAC, AAssociateRJ, PDataTF, EncodedPDUs, AReleaseRQ, AReleaseRP, AAbort, AbortRequest, InvalidPDU]
+
+_NONE = (type(None),)
+EVENT_PAYLOADS: dict[Event, tuple[type, ...]] = {
+    Event.EVT1: (AAssociateRQ,),
+    Event.EVT2: _NONE,
+    Event.EVT3: (AAssociateAC,),
+    Event.EVT4: (AAssociateRJ,),
+    Event.EVT5: _NONE,
+    Event.EVT6: (AAssociateRQ,),
+    Event.EVT7: (AAssociateAC,),
+    Event.EVT8: (AAssociateRJ,),
+    Event.EVT9: (PDataTF, EncodedPDUs),
+    Event.EVT10: (PDataTF,),
+    Event.EVT11: _NONE,
+    Event.EVT12: (AReleaseRQ,),
+    Event.EVT13: (AReleaseRP,),
+    Event.EVT14: _NONE,
+    Event.EVT15: (AbortRequest, type(None)),
+    Event.EVT16: (AAbort,),
+    Event.EVT17: _NONE,
+    Event.EVT18: _NONE,
+    Event.EVT19: (InvalidPDU,),
+}
+
+
+def _names(types: tuple[type, ...]) -> str:
+    return " or ".join("nothing" if t is type(None) else t.__name__ for t in types)
+
+
+# Actions: PS3.8 Tables 9-6 to 9-9. Each is declared once with the next
+# state the standard gives it, and returns the effects; the two with a
+# choice of next state (AE-6, AR-8) return (next state, effects).
+
+
+@dataclass(frozen=True)
+class _Action:
+    run: Callable
+    next_states: frozenset
+    choice: bool
+
+    @property
+    def next_state(self) -> State:
+        (state,) = self.next_states
+        return state
+
+
+_ACTIONS: dict[str, _Action] = {}
+
+
+def _action(name: str, *next_states: State):
+    def declare(run):
+        _ACTIONS[name] = _Action(run, frozenset(next_states), len(next_states) > 1)
+        return run
+
+    return declare
+
+
+@_action("AE-1", State.STA4)
+def _ae_1(m, request):
+    m.pending_request = request
+    return [OpenTransport()]
+
+
+@_action("AE-2", State.STA5)
+def _ae_2(m, _):
     request, m.pending_request = m.pending_request, None
-    return State.STA5, [SendPDU(request)]
+    return [SendPDU(request)]
 
 
-def _ae_3(m, pdu, **_):
-    return State.STA6, [AssociateAccepted(pdu)]
+@_action("AE-3", State.STA6)
+def _ae_3(m, accept):
+    return [AssociateAccepted(accept)]
 
 
-def _ae_4(m, pdu, **_):
-    return State.STA1, [AssociateRejected(pdu), CloseTransport()]
+@_action("AE-4", State.STA1)
+def _ae_4(m, reject):
+    return [AssociateRejected(reject), CloseTransport()]
 
 
-def _ae_5(m, **_):
-    return State.STA2, [StartARTIM()]
+@_action("AE-5", State.STA2)
+def _ae_5(m, _):
+    return [StartARTIM()]
 
 
-def _ae_6(m, pdu, **_):
-    reject = m._provider_check(pdu)
+@_action("AE-6", State.STA3, State.STA13)
+def _ae_6(m, request):
+    reject = m._provider_check(request)
     if reject is None:
-        return State.STA3, [StopARTIM(), AssociateIndication(pdu)]
+        return State.STA3, [StopARTIM(), AssociateIndication(request)]
     return State.STA13, [
         StopARTIM(),
-        AssociateRejectedByProvider(pdu, reject),
+        AssociateRejectedByProvider(request, reject),
         SendPDU(reject),
         StartARTIM(),
     ]
 
 
-def _ae_7(m, pdu, **_):
-    return State.STA6, [SendPDU(pdu)]
+@_action("AE-7", State.STA6)
+def _ae_7(m, accept):
+    return [SendPDU(accept)]
 
 
-def _ae_8(m, pdu, **_):
-    return State.STA13, [SendPDU(pdu), StartARTIM()]
+@_action("AE-8", State.STA13)
+def _ae_8(m, reject):
+    return [SendPDU(reject), StartARTIM()]
 
 
-def _dt_1(m, pdu, **_):
-    return State.STA6, [SendPDU(pdu)]
+@_action("DT-1", State.STA6)
+def _dt_1(m, pdus):
+    return [SendPDU(pdus)]
 
 
-def _dt_2(m, pdu, **_):
-    return State.STA6, [DataIndication(pdu)]
+@_action("DT-2", State.STA6)
+def _dt_2(m, pdata):
+    return [DataIndication(pdata)]
 
 
-def _ar_1(m, **_):
-    return State.STA7, [SendPDU(AReleaseRQ())]
+@_action("AR-1", State.STA7)
+def _ar_1(m, _):
+    return [SendPDU(AReleaseRQ())]
 
 
-def _ar_2(m, **_):
-    return State.STA8, [ReleaseIndication()]
+@_action("AR-2", State.STA8)
+def _ar_2(m, _):
+    return [ReleaseIndication()]
 
 
-def _ar_3(m, **_):
-    return State.STA1, [ReleaseConfirmation(), CloseTransport()]
+@_action("AR-3", State.STA1)
+def _ar_3(m, _):
+    return [ReleaseConfirmation(), CloseTransport()]
 
 
-def _ar_4(m, **_):
-    return State.STA13, [SendPDU(AReleaseRP()), StartARTIM()]
+@_action("AR-4", State.STA13)
+def _ar_4(m, _):
+    return [SendPDU(AReleaseRP()), StartARTIM()]
 
 
-def _ar_5(m, **_):
-    return State.STA1, [StopARTIM()]
+@_action("AR-5", State.STA1)
+def _ar_5(m, _):
+    return [StopARTIM()]
 
 
-def _ar_6(m, pdu, **_):
-    return State.STA7, [DataIndication(pdu)]
+@_action("AR-6", State.STA7)
+def _ar_6(m, pdata):
+    return [DataIndication(pdata)]
 
 
-def _ar_7(m, pdu, **_):
-    return State.STA8, [SendPDU(pdu)]
+@_action("AR-7", State.STA8)
+def _ar_7(m, pdus):
+    return [SendPDU(pdus)]
 
 
-def _ar_8(m, **_):
+@_action("AR-8", State.STA9, State.STA10)
+def _ar_8(m, _):
     # PS3.8 9.2.2 AR-8: the requestor goes to Sta9, the acceptor to Sta10.
     next_state = State.STA9 if m.requestor else State.STA10
     return next_state, [ReleaseIndication(collision=True)]
 
 
-def _ar_9(m, **_):
-    return State.STA11, [SendPDU(AReleaseRP())]
+@_action("AR-9", State.STA11)
+def _ar_9(m, _):
+    return [SendPDU(AReleaseRP())]
 
 
-def _ar_10(m, **_):
-    return State.STA12, [ReleaseConfirmation()]
+@_action("AR-10", State.STA12)
+def _ar_10(m, _):
+    return [ReleaseConfirmation()]
 
 
-def _aa_1(m, message=None, pdu=None, reason=None, **_):
+@_action("AA-1", State.STA13)
+def _aa_1(m, payload):
     # PS3.8 9.3.8: with source 0 (service-user) the reason is sent as 00H.
     effects = [SendPDU(AAbort(AbortSource.SERVICE_USER, 0)), StartARTIM()]
-    if message is None and pdu is not None:
-        message = _unexpected(m, pdu)
-    if message is not None:
-        # An unexpected PDU, or Evt19 (an invalid one, given with its abort
-        # reason), is the peer's violation; Evt15 is radx's own abort.
-        effects.append(ProviderAbortIndication(message, peer_violation=pdu is not None or reason is not None))
-    return State.STA13, effects
+    if isinstance(payload, AbortRequest):
+        # Evt15: radx's own abort, explained when it gave a reason.
+        if payload.message is not None:
+            effects.append(ProviderAbortIndication(payload.message))
+    elif isinstance(payload, InvalidPDU):
+        effects.append(ProviderAbortIndication(payload.message, peer_violation=True))
+    elif payload is not None:
+        # A PDU no association is there for (Sta2): the peer's violation.
+        effects.append(ProviderAbortIndication(_unexpected(m, payload), peer_violation=True))
+    return effects
 
 
-def _aa_2(m, **_):
-    return State.STA1, [StopARTIM(), CloseTransport()]
+@_action("AA-2", State.STA1)
+def _aa_2(m, _):
+    return [StopARTIM(), CloseTransport()]
 
 
-def _aa_3(m, pdu, **_):
-    if pdu.source == AbortSource.SERVICE_USER:
-        indication = AbortIndication(pdu)
+@_action("AA-3", State.STA1)
+def _aa_3(m, abort):
+    if abort.source == AbortSource.SERVICE_USER:
+        indication = AbortIndication(abort)
     else:
         indication = ProviderAbortIndication(
-            f"A-ABORT from the peer's service provider (source {pdu.source},"
-            f" reason {pdu.reason})"
+            f"A-ABORT from the peer's service provider (source {abort.source},"
+            f" reason {abort.reason})"
         )
-    return State.STA1, [indication, CloseTransport()]
+    return [indication, CloseTransport()]
 
 
-def _aa_4(m, **_):
-    return State.STA1, [
-        ProviderAbortIndication("transport connection closed by the peer")
-    ]
+@_action("AA-4", State.STA1)
+def _aa_4(m, _):
+    return [ProviderAbortIndication("transport connection closed by the peer")]
 
 
-def _aa_5(m, **_):
-    return State.STA1, [StopARTIM()]
+@_action("AA-5", State.STA1)
+def _aa_5(m, _):
+    return [StopARTIM()]
 
 
-def _aa_6(m, **_):
-    return State.STA13, []
+@_action("AA-6", State.STA13)
+def _aa_6(m, _):
+    return []
 
 
-def _aa_7(m, reason=AbortReason.UNEXPECTED_PDU, **_):
-    abort = AAbort(source=AbortSource.SERVICE_PROVIDER, reason=reason)
-    return State.STA13, [SendPDU(abort)]
+@_action("AA-7", State.STA13)
+def _aa_7(m, payload):
+    reason = payload.reason if isinstance(payload, InvalidPDU) else AbortReason.UNEXPECTED_PDU
+    return [SendPDU(AAbort(source=AbortSource.SERVICE_PROVIDER, reason=reason))]
 
 
-def _aa_8(m, reason=AbortReason.UNEXPECTED_PDU, message=None, pdu=None, **_):
-    abort = AAbort(source=AbortSource.SERVICE_PROVIDER, reason=reason)
-    if message is None:
-        message = _unexpected(m, pdu)
-    return State.STA13, [
-        SendPDU(abort),
+@_action("AA-8", State.STA13)
+def _aa_8(m, payload):
+    if isinstance(payload, InvalidPDU):
+        reason, message = payload.reason, payload.message
+    else:
+        reason, message = AbortReason.UNEXPECTED_PDU, _unexpected(m, payload)
+    return [
+        SendPDU(AAbort(source=AbortSource.SERVICE_PROVIDER, reason=reason)),
         # PS3.8 Table 9-10: AA-8 answers only an unexpected or invalid PDU.
         ProviderAbortIndication(message, peer_violation=True),
         StartARTIM(),
@@ -598,66 +746,12 @@ def _unexpected(m, pdu) -> str:
     return f"unexpected {type(pdu).__name__} PDU in {m.state.value}"
 
 
-_ACTIONS = {
-    "AE-1": _ae_1,
-    "AE-2": _ae_2,
-    "AE-3": _ae_3,
-    "AE-4": _ae_4,
-    "AE-5": _ae_5,
-    "AE-6": _ae_6,
-    "AE-7": _ae_7,
-    "AE-8": _ae_8,
-    "DT-1": _dt_1,
-    "DT-2": _dt_2,
-    "AR-1": _ar_1,
-    "AR-2": _ar_2,
-    "AR-3": _ar_3,
-    "AR-4": _ar_4,
-    "AR-5": _ar_5,
-    "AR-6": _ar_6,
-    "AR-7": _ar_7,
-    "AR-8": _ar_8,
-    "AR-9": _ar_9,
-    "AR-10": _ar_10,
-    "AA-1": _aa_1,
-    "AA-2": _aa_2,
-    "AA-3": _aa_3,
-    "AA-4": _aa_4,
-    "AA-5": _aa_5,
-    "AA-6": _aa_6,
-    "AA-7": _aa_7,
-    "AA-8": _aa_8,
-}
+# The next state(s) of each action, as declared with it above (AE-6 and
+# AR-8 have two, chosen at run time).
+ACTION_NEXT_STATES: dict[str, frozenset[State]] = {name: action.next_states for name, action in _ACTIONS.items()}
 
-# The next state each action leads to, as Tables 9-6 to 9-9 state it
-# (AE-6 and AR-8 have two, chosen at run time).
-ACTION_NEXT_STATES: dict[str, frozenset[State]] = {
-    "AE-1": frozenset({State.STA4}),
-    "AE-2": frozenset({State.STA5}),
-    "AE-3": frozenset({State.STA6}),
-    "AE-4": frozenset({State.STA1}),
-    "AE-5": frozenset({State.STA2}),
-    "AE-6": frozenset({State.STA3, State.STA13}),
-    "AE-7": frozenset({State.STA6}),
-    "AE-8": frozenset({State.STA13}),
-    "DT-1": frozenset({State.STA6}),
-    "DT-2": frozenset({State.STA6}),
-    "AR-1": frozenset({State.STA7}),
-    "AR-2": frozenset({State.STA8}),
-    "AR-3": frozenset({State.STA1}),
-    "AR-4": frozenset({State.STA13}),
-    "AR-5": frozenset({State.STA1}),
-    "AR-6": frozenset({State.STA7}),
-    "AR-7": frozenset({State.STA8}),
-    "AR-8": frozenset({State.STA9, State.STA10}),
-    "AR-9": frozenset({State.STA11}),
-    "AR-10": frozenset({State.STA12}),
-    "AA-1": frozenset({State.STA13}),
-    "AA-2": frozenset({State.STA1}),
-    "AA-3": frozenset({State.STA1}),
-    "AA-4": frozenset({State.STA1}),
-    "AA-5": frozenset({State.STA1}),
-    "AA-6": frozenset({State.STA13}),
-    "AA-7": frozenset({State.STA13}),
-    "AA-8": frozenset({State.STA13}),
-}
+# The fast cells, read from the table: where Evt10 is DT-2 and where Evt9 is allowed.
+_DATA_INDICATION_STATES = frozenset(
+    state for (state, event), action in TRANSITIONS.items() if event is Event.EVT10 and action == "DT-2"
+)
+_PDATA_REQUEST_STATES = frozenset(state for (state, event) in TRANSITIONS if event is Event.EVT9)

@@ -1,5 +1,12 @@
-# -*- test-case-name: tests.test_negotiation,tests.test_scu_sources -*-
-"""Association negotiation for the acceptor: an A-ASSOCIATE-RQ and local policy in, AC or RJ out."""
+# -*- test-case-name: tests.test_negotiation,tests.test_scu_sources,tests.test_scu_association -*-
+"""Association negotiation, pure: the acceptor's answer to an A-ASSOCIATE-RQ, the requestor's proposal and its check of the AC.
+
+Acceptor: an A-ASSOCIATE-RQ and local policy in, AC or RJ out
+(``negotiate``). Requestor: the A-ASSOCIATE-RQ proposed
+(``associate_request``), and what an A-ASSOCIATE-AC grants
+(``check_accept``): each context's result, the peer's Maximum Length, the
+Asynchronous Operations Window.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,11 @@ from radx.storage.layout import is_valid_uid
 from radx.ul._uid_tables import NOT_STORAGE, TRANSFER_SYNTAXES
 from radx.ul.pdu import (
     AAssociateAC,
+    ACSERejectReason,
+    PresentationRejectReason,
+    RejectResult,
+    RejectSource,
+    UserRejectReason,
     AAssociateRJ,
     AAssociateRQ,
     AsynchronousOperationsWindowSubItem,
@@ -18,23 +30,10 @@ from radx.ul.pdu import (
     ImplementationVersionNameSubItem,
     MaximumLengthSubItem,
     PresentationContextItemAC,
+    PresentationContextItemRQ,
     SCPSCURoleSelectionSubItem,
     UserInformationItem,
 )
-
-# PS3.8 9.3.4 Table 9-21: A-ASSOCIATE-RJ result, source and reason.
-RESULT_REJECTED_PERMANENT = 1
-RESULT_REJECTED_TRANSIENT = 2
-SOURCE_SERVICE_USER = 1
-SOURCE_SERVICE_PROVIDER_ACSE = 2
-SOURCE_SERVICE_PROVIDER_PRESENTATION = 3
-REASON_USER_NO_REASON_GIVEN = 1
-REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED = 2
-REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED = 3
-REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED = 7
-REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED = 2
-REASON_PRESENTATION_TEMPORARY_CONGESTION = 1
-REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED = 2
 
 # PS3.8 9.3.3.2 Table 9-18: presentation context result/reason.
 ACCEPTANCE = 0
@@ -145,9 +144,9 @@ def provider_reject(request: AAssociateRQ) -> AAssociateRJ | None:
     # PS3.8 9.3.2: a receiver implementing only version 1 tests bit 0 only.
     if not request.protocol_version & 1:
         return AAssociateRJ(
-            RESULT_REJECTED_PERMANENT,
-            SOURCE_SERVICE_PROVIDER_ACSE,
-            REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED,
+            RejectResult.REJECTED_PERMANENT,
+            RejectSource.SERVICE_PROVIDER_ACSE,
+            ACSERejectReason.PROTOCOL_VERSION_NOT_SUPPORTED,
         )
     return None
 
@@ -157,27 +156,27 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
     if not is_valid_ae_title(request.called_ae_title):
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
             ),
             reason="called AE title has characters an AE title may not hold (PS3.5 6.2)",
         )
     if not is_valid_ae_title(request.calling_ae_title):
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
             ),
             reason="calling AE title has characters an AE title may not hold (PS3.5 6.2)",
         )
     if request.called_ae_title != policy.ae_title and not policy.accept_any_called_ae_title:
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
             ),
             reason=f"called AE title {request.called_ae_title!r} is not {policy.ae_title!r}",
         )
@@ -185,18 +184,18 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
         # PS3.8 9.3.4: rejected-permanent, service-user, calling-AE-title-not-recognized.
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
             ),
             reason=f"calling AE title {request.calling_ae_title!r} is not in --allow-calling-aet",
         )
     if request.application_context_name != uids.APPLICATION_CONTEXT_NAME:
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
             ),
             reason=f"application context {request.application_context_name!r} is not DICOM's",
         )
@@ -205,9 +204,9 @@ def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
         # nothing could ever be exchanged.
         return Negotiated(
             reject=AAssociateRJ(
-                RESULT_REJECTED_PERMANENT,
-                SOURCE_SERVICE_USER,
-                REASON_USER_NO_REASON_GIVEN,
+                RejectResult.REJECTED_PERMANENT,
+                RejectSource.SERVICE_USER,
+                UserRejectReason.NO_REASON_GIVEN,
             ),
             reason="no presentation context proposed (PS3.8 9.3.2: one or more)",
         )
@@ -293,27 +292,27 @@ def operations_window(proposed: AsynchronousOperationsWindowSubItem | None, limi
 
 # PS3.8 9.3.4 Table 9-21: the reasons of an A-ASSOCIATE-RJ, by source.
 _REJECT_REASONS = {
-    SOURCE_SERVICE_USER: {
-        REASON_USER_NO_REASON_GIVEN: "No Reason Given",
-        REASON_USER_APPLICATION_CONTEXT_NAME_NOT_SUPPORTED: "Application Context Name Not Supported",
-        REASON_USER_CALLING_AE_TITLE_NOT_RECOGNIZED: "Calling AE Title Not Recognized",
-        REASON_USER_CALLED_AE_TITLE_NOT_RECOGNIZED: "Called AE Title Not Recognized",
+    RejectSource.SERVICE_USER: {
+        UserRejectReason.NO_REASON_GIVEN: "No Reason Given",
+        UserRejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED: "Application Context Name Not Supported",
+        UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED: "Calling AE Title Not Recognized",
+        UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED: "Called AE Title Not Recognized",
     },
-    SOURCE_SERVICE_PROVIDER_ACSE: {
-        1: "No Reason Given",
-        REASON_ACSE_PROTOCOL_VERSION_NOT_SUPPORTED: "Protocol Version Not Supported",
+    RejectSource.SERVICE_PROVIDER_ACSE: {
+        ACSERejectReason.NO_REASON_GIVEN: "No Reason Given",
+        ACSERejectReason.PROTOCOL_VERSION_NOT_SUPPORTED: "Protocol Version Not Supported",
     },
-    SOURCE_SERVICE_PROVIDER_PRESENTATION: {
-        REASON_PRESENTATION_TEMPORARY_CONGESTION: "Temporary Congestion",
-        REASON_PRESENTATION_LOCAL_LIMIT_EXCEEDED: "Local Limit Exceeded",
+    RejectSource.SERVICE_PROVIDER_PRESENTATION: {
+        PresentationRejectReason.TEMPORARY_CONGESTION: "Temporary Congestion",
+        PresentationRejectReason.LOCAL_LIMIT_EXCEEDED: "Local Limit Exceeded",
     },
 }
 _REJECT_SOURCES = {
-    SOURCE_SERVICE_USER: "service-user",
-    SOURCE_SERVICE_PROVIDER_ACSE: "service-provider (ACSE)",
-    SOURCE_SERVICE_PROVIDER_PRESENTATION: "service-provider (presentation)",
+    RejectSource.SERVICE_USER: "service-user",
+    RejectSource.SERVICE_PROVIDER_ACSE: "service-provider (ACSE)",
+    RejectSource.SERVICE_PROVIDER_PRESENTATION: "service-provider (presentation)",
 }
-_REJECT_RESULTS = {RESULT_REJECTED_PERMANENT: "permanent", RESULT_REJECTED_TRANSIENT: "transient"}
+_REJECT_RESULTS = {RejectResult.REJECTED_PERMANENT: "permanent", RejectResult.REJECTED_TRANSIENT: "transient"}
 
 
 def describe_reject(reject: AAssociateRJ) -> str:
@@ -336,3 +335,117 @@ _CONTEXT_RESULTS = {
 
 def describe_context_result(result: int) -> str:
     return _CONTEXT_RESULTS.get(result, f"result {result}")
+
+
+# The requestor's side -----------------------------------------------------------
+
+
+def associate_request(
+    called_ae_title: str,
+    calling_ae_title: str,
+    contexts: dict[tuple[str, str], int],
+    maximum_length: int,
+    operations: int = 1,
+) -> AAssociateRQ:
+    """
+    An A-ASSOCIATE-RQ proposing ``{(abstract syntax, transfer syntax): context ID}``,
+    and, when ``operations`` is not 1, an Asynchronous Operations Window
+    of that many outstanding operations (0: unlimited).
+    """
+    sub_items = [
+        MaximumLengthSubItem(maximum_length),
+        ImplementationClassUIDSubItem(uids.IMPLEMENTATION_CLASS_UID),
+    ]
+    if operations != 1:
+        # PS3.7 D.3.3.3: what radx may invoke; it performs none for the peer.
+        sub_items.append(AsynchronousOperationsWindowSubItem(operations, 1))
+    sub_items.append(ImplementationVersionNameSubItem(uids.IMPLEMENTATION_VERSION_NAME))
+    return AAssociateRQ(
+        called_ae_title=called_ae_title,
+        calling_ae_title=calling_ae_title,
+        application_context_name=uids.APPLICATION_CONTEXT_NAME,
+        presentation_contexts=tuple(
+            PresentationContextItemRQ(context_id, abstract, (transfer,))
+            for (abstract, transfer), context_id in sorted(contexts.items(), key=lambda item: item[1])
+        ),
+        # PS3.8 D.1 and PS3.7 D.3.3.2: our receive limit and our implementation.
+        user_information=UserInformationItem(tuple(sub_items)),
+    )
+
+
+@dataclass(frozen=True)
+class ContextResult:
+    """A proposed presentation context, as the peer answered it."""
+
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+    result: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.result == ACCEPTANCE
+
+    @property
+    def why(self) -> str:
+        return f"presentation context not accepted: {describe_context_result(self.result)}"
+
+
+@dataclass(frozen=True)
+class Granted:
+    """What an A-ASSOCIATE-AC grants the requestor."""
+
+    # Every proposed context, answered or not.
+    contexts: dict[int, ContextResult]
+    # The peer's Maximum Length (PS3.8 D.1); 0 means no limit.
+    peer_maximum_length: int
+    # How many operations may be outstanding at once; at least 1.
+    operations_window: int
+
+
+class InvalidAccept(Exception):
+    """An A-ASSOCIATE-AC that breaks PS3.8's rules for an answer: the association is aborted."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def check_accept(request: AAssociateRQ, accept: AAssociateAC) -> Granted:
+    """What ``accept`` grants in answer to ``request``; InvalidAccept if it is no valid answer."""
+    proposed = {item.context_id: item for item in request.presentation_contexts}
+    contexts = {}
+    for item in accept.presentation_contexts:
+        asked = proposed.get(item.context_id)
+        if asked is None:
+            continue
+        transfer = item.transfer_syntax if item.result == ACCEPTANCE else asked.transfer_syntaxes[0]
+        if item.result == ACCEPTANCE and item.transfer_syntax not in asked.transfer_syntaxes:
+            # PS3.8 9.3.3.2: the acceptor picks one of the proposed transfer syntaxes.
+            raise InvalidAccept(
+                f"the peer accepted context {item.context_id} with transfer syntax"
+                f" {item.transfer_syntax}, which was not proposed"
+            )
+        contexts[item.context_id] = ContextResult(item.context_id, asked.abstract_syntax, transfer, item.result)
+    for context_id, asked in proposed.items():
+        # PS3.8 9.3.3.2: a context the AC does not answer is not accepted.
+        if context_id not in contexts:
+            contexts[context_id] = ContextResult(
+                context_id, asked.abstract_syntax, asked.transfer_syntaxes[0], PROVIDER_REJECTION
+            )
+    return Granted(contexts, accept.user_information.maximum_length or 0, granted_window(request, accept))
+
+
+def granted_window(request: AAssociateRQ, accept: AAssociateAC) -> int:
+    """
+    How many operations radx may have outstanding: PS3.7 D.3.3.3, the
+    acceptor's Maximum-number-operations-invoked, never more than radx
+    proposed; 1 when either side has no window; 0 (unlimited) is taken as
+    what radx proposed. The acceptor's rule with radx's proposal as its limit.
+    """
+    proposed = request.user_information.asynchronous_operations_window
+    if proposed is None:
+        return 1
+    return operations_window(
+        accept.user_information.asynchronous_operations_window, proposed.maximum_number_operations_invoked or 1 << 16
+    )

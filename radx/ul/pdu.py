@@ -30,6 +30,12 @@ from typing import ClassVar, Union
 __all__ = [
     "AbortReason",
     "AbortSource",
+    "ACSERejectReason",
+    "PresentationRejectReason",
+    "REJECT_REASONS",
+    "RejectResult",
+    "RejectSource",
+    "UserRejectReason",
     "PDUDecodeError",
     "ApplicationContextItem",
     "PresentationContextItemRQ",
@@ -49,6 +55,7 @@ __all__ = [
     "AAssociateAC",
     "AAssociateRJ",
     "PDataTF",
+    "EncodedPDUs",
     "AReleaseRQ",
     "AReleaseRP",
     "AAbort",
@@ -76,6 +83,60 @@ class AbortSource(enum.IntEnum):
 
     SERVICE_USER = 0
     SERVICE_PROVIDER = 2
+
+
+class RejectResult(enum.IntEnum):
+    """Result of an A-ASSOCIATE-RJ PDU (PS3.8 9.3.4, Table 9-21)."""
+
+    REJECTED_PERMANENT = 1
+    REJECTED_TRANSIENT = 2
+
+
+class RejectSource(enum.IntEnum):
+    """Source of an A-ASSOCIATE-RJ PDU (PS3.8 9.3.4, Table 9-21)."""
+
+    SERVICE_USER = 1
+    SERVICE_PROVIDER_ACSE = 2
+    SERVICE_PROVIDER_PRESENTATION = 3
+
+
+class UserRejectReason(enum.IntEnum):
+    """Reason/Diag. of an A-ASSOCIATE-RJ from the service-user (PS3.8 9.3.4, Table 9-21); 4-6, 8-10 reserved."""
+
+    NO_REASON_GIVEN = 1
+    APPLICATION_CONTEXT_NAME_NOT_SUPPORTED = 2
+    CALLING_AE_TITLE_NOT_RECOGNIZED = 3
+    CALLED_AE_TITLE_NOT_RECOGNIZED = 7
+
+
+class ACSERejectReason(enum.IntEnum):
+    """Reason/Diag. of an A-ASSOCIATE-RJ from the service-provider, ACSE related (PS3.8 9.3.4, Table 9-21)."""
+
+    NO_REASON_GIVEN = 1
+    PROTOCOL_VERSION_NOT_SUPPORTED = 2
+
+
+class PresentationRejectReason(enum.IntEnum):
+    """Reason/Diag. of an A-ASSOCIATE-RJ from the service-provider, presentation related (PS3.8 9.3.4, Table 9-21)."""
+
+    TEMPORARY_CONGESTION = 1
+    LOCAL_LIMIT_EXCEEDED = 2
+
+
+# The enumeration of an A-ASSOCIATE-RJ's Reason/Diag., by its source.
+REJECT_REASONS: dict[RejectSource, type[enum.IntEnum]] = {
+    RejectSource.SERVICE_USER: UserRejectReason,
+    RejectSource.SERVICE_PROVIDER_ACSE: ACSERejectReason,
+    RejectSource.SERVICE_PROVIDER_PRESENTATION: PresentationRejectReason,
+}
+
+
+def _member(enumeration, value: int):
+    """``value`` as a member of ``enumeration``, or the plain number when it names none (a reserved value)."""
+    try:
+        return enumeration(value)
+    except ValueError:
+        return value
 
 
 class PDUDecodeError(Exception):
@@ -815,16 +876,17 @@ def _decode_associate(body: bytes | memoryview, pdu_type: int) -> AAssociateRQ |
 class AAssociateRJ:
     """A-ASSOCIATE-RJ PDU (PS3.8 9.3.4).
 
-    ``result``: 1 rejected-permanent, 2 rejected-transient.  ``source``:
-    1 service-user, 2 service-provider (ACSE), 3 service-provider
-    (presentation).  ``reason`` depends on the source (Table 9-21).
+    ``result`` a RejectResult, ``source`` a RejectSource; ``reason`` a
+    member of the enumeration its source has in ``REJECT_REASONS`` (Table
+    9-21). A value the standard reserves, as a peer may send, stays a
+    plain number.
     """
 
     PDU_TYPE: ClassVar[int] = 0x03
 
-    result: int
-    source: int
-    reason: int
+    result: RejectResult | int
+    source: RejectSource | int
+    reason: UserRejectReason | ACSERejectReason | PresentationRejectReason | int
 
     def encode(self) -> bytes:
         # PS3.8 9.3.4: PDU-length 4: reserved, result, source, reason/diag.
@@ -878,6 +940,18 @@ class PDataTF:
             raise ValueError(f"P-DATA-TF body is {total} bytes, over the 32-bit PDU-length")
         parts[0] = _PDU_HEADER.pack(0x04, 0, total)
         return b"".join(parts)
+
+
+class EncodedPDUs:
+    """Consecutive P-DATA-TF PDUs of one message, already encoded back to back, to be sent as one write."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def encode(self) -> bytes:
+        return self.data
 
 
 def _decode_pdata(body: bytes | memoryview) -> PDataTF:
@@ -981,7 +1055,11 @@ def decode_pdu(pdu_type: int, body: bytes | memoryview) -> PDU:
     if pdu_type == 0x03:
         data = _fixed_body(body, "A-ASSOCIATE-RJ")
         # PS3.8 9.3.4: byte 7 reserved (not tested), then result, source, reason/diag.
-        return AAssociateRJ(data[1], data[2], data[3])
+        source = _member(RejectSource, data[2])
+        reasons = REJECT_REASONS.get(source)
+        return AAssociateRJ(
+            _member(RejectResult, data[1]), source, _member(reasons, data[3]) if reasons is not None else data[3]
+        )
     if pdu_type == 0x05:
         _fixed_body(body, "A-RELEASE-RQ")  # PS3.8 9.3.6: bytes 7-10 reserved, not tested
         return AReleaseRQ()
