@@ -25,7 +25,7 @@ from radx.dimse.commands import (
     encode_response,
 )
 from radx.dimse.status import Status
-from radx.storage.layout import is_valid_uid, uid_for_log
+from radx.uids import is_valid_uid, uid_for_log
 from radx.storage.store import StorageError
 
 __all__ = [

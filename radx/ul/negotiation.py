@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from radx import uids
-from radx.storage.layout import is_valid_uid
+from radx.uids import is_valid_uid
 from radx.ul._uid_tables import NOT_STORAGE, TRANSFER_SYNTAXES
 from radx.ul.pdu import (
     AAssociateAC,
