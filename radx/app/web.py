@@ -30,8 +30,8 @@ class Readiness:
     Not while draining (shutdown begun), nor while the output folder does
     not take a file, nor while its file system has less than
     C{min_free_space} bytes free. The folder is probed on the storage
-    threadpool, as a C-STORE would use it, at most once every
-    L{READY_CACHE_SECONDS}; the reactor never waits for the disk.
+    threadpool, where a C-STORE begins (its incoming folder), at most once
+    every L{READY_CACHE_SECONDS}; the reactor never waits for the disk.
     """
 
     def __init__(self, reactor, threadpool, factory, min_free_space: int = 0) -> None:
@@ -72,7 +72,8 @@ class Readiness:
         config = self.factory.config
         try:
             folders = self.factory.tree.folders()
-            check_writable(folders.root, folders.incoming, config.file_mode)
+            # Not renamed into the output folder: a catalogue's walk must not meet it there.
+            check_writable(folders.root, folders.incoming, config.file_mode, into_root=False)
         except OSError as error:
             why = "read-only file system" if error.errno == errno.EROFS else (error.strerror or str(error)).lower()
             return False, f"output folder not writable: {why}"
