@@ -21,7 +21,8 @@ apt_install() {
 }
 
 # From Debian: DICOM peers (DCMTK: echoscu, storescu, storescp, dcmdump,
-# dcmconv), tshark's DICOM dissector, PostgreSQL's server programs (the
+# dcmconv), tshark's DICOM dissector, HAProxy (in front of two servers
+# in a test), systemd-socket-activate, PostgreSQL's server programs (the
 # PostgreSQL catalogue's tests start one; Debian keeps them off PATH, in
 # /usr/lib/postgresql/VERSION/bin), Python if there is none, and the
 # mount and setpriv the tests run as root use (in Debian's base system,
@@ -32,6 +33,8 @@ if [ -z "$fast" ]; then
     { [ -x /usr/bin/storescu ] && [ -x /usr/bin/dcmdump ]; } || need="$need dcmtk"
     [ -x /usr/bin/tshark ] || need="$need tshark"
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need="$need postgresql"
+    [ -x /usr/sbin/haproxy ] || need="$need haproxy"
+    [ -x /usr/bin/systemd-socket-activate ] || need="$need systemd"
     command -v mount >/dev/null 2>&1 || need="$need mount"
     command -v setpriv >/dev/null 2>&1 || need="$need util-linux"
 fi

@@ -55,6 +55,19 @@ def listen_address(options: ScpOptions) -> str:
     return f"{bind}:{options['port']}"
 
 
+def endpoint_lines(listeners) -> str:
+    """A banner line for each --listen endpoint, as given, with the address it got where it has one."""
+    lines = []
+    for description, port in listeners:
+        address = port.getHost()
+        host = getattr(address, "host", None)
+        if host is not None and getattr(address, "port", None) is not None:
+            bound = f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
+            description = f"{description} ({bound})"
+        lines.append(f"  Listen Address:    {description}\n")
+    return "".join(lines)
+
+
 def tls_line(options: ScpOptions) -> str:
     """The banner's TLS line, or nothing without TLS."""
     if not options.tls:
@@ -78,15 +91,17 @@ def http_line(options: ScpOptions) -> str:
     return f"  HTTP Address:      {address} (/metrics /healthz /readyz)\n"
 
 
-def banner(options: ScpOptions) -> str:
+def banner(options: ScpOptions, listeners=()) -> str:
     organization = "Enabled (Study/Series/Instance)" if options["organize"] else "Disabled (flat)"
     if options["layout"].fixed is None:
         organization = f"Template {options['layout'].template}"
     echo = "Enabled" if options["accept-echo"] else "Disabled"
+    port_line = f"  Listen Address:    {listen_address(options)}\n" if options.listens_on_port else ""
     return (
         "✓ DICOM SCP server started\n"
         "\n"
-        f"  Listen Address:    {listen_address(options)}\n"
+        f"{port_line}"
+        f"{endpoint_lines(listeners)}"
         f"{tls_line(options)}"
         f"  AE Title:          {options['aet']}\n"
         f"  Output Directory:  {options['output-dir']}\n"
@@ -212,7 +227,8 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
     except StartupError as error:
         return _fail(str(error))
     # The banner shows the ports as bound: PORT 0 asks the system for one.
-    options["port"] = scp.port.getHost().port
+    if scp.port is not None:
+        options["port"] = scp.port.getHost().port
     if scp.tls_port is not None:
         options["tls-port"] = scp.tls_port.getHost().port
     if scp.http_port is not None:
@@ -234,7 +250,7 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
         # handlers replace the reactor's before the banner invites Ctrl+C.
         StopOnSignal(reactor, scp.factory.stop_now).install()
         scp.startService()
-        say(banner(options), console)
+        say(banner(options, scp.listeners), console)
 
     def shutting_down():
         say("\nServer shutting down...\n", console)

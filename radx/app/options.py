@@ -264,11 +264,33 @@ class ScpOptions(CommandOptions):
         self["transfer-syntax"] = []
         self["allow-calling-aet"] = []
         self["allow-ip"] = []
+        self["listen"] = []
+        self["trusted-proxy"] = []
         self["port"] = DEFAULT_PORT
+        # Whether PORT (or --port) was given: with --listen, only then is it listened on too.
+        self.port_given = False
 
     def opt_port(self, port: str) -> None:
         """Port to listen on: the same as PORT (default: 11112)."""
         self._port_flag = self._parse_port(port, "--port")
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen where this Twisted server endpoint says, such as tcp:11112:interface=10.0.0.2, systemd:domain=INET:index=0 or haproxy:tcp:11112; repeat for several. With it, PORT and --bind are listened on only if given."""
+        description = endpoint.strip()
+        if not description:
+            raise usage.UsageError("--listen: an endpoint such as tcp:11112, not an empty string")
+        self["listen"].append(description)
+
+    def opt_trusted_proxy(self, network: str) -> None:
+        """Read PROXY headers (haproxy: endpoints of --listen) only from this address or CIDR network; repeat for several."""
+        self._append("trusted-proxy", _network, network)
+
+    def _append(self, flag: str, coerce, value: str) -> None:
+        """Add one value of a repeatable flag, or a UsageError that names the flag."""
+        try:
+            self[flag].append(_named(flag, coerce)(value))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
 
     def opt_sop_class(self, uid: str) -> None:
         """Accepted SOP Class UID; repeat for several (default: all storage SOP classes)."""
@@ -288,17 +310,11 @@ class ScpOptions(CommandOptions):
 
     def opt_allow_calling_aet(self, title: str) -> None:
         """Accept associations only from this calling AE title; repeat for several (default: any)."""
-        try:
-            self["allow-calling-aet"].append(_named("allow-calling-aet", _ae_title)(title))
-        except ValueError as error:
-            raise usage.UsageError(str(error)) from None
+        self._append("allow-calling-aet", _ae_title, title)
 
     def opt_allow_ip(self, network: str) -> None:
         """Accept connections only from this address or CIDR network, IPv4 or IPv6; repeat for several (default: any)."""
-        try:
-            self["allow-ip"].append(_named("allow-ip", _network)(network))
-        except ValueError as error:
-            raise usage.UsageError(str(error)) from None
+        self._append("allow-ip", _network, network)
 
     def getSynopsis(self) -> str:
         if self.parent is None:
@@ -313,8 +329,10 @@ class ScpOptions(CommandOptions):
     def parseArgs(self, port=None) -> None:
         if port is not None:
             self["port"] = self._parse_port(port, "PORT")
+            self.port_given = True
         flag = getattr(self, "_port_flag", None)
         if flag is not None:
+            self.port_given = True
             if port is not None and self["port"] != flag:
                 raise usage.UsageError(f"PORT is {self['port']} and --port {flag}: give one")
             self["port"] = flag
@@ -343,6 +361,7 @@ class ScpOptions(CommandOptions):
         check_layout(self)
         self._check_tls()
         self._check_catalogue()
+        self._check_listen()
         if self["min-free-space"] and not self["http"]:
             raise usage.UsageError("--min-free-space needs --http: it is what /readyz checks")
 
@@ -355,6 +374,25 @@ class ScpOptions(CommandOptions):
             raise usage.UsageError("--catalogue-node goes with a postgresql:// --catalogue; a SQLite catalogue is one machine's")
         if not self["catalogue-node"].strip():
             raise usage.UsageError("--catalogue-node: the name is empty")
+
+    @property
+    def listens_on_port(self) -> bool:
+        """Whether PORT (on --bind, or every interface) is listened on: always without --listen."""
+        return not self["listen"] or self.port_given or self["bind"] is not None
+
+    def _check_listen(self) -> None:
+        proxied = [description for description in self["listen"] if is_proxied(description)]
+        if proxied and not self["trusted-proxy"]:
+            raise usage.UsageError(
+                f"--listen {proxied[0]}: a PROXY header names any address it likes;"
+                " give --trusted-proxy, the proxies it is read from"
+            )
+        if self["trusted-proxy"] and not proxied:
+            raise usage.UsageError("--trusted-proxy needs a --listen haproxy: endpoint, where PROXY headers are read")
+        if self.tls and not self.listens_on_port and self["tls-port"] is None:
+            raise usage.UsageError(
+                "--tls-cert with --listen: give PORT or --tls-port for TLS; --listen endpoints are plain TCP"
+            )
 
     def _check_tls(self) -> None:
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -375,6 +413,14 @@ class ScpOptions(CommandOptions):
     @property
     def transfer_syntaxes(self) -> tuple[str, ...]:
         return tuple(self["transfer-syntax"]) or DEFAULT_TRANSFER_SYNTAXES
+
+
+PROXIED_PREFIX = "haproxy:"
+
+
+def is_proxied(description: str) -> bool:
+    """Whether a --listen endpoint reads a PROXY header first (``haproxy:`` and the endpoint it wraps)."""
+    return description.startswith(PROXIED_PREFIX)
 
 
 def positionals_last(options: usage.Options, arguments: list[str]) -> list[str]:

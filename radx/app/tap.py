@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import sys
 import time
 
@@ -20,7 +21,7 @@ from radx.app.heap import keep_large_buffers_in_heap, release_free_memory
 from radx.app.jsonlog import JsonLogObserver
 from radx.app.logformat import ClassicTextObserver
 from radx.app.openfiles import descriptors_needed, raise_open_file_limit
-from radx.app.options import ScpOptions
+from radx.app.options import PROXIED_PREFIX, ScpOptions, is_proxied
 from radx.app.signals import StopOnSignal
 from radx.scp.factory import SCPFactory, ServerConfig
 from radx.storage.store import clean_incoming
@@ -118,6 +119,49 @@ def server_endpoint(reactor, port: int, bind: str):
     return endpoints.TCP4ServerEndpoint(reactor, port)
 
 
+def listen_endpoint(reactor, description: str, given: str | None = None):
+    """The server endpoint a --listen string describes (Twisted's endpoint syntax), or StartupError naming ``given``."""
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except Exception as error:
+        if description.startswith("systemd:") and isinstance(error, (IndexError, KeyError)):
+            # Twisted takes a descriptor only with its name, as systemd's .socket units give them.
+            raise StartupError(
+                f"--listen {given or description}: systemd passed no such socket (LISTEN_FDS, LISTEN_PID and"
+                " LISTEN_FDNAMES, as a .socket unit sets them; systemd-socket-activate needs --fdname)"
+            ) from None
+        raise StartupError(f"--listen {given or description}: {error or type(error).__name__}") from None
+    check_adopted_family(endpoint, given or description)
+    return endpoint
+
+
+_FAMILIES = {socket.AF_INET: "INET", socket.AF_INET6: "INET6", socket.AF_UNIX: "UNIX"}
+
+
+def check_adopted_family(endpoint, description: str) -> None:
+    """
+    A socket passed by systemd must be of the domain --listen names, or StartupError.
+
+    Twisted takes the domain on trust: an IPv6 socket (systemd's for
+    ``ListenStream=11112``, on a host with IPv6) adopted as INET gives
+    every peer a meaningless address, which --allow-ip would judge.
+    """
+    if not isinstance(endpoint, endpoints.AdoptedStreamServerEndpoint):
+        return
+    probe = socket.socket(fileno=os.dup(endpoint.fileno))
+    try:
+        actual = probe.family
+    finally:
+        probe.close()
+    if actual != endpoint.addressFamily:
+        named = _FAMILIES.get(endpoint.addressFamily, str(endpoint.addressFamily))
+        found = _FAMILIES.get(actual, str(actual))
+        raise StartupError(
+            f"--listen {description}: the socket passed is domain={found}, not domain={named}"
+            " (systemd's ListenStream=PORT is INET6 where the host has IPv6; ListenStream=0.0.0.0:PORT is INET)"
+        )
+
+
 def _ipv6_only_by_default() -> bool:
     try:
         with open("/proc/sys/net/ipv6/bindv6only") as setting:
@@ -172,6 +216,9 @@ class ScpService(service.MultiService):
         self.port = None
         # The TLS port when it is not PORT (--tls-port).
         self.tls_port = None
+        # (description, port) of each --listen endpoint.
+        self.listeners: list = []
+        self.listening = False
         self.output_ready = False
         # --http's listening port, once prepare has opened it.
         self.http_port = None
@@ -217,7 +264,7 @@ class ScpService(service.MultiService):
         In that order, so that a port radx cannot have leaves no new folder
         behind; a folder that fails closes the ports again.
         """
-        if self.port is None:
+        if not self.listening:
             self.listen()
         if not self.output_ready:
             try:
@@ -253,13 +300,11 @@ class ScpService(service.MultiService):
 
     def close_ports(self):
         """Stop listening on every port; a Deferred that fires once they are closed."""
-        closing = []
-        for name in ("port", "tls_port"):
-            port = getattr(self, name)
-            if port is not None:
-                setattr(self, name, None)
-                closing.append(defer.maybeDeferred(port.stopListening))
-        return defer.gatherResults(closing)
+        ports = [port for port in (self.port, self.tls_port) if port is not None]
+        ports += [port for _, port in self.listeners]
+        self.port = self.tls_port = None
+        self.listeners = []
+        return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
 
     def tls_factory(self):
         """The factory of the TLS listener (PS3.15 B.9), or StartupError for unusable files."""
@@ -291,30 +336,50 @@ class ScpService(service.MultiService):
             log.info("Raised the open-file limit from {before} to {after}", before=before, after=after)
 
     def listen(self) -> None:
-        """Listen now, or raise StartupError (TCP endpoints listen synchronously).
+        """Listen now, or raise StartupError (TCP and systemd endpoints listen synchronously).
 
         Without TLS, PORT is plain TCP; with --tls-cert and --tls-port, PORT
         is plain and --tls-port TLS; with --tls-cert alone, PORT is TLS only.
+        Each --listen endpoint is plain; with --listen, PORT only if given.
         """
         options = self.options
         self.check_open_files()
+        self.listening = True
+        try:
+            if options.listens_on_port:
+                self._listen_on_port()
+            for description in options["listen"]:
+                self.listeners.append((description, self._listen_on(description)))
+        except StartupError:
+            self.close_ports()
+            raise
+
+    def _listen_on_port(self) -> None:
+        options = self.options
         if not options.tls:
-            self.port = self._listen(options["port"], self.factory)
+            self.port = self._listen_port(options["port"], self.factory)
             return
         tls = self.tls_factory()
         if options["tls-port"] is None:
-            self.port = self._listen(options["port"], tls)
+            self.port = self._listen_port(options["port"], tls)
             return
-        self.port = self._listen(options["port"], self.factory)
-        try:
-            self.tls_port = self._listen(options["tls-port"], tls)
-        except StartupError:
-            port, self.port = self.port, None
-            port.stopListening()
-            raise
+        self.port = self._listen_port(options["port"], self.factory)
+        self.tls_port = self._listen_port(options["tls-port"], tls)
 
-    def _listen(self, port_number: int, factory):
-        endpoint = server_endpoint(self.reactor, port_number, self.options["bind"])
+    def _listen_on(self, description: str):
+        """A --listen endpoint; behind ``haproxy:``, the PROXY header is read from --trusted-proxy only."""
+        if not is_proxied(description):
+            return self._listen(listen_endpoint(self.reactor, description), self.factory)
+        from radx.scp.proxied import ProxiedFactory
+
+        endpoint = listen_endpoint(self.reactor, description[len(PROXIED_PREFIX) :], description)
+        proxied = ProxiedFactory(self.factory, self.options["trusted-proxy"], self.reactor, self.config.artim_timeout)
+        return self._listen(endpoint, proxied)
+
+    def _listen_port(self, port_number: int, factory):
+        return self._listen(server_endpoint(self.reactor, port_number, self.options["bind"]), factory)
+
+    def _listen(self, endpoint, factory):
         outcome: list = []
         endpoint.listen(factory).addBoth(outcome.append)
         if not outcome:
@@ -333,7 +398,7 @@ class ScpService(service.MultiService):
         # startService, to be made and checked as the user radx runs as.
         # A StartupError raised in either ends twistd with its message,
         # before the reactor runs.
-        if self.port is None:
+        if not self.listening:
             self.listen()
         super().privilegedStartService()
 
