@@ -51,6 +51,7 @@ MODULES = (
     "tests.test_events_command",
     "tests.test_events_journal",
     "tests.test_scp_hooks_clock",
+    "tests.test_metrics",
 )
 
 

@@ -219,3 +219,26 @@ class HookOptionsTests(SynchronousTestCase):
         ]:
             error = self.assertRaises(usage.UsageError, parse, *arguments)
             self.assertIn(needle, str(error))
+class HttpOptionTests(SynchronousTestCase):
+    def test_off_by_default(self):
+        options = parse()
+        self.assertIsNone(options["http"])
+        self.assertEqual(options["min-free-space"], 0)
+
+    def test_min_free_space_sizes(self):
+        for text, size in (("0", 0), ("4096", 4096), ("500MB", 500_000_000), ("1GiB", 1 << 30), ("1.5G", 1_500_000_000)):
+            options = parse("--http", "tcp:9112:interface=127.0.0.1", "--min-free-space", text)
+            self.assertEqual(options["min-free-space"], size, text)
+
+    def test_min_free_space_errors_name_the_flag(self):
+        for text in ("lots", "-1", "1XB", "inf"):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--http", "tcp:9112", "--min-free-space", text)
+            self.assertEqual(
+                str(caught.exception), f"--min-free-space: expected a size such as 0, 500MB or 1GiB, not {text!r}"
+            )
+
+    def test_min_free_space_needs_http(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--min-free-space", "1GiB")
+        self.assertEqual(str(caught.exception), "--min-free-space needs --http: it is what /readyz checks")

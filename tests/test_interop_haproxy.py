@@ -26,7 +26,8 @@ from twisted.trial.unittest import TestCase
 
 from radx.scu.store import StoreJob
 from tests import dicomfiles
-from tests.test_app_cli import RadxServer, can_bind, free_port, stored_files, testdata
+from tests.interop import can_bind, reserved_port
+from tests.test_app_cli import RadxServer, stored_files, testdata
 from tests.test_app_tap import wait_until
 
 PROXY = "127.0.0.5"
@@ -109,9 +110,9 @@ class HAProxyTests(TestCase):
         return server, int(found.group(1)), output_dir
 
     def start_haproxy(self) -> int:
-        """HAProxy in the foreground on a free port of 127.0.0.1 (another if that one was taken meanwhile)."""
+        """HAProxy in the foreground on a port of 127.0.0.1 kept for this test (another if it could not bind it)."""
         for _ in range(5):
-            port = free_port()
+            port = reserved_port(self)
             configuration = os.path.join(self.folder, "haproxy.cfg")
             with open(configuration, "w") as stream:
                 stream.write(

@@ -83,6 +83,14 @@ def tls_line(options: ScpOptions) -> str:
     return f"  TLS Address:       {address}{suffix}\n"
 
 
+def http_line(options: ScpOptions) -> str:
+    """The banner's --http line, the address as bound, or nothing without --http."""
+    address = options.get("http-address")
+    if not address:
+        return ""
+    return f"  HTTP Address:      {address} (/metrics /healthz /readyz)\n"
+
+
 def banner(options: ScpOptions, listeners=()) -> str:
     organization = "Enabled (Study/Series/Instance)" if options["organize"] else "Disabled (flat)"
     if options["layout"].fixed is None:
@@ -100,6 +108,7 @@ def banner(options: ScpOptions, listeners=()) -> str:
         f"  Organization:      {organization}\n"
         f"  C-ECHO:           {echo}\n"
         f"  Max Connections:   {options['max-conns']}\n"
+        f"{http_line(options)}"
         "\n"
         "Press Ctrl+C to stop the server...\n"
     )
@@ -225,6 +234,10 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
         options["port"] = scp.port.getHost().port
     if scp.tls_port is not None:
         options["tls-port"] = scp.tls_port.getHost().port
+    if scp.http_port is not None:
+        from radx.app.web import address
+
+        options["http-address"] = address(scp.http_port)
 
     json = options["log-format"] == "json"
     globalLogBeginner.beginLoggingTo(

@@ -65,6 +65,33 @@ def _seconds(value: str) -> float:
     return number
 
 
+# Units of --min-free-space: SI (powers of 1000) and IEC (powers of 1024), as df and most tools write them.
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}  # fmt: skip
+
+
+def size(value) -> int:
+    """A size in bytes: ``0``, ``4096``, ``500MB``, ``1GiB``, ``1.5G`` (k, M, G, T are powers of 1000; KiB, MiB... of 1024)."""
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ").strip()
+    unit = text[len(number) :].strip().lower()
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if unit not in _SIZE_UNITS or not amount >= 0 or amount == float("inf"):
+        raise ValueError(f"expected a size such as 0, 500MB or 1GiB, not {value!r}")
+    return int(amount * _SIZE_UNITS[unit])
+
+
+size.coerceDoc = "A size: bytes, or with a unit (kB, MB, GB, TB; KiB, MiB, GiB, TiB)."  # type: ignore[attr-defined]
+
+
 def _ae_title(value: str) -> str:
     # PS3.5 6.2: AE is 16 characters at most, default repertoire, no
     # backslash or control characters; leading/trailing spaces are not
@@ -230,6 +257,8 @@ class ScpOptions(CommandOptions):
         ["tls-port", None, None, "Port for TLS (2762 is DICOM-TLS's); PORT stays plain TCP. Without it, PORT is TLS only.", _named("tls-port", _port)],
         ["file-mode", None, "0600", "Permissions of the files radx creates (octal).", _named("file-mode", _mode)],
         ["dir-mode", None, "0700", "Permissions of the folders radx creates (octal).", _named("dir-mode", _mode)],
+        ["http", None, None, "Twisted endpoint for HTTP /metrics, /healthz and /readyz, such as tcp:9112:interface=127.0.0.1 (default: none)."],
+        ["min-free-space", None, 0, "/readyz answers 503 while the output folder's file system has less free (0: no such check).", _named("min-free-space", size)],
     ]
     optFlags = [
         ["verbose", "v", "Log at debug level (same as --log-level debug)."],
@@ -342,6 +371,8 @@ class ScpOptions(CommandOptions):
         self._check_catalogue()
         self._check_listen()
         self["hooks"] = self._hooks()
+        if self["min-free-space"] and not self["http"]:
+            raise usage.UsageError("--min-free-space needs --http: it is what /readyz checks")
 
     def _check_catalogue(self) -> None:
         if self["catalogue-node"] is None:

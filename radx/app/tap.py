@@ -221,6 +221,8 @@ class ScpService(service.MultiService):
         self.listeners: list = []
         self.listening = False
         self.output_ready = False
+        # --http's listening port, once prepare has opened it.
+        self.http_port = None
         # The catalogue's catch-up with the output folder, started with the service.
         self.catching_up: defer.Deferred = defer.succeed(None)
         self._statistics = task.LoopingCall(self.log_statistics)
@@ -277,6 +279,31 @@ class ScpService(service.MultiService):
             except StartupError:
                 self.close_ports()
                 raise
+        if self.options["http"] and self.http_port is None:
+            self.serve_http()
+
+    def serve_http(self) -> None:
+        """
+        --http: /metrics, /healthz and /readyz, counted from here on. A child
+        service holds the port, so that it closes after the drain: /readyz
+        says 503 while associations finish.
+        """
+        from prometheus_client import CollectorRegistry
+
+        from radx.app import web
+        from radx.metrics import instrument
+
+        registry = CollectorRegistry()
+        instrument(self.factory, registry)
+        readiness = web.Readiness(self.reactor, self.threadpool, self.factory, self.options["min-free-space"])
+        try:
+            self.http_port = web.listen_http(self.reactor, self.options["http"], web.make_site(registry, readiness))
+        except web.HTTPError as error:
+            self.factory.metrics = None
+            self.close_ports()
+            raise StartupError(str(error)) from None
+        web.ListeningService(self.http_port).setServiceParent(self)
+        log.info("HTTP listening address={address} paths=/metrics,/healthz,/readyz", address=web.address(self.http_port))
 
     def close_ports(self):
         """Stop listening on every port; a Deferred that fires once they are closed."""

@@ -107,6 +107,8 @@ class Statistics:
     stores_succeeded: int = 0
     store_failures: int = 0
     associations: int = 0
+    # Bytes read from DICOM connections, PDU headers included.
+    bytes_received: int = 0
     # Instances stored but not recorded in the catalogue; None without one.
     catalogue_failures: int | None = None
     # Hook runs that exited 0, and those that did not (a status, a signal,
@@ -155,6 +157,8 @@ class SCPFactory(ServerFactory):
             if config.hooks.commands:
                 self.stats.hooks_succeeded = 0
                 self.stats.hook_failures = 0
+        # radx.metrics.ServerMetrics with --http; None: nothing to update.
+        self.metrics = None
         # The output folder, opened at the first use and kept open.
         self.tree = OutputTree(config.output_dir, config.dir_mode)
         # Every open connection, those of them that are associations, and
@@ -197,6 +201,8 @@ class SCPFactory(ServerFactory):
         if address is not None and any(address in network for network in networks):
             return True
         self.log.info("Refused connection from {peer}: not in --allow-ip", peer=describe_peer(addr))
+        if self.metrics is not None:
+            self.metrics.connection_refused("allow_ip")
         return False
 
     def provider_check(self, request) -> AAssociateRJ | None:
@@ -383,6 +389,17 @@ class SCPFactory(ServerFactory):
             uid=sop_instance_uid,
             why=why,
         )
+
+    def association_rejected(self, reject: AAssociateRJ) -> None:
+        if self.metrics is not None:
+            self.metrics.association_rejected(reject.source, reject.reason)
+
+    def store_answered(self, calling_ae_title: str, status: int, reception=None) -> None:
+        """A C-STORE response goes out; C{reception}, if its data set was filed, knows the time that took."""
+        metrics = self.metrics
+        if metrics is not None:
+            seconds = reception.storage_seconds if reception is not None and status == 0 else None
+            metrics.c_store_answered(calling_ae_title, int(status), seconds)
 
     def association_started(self, protocol: AssociationProtocol) -> None:
         self.pending.pop(protocol, None)

@@ -103,6 +103,7 @@ class Operations:
             self.factory.stats.store_requests += 1
             self.factory.stats.store_failures += 1
             self.failed_count += 1
+            self.factory.store_answered(protocol.calling_ae_title, status)
         self.log.warn(
             "Invalid DIMSE command peer={peer} calling_ae={calling_ae}: {why}; answered status=0x{status:04X}",
             peer=protocol.peer,
@@ -233,6 +234,7 @@ class Operations:
                 uid=service.shown(request.affected_sop_instance_uid),
                 why=comment,
             )
+        self.factory.store_answered(self.protocol.calling_ae_title, status, store.reception)
         self.busy -= 1
         self.protocol.operation_done(store.context.context_id, service.c_store_rsp(request, status, comment).encode())
 

@@ -83,6 +83,10 @@ class AssociationProtocol(AssociationBase):
         self.factory.connection_made(self)
         self._handle(Event.EVT5)
 
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.stats.bytes_received += len(data)
+        super().dataReceived(data)
+
     def _data_arrived(self) -> None:
         if self._idle is not None:
             self._idle.reset(self.config.idle_timeout)
@@ -200,6 +204,7 @@ class AssociationProtocol(AssociationBase):
     def _log_reject(self, request, reject, why) -> None:
         self.audit.requested(request, self.factory.peer_subject(self.transport))
         self.audit.ended("rejected")
+        self.factory.association_rejected(reject)
         self.log.info(
             "Association rejected peer={peer} calling_ae={calling_ae} called_ae={called_ae}"
             " result={result} source={source} reason={reason}: {why}",
