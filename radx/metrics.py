@@ -176,6 +176,8 @@ def instrument(factory, registry) -> ServerMetrics:
     """Give the factory its metrics in C{registry}, and register what is read from it at each scrape."""
     allowed = factory.config.policy.calling_ae_titles
     factory.metrics = ServerMetrics(registry, frozenset(allowed) if allowed else None)
+    if getattr(factory, "events", None) is not None:
+        factory.events.metrics = factory.metrics
     registry.register(ServerCollector(factory))
     return factory.metrics
 

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from radx.events.command import HookSettings, parse_command
 from radx.scp.factory import Statistics
-from radx.scp.hooks import LINE_BURST, MAX_LINE, ServerEvents
+from radx.scp.hooks import LINE_BURST, MAX_LINE, ServerEvents, run_outcome
 
 
 class FakeProcess:
@@ -296,6 +296,38 @@ class ClockTests(SynchronousTestCase):
         self.assertEqual(self.clock.processes, [])
         self.clock.advance(0.1)
         self.assertEqual(self.clock.processes[0].argv[1:], ["2"])
+
+
+class HookRunMetricsTests(SynchronousTestCase):
+    """With --http, each hook run is counted in radx_hook_runs_total by its hook and one of four outcomes."""
+
+    def test_outcomes(self):
+        self.assertEqual(
+            [run_outcome(*case) for case in [("exit 0", True), ("exit 3", False), ("signal 9", False),
+                                             ("killed after 3 s", False), ("not started", False)]],
+            ["succeeded", "failed", "failed", "timed_out", "not_started"],
+        )
+
+    def test_counted_in_the_registry(self):
+        from prometheus_client import CollectorRegistry
+
+        from radx.metrics import ServerMetrics
+
+        case = ClockTests("test_timeout_kills")
+        case.setUp()
+        self.addCleanup(case.doCleanups)
+        registry = CollectorRegistry()
+        events = case.events(store="/bin/echo", timeout=3.0)
+        events.metrics = ServerMetrics(registry, None)
+        case.receive(events, 1)
+        case.receive(events, 2)
+        first, second = case.clock.processes
+        first.end(0)
+        case.clock.advance(3.0)
+        second.end(signal=9)
+        sample = registry.get_sample_value
+        self.assertEqual(sample("radx_hook_runs_total", {"hook": "store", "outcome": "succeeded"}), 1.0)
+        self.assertEqual(sample("radx_hook_runs_total", {"hook": "store", "outcome": "timed_out"}), 1.0)
 
 
 class LayoutTests(SynchronousTestCase):

@@ -300,6 +300,17 @@ class EventLines:
             self._fd = None
 
 
+def run_outcome(status: str, succeeded: bool) -> str:
+    """A hook run's outcome as a metric's label: one of four words, whatever the status said."""
+    if succeeded:
+        return "succeeded"
+    if status == "not started":
+        return "not_started"
+    if status.startswith("killed"):
+        return "timed_out"
+    return "failed"
+
+
 class ServerEvents:
     """The server's hooks and events: the journal, the quiet periods' timer, the runner and --events."""
 
@@ -312,6 +323,8 @@ class ServerEvents:
         self.reactor = reactor
         self.threadpool = threadpool
         self.stats = stats
+        # radx.metrics.ServerMetrics once --http serves them; None: nothing to count.
+        self.metrics = None
         hooks = {command.kind for command in settings.commands}
         periods = {"series", "study"} if settings.events else hooks
         state = EventState(hooks, periods, settings.series_timeout, settings.study_timeout)
@@ -435,6 +448,8 @@ class ServerEvents:
             self.stats.hooks_succeeded += 1
         else:
             self.stats.hook_failures += 1
+        if self.metrics is not None:
+            self.metrics.hook_runs.labels(hook=hook.kind, outcome=run_outcome(status, succeeded)).inc()
         if self.lines is not None:
             self._event("hook", status, self.reactor.seconds(), {"hook": name, "id": hook.id})
 
