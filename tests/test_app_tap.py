@@ -195,8 +195,12 @@ class ForegroundTests(TwistdTestCase):
         os.chown(data, pwd.getpwnam("nobody").pw_uid, -1)
         output_dir = os.path.join(data, "received")
         process, output = self.as_nobody("--output-dir", output_dir)
+        # twistd binds the port as root, before the switch; the folder is
+        # made after it, as the service starts: wait for both.
         wait_until(
-            lambda: listening(self.port) or process.poll() is not None, START_TIMEOUT, "listening port",
+            lambda: (listening(self.port) and os.path.isdir(output_dir)) or process.poll() is not None,
+            START_TIMEOUT,
+            "listening port and output folder",
             lambda: read(output),
         )
         self.assertIsNone(process.poll(), read(output))
