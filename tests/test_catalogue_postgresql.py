@@ -8,6 +8,7 @@ import threading
 import time
 
 import psycopg
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app.catalogue_cli import CatalogueOptions, run_catalogue
@@ -333,7 +334,16 @@ class ReceivedTests(SynchronousTestCase):
         CLUSTER.start()
         self.url = CLUSTER.database()
         self.folder = os.path.abspath(self.mktemp())
-        self.received = ReceivedCatalogue(CLUSTER.url(self.url.split("/")[3].split("?")[0], password="s3cret"), node="scp-7")
+        # The back-off's time, advanced by the tests.
+        self.clock = Clock()
+        self.down, self.back = [], []
+        self.received = ReceivedCatalogue(
+            CLUSTER.url(self.url.split("/")[3].split("?")[0], password="s3cret"),
+            node="scp-7",
+            now=self.clock.seconds,
+            on_down=lambda why, seconds: self.down.append(seconds),
+            on_back=self.back.append,
+        )
         self.addCleanup(self.received.close)
         # Whatever a test does to the server, the next finds it running.
         self.addCleanup(CLUSTER.start)
@@ -393,7 +403,11 @@ class ReceivedTests(SynchronousTestCase):
         self.assertEqual([r[1] for r in self.rows()], ["1.dcm", "3.dcm"])
 
     def test_server_down_then_back(self):
-        """Down: the write says why, without the password; back up: the next instance opens a connection again and is recorded."""
+        """
+        Down: the write says why, without the password; back up and the
+        back-off over: the next instance opens a connection again and is
+        recorded.
+        """
         self.assertIsNone(self.record(1))
         CLUSTER.stop()
         for number in (2, 3):
@@ -402,6 +416,7 @@ class ReceivedTests(SynchronousTestCase):
             self.assertIn(" catalogue postgresql://radx:***@/radx_test_", why)
             self.assertNotIn("s3cret", why)
         CLUSTER.start()
+        self.clock.advance(5)
         self.assertIsNone(self.record(4))
         self.assertEqual([r[1] for r in self.rows()], ["1.dcm", "4.dcm"])
         result = self.received.catch_up(self.folder, 2**62)
@@ -409,18 +424,61 @@ class ReceivedTests(SynchronousTestCase):
         self.assertEqual([r[1] for r in self.rows()], ["1.dcm", "2.dcm", "3.dcm", "4.dcm"])
 
     def test_login_refused(self):
-        """A login the database refuses: said, without the password, and tried again at the next instance."""
+        """A login the database refuses: said, without the password, and tried again once the back-off is over."""
         name = self.url.split("/")[3].split("?")[0]
-        self.received = ReceivedCatalogue(f"postgresql://intruder:pa55word@/{name}?host={CLUSTER.folder}")
+        self.received = ReceivedCatalogue(f"postgresql://intruder:pa55word@/{name}?host={CLUSTER.folder}", now=self.clock.seconds)
         self.addCleanup(self.received.close)
-        for number in (1, 2):
+        for number in (1, 2, 3):
             why = self.record(number)
+            self.clock.advance(2.5)
+            self.assertEqual(self.received.connect_attempts, (number + 1) // 2)
             self.assertIn('role "intruder" does not exist', why)
             self.assertIn("postgresql://intruder:***@/", why)
             self.assertNotIn("pa55word", why)
         with psycopg.connect(self.url) as connection:
             # Not even the table was made.
             self.assertFalse(connection.execute("SELECT to_regclass('dicom_metadata') IS NOT NULL").fetchone()[0])
+
+    def test_back_off(self):
+        """
+        Down: one connection attempt, then none until the back-off is over,
+        5 s doubling to 60; the instances in between answered at once, not
+        recorded, and counted; on_down once. Back: one attempt records, and
+        on_back says how many were missed.
+        """
+        self.assertIsNone(self.record(1))
+        CLUSTER.stop()
+        # The first failure is the write's on the connection open: it is dropped and opened again at the next.
+        self.assertIn("terminating connection", self.record(2))
+        number = 3
+        self.assertIn("cannot open the catalogue", self.record(number))
+        self.assertEqual((self.received.connect_attempts, self.down, self.received.down), (2, [5.0], True))
+        for tried, delay in enumerate((5, 10, 20, 40, 60, 60)):
+            for _ in range(3):
+                number += 1
+                why = self.record(number)
+                self.assertIn("not tried again", why)
+                self.assertNotIn("s3cret", why)
+                self.clock.advance(delay / 3 - 0.001)
+            self.assertEqual(self.received.connect_attempts, 2 + tried)
+            self.clock.advance(0.003)
+            number += 1
+            self.assertIsNotNone(self.record(number))
+        self.assertEqual(self.down, [5.0])
+        self.assertEqual(self.back, [])
+        CLUSTER.start()
+        attempts = self.received.connect_attempts
+        self.clock.advance(60)
+        number += 1
+        self.assertIsNone(self.record(number))
+        self.assertEqual(self.received.connect_attempts, attempts + 1)
+        # 3 and those after it, up to the one recorded.
+        self.assertEqual(self.back, [number - 3])
+        self.assertFalse(self.received.down)
+        number += 1
+        self.assertIsNone(self.record(number))
+        self.assertEqual(self.received.connect_attempts, attempts + 1)
+        self.assertEqual([r[1] for r in self.rows()], sorted(f"{n}.dcm" for n in (1, number - 1, number)))
 
     def test_catch_up_fails_clearly(self):
         self.received.catch_up(self.folder, 2**62)

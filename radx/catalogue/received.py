@@ -11,13 +11,25 @@ waited for the others' (three times the rows a second, the slowest
 write 33 ms instead of 240: bench/catalogue_postgresql.py, and
 docs/architecture.rst). A catalogue that fails never fails the
 instance: record() says why it wrote nothing, the file on disk stays the
-record, and catch_up() indexes what was missed at the next start.
+record, and catch_up() indexes what was missed.
+
+A PostgreSQL server that cannot be reached may cost each connection
+attempt seconds (its connect timeout), which the instance's Success
+would wait. So after a failed connection the catalogue is not tried
+again for a while (5 s, doubling to 60 s): the instances in between are
+answered at once, not recorded, and one thread tries again when the
+time is up. The server is told when the catalogue goes down and when it
+is back (on_down, on_back), to say so once and catch up what was missed.
+A SQLite catalogue that cannot be opened fails in microseconds, and one
+locked by another process is worth its short wait at each instance: it
+is tried every time.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
 from radx.catalogue.database import CatalogueError
 from radx.catalogue.indexer import index, now_utc
@@ -29,6 +41,11 @@ from radx.catalogue.opening import is_postgresql, open_catalogue, own_files, sho
 # the instance to the next start. Long against the milliseconds a write
 # takes; short, since the Success waits.
 SERVER_BUSY_TIMEOUT_MS = 1000
+
+# Seconds a catalogue that could not be connected to is left alone: the
+# first wait, doubled after each failed attempt, up to the last.
+BACK_OFF_FIRST_S = 5.0
+BACK_OFF_MOST_S = 60.0
 
 
 def _identity(path: str):
@@ -76,11 +93,35 @@ class ReceivedCatalogue:
     catalogue (the host name by default).
     """
 
-    def __init__(self, target: str, busy_timeout_ms: int = SERVER_BUSY_TIMEOUT_MS, node: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        busy_timeout_ms: int = SERVER_BUSY_TIMEOUT_MS,
+        node: str | None = None,
+        now=time.monotonic,
+        on_down=lambda why, seconds: None,
+        on_back=lambda missed: None,
+    ) -> None:
         self.target = target
         self.busy_timeout_ms = busy_timeout_ms
         self.node = node
         self.stopping = False
+        # The back-off (PostgreSQL only): the seconds clock, and what to
+        # call, from the thread that saw it, when the catalogue goes down
+        # (why, the seconds until the next attempt) and when it is back
+        # (the instances not recorded meanwhile).
+        self.now = now
+        self._on_down = on_down
+        self._on_back = on_back
+        self._backing_off = is_postgresql(target)
+        self._state = threading.Lock()
+        self._retry_at: float | None = None  # None: up
+        self._delay = 0.0
+        self._why_down = ""
+        self._probing = False
+        self._missed = 0
+        # Connections attempted, for the record.
+        self.connect_attempts = 0
         self._catalogue = None
         # The open file's (st_dev, st_ino): SQLite would go on writing
         # into a file removed or replaced, which nobody reads any more.
@@ -98,6 +139,7 @@ class ReceivedCatalogue:
             if catalogue is None:
                 # Not under _opening: a connection that takes its time
                 # (a database server unreachable) holds up no other thread.
+                self.connect_attempts += 1
                 catalogue = open_catalogue(self.target, self.busy_timeout_ms, self.node)
                 self._own.catalogue = catalogue
                 with self._opening:
@@ -108,6 +150,7 @@ class ReceivedCatalogue:
                 stale, self._catalogue = self._catalogue, None
                 _close(stale)
             if self._catalogue is None:
+                self.connect_attempts += 1
                 self._catalogue = open_catalogue(self.target, self.busy_timeout_ms, self.node)
                 self._identity = _identity(self.target)
             return self._catalogue
@@ -171,17 +214,65 @@ class ReceivedCatalogue:
         )
         return self._write(lambda catalogue: catalogue.record(row))
 
+    @property
+    def down(self) -> bool:
+        """Whether the catalogue is being left alone after a failed connection."""
+        return self._retry_at is not None
+
+    def _may_try(self) -> bool | None:
+        """None: leave the catalogue alone (counted as missed); True: try it, as the one attempt after a back-off; False: try it."""
+        if not self._backing_off:
+            return False
+        with self._state:
+            if self._retry_at is None:
+                return False
+            if self._probing or self.now() < self._retry_at:
+                self._missed += 1
+                return None
+            self._probing = True
+            return True
+
+    def _went_down(self, why: str) -> None:
+        with self._state:
+            first = self._retry_at is None
+            self._delay = BACK_OFF_FIRST_S if first else min(self._delay * 2, BACK_OFF_MOST_S)
+            self._retry_at = self.now() + self._delay
+            self._probing = False
+            self._why_down = why
+            self._missed += 1
+            delay = self._delay
+        if first:
+            self._on_down(why, delay)
+
+    def _came_back(self) -> None:
+        with self._state:
+            if self._retry_at is None:
+                return
+            self._retry_at = None
+            self._probing = False
+            missed, self._missed = self._missed, 0
+        self._on_back(missed)
+
     def _write(self, work) -> str | None:
+        probing = self._may_try()
+        if probing is None:
+            return f"{self._why_down} (not tried again before {self._delay:g} s have passed)"
         try:
             catalogue = self._current()
         except CatalogueError as error:
+            if self._backing_off:
+                self._went_down(error.message)
             return error.message
         try:
             work(catalogue)
         except catalogue.errors as error:
             if catalogue.broken(error):
                 self._forget(catalogue)
+            if probing:
+                self._went_down(self._failed(error))
             return self._failed(error)
+        if probing:
+            self._came_back()
         return None
 
     def _failed(self, error: Exception) -> str:
@@ -200,7 +291,13 @@ class ReceivedCatalogue:
 
         @raise CatalogueError: the catalogue cannot be opened, or written.
         """
-        catalogue = self._current()
+        try:
+            catalogue = self._current()
+        except CatalogueError as error:
+            # Down at the start: caught up once it is back.
+            if self._backing_off:
+                self._went_down(error.message)
+            raise
         try:
             return index(catalogue, folder, skip=own_files(self.target), progress=_StopWhenAsked(self), modified_before=modified_before)
         except Stopped:
