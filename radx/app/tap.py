@@ -426,34 +426,7 @@ class ScpService(service.MultiService):
         rename and the row), and those changed while radx was not running.
         The reactor goes on meanwhile: associations are served at once.
         """
-        folder = os.path.abspath(self.config.output_dir)
-        catalogue = self.factory.catalogue
-        d = deferToThreadPool(self.reactor, self.threadpool, catalogue.catch_up, folder, self.started_ns)
-
-        def done(result):
-            if result is None:
-                return
-            counts = {name: getattr(result, name) for name in ("folder", "added", "changed", "removed", "unchanged")}
-            log.info(
-                "Catalogue brought up to date with {folder}: {added} new, {changed} changed,"
-                " {removed} removed, {unchanged} unchanged, {failures} not DICOM or unreadable, in {seconds:.2f} s",
-                failures=len(result.failures),
-                seconds=result.seconds,
-                **counts,
-            )
-
-        def failed(failure):
-            from radx.catalogue.database import CatalogueError
-
-            why = failure.value.message if failure.check(CatalogueError) else str(failure.value)
-            log.warn(
-                "Catalogue not brought up to date with {folder}: {why}; the next start tries again",
-                folder=folder,
-                why=why,
-            )
-
-        d.addCallbacks(done, failed)
-        return d
+        return self.factory.catch_up(self.started_ns)
 
     @defer.inlineCallbacks
     def stopService(self):

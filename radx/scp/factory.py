@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import time
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, globalLogPublisher
 
 from radx.scp.accepting import AcceptFailureObserver
@@ -135,7 +138,12 @@ class SCPFactory(ServerFactory):
             # Loaded only with --catalogue: sqlite3 and the catalogue's modules are no start-up cost otherwise.
             from radx.catalogue.received import ReceivedCatalogue
 
-            self.catalogue = ReceivedCatalogue(config.catalogue, node=config.catalogue_node)
+            self.catalogue = ReceivedCatalogue(
+                config.catalogue,
+                node=config.catalogue_node,
+                on_down=lambda why, seconds: reactor.callFromThread(self.catalogue_down, why, seconds),
+                on_back=lambda missed: reactor.callFromThread(self.catalogue_back, missed),
+            )
             self.stats.catalogue_failures = 0
         # The hooks and events (radx.scp.hooks): recorded by the storage
         # threads beside the catalogue, run by the reactor.
@@ -159,6 +167,12 @@ class SCPFactory(ServerFactory):
                 self.stats.hook_failures = 0
         # radx.metrics.ServerMetrics with --http; None: nothing to update.
         self.metrics = None
+        # Whether the catalogue is left alone after a failed connection, as
+        # the reactor last heard; the catch-up running, and whether another
+        # is due once it ends.
+        self.catalogue_is_down = False
+        self.catching_up: defer.Deferred | None = None
+        self._catch_up_again: int | None = None
         # The output folder, opened at the first use and kept open.
         self.tree = OutputTree(config.output_dir, config.dir_mode)
         # Every open connection, those of them that are associations, and
@@ -382,8 +396,15 @@ class SCPFactory(ServerFactory):
         return record
 
     def not_catalogued(self, sop_instance_uid: str, why: str) -> None:
-        """An instance stored (and answered Success) that the catalogue has no row of: counted, one line, no patient data."""
+        """
+        An instance stored (and answered Success) that the catalogue has no
+        row of: counted, one line, no patient data; while the catalogue is
+        down, counted only (its one line said so, and the catch-up once it
+        is back records them).
+        """
         self.stats.catalogue_failures += 1
+        if self.catalogue_is_down:
+            return
         self.log.warn(
             "Not recorded in the catalogue sop_instance={uid}: {why}; the file is stored, the next start indexes it",
             uid=sop_instance_uid,
@@ -400,6 +421,73 @@ class SCPFactory(ServerFactory):
         if metrics is not None:
             seconds = reception.storage_seconds if reception is not None and status == 0 else None
             metrics.c_store_answered(calling_ae_title, int(status), seconds)
+
+    def catalogue_down(self, why: str, seconds: float) -> None:
+        """The catalogue could not be connected to: one line, until it is back."""
+        from radx.catalogue.received import BACK_OFF_MOST_S
+
+        self.catalogue_is_down = True
+        self.log.warn(
+            "Catalogue down: {why}; instances are stored and answered without their rows, the catalogue is tried"
+            " again after {seconds:g} s (then at most every {most:g} s), and what it missed is caught up once it is back",
+            why=why,
+            seconds=seconds,
+            most=BACK_OFF_MOST_S,
+        )
+
+    def catalogue_back(self, missed: int) -> None:
+        """The catalogue is back: one line, and the catch-up of the instances it missed."""
+        self.catalogue_is_down = False
+        self.log.info("Catalogue back: {missed} instances stored meanwhile not recorded; catching up", missed=missed)
+        self.catch_up(time.time_ns())
+
+    def catch_up(self, modified_before: int) -> defer.Deferred:
+        """
+        Index, on the storage threadpool, the files in the output folder
+        that have no row (see ReceivedCatalogue.catch_up), not those
+        modified at or after ``modified_before`` (ns), which the storage
+        threads record. One at a time: asked while one runs, another
+        follows it, up to the latest time asked. The reactor goes on
+        meanwhile. Fires when the catch-up asked ends, never with an error.
+        """
+        if self.catching_up is not None:
+            self._catch_up_again = max(self._catch_up_again or 0, modified_before)
+            return self.catching_up
+        folder = os.path.abspath(self.config.output_dir)
+        d = deferToThreadPool(self.reactor, self.threadpool, self.catalogue.catch_up, folder, modified_before)
+
+        def done(result):
+            if result is None:
+                return
+            counts = {name: getattr(result, name) for name in ("folder", "added", "changed", "removed", "unchanged")}
+            self.log.info(
+                "Catalogue brought up to date with {folder}: {added} new, {changed} changed,"
+                " {removed} removed, {unchanged} unchanged, {failures} not DICOM or unreadable, in {seconds:.2f} s",
+                failures=len(result.failures),
+                seconds=result.seconds,
+                **counts,
+            )
+
+        def failed(failure):
+            from radx.catalogue.database import CatalogueError
+
+            why = failure.value.message if failure.check(CatalogueError) else str(failure.value)
+            self.log.warn(
+                "Catalogue not brought up to date with {folder}: {why}; tried again once it is back, or at the next start",
+                folder=folder,
+                why=why,
+            )
+
+        def ended(_):
+            self.catching_up = None
+            again, self._catch_up_again = self._catch_up_again, None
+            if again is not None:
+                return self.catch_up(again)
+
+        d.addCallbacks(done, failed)
+        d.addCallback(ended)
+        self.catching_up = d
+        return d
 
     def association_started(self, protocol: AssociationProtocol) -> None:
         self.pending.pop(protocol, None)
