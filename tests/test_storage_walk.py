@@ -284,3 +284,59 @@ class AnyInputTests(SynchronousTestCase):
             walk(data, syntax, pieces)
         except UnreadableDataSet as e:
             self.assertTrue(e.message)
+
+
+PATIENT_NAME = 0x00100010
+PATIENT_ID = 0x00100020
+MODALITY = 0x00080060
+
+
+def walked_values(data: bytes, syntax: str, wanted, pieces: int | None = None) -> dict | None:
+    """The values the walk keeps of C{wanted}, fed C{data} in pieces."""
+    walker = DataSetWalk(syntax, wanted)
+    view = memoryview(data)
+    while view:
+        walker.feed(view[: pieces or len(view)])
+        view = view[pieces or len(view) :]
+    walker.end()
+    return walker.values()
+
+
+class ValuesTests(SynchronousTestCase):
+    """The top-level values asked for, kept as the data set is walked: what the catalogue and a layout read, with no second scan."""
+
+    def data_set(self, name: bytes = b"DOE^JANE") -> bytes:
+        nested = explicit(PATIENT_NAME, b"PN", b"NESTED^NAME ")
+        return (
+            explicit(0x00080016, b"UI", ui(HEADER.sop_class_uid))
+            + explicit(0x00080018, b"UI", ui(HEADER.sop_instance_uid))
+            + explicit(MODALITY, b"CS", b"CT")
+            + explicit(0x00081110, b"SQ", item(nested, True), UNDEFINED) + implicit(SEQUENCE_END, b"")
+            + explicit(PATIENT_NAME, b"PN", name)
+            + explicit(0x0020000D, b"UI", ui(HEADER.study_instance_uid))
+            + explicit(0x0020000E, b"UI", ui(HEADER.series_instance_uid))
+            + explicit(PIXEL_DATA, b"OW", bytes(64))
+        )
+
+    def test_top_level_values_kept(self):
+        """Those at the top level, in every way the data set may be cut; not those of an item; none absent (PatientID)."""
+        data = self.data_set()
+        for pieces in (None, 1, 7):
+            values = walked_values(data, EXPLICIT, {PATIENT_NAME, PATIENT_ID, MODALITY}, pieces)
+            self.assertEqual((values[PATIENT_NAME], values[MODALITY]), (b"DOE^JANE", b"CT"), pieces)
+            self.assertNotIn(PATIENT_ID, values)
+
+    def test_deflated(self):
+        """A deflated data set's values, from its inflated bytes."""
+        values = walked_values(deflate(self.data_set()), DEFLATED, {PATIENT_NAME}, 5)
+        self.assertEqual(values[PATIENT_NAME], b"DOE^JANE")
+
+    def test_too_long_to_keep(self):
+        """A value asked for that is longer than the walk keeps: no values, the caller reads the file."""
+        data = self.data_set(b"LONG^" * 300)
+        self.assertIsNone(walked_values(data, EXPLICIT, {PATIENT_NAME}))
+        self.assertIsNone(walked_values(data, EXPLICIT, {PATIENT_NAME}, 100))
+        self.assertIsNotNone(walked_values(data, EXPLICIT, {MODALITY}))
+
+    def test_only_the_uids_unless_asked(self):
+        self.assertEqual(sorted(walked_values(self.data_set(), EXPLICIT, ())), [0x00080016, 0x00080018, 0x0020000D, 0x0020000E])

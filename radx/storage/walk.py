@@ -46,8 +46,10 @@ _SKIMMED_LONG_VRS = LONG_VRS - {b"SQ"}
 FILING_HEADER_BOUND = 1 << 20
 # More nesting than this is refused: the walk's state grows with it.
 MAX_DEPTH = 128
-# A UID is 64 characters at most (PS3.5 9.1); more of a value is not kept.
-_KEPT_VALUE = 256
+# More of a value is not kept: a UID is 64 characters at most (PS3.5 9.1),
+# a name or description 64 a component; a longer value asked for is read
+# from the file (values()).
+_KEPT_VALUE = 1024
 # PS3.5 G.3.1: the RLE Header is 64 bytes.
 _FRAGMENT_PREFIX = 64
 
@@ -151,8 +153,13 @@ class DataSetWalk:
     L{UnreadableDataSet} as soon as the data set is known not to parse.
     """
 
-    def __init__(self, transfer_syntax_uid: str):
+    def __init__(self, transfer_syntax_uid: str, values=()):
         syntax = transfer_syntax_uid
+        # The top-level elements whose values are kept: the four UIDs, and
+        # those asked (a catalogue's columns, a layout's keywords), so that
+        # nobody scans the data set's head again for them.
+        self._wanted = _WANTED | frozenset(values)
+        self._cut: set[int] = set()
         # PS3.5 A.1-A.5: implicit VR little endian, explicit VR big endian,
         # explicit VR little endian for every other syntax.
         self._root = _Encoding(syntax == IMPLICIT_VR_LITTLE_ENDIAN, syntax != EXPLICIT_VR_BIG_ENDIAN)
@@ -214,6 +221,17 @@ class DataSetWalk:
         if header.sop_instance_uid is None:
             raise UnreadableDataSet("the data set has no SOP Instance UID (0008,0018)")
         return header
+
+    def values(self) -> dict[int, bytes] | None:
+        """
+        After L{end}: the raw value of each top-level element asked for (and
+        of the four UIDs) that the data set holds, by tag; None if one of
+        them was longer than the bytes kept of a value, and must be read
+        from the file.
+        """
+        if self._cut:
+            return None
+        return self._found
 
     def _uid(self, tag: int) -> str | None:
         value = self._found.get(tag)
@@ -336,6 +354,7 @@ class DataSetWalk:
             stop = min(frame_stop, FILING_HEADER_BOUND - self._position + offset)
         # PS3.5 A.4: only Pixel Data of an encapsulated syntax needs a look.
         native_pixel_data_ok = not (self._encapsulated and not stack)
+        wanted = self._wanted
         start = offset
         while offset + 12 <= stop:
             if implicit:
@@ -353,10 +372,12 @@ class DataSetWalk:
             if group == 0xFFFE or length == _UNDEFINED or value + length > stop:
                 break
             tag = group << 16 | element
-            if tag in _WANTED:
+            if tag in wanted:
                 if stack:
                     break
-                self._keep_uid(tag, bytes(view[value : value + min(length, _KEPT_VALUE)]))
+                if length > _KEPT_VALUE:
+                    self._cut.add(tag)
+                self._keep_value(tag, bytes(view[value : value + min(length, _KEPT_VALUE)]))
                 if self._filing_header_read:
                     stop = frame_stop
             elif tag == _PIXEL_DATA and length and not native_pixel_data_ok:
@@ -474,7 +495,9 @@ class DataSetWalk:
         if vr == b"SQ":
             self._open(_IN_SEQUENCE, length, tag)
             return
-        if tag in _WANTED and not stack:
+        if tag in self._wanted and not stack:
+            if length > _KEPT_VALUE:
+                self._cut.add(tag)
             self._keep(tag)
         self._value(tag, length)
 
@@ -503,9 +526,9 @@ class DataSetWalk:
             if problem:
                 raise UnreadableDataSet(problem)
         else:
-            self._keep_uid(self._kept_for, kept)
+            self._keep_value(self._kept_for, kept)
 
-    def _keep_uid(self, tag: int, value: bytes) -> None:
+    def _keep_value(self, tag: int, value: bytes) -> None:
         found = self._found
         found.setdefault(tag, value)
         self._filing_header_read = _SOP_CLASS_UID in found and _SOP_INSTANCE_UID in found
