@@ -21,7 +21,7 @@ from radx.catalogue.schema import COLUMNS, INDEXED, TABLE
 from radx.catalogue.sqlite import SQLiteCatalogue
 from tests.catalogue_files import write_instance
 from tests.postgresql import Cluster
-from tests.test_catalogue_received import CT, EXPLICIT_LE, data_set_of
+from tests.test_catalogue_received import CT, EXPLICIT_LE, data_set_of, walked
 
 # This module's server: started by its first test, stopped when the tests end.
 CLUSTER = Cluster()
@@ -323,7 +323,7 @@ class PasswordTests(SynchronousTestCase):
             self.assertNotIn("s3cret", error.message)
             self.assertIn("***", error.message)
         received = ReceivedCatalogue(url)
-        why = received.record("/nothing.dcm", b"", True, EXPLICIT_LE, CT, "1.2.3", None, None)
+        why = received.record("/nothing.dcm", {}, EXPLICIT_LE, CT, "1.2.3", None, None)
         self.assertNotIn("s3cret", why)
 
 
@@ -350,7 +350,7 @@ class ReceivedTests(SynchronousTestCase):
 
     def record(self, number: int) -> str | None:
         path = write_instance(os.path.join(self.folder, "s", f"{number}.dcm"), number=number)
-        return self.received.record(path, data_set_of(path), True, EXPLICIT_LE, CT, "1.2.3.9", "MODALITY", "127.0.0.1:4242")
+        return self.received.record(path, walked(data_set_of(path)), EXPLICIT_LE, CT, "1.2.3.9", "MODALITY", "127.0.0.1:4242")
 
     def rows(self):
         with psycopg.connect(self.url) as connection:

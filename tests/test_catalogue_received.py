@@ -8,10 +8,12 @@ import sqlite3
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.catalogue.database import CatalogueError
+from radx.catalogue.instance import ROW_TAGS
 from radx.catalogue.opening import check_target, open_catalogue
 from radx.catalogue.received import ReceivedCatalogue
 from radx.catalogue.sqlite import SQLiteCatalogue
 from radx.storage.part10 import parse_file_meta
+from radx.storage.walk import DataSetWalk
 from tests.catalogue_files import write_instance
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -26,6 +28,14 @@ def data_set_of(path: str) -> bytes:
     return content[offset:]
 
 
+def walked(data_set: bytes, transfer_syntax: str = EXPLICIT_LE) -> dict | None:
+    """The values of the catalogue's tags that the storage's walk of ``data_set`` keeps."""
+    walk = DataSetWalk(transfer_syntax, ROW_TAGS)
+    walk.feed(data_set)
+    walk.end()
+    return walk.values()
+
+
 class ReceivedTestCase(SynchronousTestCase):
     def setUp(self):
         self.folder = os.path.abspath(self.mktemp())
@@ -36,9 +46,10 @@ class ReceivedTestCase(SynchronousTestCase):
     def stored(self, number: int = 1, **attributes) -> str:
         return write_instance(os.path.join(self.folder, "study", f"{number}.dcm"), number=number, **attributes)
 
-    def record(self, path: str, head: bytes | None = None, complete: bool = True) -> str | None:
-        head = data_set_of(path) if head is None else head
-        return self.received.record(path, head, complete, EXPLICIT_LE, CT, "1.2.3.9", "MODALITY", "127.0.0.1:4242")
+    def record(self, path: str, values: dict | None = None) -> str | None:
+        """Record the file at ``path``, its values as the storage's walk of ``values`` (a data set) keeps them, by default its own."""
+        values = walked(data_set_of(path) if values is None else values)
+        return self.received.record(path, values, EXPLICIT_LE, CT, "1.2.3.9", "MODALITY", "127.0.0.1:4242")
 
     def rows(self, columns="file_name, patient_name"):
         catalogue = SQLiteCatalogue.open_read_only(self.database)
@@ -82,18 +93,18 @@ class RecordTests(ReceivedTestCase):
         keep = [i for i, c in enumerate(columns) if c not in different]
         self.assertEqual([server[0][i] for i in keep], [indexed[0][i] for i in keep])
 
-    def test_values_from_the_head_in_hand(self):
-        """The file is not read again: the values are those of the bytes the storage kept."""
+    def test_values_from_the_walk(self):
+        """The file is not read again: the values are those the storage's walk kept."""
         path = self.stored()
-        head = data_set_of(self.stored(2, PatientName="HEAD^ONLY"))
-        self.record(path, head)
-        self.assertEqual(self.rows(), [("1.dcm", "HEAD^ONLY")])
+        self.record(path, data_set_of(self.stored(2, PatientName="WALK^ONLY")))
+        self.assertEqual(self.rows(), [("1.dcm", "WALK^ONLY")])
 
-    def test_file_read_when_the_head_is_not_enough(self):
-        """A head that ends before the last attribute wanted: the values come from the file."""
-        path = self.stored(PatientName="FROM^FILE")
-        self.assertIsNone(self.record(path, data_set_of(path)[:40], complete=False))
-        self.assertEqual(self.rows(), [("1.dcm", "FROM^FILE")])
+    def test_file_read_when_a_value_is_too_long_to_keep(self):
+        """A value longer than the walk keeps: the values come from the file."""
+        path = self.stored(StudyDescription="D" * 1500, PatientName="FROM^FILE")
+        self.assertIsNone(walked(data_set_of(path)))
+        self.assertIsNone(self.record(path))
+        self.assertEqual(self.rows("patient_name, length(study_description)"), [("FROM^FILE", 1500)])
 
     def test_replaced(self):
         path = self.stored()

@@ -32,6 +32,10 @@ HEAD = 16 * 1024
 _WANTED = frozenset([SPECIFIC_CHARACTER_SET] + [a.tag for a in ATTRIBUTES])
 _LAST = max(_WANTED)
 
+# The top-level elements a row is made of: what a server that records
+# each instance it stores asks its walk of the data set to keep.
+ROW_TAGS = _WANTED
+
 # PS3.10 7.1: Media Storage SOP Class and Instance UID, Transfer Syntax UID.
 _META_SOP_CLASS_UID = 0x0002
 _META_SOP_INSTANCE_UID = 0x0003
@@ -106,6 +110,15 @@ def head_values(data_set_head, transfer_syntax: str, complete: bool) -> dict | N
         complete=complete,
     )
     return None if found is None else _decoded(found)
+
+
+def walked_values(found: dict) -> dict:
+    """
+    The values of the row's ATTRIBUTES columns from the raw top-level
+    values of ROW_TAGS the data set holds, by tag (the walk's, as the
+    storage writes the data set: nothing is scanned again).
+    """
+    return _decoded(found)
 
 
 def _meta_uid(meta: dict, element: int) -> str | None:

@@ -33,7 +33,7 @@ import time
 
 from radx.catalogue.database import CatalogueError
 from radx.catalogue.indexer import index, now_utc
-from radx.catalogue.instance import NotCatalogued, head_values, read_row
+from radx.catalogue.instance import NotCatalogued, read_row, walked_values
 from radx.catalogue.opening import is_postgresql, open_catalogue, own_files, shown
 
 # Milliseconds a storage thread waits for another process's write (the
@@ -173,8 +173,7 @@ class ReceivedCatalogue:
     def record(
         self,
         path: str,
-        data_set_head,
-        complete: bool,
+        values: dict | None,
         transfer_syntax_uid: str,
         sop_class_uid: str,
         sop_instance_uid: str,
@@ -182,17 +181,15 @@ class ReceivedCatalogue:
         peer: str | None,
     ) -> str | None:
         """
-        Record the instance just stored at ``path``: its data set's first
-        bytes ``data_set_head`` (``complete`` if all of it) give the row's
-        values, the file is not read again unless the header scan cannot be
-        sure. None once the row is committed; else why it is not, in words
+        Record the instance just stored at ``path``: ``values``, the raw
+        top-level values of instance.ROW_TAGS its data set holds, by tag (as
+        the storage's walk kept them), give the row's; None, and the file is
+        read. None once the row is committed; else why it is not, in words
         that hold no patient data.
         """
         path = os.path.abspath(path)
         try:
-            row = head_values(data_set_head, transfer_syntax_uid, complete)
-            if row is None:
-                row = read_row(path)
+            row = read_row(path) if values is None else walked_values(values)
             stat = os.stat(path, follow_symlinks=False)
         except NotCatalogued as error:
             return f"its data set cannot be read: {error.reason}"

@@ -381,11 +381,9 @@ class SCPFactory(ServerFactory):
             return None
 
         def record(writer, stored) -> str | None:
-            head, complete = writer.data_set_head()
             return catalogue.record(
                 stored.path,
-                head,
-                complete,
+                writer.walked_values(),
                 writer.transfer_syntax_uid,
                 writer.sop_class_uid,
                 writer.sop_instance_uid,
@@ -394,6 +392,15 @@ class SCPFactory(ServerFactory):
             )
 
         return record
+
+    @property
+    def catalogue_tags(self) -> frozenset:
+        """The tags whose values a storage writer keeps for the catalogue's row: none without one."""
+        if self.catalogue is None:
+            return frozenset()
+        from radx.catalogue.instance import ROW_TAGS
+
+        return ROW_TAGS
 
     def not_catalogued(self, sop_instance_uid: str, why: str) -> None:
         """

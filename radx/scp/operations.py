@@ -130,6 +130,7 @@ class Operations:
             return
         config = protocol.config
         factory = self.factory
+        catalogue_tags = factory.catalogue_tags
 
         def writer_factory():
             return InstanceWriter(
@@ -144,6 +145,7 @@ class Operations:
                 on_duplicate=config.on_duplicate,
                 fsync=config.fsync,
                 file_mode=config.file_mode,
+                values=catalogue_tags,
             )
 
         reception = InstanceReception(

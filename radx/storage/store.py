@@ -19,7 +19,7 @@ from radx.storage.layout import (
     uid_for_log,
 )
 from radx.storage.tree import INCOMING, OpenFolders, OutputTree, open_folder
-from radx.storage.values import read_values, scan_values
+from radx.storage.values import SPECIFIC_CHARACTER_SET, decoded_values, read_values
 from radx.storage.part10 import (
     UnreadableDataSet,
     data_set_offset,
@@ -55,11 +55,6 @@ if _IOV_MAX <= 0:
 
 
 _RENAME_LOCK = threading.Lock()
-
-
-# How much of the start of a data set is kept for the values a layout template
-# or the catalogue reads from it (the filing UIDs come from the walk).
-HEAD_BYTES = 64 * 1024
 
 
 class StorageError(Exception):
@@ -131,6 +126,7 @@ class InstanceWriter:
         file_mode: int | None = None,
         layout: Layout | None = None,
         on_duplicate: str = REPLACE,
+        values=(),
     ):
         self.tree = tree
         self.sop_class_uid = _strip_padding(sop_class_uid)
@@ -144,15 +140,18 @@ class InstanceWriter:
         self.file_mode = file_mode
         self.temp_path: str | None = None
         self._fd: int | None = None
-        # The data set's structure, checked as it is written; its UIDs.
-        self._walk = DataSetWalk(self.transfer_syntax_uid)
+        # The data set's structure, checked as it is written; its UIDs, and
+        # the values of the layout's keywords and of ``values`` (tags: what
+        # a catalogue records), read on the way, not from the file after.
+        wanted = set(values)
+        if self.layout.extra_tags:
+            wanted.update(tag for tag, _ in self.layout.extra_tags.values())
+            wanted.add(SPECIFIC_CHARACTER_SET)
+        self._walk = DataSetWalk(self.transfer_syntax_uid, wanted)
         # The output folder and INCOMING as they were when the file was made:
         # the temporary file's name is relative to the second.
         self._folders: OpenFolders | None = None
         self._temp_name: str | None = None
-        # The data set's first bytes, for the fast header scan at commit.
-        self._head = bytearray()
-        self._data_set_length = 0
         self._warnings: list[str] = []
 
         # Everything that needs no disk first: a refusal writes nothing.
@@ -242,9 +241,13 @@ class InstanceWriter:
                     views[first] = views[first][written:]
                     written = 0
 
-    def data_set_head(self):
-        """The data set's first bytes, as kept for the header scan, and whether they are the whole of it."""
-        return self._head, self._data_set_length == len(self._head)
+    def walked_values(self) -> dict | None:
+        """
+        After commit: the raw top-level values of the tags asked for
+        (``values``) that the data set holds, by tag; None if one was too
+        long to keep, and must be read from the file.
+        """
+        return self._walk.values()
 
     def _closed(self) -> StorageError:
         return StorageError(OUT_OF_RESOURCES, "the instance's file is already closed")
@@ -261,13 +264,9 @@ class InstanceWriter:
         """
         if self._fd is None:
             raise self._closed()
-        head = self._head
         try:
             for chunk in chunks:
                 self._walk.feed(chunk)
-                self._data_set_length += len(chunk)
-                if len(head) < HEAD_BYTES:
-                    head += memoryview(chunk)[: HEAD_BYTES - len(head)]
         except UnreadableDataSet as e:
             self.discard()
             # PS3.4 B.2.3: Cxxx, Cannot understand.
@@ -387,7 +386,8 @@ class InstanceWriter:
         values = {"SOPClassUID": self.sop_class_uid}
         tags = self.layout.extra_tags
         if tags:
-            found = scan_values(self._head, self.transfer_syntax_uid, tags, self._data_set_length == len(self._head))
+            walked = self._walk.values()
+            found = None if walked is None else decoded_values(walked, tags)
             if found is None:
                 fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=incoming)
                 try:

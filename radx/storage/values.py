@@ -59,6 +59,15 @@ def scan_values(head, transfer_syntax_uid: str, tags: dict, complete: bool) -> d
     )
     if found is None:
         return None
+    return decoded_values(found, tags)
+
+
+def decoded_values(found: dict, tags: dict) -> dict:
+    """
+    The values of C{tags} (keyword: (tag, VR)) by keyword, from the raw
+    top-level values C{found} by tag (the data set's walk's, or the
+    scan's), C{SPECIFIC_CHARACTER_SET} among them if the data set has it.
+    """
     charset = found.get(SPECIFIC_CHARACTER_SET)
     charset = bytes(charset) if charset is not None else None
     values = {}
