@@ -135,21 +135,34 @@ def _integer(text: str) -> int | None:
         return None  # not one IS value: no number to sort or select by
 
 
+# The row's columns as the decoding takes them: (column, tag, VR).
+_PLAN = tuple((a.column, a.tag, a.vr) for a in ATTRIBUTES)
+# The VRs whose text the Specific Character Set governs, among the columns'.
+_TEXT_VRS = frozenset(("PN", "LO", "SH"))
+
+
 def _decoded(found: dict) -> dict:
-    """The row's values from the scan's raw ones, text decoded in the data set's character set."""
+    """
+    The row's values from the scan's raw ones, text decoded in the data
+    set's character set: a Python codec for the default repertoire,
+    Latin-1 and UTF-8 (escape sequences aside), pydicom's decoder only for
+    the others.
+    """
     charset = found.get(SPECIFIC_CHARACTER_SET)
-    terms = tuple(t.strip() for t in bytes(charset).decode("ascii", "replace").split("\\")) if charset else ("",)
-    codec = _CODECS.get(terms[0]) if len(terms) == 1 else None
+    if charset:
+        terms = tuple(t.strip() for t in bytes(charset).decode("ascii", "replace").split("\\"))
+        codec = _CODECS.get(terms[0]) if len(terms) == 1 else None
+    else:
+        terms, codec = ("",), "latin_1"
     encodings = None
     row = {}
-    for attribute in ATTRIBUTES:
-        raw = found.get(attribute.tag)
+    for column, tag, vr in _PLAN:
+        raw = found.get(tag)
         if raw is None:
-            row[attribute.column] = None
+            row[column] = None
             continue
         raw = bytes(raw)
-        vr = attribute.vr
-        if vr in ("PN", "LO", "SH") and (codec is None or b"\x1b" in raw):
+        if vr in _TEXT_VRS and (codec is None or b"\x1b" in raw):
             if encodings is None:
                 from pydicom.charset import convert_encodings
 
@@ -158,13 +171,15 @@ def _decoded(found: dict) -> dict:
         else:
             text = raw.decode(codec or "latin_1", "replace")
         text = text.strip(" \0")
-        if vr == "PN":
+        if not text:
+            row[column] = None
+        elif vr == "IS":
+            row[column] = _integer(text)
+        elif vr == "PN" and "=" in text:
             # Empty trailing component groups are left out, as pydicom does.
-            text = "\\".join(name.rstrip("=") for name in text.split("\\"))
-        if vr == "IS":
-            row[attribute.column] = _integer(text) if text else None
+            row[column] = "\\".join(name.rstrip("=") for name in text.split("\\")) or None
         else:
-            row[attribute.column] = text or None
+            row[column] = text
     return row
 
 
