@@ -355,6 +355,7 @@ class DataSetWalk:
         # PS3.5 A.4: only Pixel Data of an encapsulated syntax needs a look.
         native_pixel_data_ok = not (self._encapsulated and not stack)
         wanted = self._wanted
+        found = self._found
         start = offset
         while offset + 12 <= stop:
             if implicit:
@@ -375,11 +376,15 @@ class DataSetWalk:
             if tag in wanted:
                 if stack:
                     break
+                # _keep_value, inline: this runs for a score of elements an instance with a catalogue.
                 if length > _KEPT_VALUE:
                     self._cut.add(tag)
-                self._keep_value(tag, bytes(view[value : value + min(length, _KEPT_VALUE)]))
-                if self._filing_header_read:
-                    stop = frame_stop
+                if tag not in found:
+                    found[tag] = bytes(view[value : value + min(length, _KEPT_VALUE)])
+                    if not self._filing_header_read and (tag == _SOP_CLASS_UID or tag == _SOP_INSTANCE_UID):
+                        self._filing_header_read = _SOP_CLASS_UID in found and _SOP_INSTANCE_UID in found
+                        if self._filing_header_read:
+                            stop = frame_stop
             elif tag == _PIXEL_DATA and length and not native_pixel_data_ok:
                 break
             offset = value + length
