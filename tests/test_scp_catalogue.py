@@ -8,14 +8,16 @@ import sqlite3
 import sys
 
 from twisted.internet import defer, reactor, utils
-from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from radx.app import tap
 from radx.app.options import ScpOptions
 from radx.catalogue.sqlite import SQLiteCatalogue, own_files
+from radx.testing import SteppedThreadPool, ThreadlessReactor
 from tests import dicomfiles
 from tests.interop import DCMTK_ENV, require_dcmtk
+from tests.catalogue_files import write_instance
 from tests.test_app_cli import CliTestCase, expected_path, shutdown_block, testdata
 from tests.test_interop_store import organized_path
 
@@ -185,3 +187,61 @@ class CatalogueCommandTests(CliTestCase):
         self.assertEqual(rows(database), [(stored,)])
         self.assertEqual(server.stop(signal.SIGINT), 0, server.describe())
         self.assertTrue(server.stdout().endswith(shutdown_block(0, 0, 0) + "  Not Catalogued:     0\n"), server.describe())
+
+
+class CatalogueDownTests(SynchronousTestCase):
+    """The server's side of a catalogue that goes down and comes back: its lines, its count, the catch-up, step by step."""
+
+    def setUp(self):
+        from radx.scp.factory import SCPFactory, ServerConfig
+
+        self.folder = os.path.abspath(self.mktemp())
+        self.database = os.path.join(os.path.dirname(self.folder), "received.db")
+        self.pool = SteppedThreadPool()
+        config = ServerConfig(output_dir=self.folder, catalogue=self.database)
+        self.factory = SCPFactory(config, ThreadlessReactor(), self.pool)
+        self.addCleanup(self.factory.catalogue.close)
+        self.events = []
+        self.factory.log = Logger(observer=self.events.append)
+        for number in (1, 2):
+            write_instance(os.path.join(self.folder, "s", f"{number}.dcm"), number=number)
+
+    def lines(self, level: LogLevel) -> list[str]:
+        return [formatEvent(e) for e in self.events if e["log_level"] == level]
+
+    def rows(self) -> int:
+        with sqlite3.connect(self.database) as connection:
+            return connection.execute("SELECT COUNT(*) FROM dicom_metadata").fetchone()[0]
+
+    def test_down_then_back(self):
+        """Down: one WARN line, the instances counted without one each; back: one INFO line, and the catch-up records them."""
+        self.factory.catalogue_down("the catalogue X: connection refused", 5.0)
+        for uid in ("1.2.3.1", "1.2.3.2"):
+            self.factory.not_catalogued(uid, "the catalogue X: connection refused (not tried again before 5 s have passed)")
+        [warning] = self.lines(LogLevel.warn)
+        self.assertIn("Catalogue down: the catalogue X: connection refused", warning)
+        self.assertEqual(self.factory.stats.catalogue_failures, 2)
+        self.factory.catalogue_back(2)
+        self.assertEqual(self.lines(LogLevel.info), ["Catalogue back: 2 instances stored meanwhile not recorded; catching up"])
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.run_all()
+        self.assertEqual(self.rows(), 2)
+        self.assertIn("2 new", self.lines(LogLevel.info)[-1])
+        # Up again: a failure is one line an instance, as before.
+        self.factory.not_catalogued("1.2.3.3", "the catalogue X: database is locked")
+        self.assertEqual(len(self.lines(LogLevel.warn)), 2)
+
+    def test_one_catch_up_at_a_time(self):
+        """Asked again while one runs: the same Deferred, and one more after it, not two at once on the threadpool."""
+        first = self.factory.catch_up(2**62)
+        self.assertIs(self.factory.catch_up(2**62), first)
+        self.assertIs(self.factory.catch_up(2**62), first)
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.run_one()
+        self.assertNoResult(first)
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.run_one()
+        self.successResultOf(first)
+        self.assertEqual(self.pool.jobs, [])
+        self.assertEqual(self.rows(), 2)
+        self.assertEqual(len([line for line in self.lines(LogLevel.info) if "brought up to date" in line]), 2)
