@@ -296,6 +296,12 @@ class TemplateTests(StoreTestsMixin, SynchronousTestCase):
         after = tree(self.base)
         self.assertEqual({k for k in after if not k.startswith("a/b/output/")}, {k for k in before})
 
+    def test_value_longer_than_the_walk_keeps(self):
+        """A Patient ID past the 1 KiB the walk keeps of a value: read whole from the file, as before the walk kept values."""
+        # Its first 1 KiB are spaces: cut there, it would be empty, filed under UNKNOWN.
+        stored = self.store(patient_data_set(b" " * 1100 + b"P1"), layout=PATIENT_LAYOUT)
+        self.assertEqual(os.path.relpath(stored.path, self.output).split(os.sep)[0], "P1")
+
     def test_missing_values(self):
         stored = self.store(data_set(), layout=PATIENT_LAYOUT)
         self.assertEqual(os.path.relpath(stored.path, self.output).split(os.sep)[:2], [UNKNOWN, UNKNOWN])
