@@ -480,6 +480,18 @@ class ReceivedTests(SynchronousTestCase):
         self.assertEqual(self.received.connect_attempts, attempts + 1)
         self.assertEqual([r[1] for r in self.rows()], sorted(f"{n}.dcm" for n in (1, number - 1, number)))
 
+    def test_down_at_the_start(self):
+        """The start's catch-up cannot connect: the back-off begins there, and the count of instances missed is theirs alone."""
+        CLUSTER.stop()
+        self.assertRaises(CatalogueError, self.received.catch_up, self.folder, 2**62)
+        self.assertEqual((self.down, self.received.down, self.received.connect_attempts), ([5.0], True, 1))
+        self.assertIn("not tried again", self.record(1))
+        self.assertEqual(self.received.connect_attempts, 1)
+        CLUSTER.start()
+        self.clock.advance(5)
+        self.assertIsNone(self.record(2))
+        self.assertEqual(self.back, [1])
+
     def test_catch_up_fails_clearly(self):
         self.received.catch_up(self.folder, 2**62)
         CLUSTER.stop()

@@ -229,14 +229,22 @@ class ReceivedCatalogue:
             self._probing = True
             return True
 
-    def _went_down(self, why: str) -> None:
+    def _went_down(self, why: str, probe: bool, instance: bool = True) -> None:
+        """
+        A connection failed: ``probe`` if it was the one attempt after a
+        back-off (which then doubles), ``instance`` if an instance goes
+        without its row for it (not the catch-up's).
+        """
         with self._state:
             first = self._retry_at is None
+            if instance:
+                self._missed += 1
+            if not first and not probe:
+                return  # another thread's attempt, made as the first failed: the back-off stands
             self._delay = BACK_OFF_FIRST_S if first else min(self._delay * 2, BACK_OFF_MOST_S)
             self._retry_at = self.now() + self._delay
             self._probing = False
             self._why_down = why
-            self._missed += 1
             delay = self._delay
         if first:
             self._on_down(why, delay)
@@ -258,7 +266,7 @@ class ReceivedCatalogue:
             catalogue = self._current()
         except CatalogueError as error:
             if self._backing_off:
-                self._went_down(error.message)
+                self._went_down(error.message, probing)
             return error.message
         try:
             work(catalogue)
@@ -266,7 +274,7 @@ class ReceivedCatalogue:
             if catalogue.broken(error):
                 self._forget(catalogue)
             if probing:
-                self._went_down(self._failed(error))
+                self._went_down(self._failed(error), probe=True)
             return self._failed(error)
         if probing:
             self._came_back()
@@ -293,7 +301,7 @@ class ReceivedCatalogue:
         except CatalogueError as error:
             # Down at the start: caught up once it is back.
             if self._backing_off:
-                self._went_down(error.message)
+                self._went_down(error.message, probe=False, instance=False)
             raise
         try:
             return index(catalogue, folder, skip=own_files(self.target), progress=_StopWhenAsked(self), modified_before=modified_before)
