@@ -28,10 +28,12 @@ from twisted.logger import Logger
 
 from radx.events.command import STORE, HookSettings, find_program, hook_values
 from radx.events.journal import EventState, Hook, Journal
-from radx.storage.header import scan_header
-from radx.storage.part10 import DEFLATED_TRANSFER_SYNTAXES, read_instance_header
+from radx.storage.part10 import read_instance_header
 from radx.storage.store import OUT_OF_RESOURCES, StorageError
-from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+
+# PS3.6: Study and Series Instance UID, which the storage's walk keeps for every instance.
+_STUDY_INSTANCE_UID = 0x0020000D
+_SERIES_INSTANCE_UID = 0x0020000E
 
 # A line of a hook's output is cut past this many bytes.
 MAX_LINE = 1024
@@ -481,17 +483,14 @@ class ServerEvents:
 
 
 def _study_and_series(writer, path: str) -> tuple[str | None, str | None]:
-    """The stored instance's Study and Series Instance UIDs, from the data set's first bytes, else from its file."""
-    header = None
-    syntax = writer.transfer_syntax_uid
-    if syntax not in DEFLATED_TRANSFER_SYNTAXES:
-        head, complete = writer.data_set_head()
-        header = scan_header(head, syntax == IMPLICIT_VR_LITTLE_ENDIAN, syntax != EXPLICIT_VR_BIG_ENDIAN, complete=complete)
-    if header is None:
-        try:
-            header = read_instance_header(path, syntax)
-        except Exception:
-            return None, None
+    """The stored instance's Study and Series Instance UIDs, as the walk of its data set kept them, else from its file."""
+    values = writer.walked_values()
+    if values is not None:
+        return _uid(values.get(_STUDY_INSTANCE_UID)), _uid(values.get(_SERIES_INSTANCE_UID))
+    try:
+        header = read_instance_header(path, writer.transfer_syntax_uid)
+    except Exception:
+        return None, None
     return _uid(header.study_instance_uid), _uid(header.series_instance_uid)
 
 
