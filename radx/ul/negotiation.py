@@ -151,64 +151,48 @@ def provider_reject(request: AAssociateRQ) -> AAssociateRJ | None:
     return None
 
 
+def _rejected_by_user(reason: UserRejectReason, why: str) -> Negotiated:
+    """PS3.8 9.3.4: rejected-permanent by the DICOM UL service-user, for ``reason``; ``why`` in words for the log."""
+    return Negotiated(
+        reject=AAssociateRJ(RejectResult.REJECTED_PERMANENT, RejectSource.SERVICE_USER, reason),
+        reason=why,
+    )
+
+
 def negotiate(request: AAssociateRQ, policy: AcceptorPolicy) -> Negotiated:
     """Answer an A-ASSOCIATE-RQ as the association-acceptor."""
     if not is_valid_ae_title(request.called_ae_title):
-        return Negotiated(
-            reject=AAssociateRJ(
-                RejectResult.REJECTED_PERMANENT,
-                RejectSource.SERVICE_USER,
-                UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
-            ),
-            reason="called AE title has characters an AE title may not hold (PS3.5 6.2)",
+        return _rejected_by_user(
+            UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
+            "called AE title has characters an AE title may not hold (PS3.5 6.2)",
         )
     if not is_valid_ae_title(request.calling_ae_title):
-        return Negotiated(
-            reject=AAssociateRJ(
-                RejectResult.REJECTED_PERMANENT,
-                RejectSource.SERVICE_USER,
-                UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
-            ),
-            reason="calling AE title has characters an AE title may not hold (PS3.5 6.2)",
+        return _rejected_by_user(
+            UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
+            "calling AE title has characters an AE title may not hold (PS3.5 6.2)",
         )
     if request.called_ae_title != policy.ae_title and not policy.accept_any_called_ae_title:
-        return Negotiated(
-            reject=AAssociateRJ(
-                RejectResult.REJECTED_PERMANENT,
-                RejectSource.SERVICE_USER,
-                UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
-            ),
-            reason=f"called AE title {request.called_ae_title!r} is not {policy.ae_title!r}",
+        return _rejected_by_user(
+            UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
+            f"called AE title {request.called_ae_title!r} is not {policy.ae_title!r}",
         )
     if policy.calling_ae_titles is not None and request.calling_ae_title not in policy.calling_ae_titles:
         # PS3.8 9.3.4: rejected-permanent, service-user, calling-AE-title-not-recognized.
-        return Negotiated(
-            reject=AAssociateRJ(
-                RejectResult.REJECTED_PERMANENT,
-                RejectSource.SERVICE_USER,
-                UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
-            ),
-            reason=f"calling AE title {request.calling_ae_title!r} is not in --allow-calling-aet",
+        return _rejected_by_user(
+            UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
+            f"calling AE title {request.calling_ae_title!r} is not in --allow-calling-aet",
         )
     if request.application_context_name != uids.APPLICATION_CONTEXT_NAME:
-        return Negotiated(
-            reject=AAssociateRJ(
-                RejectResult.REJECTED_PERMANENT,
-                RejectSource.SERVICE_USER,
-                UserRejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
-            ),
-            reason=f"application context {request.application_context_name!r} is not DICOM's",
+        return _rejected_by_user(
+            UserRejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
+            f"application context {request.application_context_name!r} is not DICOM's",
         )
     if not request.presentation_contexts:
         # PS3.8 9.3.2: one or more Presentation Context Items; with none,
         # nothing could ever be exchanged.
-        return Negotiated(
-            reject=AAssociateRJ(
-                RejectResult.REJECTED_PERMANENT,
-                RejectSource.SERVICE_USER,
-                UserRejectReason.NO_REASON_GIVEN,
-            ),
-            reason="no presentation context proposed (PS3.8 9.3.2: one or more)",
+        return _rejected_by_user(
+            UserRejectReason.NO_REASON_GIVEN,
+            "no presentation context proposed (PS3.8 9.3.2: one or more)",
         )
 
     accepted_ts = set(policy.transfer_syntaxes)
