@@ -97,6 +97,19 @@ class HookServerTests(HookServerCase):
         self.assertIn("cannot open the events journal", str(error))
 
     @defer.inlineCallbacks
+    def test_called_ae_title_is_the_one_the_peer_called(self):
+        """With --accept-any-called-aet, #c is the title the association called (DCMTK's ANY-SCP), not --aet."""
+        [source] = dicomfiles.write_ct_series(self.mktemp(), 1, rows=16, columns=16, seed=5)
+        self.start("--accept-any-called-aet", "--exec-on-store", f"{self.hook} #c #a")
+        out, err, code = yield utils.getProcessOutputAndValue(
+            self.storescu_path, ["-aet", "HOOK-SCU", "127.0.0.1", str(self.port), source], env=DCMTK_ENV
+        )
+        self.assertEqual(code, 0, (out + err).decode(errors="replace"))
+        yield self.until(lambda: self.finished() == 1)
+        [run] = runs(self.record)
+        self.assertEqual(run["argv"], ["ANY-SCP", "HOOK-SCU"])
+
+    @defer.inlineCallbacks
     def test_store_hook_per_instance_from_storescu(self):
         """Each instance storescu sends runs the hook once, after it is stored, with DCMTK's placeholders and the named ones."""
         sources = dicomfiles.write_ct_series(self.mktemp(), 3, rows=16, columns=16, seed=3)

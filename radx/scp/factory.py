@@ -353,7 +353,8 @@ class SCPFactory(ServerFactory):
         self._stopping_now = True
         if self._drain is not None:
             self._drain.cancel()
-    def cataloguer(self, calling_ae_title: str | None, peer: str):
+
+    def cataloguer(self, calling_ae_title: str | None, called_ae_title: str | None, peer: str):
         """What records an association's instances from the storage thread (see InstanceReception), or None.
 
         The catalogue's row, then the events journal's record (radx.scp.hooks):
@@ -362,7 +363,8 @@ class SCPFactory(ServerFactory):
         catalogue = self.catalogue
         events = self.events
         if events is not None:
-            called_ae_title = self.config.policy.ae_title
+            # The title the peer called: radx's own, or with
+            # --accept-any-called-aet any (DCMTK's #c is the association's).
             in_catalogue = self._catalogue_recorder(calling_ae_title, peer)
 
             def record_both(writer, stored) -> str | None:

@@ -153,7 +153,7 @@ class Operations:
             factory.threadpool,
             writer_factory,
             backlog=self.backlog,
-            catalogue=factory.cataloguer(protocol.calling_ae_title, protocol.peer),
+            catalogue=factory.cataloguer(protocol.calling_ae_title, protocol.called_ae_title, protocol.peer),
         )
         self.store = PendingStore(request, context, reception)
 

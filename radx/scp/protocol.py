@@ -66,6 +66,7 @@ class AssociationProtocol(AssociationBase):
         self.operations = Operations(self)
         self.negotiated = None
         self.calling_ae_title = ""
+        self.called_ae_title = ""
         self.associated = False
         self._idle = None
         self._pdu_timer = None
@@ -227,6 +228,7 @@ class AssociationProtocol(AssociationBase):
         self.audit.requested(request, self.factory.peer_subject(self.transport))
         self.negotiated = negotiated
         self.calling_ae_title = request.calling_ae_title
+        self.called_ae_title = request.called_ae_title
         self.associated = True
         self.factory.association_started(self)
         self.log.info(
