@@ -17,7 +17,7 @@ from twisted.python import threadable, usage
 from radx import __version__
 from radx.app.heap import keep_large_buffers_in_heap
 from radx.app.jsonlog import event_as_json
-from radx.app.lean import pause_collector, resume_collector, without_tls
+from radx.app.startup import pause_collector, resume_collector, without_tls
 from radx.app.logformat import format_event, printable
 from radx.app.options import ScpOptions
 from radx.app.signals import StopOnSignal
@@ -288,7 +288,7 @@ def not_a_command(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     # The rest of start-up (the reactor, the command's modules) without the
-    # cyclic collector; it resumes once the reactor runs (radx.app.lean).
+    # cyclic collector; it resumes once the reactor runs (radx.app.startup).
     pause_collector()
     keep_large_buffers_in_heap()
     try:

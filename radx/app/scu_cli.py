@@ -9,7 +9,7 @@ import time
 
 from twisted.python import usage
 
-from radx.app.lean import resume_collector, without_tls
+from radx.app.startup import resume_collector, without_tls
 from radx.app.options import (
     DEFAULT_PORT,
     CommandOptions,
