@@ -1217,6 +1217,19 @@ class VersionAndHelpTests(SynchronousTestCase):
 class OneProgramTests(CliTestCase):
     """`radx`, `radx dicom scp`, `echo` and `store`: the same words, the same exit statuses, everywhere."""
 
+    def test_output_to_a_reader_that_has_gone(self):
+        """`radx dicom scp --help | head -1`: help to a closed pipe ends quietly, status 1, no traceback."""
+        for arguments in (["dicom", "scp", "--help"], ["--help"], ["dicom", "catalogue", "--help"]):
+            read_end, write_end = os.pipe()
+            os.close(read_end)
+            try:
+                done = subprocess.run(
+                    radx_command(*arguments), stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60
+                )
+            finally:
+                os.close(write_end)
+            self.assertEqual((done.returncode, done.stderr), (1, ""), arguments)
+
     def assertUsageError(self, done: subprocess.CompletedProcess, first_line: str) -> None:
         """Exit status 1 (the reference's failure), the error first on stderr, nothing on stdout."""
         self.assertEqual(done.returncode, 1, done.stdout + done.stderr)

@@ -292,7 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     pause_collector()
     keep_large_buffers_in_heap()
     try:
-        return _main(sys.argv[1:] if argv is None else argv)
+        status = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # Whoever read the output has gone (`radx dicom scp --help | head -1`):
+        # nothing more to say to it, and no traceback about it, now or when
+        # the interpreter flushes stdout on its way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         resume_collector()
 
