@@ -25,6 +25,7 @@ from radx.dimse.commands import CEchoRQ, CStoreRQ
 from radx.dimse.fragmenting import message_pdus
 from radx.ul.framing import PDUReader
 from radx.ul.pdu import (
+    DEFAULT_MAXIMUM_LENGTH,
     AAssociateRQ,
     ImplementationClassUIDSubItem,
     MaximumLengthSubItem,
@@ -82,7 +83,7 @@ def associate_rq(
     called_ae_title: str = "RADX-SCP",
     calling_ae_title: str = "TEST-SCU",
     contexts=((1, uids.VERIFICATION_SOP_CLASS, (uids.IMPLICIT_VR_LITTLE_ENDIAN,)),),
-    maximum_length: int = 16384,
+    maximum_length: int = DEFAULT_MAXIMUM_LENGTH,
 ) -> AAssociateRQ:
     """An A-ASSOCIATE-RQ proposing ``contexts``: (id, abstract syntax, transfer syntaxes)."""
     return AAssociateRQ(
@@ -97,7 +98,7 @@ def associate_rq(
     )
 
 
-def echo_rq_bytes(context_id: int = 1, message_id: int = 1, maximum_length: int = 16384) -> bytes:
+def echo_rq_bytes(context_id: int = 1, message_id: int = 1, maximum_length: int = DEFAULT_MAXIMUM_LENGTH) -> bytes:
     """A C-ECHO-RQ as P-DATA-TF PDU bytes."""
     command = CEchoRQ(message_id=message_id).encode()
     return b"".join(p.encode() for p in message_pdus(context_id, command, maximum_length, command=True))
@@ -109,7 +110,7 @@ def store_rq_bytes(
     sop_instance_uid: str,
     context_id: int = 1,
     message_id: int = 1,
-    maximum_length: int = 16384,
+    maximum_length: int = DEFAULT_MAXIMUM_LENGTH,
 ) -> bytes:
     """A C-STORE-RQ and its data set as P-DATA-TF PDU bytes."""
     command = CStoreRQ(

@@ -10,6 +10,7 @@ from twisted.internet import defer
 
 from radx import uids
 from radx.scu.association import DEFAULT_TIMEOUT, AssociationAborted, associate, associate_request
+from radx.ul.pdu import DEFAULT_MAXIMUM_LENGTH
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ def echo(
     calling_ae_title: str,
     count: int = 1,
     timeout: float = DEFAULT_TIMEOUT,
-    maximum_length: int = 16384,
+    maximum_length: int = DEFAULT_MAXIMUM_LENGTH,
     on_result=None,
     clock=time.perf_counter,
 ):

@@ -19,7 +19,7 @@ from radx.scu.association import (
     associate_request,
 )
 from radx.scu.sources import NotPart10, Part10Source, plan_batches, read_source
-from radx.ul.pdu import RejectResult
+from radx.ul.pdu import DEFAULT_MAXIMUM_LENGTH, RejectResult
 
 # Associations in a row that may fail (not made, or ended before their
 # files were answered, with no file answered in between) before the files
@@ -89,7 +89,7 @@ class StoreJob:
         calling_ae_title: str,
         connections: int = 1,
         timeout: float = DEFAULT_TIMEOUT,
-        maximum_length: int = 16384,
+        maximum_length: int = DEFAULT_MAXIMUM_LENGTH,
         operations: int = 1,
         on_result=None,
         on_data_sent=None,

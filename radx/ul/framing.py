@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from radx.ul.pdu import PDU, PDU_TYPES, AbortReason, PDUDecodeError, decode_pdu
+from radx.ul.pdu import DEFAULT_MAXIMUM_LENGTH, PDU, PDU_TYPES, AbortReason, PDUDecodeError, decode_pdu
 
 __all__ = ["MAXIMUM_ASSOCIATE_LENGTH", "PDUReader"]
 
@@ -58,7 +58,7 @@ class PDUReader:
     anyway).
     """
 
-    def __init__(self, maximum_pdata_length: int = 16384, maximum_other_length: int = MAXIMUM_ASSOCIATE_LENGTH) -> None:
+    def __init__(self, maximum_pdata_length: int = DEFAULT_MAXIMUM_LENGTH, maximum_other_length: int = MAXIMUM_ASSOCIATE_LENGTH) -> None:
         if maximum_pdata_length < 0 or maximum_other_length < 0:
             raise ValueError("PDU length limits must be 0 (no limit) or positive")
         self.maximum_pdata_length = maximum_pdata_length

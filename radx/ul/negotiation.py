@@ -17,6 +17,7 @@ from radx import uids
 from radx.uids import is_valid_uid
 from radx.ul._uid_tables import NOT_STORAGE, TRANSFER_SYNTAXES
 from radx.ul.pdu import (
+    DEFAULT_MAXIMUM_LENGTH,
     AAssociateAC,
     ACSERejectReason,
     PresentationRejectReason,
@@ -74,7 +75,7 @@ class AcceptorPolicy:
     ae_title: str = "RADX-SCP"
     # True: any called AE title is answered as if it were ae_title (--accept-any-called-aet).
     accept_any_called_ae_title: bool = False
-    maximum_pdu_length: int = 16384
+    maximum_pdu_length: int = DEFAULT_MAXIMUM_LENGTH
     accept_echo: bool = True
     # None: every storage SOP class; otherwise only these.
     sop_classes: frozenset[str] | None = None

@@ -343,6 +343,11 @@ class PresentationContextItemAC:
 # User information sub-items (PS3.8 D.1, PS3.7 D.3.3)
 
 
+# The Maximum Length (PS3.8 D.1) radx offers to receive, on either side,
+# unless told another (--max-pdu).
+DEFAULT_MAXIMUM_LENGTH = 16384
+
+
 @dataclass(frozen=True, slots=True)
 class MaximumLengthSubItem:
     """Maximum Length Sub-Item (PS3.8 D.1): the longest P-DATA-TF variable field the sender accepts; 0 means no limit."""
