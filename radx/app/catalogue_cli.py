@@ -9,7 +9,8 @@ import unicodedata
 
 from twisted.python import usage
 
-from radx.app.options import CommandOptions, _boolean, _named
+from radx.app import flag_values as values
+from radx.app.options import CommandOptions
 from radx.app.scu_cli import EXIT_FAILED, EXIT_OK, Progress, _parse, _write
 
 DEFAULT_DATABASE = "dicom-catalogue.db"
@@ -22,12 +23,6 @@ ROW_LIMIT = 1000
 _SPELLED_OUT = {"-d": "--database", "-q": "--query", "-R": "--recursive=true", "--recursive": "--recursive=true"}
 
 
-def _database(value: str) -> str:
-    from radx.catalogue.opening import check_target
-
-    return check_target(value)
-
-
 class CatalogueOptions(CommandOptions):
     """radx dicom catalogue [DIR] [flags]"""
 
@@ -36,9 +31,9 @@ class CatalogueOptions(CommandOptions):
         " or PostgreSQL catalogue, then summarise it; without DIR, summarise or query the catalogue as it is."
     )
     optParameters = [
-        ["database", "d", DEFAULT_DATABASE, "SQLite file of the catalogue, or a postgresql:// URL.", _named("database", _database)],
+        ["database", "d", DEFAULT_DATABASE, "SQLite file of the catalogue, or a postgresql:// URL.", values.named("database", values.catalogue_target)],
         ["node", None, None, "With a postgresql:// database: the machine DIR's rows belong to (default: this host's name)."],
-        ["recursive", "R", True, "Index DIR's folders too (--recursive=false: DIR's own files only).", _named("recursive", _boolean)],
+        ["recursive", "R", True, "Index DIR's folders too (--recursive=false: DIR's own files only).", values.named("recursive", values.boolean)],
         ["sql", None, None, "Print the rows of this read-only SQL query (one statement) on table dicom_metadata."],
     ]  # fmt: skip
     optFlags = [

@@ -3,170 +3,24 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 
 from twisted.python import usage
 
 from radx import __version__
+from radx.app import flag_values as values
 from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout, LayoutError, is_valid_uid
 from radx.uids import VERIFICATION_SOP_CLASS
 from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, is_storage_sop_class
 
 DEFAULT_PORT = 11112
-MINIMUM_PDU = 4096
-MAXIMUM_PDU = 4 * 1024 * 1024
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"expected true or false, not {value!r}")
-
-
-_boolean.coerceDoc = "true or false."  # type: ignore[attr-defined]
-
-
-def _integer(value: str) -> int:
-    """A whole number written in decimal; the error says so in words."""
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a whole number") from None
-
-
-def _port(value: str) -> int:
-    port = _integer(value)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"a port is 0 to 65535, not {port}")
-    return port
-
-
-def _positive_int(value: str) -> int:
-    number = _integer(value)
-    if number < 1:
-        raise ValueError(f"must be at least 1, not {number}")
-    return number
-
-
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number of seconds") from None
-    if not number > 0:
-        raise ValueError(f"must be a positive number of seconds, not {value}")
-    return number
-
-
-# Units of --min-free-space: SI (powers of 1000) and IEC (powers of 1024), as df and most tools write them.
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-}  # fmt: skip
-
-
-def size(value) -> int:
-    """A size in bytes: ``0``, ``4096``, ``500MB``, ``1GiB``, ``1.5G`` (k, M, G, T are powers of 1000; KiB, MiB... of 1024)."""
-    if isinstance(value, int):
-        return value
-    text = value.strip()
-    number = text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ").strip()
-    unit = text[len(number) :].strip().lower()
-    try:
-        amount = float(number)
-    except ValueError:
-        amount = -1.0
-    if unit not in _SIZE_UNITS or not amount >= 0 or amount == float("inf"):
-        raise ValueError(f"expected a size such as 0, 500MB or 1GiB, not {value!r}")
-    return int(amount * _SIZE_UNITS[unit])
-
-
-size.coerceDoc = "A size: bytes, or with a unit (kB, MB, GB, TB; KiB, MiB, GiB, TiB)."  # type: ignore[attr-defined]
-
-
-def _ae_title(value: str) -> str:
-    # PS3.5 6.2: AE is 16 characters at most, default repertoire, no
-    # backslash or control characters; leading/trailing spaces are not
-    # significant and all spaces is not allowed.
-    title = value.strip(" ")
-    if not title:
-        raise ValueError("an AE title must not be empty")
-    if len(title) > 16:
-        raise ValueError(f"an AE title has at most 16 characters, {title!r} has {len(title)}")
-    if any(ord(c) < 0x20 or ord(c) > 0x7E or c == "\\" for c in title):
-        raise ValueError(f"an AE title is printable ASCII without backslash: {title!r}")
-    return title
-
-
-def _pdu_length(value: str) -> int:
-    length = _integer(value)
-    if not MINIMUM_PDU <= length <= MAXIMUM_PDU:
-        raise ValueError(f"must be between {MINIMUM_PDU} and {MAXIMUM_PDU} bytes, not {length}")
-    return length
-
-
-def _mode(value) -> int:
-    """Permission bits written in octal, as chmod takes them: 0600, 640."""
-    if isinstance(value, int):
-        return value
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        raise ValueError(f"expected octal permission bits such as 0600, not {value!r}") from None
-    if not 0 <= mode <= 0o7777:
-        raise ValueError(f"expected octal permission bits such as 0600, not {value!r}")
-    return mode
-
-
-def _network(value: str):
-    """An IPv4 or IPv6 network in CIDR notation; a bare address is a network of one."""
-    try:
-        return ipaddress.ip_network(value.strip())
-    except ValueError as error:
-        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR network: {error}") from None
-
-
-def _catalogue(value: str) -> str:
-    """A catalogue radx can open; its modules (and sqlite3) loaded only when the flag is given."""
-    from radx.catalogue.opening import check_target
-
-    return check_target(value)
-
-
-def _named(flag: str, coerce):
-    """A coercer whose errors name the flag they are about."""
-
-    def named(value: str):
-        try:
-            return coerce(value)
-        except ValueError as error:
-            raise ValueError(f"--{flag}: {error}") from None
-
-    named.coerceDoc = getattr(coerce, "coerceDoc", None)  # type: ignore[attr-defined]
-    return named
-
-
-def _on_duplicate(value: str) -> str:
-    from radx.storage.store import ON_DUPLICATE
-
-    if value not in ON_DUPLICATE:
-        raise ValueError(f"expected one of {', '.join(ON_DUPLICATE)}, not {value!r}")
-    return value
 
 
 # --layout, --organize and --on-duplicate: how the server and `radx dicom organize` file an instance.
 FILING_PARAMETERS = [
-    ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", _named("organize", _boolean)],
+    ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", values.named("organize", values.boolean)],
     ["layout", None, None, "Path of each file below the output folder, DICOM keywords in braces, such as {PatientID}/{StudyDate}/{SOPInstanceUID}.dcm (instead of --organize's)."],
-    ["on-duplicate", None, "replace", "For an instance whose file exists: replace, keep (the first), unique (both, under another name) or reject (status 0111).", _named("on-duplicate", _on_duplicate)],
+    ["on-duplicate", None, "replace", "For an instance whose file exists: replace, keep (the first), unique (both, under another name) or reject (status 0111).", values.named("on-duplicate", values.on_duplicate)],
 ]  # fmt: skip
 
 
@@ -224,41 +78,41 @@ class ScpOptions(CommandOptions):
     )
 
     optParameters = [
-        ["aet", None, "RADX-SCP", "Application Entity Title for this SCP.", _named("aet", _ae_title)],
+        ["aet", None, "RADX-SCP", "Application Entity Title for this SCP.", values.named("aet", values.ae_title)],
         ["output-dir", None, "./dicom-received", "Directory to store received files."],
-        ["max-pdu", None, 16384, "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", _named("max-pdu", _pdu_length)],
-        ["max-conns", None, 10, "Maximum concurrent associations.", _named("max-conns", _positive_int)],
-        ["max-pending", None, 256, "Maximum connections not yet associated; past it the oldest is closed.", _named("max-pending", _positive_int)],
+        ["max-pdu", None, 16384, "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", values.named("max-pdu", values.pdu_length)],
+        ["max-conns", None, 10, "Maximum concurrent associations.", values.named("max-conns", values.positive_int)],
+        ["max-pending", None, 256, "Maximum connections not yet associated; past it the oldest is closed.", values.named("max-pending", values.positive_int)],
         ["bind", None, None, "Address to listen on, IPv4 or IPv6 (default: all interfaces, IPv4 and IPv6)."],
         *FILING_PARAMETERS,
-        ["accept-echo", None, True, "Accept C-ECHO verification requests.", _named("accept-echo", _boolean)],
-        ["fsync", None, True, "fsync each file and folder before answering Success.", _named("fsync", _boolean)],
-        ["artim-timeout", None, 30.0, "Seconds a new connection may take to send its A-ASSOCIATE-RQ, and the peer to close after a release or an abort (the ARTIM timer of the DICOM upper layer, PS3.8).", _named("artim-timeout", _seconds)],
-        ["idle-timeout", None, 120.0, "Seconds an association may stay silent before it is aborted.", _named("idle-timeout", _seconds)],
-        ["dimse-timeout", None, 60.0, "Seconds a PDU may take to arrive, from its first byte to its last (DIMSE: DICOM's message exchange, PS3.7).", _named("dimse-timeout", _seconds)],
-        ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", _named("drain-timeout", _seconds)],
-        ["threads", None, 4, "Threads for file system work.", _named("threads", _positive_int)],
-        ["catalogue", None, None, "SQLite file, or postgresql:// URL, in which each stored instance is recorded, as radx dicom catalogue indexes it.", _named("catalogue", _catalogue)],
+        ["accept-echo", None, True, "Accept C-ECHO verification requests.", values.named("accept-echo", values.boolean)],
+        ["fsync", None, True, "fsync each file and folder before answering Success.", values.named("fsync", values.boolean)],
+        ["artim-timeout", None, 30.0, "Seconds a new connection may take to send its A-ASSOCIATE-RQ, and the peer to close after a release or an abort (the ARTIM timer of the DICOM upper layer, PS3.8).", values.named("artim-timeout", values.seconds)],
+        ["idle-timeout", None, 120.0, "Seconds an association may stay silent before it is aborted.", values.named("idle-timeout", values.seconds)],
+        ["dimse-timeout", None, 60.0, "Seconds a PDU may take to arrive, from its first byte to its last (DIMSE: DICOM's message exchange, PS3.7).", values.named("dimse-timeout", values.seconds)],
+        ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", values.named("drain-timeout", values.seconds)],
+        ["threads", None, 4, "Threads for file system work.", values.named("threads", values.positive_int)],
+        ["catalogue", None, None, "SQLite file, or postgresql:// URL, in which each stored instance is recorded, as radx dicom catalogue indexes it.", values.named("catalogue", values.catalogue_target)],
         ["catalogue-node", None, None, "With a postgresql:// --catalogue: the name this server's rows carry, unique among the servers that share it (default: this host's name)."],
         ["exec-on-store", None, None, "Command run after each instance is stored and its Success sent; no shell, placeholders #p #f #a #c #r #{SOPInstanceUID} ... (docs/usage.rst)."],
         ["exec-on-series", None, None, "Command run once a series has received nothing for --series-timeout seconds."],
         ["exec-on-study", None, None, "Command run once a study has received nothing for --study-timeout seconds, over every association."],
-        ["series-timeout", None, 60.0, "Seconds of quiet after a series' last instance before it is complete.", _named("series-timeout", _seconds)],
-        ["study-timeout", None, 60.0, "Seconds of quiet after a study's last instance before it is complete.", _named("study-timeout", _seconds)],
-        ["exec-concurrency", None, 4, "Hooks running at once; more wait their turn.", _named("exec-concurrency", _positive_int)],
-        ["exec-timeout", None, 600.0, "Seconds a hook may run before it is killed.", _named("exec-timeout", _seconds)],
+        ["series-timeout", None, 60.0, "Seconds of quiet after a series' last instance before it is complete.", values.named("series-timeout", values.seconds)],
+        ["study-timeout", None, 60.0, "Seconds of quiet after a study's last instance before it is complete.", values.named("study-timeout", values.seconds)],
+        ["exec-concurrency", None, 4, "Hooks running at once; more wait their turn.", values.named("exec-concurrency", values.positive_int)],
+        ["exec-timeout", None, 600.0, "Seconds a hook may run before it is killed.", values.named("exec-timeout", values.seconds)],
         ["events", None, None, "File to which a JSON line is appended for each instance stored, series and study complete, and hook run."],
-        ["stats-interval", None, 30.0, "Seconds between statistics log lines.", _named("stats-interval", _seconds)],
+        ["stats-interval", None, 30.0, "Seconds between statistics log lines.", values.named("stats-interval", values.seconds)],
         ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
         ["log-format", None, "text", "Log lines as text, or as one JSON object a line (json)."],
         ["tls-cert", None, None, "PEM certificate (and chain) of this SCP: enables DICOM TLS."],
         ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
         ["tls-ca", None, None, "PEM CA certificate(s): clients must present a certificate it signed (mutual TLS)."],
-        ["tls-port", None, None, "Port for TLS (2762 is DICOM-TLS's); PORT stays plain TCP. Without it, PORT is TLS only.", _named("tls-port", _port)],
-        ["file-mode", None, "0600", "Permissions of the files radx creates (octal).", _named("file-mode", _mode)],
-        ["dir-mode", None, "0700", "Permissions of the folders radx creates (octal).", _named("dir-mode", _mode)],
+        ["tls-port", None, None, "Port for TLS (2762 is DICOM-TLS's); PORT stays plain TCP. Without it, PORT is TLS only.", values.named("tls-port", values.port)],
+        ["file-mode", None, "0600", "Permissions of the files radx creates (octal).", values.named("file-mode", values.mode)],
+        ["dir-mode", None, "0700", "Permissions of the folders radx creates (octal).", values.named("dir-mode", values.mode)],
         ["http", None, None, "Twisted endpoint for HTTP /metrics, /healthz and /readyz, such as tcp:9112:interface=127.0.0.1 (default: none)."],
-        ["min-free-space", None, 0, "/readyz answers 503 while the output folder's file system has less free (0: no such check).", _named("min-free-space", size)],
+        ["min-free-space", None, 0, "/readyz answers 503 while the output folder's file system has less free (0: no such check).", values.named("min-free-space", values.size)],
     ]
     optFlags = [
         ["verbose", "v", "Log at debug level (same as --log-level debug)."],
@@ -291,12 +145,12 @@ class ScpOptions(CommandOptions):
 
     def opt_trusted_proxy(self, network: str) -> None:
         """Read PROXY headers (haproxy: endpoints of --listen) only from this address or CIDR network; repeat for several."""
-        self._append("trusted-proxy", _network, network)
+        self._append("trusted-proxy", values.network, network)
 
     def _append(self, flag: str, coerce, value: str) -> None:
         """Add one value of a repeatable flag, or a UsageError that names the flag."""
         try:
-            self[flag].append(_named(flag, coerce)(value))
+            self[flag].append(values.named(flag, coerce)(value))
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
 
@@ -318,11 +172,11 @@ class ScpOptions(CommandOptions):
 
     def opt_allow_calling_aet(self, title: str) -> None:
         """Accept associations only from this calling AE title; repeat for several (default: any)."""
-        self._append("allow-calling-aet", _ae_title, title)
+        self._append("allow-calling-aet", values.ae_title, title)
 
     def opt_allow_ip(self, network: str) -> None:
         """Accept connections only from this address or CIDR network, IPv4 or IPv6; repeat for several (default: any)."""
-        self._append("allow-ip", _network, network)
+        self._append("allow-ip", values.network, network)
 
     def getSynopsis(self) -> str:
         if self.parent is None:
@@ -353,7 +207,7 @@ class ScpOptions(CommandOptions):
                 " (boolean flags take their value with '=', as in --organize=false)"
             )
         try:
-            return _port(port)
+            return values.port(port)
         except ValueError as error:
             raise usage.UsageError(f"{name}: {error}") from None
 
@@ -365,7 +219,7 @@ class ScpOptions(CommandOptions):
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(f"--log-format: {self['log-format']!r} is not text or json")
         for flag in ("file-mode", "dir-mode"):
-            self[flag] = _mode(self[flag])
+            self[flag] = values.mode(self[flag])
         check_layout(self)
         self._check_tls()
         self._check_catalogue()

@@ -9,18 +9,11 @@ import time
 
 from twisted.python import usage
 
+from radx.app import flag_values as values
+from radx.app.options import DEFAULT_PORT, CommandOptions
 from radx.app.startup import resume_collector, without_tls
-from radx.app.options import (
-    DEFAULT_PORT,
-    CommandOptions,
-    _ae_title,
-    _named,
-    _pdu_length,
-    _port,
-    _positive_int,
-    _seconds,
-)
 from radx.dimse.status import describe_status, is_failure
+from radx.ul.pdu import DEFAULT_MAXIMUM_LENGTH
 
 # C-STOREs radx dicom store asks to have outstanding on an association
 # (PS3.7 D.3.3.3); peers that grant no window get one at a time.
@@ -34,10 +27,10 @@ EXIT_REJECTED = 3
 EXIT_NO_ASSOCIATION = 4  # no connection, an abort, or a timeout
 
 _CLIENT_PARAMETERS = [
-    ["called-ae", None, "RADX-SCP", "AE title of the peer (the called AE).", _named("called-ae", _ae_title)],
-    ["calling-ae", None, "RADX-SCU", "AE title of this side (the calling AE).", _named("calling-ae", _ae_title)],
-    ["max-pdu", None, 16384, "Largest P-DATA PDU this side receives (advertised to the peer).", _named("max-pdu", _pdu_length)],
-    ["timeout", None, 30.0, "Seconds to wait for the connection, the association, each response.", _named("timeout", _seconds)],
+    ["called-ae", None, "RADX-SCP", "AE title of the peer (the called AE).", values.named("called-ae", values.ae_title)],
+    ["calling-ae", None, "RADX-SCU", "AE title of this side (the calling AE).", values.named("calling-ae", values.ae_title)],
+    ["max-pdu", None, DEFAULT_MAXIMUM_LENGTH, "Largest P-DATA PDU this side receives (advertised to the peer).", values.named("max-pdu", values.pdu_length)],
+    ["timeout", None, 30.0, "Seconds to wait for the connection, the association, each response.", values.named("timeout", values.seconds)],
     ["tls-ca", None, None, "PEM CA certificate(s) the server's certificate must chain to (implies --tls; default: the system's)."],
     ["tls-cert", None, None, "PEM certificate (and chain) of this side, for a server that requires one (implies --tls)."],
     ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
@@ -50,7 +43,7 @@ _CLIENT_FLAGS = [
 
 
 def _count(value: str) -> int:
-    number = _positive_int(value)
+    number = values.positive_int(value)
     if number > 65535:
         raise ValueError(f"at most 65535, not {number}")
     return number
@@ -61,7 +54,7 @@ class EchoOptions(CommandOptions):
 
     longdesc = "Open an association, send C-ECHO (Verification), print the status and round-trip time."
     optParameters = _CLIENT_PARAMETERS + [
-        ["count", None, 1, "C-ECHO requests to send, one after the other, on one association.", _named("count", _count)],
+        ["count", None, 1, "C-ECHO requests to send, one after the other, on one association.", values.named("count", _count)],
     ]  # fmt: skip
     optFlags = _CLIENT_FLAGS
 
@@ -85,12 +78,12 @@ class StoreOptions(CommandOptions):
     )
     optParameters = _CLIENT_PARAMETERS + [
         ["host", None, "localhost", "Host of the peer."],
-        ["port", None, DEFAULT_PORT, "Port of the peer.", _named("port", _port)],
+        ["port", None, DEFAULT_PORT, "Port of the peer.", values.named("port", values.port)],
         ["dir", None, None, "Send the files in this folder (with --recursive, its folders too)."],
-        ["conns", None, 1, "Associations to spread the files over, at once.", _named("conns", _positive_int)],
+        ["conns", None, 1, "Associations to spread the files over, at once.", values.named("conns", values.positive_int)],
         ["max-ops", None, DEFAULT_OPERATIONS,
          "C-STOREs outstanding at once on each association where the peer grants an"
-         " Asynchronous Operations Window (1: one at a time, no window proposed).", _named("max-ops", _count)],
+         " Asynchronous Operations Window (1: one at a time, no window proposed).", values.named("max-ops", _count)],
     ]  # fmt: skip
     optFlags = _CLIENT_FLAGS + [
         ["recursive", "r", "With --dir, descend into its folders."],
@@ -147,7 +140,7 @@ def _positional_port(port: str | None) -> int:
     if port is None:
         return DEFAULT_PORT
     try:
-        return _port(port)
+        return values.port(port)
     except ValueError:
         raise usage.UsageError(f"PORT: {port!r} is not a port number") from None
 
