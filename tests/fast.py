@@ -48,6 +48,7 @@ MODULES = (
     "tests.test_scu_association",
     "tests.test_scu_sources",
     "tests.test_app_options",
+    "tests.test_app_config",
     "tests.test_app_flag_values",
     "tests.test_events_command",
     "tests.test_events_journal",

@@ -306,7 +306,7 @@ class BannerTests(CliTestCase):
 
         options = ScpOptions()
         options.parseOptions(["--bind", "::1", str(self.port)])
-        self.assertIn(f"  Listen Address:    [::1]:{self.port}\n", radx_banner(options))
+        self.assertIn(f"  Listen Address:    [::1]:{self.port}\n", radx_banner(options.config))
 
 
     def test_stdout_that_cannot_encode_the_banner(self):

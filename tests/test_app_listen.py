@@ -83,7 +83,7 @@ class ListenServiceTests(SynchronousTestCase):
 
     def start(self, *arguments: str):
         reactor = MemoryReactorClock()
-        service = tap.ScpService(parse("--output-dir", os.path.abspath(self.mktemp()), *arguments), reactor)
+        service = tap.ScpService(parse("--output-dir", os.path.abspath(self.mktemp()), *arguments).config, reactor)
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         return reactor, service
@@ -125,7 +125,7 @@ class ListenServiceTests(SynchronousTestCase):
     def test_systemd_without_its_socket(self):
         """Outside socket activation, --listen systemd:... says what is missing, not Twisted's IndexError."""
         options = parse("--output-dir", os.path.abspath(self.mktemp()), "--listen", "systemd:domain=INET:index=0")
-        service = tap.ScpService(options, MemoryReactorClock())
+        service = tap.ScpService(options.config, MemoryReactorClock())
         error = self.assertRaises(tap.StartupError, service.prepare)
         self.assertIn("--listen systemd:domain=INET:index=0: systemd passed no such socket (LISTEN_FDS", str(error))
 
@@ -146,7 +146,7 @@ class ListenServiceTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         output_dir = os.path.abspath(self.mktemp())
         options = parse("--output-dir", output_dir, "4104", "--listen", "tcp:4107", "--listen", "nonsense:1")
-        service = tap.ScpService(options, reactor)
+        service = tap.ScpService(options.config, reactor)
         error = self.assertRaises(tap.StartupError, service.prepare)
         self.assertIn("--listen nonsense:1", str(error))
         self.assertIsNone(service.port)

@@ -9,7 +9,6 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app.options import ScpOptions
-from radx.app.tap import config_from_options
 from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES
 
 
@@ -37,10 +36,10 @@ class DefaultsTests(SynchronousTestCase):
             },
         )
         self.assertEqual(options["stats-interval"], 30.0)
-        self.assertEqual(options.transfer_syntaxes, DEFAULT_TRANSFER_SYNTAXES)
+        self.assertEqual(options.config.server.policy.transfer_syntaxes, DEFAULT_TRANSFER_SYNTAXES)
 
     def test_config(self):
-        config = config_from_options(parse("--aet", "ARCHIVE", "--max-pdu", "65536", "--max-conns", "50"))
+        config = parse("--aet", "ARCHIVE", "--max-pdu", "65536", "--max-conns", "50").config.server
         self.assertEqual(config.policy.ae_title, "ARCHIVE")
         self.assertEqual(config.policy.maximum_pdu_length, 65536)
         self.assertEqual(config.max_conns, 50)
@@ -49,10 +48,10 @@ class DefaultsTests(SynchronousTestCase):
 
 class CatalogueOptionTests(SynchronousTestCase):
     def test_none_by_default(self):
-        self.assertIsNone(config_from_options(parse()).catalogue)
+        self.assertIsNone(parse().config.server.catalogue)
 
     def test_sqlite_file(self):
-        self.assertEqual(config_from_options(parse("--catalogue", "received.db")).catalogue, "received.db")
+        self.assertEqual(parse("--catalogue", "received.db").config.server.catalogue, "received.db")
 
     def test_sqlite_loaded_only_with_the_flag(self):
         """Without --catalogue, the server's start-up loads neither sqlite3 nor the catalogue's modules."""
@@ -63,7 +62,7 @@ class CatalogueOptionTests(SynchronousTestCase):
             "from radx.app.tap import ScpService\n"
             "options = ScpOptions()\n"
             "options.parseOptions(sys.argv[1:])\n"
-            "ScpService(options, MemoryReactorClock())\n"
+            "ScpService(options.config, MemoryReactorClock())\n"
             "print(sorted(m for m in ('sqlite3', 'radx.catalogue.database') if m in sys.modules))\n"
         )
         for arguments, loaded in (([], "[]"), (["--catalogue", "x.db"], "['radx.catalogue.database', 'sqlite3']")):
@@ -109,13 +108,13 @@ class ReferenceExamplesTests(SynchronousTestCase):
         options = parse("--sop-class", "1.2.840.10008.5.1.4.1.1.2", "--sop-class", "1.2.840.10008.5.1.4.1.1.4")
         self.assertEqual(options["sop-class"], ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"])
         self.assertEqual(
-            config_from_options(options).policy.sop_classes,
+            options.config.server.policy.sop_classes,
             frozenset({"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"}),
         )
 
     def test_transfer_syntax_restriction(self):
         options = parse("--transfer-syntax", "1.2.840.10008.1.2.1")
-        self.assertEqual(options.transfer_syntaxes, ("1.2.840.10008.1.2.1",))
+        self.assertEqual(options.config.server.policy.transfer_syntaxes, ("1.2.840.10008.1.2.1",))
 
     def test_verbose(self):
         self.assertEqual(parse("-v")["log-level"], "debug")
@@ -131,7 +130,7 @@ class InvalidValuesTests(SynchronousTestCase):
         options = parse("--layout", template)
         self.assertEqual(options["layout"].template, template)
         self.assertEqual(set(options["layout"].extra_tags), {"PatientID", "StudyDate"})
-        self.assertIs(config_from_options(options).layout, options["layout"])
+        self.assertIs(options.config.server.layout, options["layout"])
 
     def test_organize_is_a_layout(self):
         """--organize and --organize=false become the two fixed templates, compiled once at start."""
@@ -149,7 +148,7 @@ class InvalidValuesTests(SynchronousTestCase):
     def test_on_duplicate(self):
         self.assertEqual(parse()["on-duplicate"], "replace")
         for policy in ("replace", "keep", "unique", "reject"):
-            self.assertEqual(config_from_options(parse("--on-duplicate", policy)).on_duplicate, policy)
+            self.assertEqual(parse("--on-duplicate", policy).config.server.on_duplicate, policy)
         self.assert_refused("--on-duplicate: expected one of replace, keep, unique, reject", "--on-duplicate", "skip")
 
     def test_pdu_out_of_range(self):
@@ -188,23 +187,21 @@ class HookOptionsTests(SynchronousTestCase):
     """--exec-on-*, their timeouts and --events: split once, checked at start, into the server's configuration."""
 
     def test_no_hooks_by_default(self):
-        options = parse()
-        self.assertIsNone(options["hooks"])
-        self.assertIsNone(config_from_options(options).hooks)
+        self.assertIsNone(parse().config.server.hooks)
 
     def test_hooks_in_the_configuration(self):
         options = parse(
             "--exec-on-store", "true #f", "--exec-on-study", "true #p", "--study-timeout", "5",
             "--series-timeout", "2", "--exec-concurrency", "2", "--exec-timeout", "9", "--events", "e.jsonl",
         )
-        hooks = config_from_options(options).hooks
+        hooks = options.config.server.hooks
         self.assertEqual([command.kind for command in hooks.commands], ["store", "study"])
         self.assertEqual(hooks.command("study").arguments({"folder": "/x"}), ["true", "/x"])
         self.assertEqual((hooks.series_timeout, hooks.study_timeout, hooks.concurrency, hooks.timeout, hooks.events),
                          (2.0, 5.0, 2, 9.0, "e.jsonl"))
 
     def test_defaults(self):
-        hooks = parse("--events", "e.jsonl")["hooks"]
+        hooks = parse("--events", "e.jsonl").config.server.hooks
         self.assertEqual((hooks.commands, hooks.series_timeout, hooks.study_timeout, hooks.concurrency, hooks.timeout),
                          ((), 60.0, 60.0, 4, 600.0))
 

@@ -366,7 +366,7 @@ class MakeServiceTests(SynchronousTestCase):
     def start(self, *arguments: str):
         reactor = MemoryReactorClock()
         output_dir = os.path.abspath(self.mktemp())
-        service = tap.ScpService(parse("--output-dir", output_dir, "--stats-interval", "5", *arguments), reactor)
+        service = tap.ScpService(parse("--output-dir", output_dir, "--stats-interval", "5", *arguments).config, reactor)
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         self.assertTrue(os.path.isdir(output_dir))
@@ -397,7 +397,7 @@ class MakeServiceTests(SynchronousTestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        service = tap.ScpService(parse("--catalogue", self.mktemp()), MemoryReactorClock())
+        service = tap.ScpService(parse("--catalogue", self.mktemp()).config, MemoryReactorClock())
         service.factory.stats.catalogue_failures = 3
         service.log_statistics()
         [line] = [formatEvent(e) for e in events if "Server statistics" in e.get("log_format", "")]

@@ -100,7 +100,7 @@ class WebServerTestCase(TestCase):
         if output_dir is None:
             output_dir = self.mktemp()
         options = parse("0", "--bind", "127.0.0.1", "--output-dir", output_dir, "--http", HTTP, *arguments)
-        self.service = tap.ScpService(options, reactor)
+        self.service = tap.ScpService(options.config, reactor)
         # Not the concern here, and its timer would outlive the test.
         self.service.factory.release_memory = None
         self.service.startService()
@@ -282,14 +282,14 @@ class ProbeTests(WebServerTestCase):
     def test_http_port_in_use_stops_the_start(self):
         self.start()
         taken = f"tcp:{self.http_port}:interface=127.0.0.1"
-        second = tap.ScpService(parse("0", "--bind", "127.0.0.1", "--output-dir", self.mktemp(), "--http", taken), reactor)
+        second = tap.ScpService(parse("0", "--bind", "127.0.0.1", "--output-dir", self.mktemp(), "--http", taken).config, reactor)
         error = self.assertRaises(tap.StartupError, second.prepare)
         self.assertEqual(str(error), f"--http: cannot listen on {taken!r}: address already in use")
         self.assertIsNone(second.port)
         self.assertIsNone(second.http_port)
 
     def test_not_an_endpoint(self):
-        second = tap.ScpService(parse("0", "--bind", "127.0.0.1", "--output-dir", self.mktemp(), "--http", "nope:1"), reactor)
+        second = tap.ScpService(parse("0", "--bind", "127.0.0.1", "--output-dir", self.mktemp(), "--http", "nope:1").config, reactor)
         error = self.assertRaises(tap.StartupError, second.prepare)
         self.assertIn("--http: 'nope:1' is not a Twisted endpoint", str(error))
         self.assertIsNone(second.port)

@@ -32,7 +32,7 @@ _SERVICE = """if True:
     globalLogPublisher.addObserver(events.append)
     options = ScpOptions()
     options.parseOptions(["--output-dir", tempfile.mkdtemp(), "--max-pending", "300", "0"])
-    ScpService(options, MemoryReactorClock()).startService()
+    ScpService(options.config, MemoryReactorClock()).startService()
     print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     print("|".join(formatEvent(e) for e in events if "open-file" in formatEvent(e)), flush=True)
     os._exit(0)  # the storage threads it started

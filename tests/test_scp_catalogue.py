@@ -49,7 +49,7 @@ class CatalogueServerTests(TestCase):
         """`radx dicom scp 0 --bind 127.0.0.1 --catalogue DB` in this process; its catch-up started."""
         options = ScpOptions()
         options.parseOptions(["--output-dir", self.output, "--catalogue", self.database, "--bind", "127.0.0.1", "0"])
-        service = tap.ScpService(options, reactor)
+        service = tap.ScpService(options.config, reactor)
         service.prepare_output_dir()
         service.listen()
         service.startService()

@@ -48,7 +48,7 @@ class SharedCatalogueTests(TestCase):
         options.parseOptions(
             ["--output-dir", output, "--catalogue", self.server_url, "--catalogue-node", node, "--bind", "127.0.0.1", "0"]
         )
-        service = tap.ScpService(options, reactor)
+        service = tap.ScpService(options.config, reactor)
         service.prepare_output_dir()
         service.listen()
         service.startService()

@@ -62,7 +62,7 @@ class HookServerCase(TestCase):
     def start(self, *flags: str) -> tap.ScpService:
         options = ScpOptions()
         options.parseOptions(["--output-dir", self.output, "--bind", "127.0.0.1", *flags, "0"])
-        service = tap.ScpService(options, reactor)
+        service = tap.ScpService(options.config, reactor)
         service.prepare_output_dir()
         service.listen()
         service.startService()
@@ -92,7 +92,7 @@ class HookServerTests(HookServerCase):
             pass
         options = ScpOptions()
         options.parseOptions(["--output-dir", self.output, "--exec-on-store", "true", "0"])
-        service = tap.ScpService(options, reactor)
+        service = tap.ScpService(options.config, reactor)
         error = self.assertRaises(tap.StartupError, service.prepare_output_dir)
         self.assertIn("cannot open the events journal", str(error))
 
@@ -339,7 +339,7 @@ class RouterTests(HookServerCase):
         options = ScpOptions()
         destination_output = os.path.join(self.base, "destination")
         options.parseOptions(["--output-dir", destination_output, "--bind", "127.0.0.1", "--aet", "ARCHIVE", "0"])
-        destination = tap.ScpService(options, reactor)
+        destination = tap.ScpService(options.config, reactor)
         destination.prepare_output_dir()
         destination.listen()
         destination.startService()

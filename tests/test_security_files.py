@@ -67,7 +67,7 @@ class OutputDirectoryTests(SynchronousTestCase):
     def service(self, *arguments: str) -> ScpService:
         options = ScpOptions()
         options.parseOptions(list(arguments))
-        return ScpService(options, MemoryReactorClock())
+        return ScpService(options.config, MemoryReactorClock())
 
     def test_made_with_dir_mode(self):
         output = os.path.join(os.path.abspath(self.mktemp()), "received")

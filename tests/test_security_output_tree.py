@@ -119,7 +119,7 @@ class IncomingLinkAtStartTests(OutsideMixin, SynchronousTestCase):
         options = ScpOptions()
         options.parseOptions(["--output-dir", self.output])
         with self.assertRaises(StartupError) as caught:
-            ScpService(options, MemoryReactorClock()).prepare_output_dir()
+            ScpService(options.config, MemoryReactorClock()).prepare_output_dir()
         self.assertEqual(
             str(caught.exception), f"failed to create output directory: {INCOMING} is a symbolic link, not followed"
         )

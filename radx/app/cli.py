@@ -7,6 +7,7 @@ import io
 import os
 import sys
 import threading
+from dataclasses import replace
 
 from twisted.logger import (
     LogLevel,
@@ -19,6 +20,7 @@ from radx.app.heap import keep_large_buffers_in_heap
 from radx.app.jsonlog import event_as_json
 from radx.app.startup import pause_collector, resume_collector, without_tls
 from radx.app.logformat import format_event, printable
+from radx.app.config import ScpConfig
 from radx.app.options import ScpOptions
 from radx.app.signals import StopOnSignal
 
@@ -47,12 +49,12 @@ _LEVELS = {
 }
 
 
-def listen_address(options: ScpOptions) -> str:
+def listen_address(bind: str | None, port: int) -> str:
     """":11112" for all interfaces, as the reference shows it; IPv6 in brackets."""
-    bind = options["bind"] or ""
+    bind = bind or ""
     if ":" in bind:
         bind = f"[{bind}]"
-    return f"{bind}:{options['port']}"
+    return f"{bind}:{port}"
 
 
 def endpoint_lines(listeners) -> str:
@@ -68,50 +70,60 @@ def endpoint_lines(listeners) -> str:
     return "".join(lines)
 
 
-def tls_line(options: ScpOptions) -> str:
+def tls_line(config: ScpConfig) -> str:
     """The banner's TLS line, or nothing without TLS."""
-    if not options.tls:
+    tls = config.tls
+    if tls is None:
         return ""
-    port = options["tls-port"]
-    address = listen_address(options) if port is None else listen_address({"bind": options["bind"], "port": port})
+    bind = config.listening.bind
+    address = listen_address(bind, config.listening.port if tls.port is None else tls.port)
     notes = []
-    if port is None:
+    if tls.port is None:
         notes.append("TLS only")
-    if options["tls-ca"]:
+    if tls.ca:
         notes.append("client certificate required")
     suffix = f" ({', '.join(notes)})" if notes else ""
     return f"  TLS Address:       {address}{suffix}\n"
 
 
-def http_line(options: ScpOptions) -> str:
+def http_line(address: str | None) -> str:
     """The banner's --http line, the address as bound, or nothing without --http."""
-    address = options.get("http-address")
     if not address:
         return ""
     return f"  HTTP Address:      {address} (/metrics /healthz /readyz)\n"
 
 
-def banner(options: ScpOptions, listeners=()) -> str:
-    organization = "Enabled (Study/Series/Instance)" if options["organize"] else "Disabled (flat)"
-    if options["layout"].fixed is None:
-        organization = f"Template {options['layout'].template}"
-    echo = "Enabled" if options["accept-echo"] else "Disabled"
-    port_line = f"  Listen Address:    {listen_address(options)}\n" if options.listens_on_port else ""
+def banner(config: ScpConfig, listeners=(), http_address: str | None = None) -> str:
+    server, listening = config.server, config.listening
+    organization = "Enabled (Study/Series/Instance)" if server.organize else "Disabled (flat)"
+    if server.layout.fixed is None:
+        organization = f"Template {server.layout.template}"
+    echo = "Enabled" if server.policy.accept_echo else "Disabled"
+    port_line = f"  Listen Address:    {listen_address(listening.bind, listening.port)}\n" if listening.on_port else ""
     return (
         "✓ DICOM SCP server started\n"
         "\n"
         f"{port_line}"
         f"{endpoint_lines(listeners)}"
-        f"{tls_line(options)}"
-        f"  AE Title:          {options['aet']}\n"
-        f"  Output Directory:  {options['output-dir']}\n"
+        f"{tls_line(config)}"
+        f"  AE Title:          {server.policy.ae_title}\n"
+        f"  Output Directory:  {server.output_dir}\n"
         f"  Organization:      {organization}\n"
         f"  C-ECHO:           {echo}\n"
-        f"  Max Connections:   {options['max-conns']}\n"
-        f"{http_line(options)}"
+        f"  Max Connections:   {server.max_conns}\n"
+        f"{http_line(http_address)}"
         "\n"
         "Press Ctrl+C to stop the server...\n"
     )
+
+
+def as_bound(config: ScpConfig, scp) -> ScpConfig:
+    """The configuration with its ports as the service bound them: PORT 0 asks the system for one."""
+    if scp.port is not None:
+        config = replace(config, listening=replace(config.listening, port=scp.port.getHost().port))
+    if scp.tls_port is not None:
+        config = replace(config, tls=replace(config.tls, port=scp.tls_port.getHost().port))
+    return config
 
 
 def shutdown_summary(stats) -> str:
@@ -217,31 +229,29 @@ def prepare_console(stream) -> None:
         stream.reconfigure(errors="replace", write_through=False)
 
 
-def run_scp(options: ScpOptions, reactor=None) -> int:
+def run_scp(config: ScpConfig, reactor=None) -> int:
     """Run the SCP in the foreground until SIGINT, SIGTERM or SIGHUP; the exit status."""
     if reactor is None:
         from twisted.internet import reactor
     from radx.app.tap import ScpService, StartupError
 
     prepare_console(sys.stdout)
-    scp = ScpService(options, reactor)
+    scp = ScpService(config, reactor)
     try:
         scp.prepare()
     except StartupError as error:
         return _fail(str(error))
-    # The banner shows the ports as bound: PORT 0 asks the system for one.
-    if scp.port is not None:
-        options["port"] = scp.port.getHost().port
-    if scp.tls_port is not None:
-        options["tls-port"] = scp.tls_port.getHost().port
+    # The banner shows the ports as bound.
+    shown = as_bound(config, scp)
+    http_address = None
     if scp.http_port is not None:
         from radx.app.web import address
 
-        options["http-address"] = address(scp.http_port)
+        http_address = address(scp.http_port)
 
-    json = options["log-format"] == "json"
+    json = config.log_format == "json"
     globalLogBeginner.beginLoggingTo(
-        [ConsoleObserver(_LEVELS[options["log-level"]], json=json, reactor=reactor)],
+        [ConsoleObserver(_LEVELS[config.log_level], json=json, reactor=reactor)],
         redirectStandardIO=False,
     )
     # With JSON logs, stdout holds JSON lines only; the banner and the
@@ -253,7 +263,7 @@ def run_scp(options: ScpOptions, reactor=None) -> int:
         # handlers replace the reactor's before the banner invites Ctrl+C.
         StopOnSignal(reactor, scp.factory.stop_now).install()
         scp.startService()
-        say(banner(options, scp.listeners), console)
+        say(banner(shown, scp.listeners, http_address), console)
 
     def shutting_down():
         say("\nServer shutting down...\n", console)
@@ -334,9 +344,9 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exit:
         # --help and --version print and exit with 0.
         return exit.code or 0
-    if options["tls-cert"] is None:
+    if options.config.tls is None:
         without_tls()
-    return run_scp(options)
+    return run_scp(options.config)
 
 
 if __name__ == "__main__":

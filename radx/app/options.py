@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_app_options -*-
-"""The options of the SCP, defined once for `radx dicom scp` and `twistd radx-scp`."""
+"""The command line of the SCP, one for `radx dicom scp` and `twistd radx-scp`: ScpOptions, made from radx.app.config's SCP_FLAGS; and what every `radx dicom` command's options share."""
 
 from __future__ import annotations
 
@@ -9,19 +9,28 @@ from twisted.python import usage
 
 from radx import __version__
 from radx.app import flag_values as values
+from radx.app.config import DEFAULT_PORT, FILING_FLAGS, SCP_FLAGS, Flag, config_from_options
 from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout, LayoutError, is_valid_uid
 from radx.uids import VERIFICATION_SOP_CLASS
-from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, is_storage_sop_class
-
-DEFAULT_PORT = 11112
+from radx.ul.negotiation import is_storage_sop_class
 
 
-# --layout, --organize and --on-duplicate: how the server and `radx dicom organize` file an instance.
-FILING_PARAMETERS = [
-    ["organize", None, True, "Auto-organize files by Study/Series/Instance UID.", values.named("organize", values.boolean)],
-    ["layout", None, None, "Path of each file below the output folder, DICOM keywords in braces, such as {PatientID}/{StudyDate}/{SOPInstanceUID}.dcm (instead of --organize's)."],
-    ["on-duplicate", None, "replace", "For an instance whose file exists: replace, keep (the first), unique (both, under another name) or reject (status 0111).", values.named("on-duplicate", values.on_duplicate)],
-]  # fmt: skip
+def parameters(flags: tuple[Flag, ...]) -> list:
+    """Twisted's optParameters of the flags with a value: each default the one its field carries."""
+    return [
+        [flag.name, flag.short, flag.written_default, flag.help, values.named(flag.name, flag.parse) if flag.parse else None]
+        for flag in flags
+        if not flag.switch
+    ]
+
+
+def switches(flags: tuple[Flag, ...]) -> list:
+    """Twisted's optFlags of the switches among the flags."""
+    return [[flag.name, flag.short, flag.help] for flag in flags if flag.switch]
+
+
+# --layout, --organize and --on-duplicate, for `radx dicom organize` too.
+FILING_PARAMETERS = parameters(FILING_FLAGS)
 
 
 def check_layout(options: usage.Options) -> None:
@@ -40,7 +49,7 @@ def check_layout(options: usage.Options) -> None:
 
 # Flags that are booleans with a default of true: they take `--flag`,
 # `--flag=true` and `--flag=false`, as the reference's examples write them.
-BOOLEAN_FLAGS = ("organize", "accept-echo", "fsync")
+BOOLEAN_FLAGS = tuple(flag.name for flag in SCP_FLAGS if flag.parse is values.boolean)
 
 
 _COERCION_PREFIX = "Parameter type enforcement failed: "
@@ -74,54 +83,19 @@ class ScpOptions(CommandOptions):
     """radx dicom scp [PORT] [flags]"""
     longdesc = (
         "Run a DICOM SCP that accepts associations, answers C-ECHO and files every "
-        "C-STORE instance on disk (Study/Series/Instance by default). PORT defaults to 11112."
+        f"C-STORE instance on disk (Study/Series/Instance by default). PORT defaults to {DEFAULT_PORT}."
     )
 
-    optParameters = [
-        ["aet", None, "RADX-SCP", "Application Entity Title for this SCP.", values.named("aet", values.ae_title)],
-        ["output-dir", None, "./dicom-received", "Directory to store received files."],
-        ["max-pdu", None, 16384, "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", values.named("max-pdu", values.pdu_length)],
-        ["max-conns", None, 10, "Maximum concurrent associations.", values.named("max-conns", values.positive_int)],
-        ["max-pending", None, 256, "Maximum connections not yet associated; past it the oldest is closed.", values.named("max-pending", values.positive_int)],
-        ["bind", None, None, "Address to listen on, IPv4 or IPv6 (default: all interfaces, IPv4 and IPv6)."],
-        *FILING_PARAMETERS,
-        ["accept-echo", None, True, "Accept C-ECHO verification requests.", values.named("accept-echo", values.boolean)],
-        ["fsync", None, True, "fsync each file and folder before answering Success.", values.named("fsync", values.boolean)],
-        ["artim-timeout", None, 30.0, "Seconds a new connection may take to send its A-ASSOCIATE-RQ, and the peer to close after a release or an abort (the ARTIM timer of the DICOM upper layer, PS3.8).", values.named("artim-timeout", values.seconds)],
-        ["idle-timeout", None, 120.0, "Seconds an association may stay silent before it is aborted.", values.named("idle-timeout", values.seconds)],
-        ["dimse-timeout", None, 60.0, "Seconds a PDU may take to arrive, from its first byte to its last (DIMSE: DICOM's message exchange, PS3.7).", values.named("dimse-timeout", values.seconds)],
-        ["drain-timeout", None, 30.0, "Seconds, at shutdown, for operations in progress to finish.", values.named("drain-timeout", values.seconds)],
-        ["threads", None, 4, "Threads for file system work.", values.named("threads", values.positive_int)],
-        ["catalogue", None, None, "SQLite file, or postgresql:// URL, in which each stored instance is recorded, as radx dicom catalogue indexes it.", values.named("catalogue", values.catalogue_target)],
-        ["catalogue-node", None, None, "With a postgresql:// --catalogue: the name this server's rows carry, unique among the servers that share it (default: this host's name)."],
-        ["exec-on-store", None, None, "Command run after each instance is stored and its Success sent; no shell, placeholders #p #f #a #c #r #{SOPInstanceUID} ... (docs/usage.rst)."],
-        ["exec-on-series", None, None, "Command run once a series has received nothing for --series-timeout seconds."],
-        ["exec-on-study", None, None, "Command run once a study has received nothing for --study-timeout seconds, over every association."],
-        ["series-timeout", None, 60.0, "Seconds of quiet after a series' last instance before it is complete.", values.named("series-timeout", values.seconds)],
-        ["study-timeout", None, 60.0, "Seconds of quiet after a study's last instance before it is complete.", values.named("study-timeout", values.seconds)],
-        ["exec-concurrency", None, 4, "Hooks running at once; more wait their turn.", values.named("exec-concurrency", values.positive_int)],
-        ["exec-timeout", None, 600.0, "Seconds a hook may run before it is killed.", values.named("exec-timeout", values.seconds)],
-        ["events", None, None, "File to which a JSON line is appended for each instance stored, series and study complete, and hook run."],
-        ["stats-interval", None, 30.0, "Seconds between statistics log lines.", values.named("stats-interval", values.seconds)],
-        ["log-level", None, "info", "Lowest level logged: debug, info, warn, error."],
-        ["log-format", None, "text", "Log lines as text, or as one JSON object a line (json)."],
-        ["tls-cert", None, None, "PEM certificate (and chain) of this SCP: enables DICOM TLS."],
-        ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
-        ["tls-ca", None, None, "PEM CA certificate(s): clients must present a certificate it signed (mutual TLS)."],
-        ["tls-port", None, None, "Port for TLS (2762 is DICOM-TLS's); PORT stays plain TCP. Without it, PORT is TLS only.", values.named("tls-port", values.port)],
-        ["file-mode", None, "0600", "Permissions of the files radx creates (octal).", values.named("file-mode", values.mode)],
-        ["dir-mode", None, "0700", "Permissions of the folders radx creates (octal).", values.named("dir-mode", values.mode)],
-        ["http", None, None, "Twisted endpoint for HTTP /metrics, /healthz and /readyz, such as tcp:9112:interface=127.0.0.1 (default: none)."],
-        ["min-free-space", None, 0, "/readyz answers 503 while the output folder's file system has less free (0: no such check).", values.named("min-free-space", values.size)],
-    ]
-    optFlags = [
-        ["verbose", "v", "Log at debug level (same as --log-level debug)."],
-        ["accept-any-called-aet", None, "Accept any called AE title, not only --aet (DCMTK's default ANY-SCP among them)."],
-        ["require-peer-cert", None, "Require a client certificate signed by --tls-ca (implied by --tls-ca)."],
-    ]
+    # Each default is its field's, in radx.app.config.
+    optParameters = parameters(SCP_FLAGS)
+    optFlags = switches(SCP_FLAGS)
 
     def __init__(self) -> None:
         super().__init__()
+        # Values start as their fields' defaults, typed; --help shows them as written.
+        for flag in SCP_FLAGS:
+            if not flag.switch:
+                self[flag.name] = flag.default
         self["sop-class"] = []
         self["transfer-syntax"] = []
         self["allow-calling-aet"] = []
@@ -131,10 +105,14 @@ class ScpOptions(CommandOptions):
         self["port"] = DEFAULT_PORT
         # Whether PORT (or --port) was given: with --listen, only then is it listened on too.
         self.port_given = False
+        # Set by postOptions: the hook commands, split, and the whole parsed, typed (radx.app.config.ScpConfig).
+        self.hook_commands: tuple = ()
+        self.config = None
 
     def opt_port(self, port: str) -> None:
-        """Port to listen on: the same as PORT (default: 11112)."""
         self._port_flag = self._parse_port(port, "--port")
+
+    opt_port.__doc__ = f"Port to listen on: the same as PORT (default: {DEFAULT_PORT})."
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen where this Twisted server endpoint says, such as tcp:11112:interface=10.0.0.2, systemd:domain=INET:index=0 or haproxy:tcp:11112; repeat for several. With it, PORT and --bind are listened on only if given."""
@@ -218,15 +196,15 @@ class ScpOptions(CommandOptions):
             raise usage.UsageError(f"--log-level: {self['log-level']!r} is not debug, info, warn or error")
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(f"--log-format: {self['log-format']!r} is not text or json")
-        for flag in ("file-mode", "dir-mode"):
-            self[flag] = values.mode(self[flag])
         check_layout(self)
         self._check_tls()
         self._check_catalogue()
         self._check_listen()
-        self["hooks"] = self._hooks()
+        self.hook_commands = self._hook_commands()
         if self["min-free-space"] and not self["http"]:
             raise usage.UsageError("--min-free-space needs --http: it is what /readyz checks")
+        # Parsed: from here on, the server reads this, typed, and never the options.
+        self.config = config_from_options(self)
 
     def _check_catalogue(self) -> None:
         if self["catalogue-node"] is None:
@@ -238,12 +216,12 @@ class ScpOptions(CommandOptions):
         if not self["catalogue-node"].strip():
             raise usage.UsageError("--catalogue-node: the name is empty")
 
-    def _hooks(self):
-        """The hooks and events asked for, as radx.events.command.HookSettings, or None: each command split once, here."""
+    def _hook_commands(self) -> tuple:
+        """The commands of --exec-on-store, --exec-on-series and --exec-on-study, each split and found once, here."""
         kinds = [kind for kind in ("store", "series", "study") if self[f"exec-on-{kind}"] is not None]
-        if not kinds and not self["events"]:
-            return None
-        from radx.events.command import CommandError, HookSettings, find_program, parse_command
+        if not kinds:
+            return ()
+        from radx.events.command import CommandError, find_program, parse_command
 
         commands = []
         for kind in kinds:
@@ -253,14 +231,7 @@ class ScpOptions(CommandOptions):
             except CommandError as error:
                 raise usage.UsageError(f"--exec-on-{kind}: {error}") from None
             commands.append(command)
-        return HookSettings(
-            commands=tuple(commands),
-            series_timeout=self["series-timeout"],
-            study_timeout=self["study-timeout"],
-            concurrency=self["exec-concurrency"],
-            timeout=self["exec-timeout"],
-            events=self["events"],
-        )
+        return tuple(commands)
 
     @property
     def listens_on_port(self) -> bool:
@@ -296,10 +267,6 @@ class ScpOptions(CommandOptions):
     @property
     def tls(self) -> bool:
         return bool(self["tls-cert"])
-
-    @property
-    def transfer_syntaxes(self) -> tuple[str, ...]:
-        return tuple(self["transfer-syntax"]) or DEFAULT_TRANSFER_SYNTAXES
 
 
 PROXIED_PREFIX = "haproxy:"

@@ -10,7 +10,8 @@ import time
 from twisted.python import usage
 
 from radx.app import flag_values as values
-from radx.app.options import DEFAULT_PORT, CommandOptions
+from radx.app.config import DEFAULT_PORT
+from radx.app.options import CommandOptions
 from radx.app.startup import resume_collector, without_tls
 from radx.dimse.status import describe_status, is_failure
 from radx.ul.pdu import DEFAULT_MAXIMUM_LENGTH

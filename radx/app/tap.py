@@ -21,12 +21,12 @@ from radx.app.heap import keep_large_buffers_in_heap, release_free_memory
 from radx.app.jsonlog import JsonLogObserver
 from radx.app.logformat import ClassicTextObserver
 from radx.app.openfiles import descriptors_needed, raise_open_file_limit
+from radx.app.config import ScpConfig, TwistdLog, twistd_log_from
 from radx.app.options import PROXIED_PREFIX, ScpOptions, is_proxied
 from radx.app.signals import StopOnSignal
-from radx.scp.factory import SCPFactory, ServerConfig
+from radx.scp.factory import SCPFactory
 from radx.storage.store import clean_incoming
 from radx.storage.writable import check_writable
-from radx.ul.negotiation import AcceptorPolicy
 
 Options = ScpOptions
 
@@ -74,40 +74,7 @@ log = Logger(namespace="radx.scp")
 FILE_CLOCK_MARGIN_NS = 50_000_000
 
 
-def config_from_options(options: ScpOptions) -> ServerConfig:
-    sop_classes = frozenset(options["sop-class"]) or None
-    policy = AcceptorPolicy(
-        ae_title=options["aet"],
-        accept_any_called_ae_title=bool(options["accept-any-called-aet"]),
-        maximum_pdu_length=options["max-pdu"],
-        accept_echo=options["accept-echo"],
-        sop_classes=sop_classes,
-        transfer_syntaxes=options.transfer_syntaxes,
-        calling_ae_titles=frozenset(options["allow-calling-aet"]) or None,
-    )
-    return ServerConfig(
-        policy=policy,
-        output_dir=options["output-dir"],
-        organize=options["organize"],
-        layout=options["layout"],
-        on_duplicate=options["on-duplicate"],
-        fsync=options["fsync"],
-        max_conns=options["max-conns"],
-        max_pending=options["max-pending"],
-        artim_timeout=options["artim-timeout"],
-        idle_timeout=options["idle-timeout"],
-        dimse_timeout=options["dimse-timeout"],
-        drain_timeout=options["drain-timeout"],
-        allowed_networks=tuple(options["allow-ip"]) or None,
-        file_mode=options["file-mode"],
-        dir_mode=options["dir-mode"],
-        catalogue=options["catalogue"],
-        catalogue_node=options["catalogue-node"],
-        hooks=options.get("hooks"),
-    )
-
-
-def server_endpoint(reactor, port: int, bind: str):
+def server_endpoint(reactor, port: int, bind: str | None):
     """TCP on ``bind`` (an IPv4 or IPv6 address), or on every interface."""
     if bind and ":" in bind:
         return endpoints.TCP6ServerEndpoint(reactor, port, interface=bind)
@@ -203,16 +170,15 @@ class _ThreadPoolService(service.Service):
 class ScpService(service.MultiService):
     """The SCP: a listening port, a threadpool for the file system, a statistics timer."""
 
-    def __init__(self, options: ScpOptions, reactor=None) -> None:
+    def __init__(self, config: ScpConfig, reactor=None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self.options = options
-        self.config = config_from_options(options)
-        self.threadpool = ThreadPool(minthreads=1, maxthreads=options["threads"], name="radx-storage")
+        self.config = config
+        self.threadpool = ThreadPool(minthreads=1, maxthreads=config.threads, name="radx-storage")
         _ThreadPoolService(self.threadpool).setServiceParent(self)
-        self.factory = SCPFactory(self.config, reactor, self.threadpool)
+        self.factory = SCPFactory(config.server, reactor, self.threadpool)
         self.factory.release_memory = release_free_memory
         self.port = None
         # The TLS port when it is not PORT (--tls-port).
@@ -236,7 +202,7 @@ class ScpService(service.MultiService):
         start. Run as the user the server runs as: under ``twistd --uid``,
         after the switch.
         """
-        existed = os.path.isdir(self.config.output_dir)
+        existed = os.path.isdir(self.config.server.output_dir)
         try:
             stale = clean_incoming(self.factory.tree)
         except OSError as error:
@@ -246,7 +212,7 @@ class ScpService(service.MultiService):
             raise StartupError(f"{what}: {describe_os_error(error)}") from error
         try:
             folders = self.factory.tree.folders()
-            check_writable(folders.root, folders.incoming, self.config.file_mode)
+            check_writable(folders.root, folders.incoming, self.config.server.file_mode)
         except OSError as error:
             raise StartupError(f"output directory is not writable: {describe_os_error(error)}") from error
         events = self.factory.events
@@ -279,7 +245,7 @@ class ScpService(service.MultiService):
             except StartupError:
                 self.close_ports()
                 raise
-        if self.options["http"] and self.http_port is None:
+        if self.config.http and self.http_port is None:
             self.serve_http()
 
     def serve_http(self) -> None:
@@ -295,9 +261,9 @@ class ScpService(service.MultiService):
 
         registry = CollectorRegistry()
         instrument(self.factory, registry)
-        readiness = web.Readiness(self.reactor, self.threadpool, self.factory, self.options["min-free-space"])
+        readiness = web.Readiness(self.reactor, self.threadpool, self.factory, self.config.min_free_space)
         try:
-            self.http_port = web.listen_http(self.reactor, self.options["http"], web.make_site(registry, readiness))
+            self.http_port = web.listen_http(self.reactor, self.config.http, web.make_site(registry, readiness))
         except web.HTTPError as error:
             self.factory.metrics = None
             self.close_ports()
@@ -318,16 +284,16 @@ class ScpService(service.MultiService):
         from radx.scp.secure import TLSServerFactory
         from radx.tls import TLSConfigurationError, server_options
 
-        options = self.options
+        tls = self.config.tls
         try:
-            certificate_options = server_options(options["tls-cert"], options["tls-key"], options["tls-ca"])
+            certificate_options = server_options(tls.certificate, tls.key, tls.ca)
         except TLSConfigurationError as error:
             raise StartupError(str(error)) from None
         return TLSServerFactory(certificate_options, self.factory)
 
     def check_open_files(self) -> None:
         """Raise the open-file limit to what --max-pending and --max-conns need, or warn that it is short."""
-        config = self.config
+        config = self.config.server
         needed = descriptors_needed(config.max_pending, config.max_conns, config.policy.maximum_operations_invoked)
         before, after = raise_open_file_limit(needed)
         if after < needed:
@@ -349,29 +315,29 @@ class ScpService(service.MultiService):
         is plain and --tls-port TLS; with --tls-cert alone, PORT is TLS only.
         Each --listen endpoint is plain; with --listen, PORT only if given.
         """
-        options = self.options
+        listening = self.config.listening
         self.check_open_files()
         self.listening = True
         try:
-            if options.listens_on_port:
+            if listening.on_port:
                 self._listen_on_port()
-            for description in options["listen"]:
+            for description in listening.endpoints:
                 self.listeners.append((description, self._listen_on(description)))
         except StartupError:
             self.close_ports()
             raise
 
     def _listen_on_port(self) -> None:
-        options = self.options
-        if not options.tls:
-            self.port = self._listen_port(options["port"], self.factory)
+        port = self.config.listening.port
+        if self.config.tls is None:
+            self.port = self._listen_port(port, self.factory)
             return
         tls = self.tls_factory()
-        if options["tls-port"] is None:
-            self.port = self._listen_port(options["port"], tls)
+        if self.config.tls.port is None:
+            self.port = self._listen_port(port, tls)
             return
-        self.port = self._listen_port(options["port"], self.factory)
-        self.tls_port = self._listen_port(options["tls-port"], tls)
+        self.port = self._listen_port(port, self.factory)
+        self.tls_port = self._listen_port(self.config.tls.port, tls)
 
     def _listen_on(self, description: str):
         """A --listen endpoint; behind ``haproxy:``, the PROXY header is read from --trusted-proxy only."""
@@ -380,11 +346,12 @@ class ScpService(service.MultiService):
         from radx.scp.proxied import ProxiedFactory
 
         endpoint = listen_endpoint(self.reactor, description[len(PROXIED_PREFIX) :], description)
-        proxied = ProxiedFactory(self.factory, self.options["trusted-proxy"], self.reactor, self.config.artim_timeout)
+        listening, server = self.config.listening, self.config.server
+        proxied = ProxiedFactory(self.factory, listening.trusted_proxies, self.reactor, server.artim_timeout)
         return self._listen(endpoint, proxied)
 
     def _listen_port(self, port_number: int, factory):
-        return self._listen(server_endpoint(self.reactor, port_number, self.options["bind"]), factory)
+        return self._listen(server_endpoint(self.reactor, port_number, self.config.listening.bind), factory)
 
     def _listen(self, endpoint, factory):
         outcome: list = []
@@ -413,7 +380,7 @@ class ScpService(service.MultiService):
         self.prepare()
         super().startService()
         # The first statistics line comes one interval after start.
-        self._statistics.start(self.options["stats-interval"], now=False)
+        self._statistics.start(self.config.stats_interval, now=False)
         if self.factory.catalogue is not None:
             self.catching_up = self.catch_up()
         if self.factory.events is not None:
@@ -465,15 +432,19 @@ class ScpService(service.MultiService):
 class _LoggingService(ScpService):
     """Under twistd: the application's log observer writes JSON lines, or text lines formatted the fast way."""
 
+    def __init__(self, config: ScpConfig, twistd_log: TwistdLog, reactor=None) -> None:
+        super().__init__(config, reactor)
+        self.twistd_log = twistd_log
+
     def setServiceParent(self, parent) -> None:
         super().setServiceParent(parent)
         # twistd's AppLogger uses an ILogObserver component of the
         # application, unless --logger names another observer; with
         # --syslog, twistd's syslog observer stays.
         set_component = getattr(parent, "setComponent", None)
-        if set_component is not None and not (self.options.parent or {}).get("syslog"):
-            write = _twistd_log_writer(self.options.parent)
-            json = self.options["log-format"] == "json"
+        if set_component is not None and not self.twistd_log.syslog:
+            write = _twistd_log_writer(self.twistd_log)
+            json = self.config.log_format == "json"
             set_component(ILogObserver, JsonLogObserver(write) if json else ClassicTextObserver(write))
 
     def privilegedStartService(self) -> None:
@@ -505,19 +476,18 @@ class _LoggingService(ScpService):
         except StartupError as error:
             failure = TwistdStartupError(str(error))
             # A daemon's console is its parent's; its log gets the line.
-            if not (self.options.parent or {}).get("nodaemon"):
+            if not self.twistd_log.nodaemon:
                 log.error("Error: {message}", message=str(error))
             print_alone_at_exit(failure)
             raise failure from None
 
 
-def _twistd_log_writer(twistd_options):
+def _twistd_log_writer(twistd_log: TwistdLog):
     """Where twistd would log (--logfile, or stdout with -n, else twistd.log): a write function."""
     from twisted.python import logfile
 
-    name = (twistd_options or {}).get("logfile") or ""
-    nodaemon = (twistd_options or {}).get("nodaemon")
-    if name == "-" or (not name and nodaemon):
+    name = twistd_log.logfile
+    if name == "-" or (not name and twistd_log.nodaemon):
         target = sys.stdout
     else:
         target = logfile.LogFile.fromFullPath(name or "twistd.log")
@@ -530,5 +500,6 @@ def _twistd_log_writer(twistd_options):
 
 
 def makeService(options: ScpOptions) -> ScpService:
+    """twistd's call, once it has parsed its own flags and radx-scp's: the service, on their typed configuration."""
     keep_large_buffers_in_heap()
-    return _LoggingService(options)
+    return _LoggingService(options.config, twistd_log_from(options.parent))

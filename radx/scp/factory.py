@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
@@ -14,10 +14,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, globalLogPublisher
 
 from radx.scp.accepting import AcceptFailureObserver
+from radx.scp.config import ServerConfig
 from radx.scp.protocol import AssociationProtocol
 from radx.storage.tree import OutputTree
 from radx.ul import negotiation
-from radx.ul.negotiation import AcceptorPolicy
 from radx.ul.pdu import AAssociateRJ, PresentationRejectReason, RejectResult, RejectSource
 
 
@@ -59,48 +59,6 @@ def peer_subject(transport) -> str | None:
     if certificate is None:
         return None
     return certificate.to_cryptography().subject.rfc4514_string()
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything an association needs to know about the server it belongs to."""
-
-    policy: AcceptorPolicy = field(default_factory=AcceptorPolicy)
-    output_dir: str = "./dicom-received"
-    organize: bool = True
-    # --layout: a compiled radx.storage.layout.Layout; None: --organize's.
-    layout: object = None
-    # --on-duplicate: replace, keep, unique or reject (radx.storage.store).
-    on_duplicate: str = "replace"
-    # Durable writes: fsync of file and folder before Success (--fsync).
-    fsync: bool = True
-    max_conns: int = 10
-    # Connections not yet associated (--max-pending), counted apart from
-    # --max-conns: past it, the oldest of them is closed.
-    max_pending: int = 256
-    # PS3.8 9.1.5: ARTIM bounds the wait for an A-ASSOCIATE-RQ and for the
-    # peer to close after a release or abort.
-    artim_timeout: float = 30.0
-    # An established association on which nothing arrives is aborted.
-    idle_timeout: float = 120.0
-    # A PDU, once begun, must arrive in full within this many seconds: a
-    # sender trickling bytes cannot hold an association open.
-    dimse_timeout: float = 60.0
-    # At shutdown, how long operations in progress may take to finish.
-    drain_timeout: float = 30.0
-    # Peers allowed to connect (--allow-ip); None: every address.
-    allowed_networks: tuple | None = None
-    # Permissions of the files and folders radx creates (--file-mode,
-    # --dir-mode): owner-only, since the files hold health information.
-    file_mode: int = 0o600
-    dir_mode: int = 0o700
-    # The catalogue each stored instance is recorded in (--catalogue), or None.
-    catalogue: str | None = None
-    # The name of this server's rows in a catalogue that several share
-    # (--catalogue-node); None: the host's name.
-    catalogue_node: str | None = None
-    # The hooks and events (--exec-on-*, --events): a radx.events.command.HookSettings, or None.
-    hooks: object | None = None
 
 
 @dataclass
@@ -155,7 +113,7 @@ class SCPFactory(ServerFactory):
                 config.hooks,
                 config.output_dir,
                 # A study's folder is its files' grandparent only in --organize's layout.
-                organize=config.organize if config.layout is None else config.layout.fixed is True,
+                organize=config.layout.fixed is True,
                 fsync=config.fsync,
                 dir_mode=config.dir_mode,
                 reactor=reactor,
