@@ -77,3 +77,69 @@ class OneBaseTests(SynchronousTestCase):
             tree = ast.parse((ROOT / module).read_text())
             [node] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
             self.assertLess(node.end_lineno - node.lineno + 1, 300, name)
+
+
+# The modules that read parsed options by name: each command's parsing,
+# and the one place the SCP's become its typed configuration. The other
+# commands read their own options where they run.
+OPTIONS_READERS = {
+    "app/options.py": "ScpOptions parses and checks the SCP's flags",
+    "app/config.py": "config_from_options turns them into an ScpConfig, once",
+    "app/scu_cli.py": "radx dicom echo and store: their own options",
+    "app/catalogue_cli.py": "radx dicom catalogue: its own options",
+    "app/organize_cli.py": "radx dicom organize: its own options",
+}
+
+
+def options_read_by_name(source: str, name: str) -> list[str]:
+    """Where a module reads something called options (``options[...]``, ``self.options.get(...)``) by a string key."""
+
+    def is_options(node) -> bool:
+        return (isinstance(node, ast.Name) and node.id in ("options", "opts")) or (
+            isinstance(node, ast.Attribute) and node.attr in ("options", "parent")
+        )
+
+    found = []
+    for node in ast.walk(ast.parse(source, name)):
+        key = None
+        if isinstance(node, ast.Subscript) and is_options(node.value):
+            key = node.slice
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            if is_options(node.func.value) and node.args:
+                key = node.args[0]
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            found.append(f"{name}:{node.lineno} reads {key.value!r}")
+    return found
+
+
+class ConfigurationTests(SynchronousTestCase):
+    """The SCP's flags are read by name while they are parsed; past that, everything takes typed fields."""
+
+    def test_nothing_past_parsing_reads_options_by_name(self):
+        offenders = []
+        for path in sorted(ROOT.rglob("*.py")):
+            name = str(path.relative_to(ROOT))
+            if name not in OPTIONS_READERS:
+                offenders += options_read_by_name(path.read_text(), name)
+        self.assertEqual(offenders, [])
+
+    def test_the_guard_sees_a_read(self):
+        """What the test above looks for, it finds."""
+        source = (
+            "def listen(self, options):\n"
+            "    return self.options['bind'], options.get('http'), self.options.parent.get('syslog'), options[name]\n"
+        )
+        self.assertEqual(
+            options_read_by_name(source, "tap.py"),
+            ["tap.py:2 reads 'bind'", "tap.py:2 reads 'http'", "tap.py:2 reads 'syslog'"],
+        )
+
+    def test_the_server_does_not_import_the_command_line(self):
+        """radx.scp takes its configuration (radx.scp.config) from whoever starts it, never from radx.app."""
+        offenders = [
+            f"{path.relative_to(ROOT)} imports {name}"
+            for path in sorted((ROOT / "scp").glob("*.py"))
+            for name in imported_modules(path)
+            if name.startswith("radx.app")
+        ]
+        self.assertEqual(offenders, [])
