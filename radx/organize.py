@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from radx.dimse.service import storage_failure_status
 from radx.scu.sources import list_files, read_source
+from radx.storage.errors import StorageError
 from radx.storage.header import scan_header
 from radx.storage.layout import InvalidUID, Layout
 from radx.storage.part10 import NotPart10, UnreadableDataSet, read_instance_header
-from radx.storage.store import REPLACE, InstanceWriter, StorageError, StoredInstance, _describe, _strip_padding
+from radx.storage.store import REPLACE, InstanceWriter, StoredInstance, _describe, _strip_padding
 from radx.storage.tree import OutputTree
 from radx.storage.values import read_values, scan_values
 from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
@@ -99,7 +101,9 @@ class Organizer:
             return Outcome(path, FAILED, reason=_describe(error))
         try:
             return step(path, source)
-        except (StorageError, InvalidUID, UnreadableDataSet) as error:
+        except StorageError as error:
+            return Outcome(path, FAILED, reason=_refused(error))
+        except (InvalidUID, UnreadableDataSet) as error:
             return Outcome(path, FAILED, reason=str(error))
         except OSError as error:
             return Outcome(path, FAILED, reason=_describe(error))
@@ -180,3 +184,9 @@ class Organizer:
             _strip_padding(header.series_instance_uid),
             values,
         )
+
+
+def _refused(error: StorageError) -> str:
+    """Why storage refused a file, with the status the server would have answered it, as its log says."""
+    status = storage_failure_status(error)
+    return str(error) if status is None else f"{error} (status 0x{status:04X})"

@@ -227,6 +227,7 @@ class StatusTests(SynchronousTestCase):
             Status.INVALID_OBJECT_INSTANCE: ("Failure", "Invalid Object Instance"),
             Status.MISTYPED_ARGUMENT: ("Failure", "Mistyped Argument"),
             Status.PROCESSING_FAILURE: ("Failure", "Processing Failure"),
+            Status.DUPLICATE_SOP_INSTANCE: ("Failure", "Duplication SOP Instance"),
             Status.REFUSED_NOT_AUTHORIZED: ("Failure", "Refused: Not Authorised"),
         }
         self.assertEqual(set(expected), set(Status))

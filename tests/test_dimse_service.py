@@ -23,8 +23,8 @@ from radx.dimse.commands import (
     decode_command,
     decode_command_set,
 )
-from radx.dimse.status import Status
-from radx.storage.store import StorageError
+from radx.dimse.status import Status, is_failure
+from radx.storage import errors
 from radx.ul.negotiation import AcceptedContext
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -60,6 +60,60 @@ class CEchoTests(SynchronousTestCase):
         self.assertIsNone(service.c_echo_rsp(VERIFICATION, request).affected_sop_class_uid)
 
 
+# Storage's reasons and the statuses a peer gets for them, written out: PS3.4 B.2.3, PS3.7 C.5.
+EXPECTED_FAILURES = {
+    errors.MalformedSOPInstanceUID: 0x0117,
+    errors.MalformedSOPClassUID: 0xC000,
+    errors.FileMetaUnencodable: 0xC000,
+    errors.MalformedDataSet: 0xC000,
+    errors.DataSetMismatch: 0xA900,
+    errors.DuplicateInstance: 0x0111,
+    errors.WriteFailed: 0xA700,
+    errors.NamesExhausted: 0xA700,
+    errors.WriterClosed: 0xA700,
+}
+
+
+class StorageFailureTests(SynchronousTestCase):
+    """Storage says why it refused an instance; the service says what the peer is answered."""
+
+    def test_each_reason_has_its_status(self):
+        for kind, status in EXPECTED_FAILURES.items():
+            refusal = service.c_store_failure(kind("why, in words"))
+            self.assertEqual(refusal, service.Refusal(status, "why, in words"), kind.__name__)
+
+    def test_the_table_is_the_expected_one(self):
+        self.assertEqual(service.STORAGE_FAILURES, EXPECTED_FAILURES)
+
+    def test_every_reason_storage_has_is_mapped(self):
+        """A new reason in radx.storage.errors is answered as decided, never as "internal error" by default."""
+        reasons = {
+            value
+            for value in vars(errors).values()
+            if isinstance(value, type) and issubclass(value, errors.StorageError) and value is not errors.StorageError
+        }
+        self.assertEqual(reasons, set(service.STORAGE_FAILURES))
+
+    def test_every_status_is_a_failure(self):
+        for kind, status in service.STORAGE_FAILURES.items():
+            self.assertTrue(is_failure(status), kind.__name__)
+            self.assertIsInstance(status, Status)
+
+    def test_a_subclass_is_answered_as_its_reason(self):
+        class NoSpace(errors.WriteFailed):
+            pass
+
+        self.assertEqual(service.storage_failure_status(NoSpace("disk full")), Status.OUT_OF_RESOURCES)
+
+    def test_not_a_reason_of_storage(self):
+        self.assertIsNone(service.storage_failure_status(OSError("disk full")))
+        self.assertIsNone(service.storage_failure_status(errors.StorageError("no reason given")))
+        self.assertEqual(
+            service.c_store_failure(errors.StorageError("no reason given")),
+            service.Refusal(Status.OUT_OF_RESOURCES, "internal error"),
+        )
+
+
 class CStoreTests(SynchronousTestCase):
     def test_stored(self):
         self.assertIsNone(service.c_store_refusal(CT_CONTEXT, store_rq()))
@@ -76,7 +130,7 @@ class CStoreTests(SynchronousTestCase):
 
     def test_storage_error_is_answered_with_its_status(self):
         self.assertEqual(
-            service.c_store_failure(StorageError(0xA900, "mismatch")), service.Refusal(0xA900, "mismatch")
+            service.c_store_failure(errors.DataSetMismatch("mismatch")), service.Refusal(0xA900, "mismatch")
         )
 
     def test_any_other_error_is_out_of_resources(self):

@@ -200,16 +200,15 @@ class ClockTests(SynchronousTestCase):
         self.assertEqual(events.journal.pending(), [])
 
     def test_journal_unwritable_no_success(self):
-        """An instance the journal cannot record fails (0xA700): no Success whose hook could be lost."""
-        from radx.storage.store import StorageError
+        """An instance the journal cannot record fails, as a failed write: no Success whose hook could be lost."""
+        from radx.storage.errors import WriteFailed
 
         events = self.events(store="/bin/echo")
         os.close(events.journal._fd)
         events.journal._fd = os.open(os.devnull, os.O_RDONLY)
         path = os.path.join(self.output, "1.2.3", "1.2.3.4", "1.dcm")
         self.uids[path] = ("1.2.3", "1.2.3.4")
-        error = self.assertRaises(StorageError, events.record, FakeWriter("1"), FakeStored(path), "A", "B", "C")
-        self.assertEqual(error.status, 0xA700)
+        error = self.assertRaises(WriteFailed, events.record, FakeWriter("1"), FakeStored(path), "A", "B", "C")
         self.assertIn("events journal", error.message)
 
     def test_compacted_as_it_runs(self):

@@ -7,7 +7,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from radx.scp.storing import Backlog, InstanceReception
 from radx.testing import SteppedThreadPool, ThreadlessReactor
-from radx.storage.store import INCOMING, InstanceWriter, StorageError, StoredInstance
+from radx.storage.errors import DataSetMismatch, MalformedSOPInstanceUID, WriteFailed
+from radx.storage.store import INCOMING, InstanceWriter, StoredInstance
 from radx.storage.tree import OutputTree
 from tests.test_storage_store import EXPLICIT_LE, SOP_CLASS, SOP_INSTANCE, SERIES, STUDY, data_set
 
@@ -18,7 +19,7 @@ class RecordingWriter:
     def __init__(self, log, fail_on_write=None, error=None):
         self.log = log
         self.fail_on_write = fail_on_write
-        self.error = error or StorageError(0xA700, "disk full")
+        self.error = error or WriteFailed("disk full")
         self.writes = 0
         log.append(("made",))
 
@@ -217,25 +218,24 @@ class FailureOrderingTests(SynchronousTestCase):
         self.assertEqual(reception.pending_bytes, 0)
         finished = reception.finish()
         self.pool.run_all()
-        failure = self.failureResultOf(finished, StorageError)
-        self.assertEqual(failure.value.status, 0xA700)
+        self.failureResultOf(finished, WriteFailed)
         self.assertEqual(
             [e[0] for e in self.log], ["made", "write", "failed write", "discard"]
         )
 
     def test_factory_fails(self):
         def factory():
-            raise StorageError(0x0117, "malformed SOP Instance UID")
+            raise MalformedSOPInstanceUID("malformed SOP Instance UID")
 
         reception = InstanceReception(ThreadlessReactor(), self.pool, factory, batch_bytes=10, high_water=100, low_water=10)
         reception.write(b"x" * 50)
         reception.write(b"x" * 50)
         finished = reception.finish()
         self.pool.run_all()
-        self.assertEqual(self.failureResultOf(finished, StorageError).value.status, 0x0117)
+        self.failureResultOf(finished, MalformedSOPInstanceUID)
 
     def test_bug_passes_through(self):
-        """Not a StorageError: finish fails with it as it is, for the log."""
+        """Not one of storage's refusals: finish fails with it as it is, for the log."""
         reception = InstanceReception(
             ThreadlessReactor(),
             self.pool,
@@ -353,7 +353,7 @@ class DiskTests(SynchronousTestCase):
             self.pool.run_all()
         finished = reception.finish()
         self.pool.run_all()
-        self.assertEqual(self.failureResultOf(finished, StorageError).value.status, 0xA700)
+        self.failureResultOf(finished, WriteFailed)
         self.assertEqual(self.files(), [])
         self.assertEqual(DiskFails.writes, 2)
 
@@ -362,7 +362,7 @@ class DiskTests(SynchronousTestCase):
         reception.write(data_set(sop_instance="1.2.3"))
         finished = reception.finish()
         self.pool.run_all()
-        self.assertEqual(self.failureResultOf(finished, StorageError).value.status, 0xA900)
+        self.failureResultOf(finished, DataSetMismatch)
         self.assertEqual(self.files(), [])
 
     def test_abort_during_write(self):

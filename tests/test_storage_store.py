@@ -9,11 +9,20 @@ import subprocess
 import pydicom
 from twisted.trial.unittest import SynchronousTestCase
 
+from radx.storage.errors import (
+    DataSetMismatch,
+    DuplicateInstance,
+    MalformedDataSet,
+    MalformedSOPClassUID,
+    MalformedSOPInstanceUID,
+    StorageError,
+    WriteFailed,
+    WriterClosed,
+)
 from radx.storage.layout import UNKNOWN, Layout, safe_component
 from radx.storage.store import (
     INCOMING,
     InstanceWriter,
-    StorageError,
     StoredInstance,
     clean_incoming,
 )
@@ -109,11 +118,14 @@ class StoreTestsMixin:
         incoming = os.path.join(self.output, INCOMING)
         self.assertEqual(os.listdir(incoming) if os.path.isdir(incoming) else [], [])
 
-    def assertStorageError(self, status, f, *args, **kwargs):
+    def assertStorageError(self, kind, f, *args, **kwargs):
+        """C{f} refuses with a C{kind}, which says why in words and carries no DIMSE status: storage knows none."""
         with self.assertRaises(StorageError) as caught:
             f(*args, **kwargs)
-        self.assertEqual(caught.exception.status, status, caught.exception)
+        self.assertIs(type(caught.exception), kind, caught.exception)
         self.assertTrue(caught.exception.message)
+        self.assertEqual(str(caught.exception), caught.exception.message)
+        self.assertFalse(hasattr(caught.exception, "status"))
         return caught.exception
 
     def dcmdump(self, path, *search):
@@ -247,15 +259,15 @@ class LayoutTests(StoreTestsMixin, SynchronousTestCase):
         })
 
     def test_invalid_sop_instance(self):
-        """PS3.7 9.1.1.1.9: 0117; nothing at all is written, not even folders."""
+        """A SOP Instance UID that is no UID (PS3.5 9.1) names no file: nothing at all is written, not even folders."""
         self.output = os.path.join(self.base, "fresh")
         for uid in ["../../escape", "1.2/3", "", "1." + "2" * 70, "1..2"]:
-            self.assertStorageError(0x0117, self.writer, sop_instance_uid=uid)
+            self.assertStorageError(MalformedSOPInstanceUID, self.writer, sop_instance_uid=uid)
         self.assertFalse(os.path.exists(self.output))
 
     def test_invalid_sop_class(self):
         self.output = os.path.join(self.base, "fresh")
-        self.assertStorageError(0xC000, self.writer, sop_class_uid="../x")
+        self.assertStorageError(MalformedSOPClassUID, self.writer, sop_class_uid="../x")
         self.assertFalse(os.path.exists(self.output))
 
 
@@ -329,7 +341,7 @@ class TemplateTests(StoreTestsMixin, SynchronousTestCase):
         elsewhere = os.path.join(self.base, "elsewhere")
         os.makedirs(elsewhere)
         os.symlink(elsewhere, os.path.join(self.output, "P2"))
-        self.assertStorageError(0xA700, self.store, patient_data_set(b"P2"), layout=PATIENT_LAYOUT)
+        self.assertStorageError(WriteFailed, self.store, patient_data_set(b"P2"), layout=PATIENT_LAYOUT)
         self.assertEqual(os.listdir(elsewhere), [])
         self.assertIncomingEmpty()
 
@@ -353,10 +365,10 @@ class DuplicateTests(StoreTestsMixin, SynchronousTestCase):
         self.assertIncomingEmpty()
 
     def test_reject(self):
-        """0111, Duplicate SOP Instance; the file stored first stays as it was."""
+        """Refused as a duplicate; the file stored first stays as it was."""
         first = self.store(data_set(pixels=b"\x01\x00" * 10), on_duplicate="reject")
         before = self.content(first.path)
-        error = self.assertStorageError(0x0111, self.store, data_set(pixels=b"\x02\x00" * 10), on_duplicate="reject")
+        error = self.assertStorageError(DuplicateInstance, self.store, data_set(pixels=b"\x02\x00" * 10), on_duplicate="reject")
         self.assertIn("exists", error.message)
         self.assertLessEqual(len(error.message), 64)
         self.assertEqual(self.content(first.path), before)
@@ -447,32 +459,32 @@ class RefusalTests(StoreTestsMixin, SynchronousTestCase):
         self.assertEqual(os.listdir(self.output), [INCOMING])
 
     def test_instance_mismatch(self):
-        """PS3.4 B.2.3: A900 when the data set is another instance."""
+        """Refused when the data set is another instance than the one announced."""
         writer = self.writer()
         writer.write([data_set(sop_instance="1.2.3.4")])
-        error = self.assertStorageError(0xA900, writer.commit)
+        error = self.assertStorageError(DataSetMismatch, writer.commit)
         self.assertIn("1.2.3.4", error.message)
         self.assertNothingStored()
 
     def test_class_mismatch(self):
         writer = self.writer()
         writer.write([data_set(sop_class="1.2.840.10008.5.1.4.1.1.2")])
-        self.assertStorageError(0xA900, writer.commit)
+        self.assertStorageError(DataSetMismatch, writer.commit)
         self.assertNothingStored()
 
-    def assertRefused(self, data: bytes, status=0xC000, **kwargs):
+    def assertRefused(self, data: bytes, **kwargs):
         """
-        C{data} is refused with C{status}, by L{InstanceWriter.write} as soon
+        C{data} is refused as a L{MalformedDataSet}, by L{InstanceWriter.write} as soon
         as it is known not to parse, else by L{InstanceWriter.commit}.
         """
         writer = self.writer(**kwargs)
         try:
             writer.write(chunked(data, random.Random(len(data))))
         except StorageError as e:
-            self.assertEqual(e.status, status, e)
+            self.assertIs(type(e), MalformedDataSet, e)
             self.assertIsNone(writer.temp_path)
         else:
-            self.assertStorageError(status, writer.commit)
+            self.assertStorageError(MalformedDataSet, writer.commit)
         self.assertNothingStored()
 
     def test_garbage(self):
@@ -486,7 +498,7 @@ class RefusalTests(StoreTestsMixin, SynchronousTestCase):
         """An explicit little endian data set announced as big endian."""
         writer = self.writer(transfer_syntax_uid="1.2.840.10008.1.2.2")
         writer.write([data_set()])
-        self.assertRaises(StorageError, writer.commit)
+        self.assertRaises(MalformedDataSet, writer.commit)
         self.assertNothingStored()
 
 
@@ -499,7 +511,7 @@ class FailureTests(StoreTestsMixin, SynchronousTestCase):
             f.write(b"not a folder")
         writer = self.writer()
         writer.write([data_set()])
-        self.assertStorageError(0xA700, writer.commit)
+        self.assertStorageError(WriteFailed, writer.commit)
         self.assertIncomingEmpty()
         self.assertEqual(sorted(os.listdir(self.output)), sorted([INCOMING, STUDY]))
         with open(blocker, "rb") as f:
@@ -510,7 +522,7 @@ class FailureTests(StoreTestsMixin, SynchronousTestCase):
         os.makedirs(final)
         writer = self.writer()
         writer.write([data_set()])
-        self.assertStorageError(0xA700, writer.commit)
+        self.assertStorageError(WriteFailed, writer.commit)
         self.assertIncomingEmpty()
         self.assertEqual(os.listdir(final), [])
 
@@ -518,12 +530,12 @@ class FailureTests(StoreTestsMixin, SynchronousTestCase):
         os.rmdir(self.output)
         with open(self.output, "wb") as f:
             f.write(b"x")
-        self.assertStorageError(0xA700, self.writer)
+        self.assertStorageError(WriteFailed, self.writer)
 
     def test_write_fails(self):
         """
         A write that fails (here: past RLIMIT_FSIZE, as a full disk would)
-        is 0xA700 and takes the temporary file with it.
+        is a WriteFailed and takes the temporary file with it.
         """
         import resource
         import signal
@@ -540,12 +552,12 @@ class FailureTests(StoreTestsMixin, SynchronousTestCase):
         finally:
             resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
             signal.signal(signal.SIGXFSZ, handler)
-        self.assertEqual(caught.exception.status, 0xA700)
+        self.assertIs(type(caught.exception), WriteFailed)
         self.assertIsNone(writer.temp_path)
         self.assertIncomingEmpty()
         # The writer is done: anything more is refused, and discard is harmless.
-        self.assertStorageError(0xA700, writer.write, [b"more"])
-        self.assertStorageError(0xA700, writer.commit)
+        self.assertStorageError(WriterClosed, writer.write, [b"more"])
+        self.assertStorageError(WriterClosed, writer.commit)
         writer.discard()
         self.assertEqual(os.listdir(self.output), [INCOMING])
 
@@ -560,7 +572,7 @@ class DiscardTests(StoreTestsMixin, SynchronousTestCase):
         writer.discard()
         self.assertIncomingEmpty()
         self.assertEqual(os.listdir(self.output), [INCOMING])
-        self.assertStorageError(0xA700, writer.commit)
+        self.assertStorageError(WriterClosed, writer.commit)
 
     def test_discard_after_commit(self):
         """Harmless: the stored file stays."""

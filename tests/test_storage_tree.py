@@ -7,7 +7,8 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.storage.store import INCOMING, StorageError, clean_incoming
+from radx.storage.errors import WriteFailed
+from radx.storage.store import INCOMING, clean_incoming
 from radx.storage.tree import OutputTree
 from tests.test_storage_store import OTHER, SERIES, SOP_INSTANCE, STUDY, StoreTestsMixin, data_set
 
@@ -48,7 +49,7 @@ class SymbolicLinkTests(TreeTestsMixin, SynchronousTestCase):
             clean_incoming(self.tree())
         self.assertEqual(caught.exception.errno, errno.ELOOP)
         self.assertIn(f"{INCOMING} is a symbolic link", str(caught.exception))
-        error = self.assertStorageError(0xA700, self.writer)
+        error = self.assertStorageError(WriteFailed, self.writer)
         self.assertIn(f"{INCOMING} is a symbolic link, not followed", error.message)
         self.assertOutsideUntouched()
 
@@ -56,7 +57,7 @@ class SymbolicLinkTests(TreeTestsMixin, SynchronousTestCase):
         os.symlink(self.outside, link)
         writer = self.writer()
         writer.write([data_set()])
-        error = self.assertStorageError(0xA700, writer.commit)
+        error = self.assertStorageError(WriteFailed, writer.commit)
         self.assertIn(f"{relative} is a symbolic link, not followed", error.message)
         self.assertOutsideUntouched()
         self.assertIncomingEmpty()
@@ -169,7 +170,7 @@ class MovedOutputFolderTests(TreeTestsMixin, SynchronousTestCase):
         writer = self.writer()
         writer.write([data_set()])
         shutil.rmtree(self.output)
-        self.assertStorageError(0xA700, writer.commit)
+        self.assertStorageError(WriteFailed, writer.commit)
         self.assertFalse(os.path.exists(self.output))
         self.assertFiledAtPath()
 
@@ -189,7 +190,7 @@ class MovedOutputFolderTests(TreeTestsMixin, SynchronousTestCase):
         shutil.rmtree(self.output)
         with open(self.output, "wb") as f:
             f.write(b"x")
-        self.assertStorageError(0xA700, self.writer)
+        self.assertStorageError(WriteFailed, self.writer)
 
     def test_same_folders_when_nothing_changed(self):
         tree = self.tree()

@@ -25,10 +25,11 @@ from radx.dimse.commands import (
     encode_response,
 )
 from radx.dimse.status import Status
+from radx.storage import errors
 from radx.uids import is_valid_uid, uid_for_log
-from radx.storage.store import StorageError
 
 __all__ = [
+    "STORAGE_FAILURES",
     "Refusal",
     "c_echo_rsp",
     "c_store_failure",
@@ -36,6 +37,7 @@ __all__ = [
     "c_store_rsp",
     "echoed",
     "shown",
+    "storage_failure_status",
     "undecodable_command_rsp",
     "unknown_command_rsp",
 ]
@@ -99,12 +101,45 @@ def c_store_refusal(context, request: CStoreRQ) -> Refusal | None:
     return None
 
 
+# What a C-STORE is answered with when storage refuses the instance, by the reason it gives.
+STORAGE_FAILURES: dict[type, Status] = {
+    # PS3.7 9.1.1.1.9, C.5: 0117H Invalid SOP Instance, "a violation of the UID construction rules".
+    errors.MalformedSOPInstanceUID: Status.INVALID_OBJECT_INSTANCE,
+    # PS3.4 B.2.3: Cxxx Cannot understand; no other status fits a SOP Class UID that is no UID.
+    errors.MalformedSOPClassUID: Status.CANNOT_UNDERSTAND,
+    # PS3.4 B.2.3: Cxxx Cannot understand; the UIDs cannot go into a file meta.
+    errors.FileMetaUnencodable: Status.CANNOT_UNDERSTAND,
+    # PS3.4 B.2.3: Cxxx Cannot understand; the data set does not parse in its transfer syntax.
+    errors.MalformedDataSet: Status.CANNOT_UNDERSTAND,
+    # PS3.4 B.2.3: A900 Data Set does not match SOP Class; its SOP Class or Instance UID is not the request's.
+    errors.DataSetMismatch: Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+    # PS3.7 C.5 (10.1.5.1.6): 0111H Duplicate SOP Instance, under --on-duplicate reject.
+    errors.DuplicateInstance: Status.DUPLICATE_SOP_INSTANCE,
+    # PS3.4 B.2.3: A7xx Refused: Out of Resources; the file system refused a write.
+    errors.WriteFailed: Status.OUT_OF_RESOURCES,
+    # PS3.4 B.2.3: A7xx Refused: Out of Resources; no file name left under --on-duplicate unique.
+    errors.NamesExhausted: Status.OUT_OF_RESOURCES,
+    # PS3.4 B.2.3: A7xx Refused: Out of Resources; the instance's file is gone already.
+    errors.WriterClosed: Status.OUT_OF_RESOURCES,
+}
+
+
+def storage_failure_status(error: BaseException) -> Status | None:
+    """The status answered for storage's refusal ``error``, or None if it is none of storage's refusals."""
+    for kind in type(error).__mro__:
+        status = STORAGE_FAILURES.get(kind)
+        if status is not None:
+            return status
+    return None
+
+
 def c_store_failure(error: BaseException) -> Refusal:
     """What to answer when filing an instance failed with ``error``."""
-    if isinstance(error, StorageError):
-        return Refusal(error.status, error.message)
-    # Not storage's own refusal: a bug, or the system; the requestor may retry.
-    return Refusal(Status.OUT_OF_RESOURCES, "internal error")
+    status = storage_failure_status(error)
+    if status is None:
+        # Not storage's own refusal: a bug, or the system; the requestor may retry.
+        return Refusal(Status.OUT_OF_RESOURCES, "internal error")
+    return Refusal(status, error.message)
 
 
 def c_store_rsp(request: CStoreRQ, status: int, comment: str | None = None) -> CStoreRSP:

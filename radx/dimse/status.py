@@ -27,6 +27,8 @@ class Status(enum.IntEnum):
 
     # PS3.7 C.5: failures common to the DIMSE services.
     PROCESSING_FAILURE = 0x0110
+    # PS3.7 C.5 (10.1.5.1.6): a Failure; C-STORE's own statuses name no duplicate.
+    DUPLICATE_SOP_INSTANCE = 0x0111
     INVALID_ARGUMENT_VALUE = 0x0115
     INVALID_OBJECT_INSTANCE = 0x0117
     SOP_CLASS_NOT_SUPPORTED = 0x0122

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from radx.events.command import STORE, HookSettings, find_program, hook_values
 from radx.events.journal import EventState, Hook, Journal
 from radx.storage.part10 import read_instance_header
-from radx.storage.store import OUT_OF_RESOURCES, StorageError
+from radx.storage.errors import WriteFailed
 
 # PS3.6: Study and Series Instance UID, which the storage's walk keeps for every instance.
 _STUDY_INSTANCE_UID = 0x0020000D
@@ -386,7 +386,7 @@ class ServerEvents:
         except OSError as error:
             # No Success without the record: the peer sends it again, and
             # its hook is then not lost.
-            raise StorageError(OUT_OF_RESOURCES, f"cannot record it in the events journal: {error.strerror or error}") from None
+            raise WriteFailed(f"cannot record it in the events journal: {error.strerror or error}") from None
         with self._answering_lock:
             self._answering.setdefault(instance["path"], []).append((instance, hook))
 

@@ -16,7 +16,7 @@ from radx.dimse.assembly import CommandReceived, DataSetFragment
 from radx.dimse.commands import C_STORE_RQ, CEchoRQ, CEchoRSP, CStoreRQ, CStoreRSP, DIMSEDecodeError
 from radx.dimse.status import Status
 from radx.scp.storing import Backlog, InstanceReception
-from radx.storage.store import InstanceWriter, StorageError
+from radx.storage.store import InstanceWriter
 from radx.ul.pdu import AbortReason
 
 
@@ -217,7 +217,7 @@ class Operations:
             self.factory.events.instance_answered(stored.path)
 
     def _store_failed(self, failure, store: PendingStore) -> None:
-        if failure.check(StorageError) is None:
+        if service.storage_failure_status(failure.value) is None:
             self.log.failure(
                 "Unexpected error filing sop_instance={uid}", failure, uid=store.request.affected_sop_instance_uid
             )

@@ -142,7 +142,7 @@ class InstanceReception:
         After the last fragment: write what is buffered, then commit.
 
         @return: fires with the L{StoredInstance}; or fails with the first
-            error, a L{radx.storage.store.StorageError} (anything else is a
+            error, a L{radx.storage.errors.StorageError} (anything else is a
             bug), once the temporary file is gone; or fires with C{None} if
             L{abort} came before the commit started.
         """

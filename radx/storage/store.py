@@ -9,6 +9,17 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
+from radx.storage.errors import (
+    DataSetMismatch,
+    DuplicateInstance,
+    FileMetaUnencodable,
+    MalformedDataSet,
+    MalformedSOPClassUID,
+    MalformedSOPInstanceUID,
+    NamesExhausted,
+    WriteFailed,
+    WriterClosed,
+)
 from radx.storage.layout import (
     FLAT_LAYOUT,
     ORGANIZED_LAYOUT,
@@ -29,17 +40,6 @@ from radx.storage.walk import DataSetWalk
 
 PART_SUFFIX = ".part"
 
-# PS3.4 B.2.3 (Table B.2-1): C-STORE failures of the Storage SOP Classes.
-OUT_OF_RESOURCES = 0xA700
-DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-# PS3.7 9.1.1.1.9, PS3.7 C.5: Invalid SOP Instance, "a violation of the UID
-# construction rules"; a C-STORE status, and the precise one.
-INVALID_SOP_INSTANCE = 0x0117
-# PS3.7 C.5 (10.1.5.1.6): Duplicate SOP Instance, a Failure. C-STORE's own
-# statuses (PS3.7 9.1.1.1.9, PS3.4 B.2.3) name no duplicate; this one says it.
-DUPLICATE_SOP_INSTANCE = 0x0111
-
 # --on-duplicate: what becomes of an instance whose file exists already.
 REPLACE, KEEP, UNIQUE, REJECT = "replace", "keep", "unique", "reject"
 ON_DUPLICATE = (REPLACE, KEEP, UNIQUE, REJECT)
@@ -55,23 +55,6 @@ if _IOV_MAX <= 0:
 
 
 _RENAME_LOCK = threading.Lock()
-
-
-class StorageError(Exception):
-    """
-    An instance could not be stored; nothing of it was left on disk.
-
-    @ivar status: the C-STORE-RSP status to answer.
-    @ivar message: why, for the Error Comment and the log.
-    """
-
-    def __init__(self, status: int, message: str):
-        super().__init__(status, message)
-        self.status = status
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.message} (status 0x{self.status:04X})"
 
 
 @dataclass
@@ -104,7 +87,10 @@ class InstanceWriter:
     received, into a temporary file under L{INCOMING}; then L{commit} checks
     it and moves it into place durably, or L{discard} removes it.
 
-    Blocking: run it on a threadpool, one call at a time.
+    Blocking: run it on a threadpool, one call at a time.  Each refusal is
+    a L{radx.storage.errors.StorageError} that says why; making one raises
+    L{MalformedSOPInstanceUID}, L{MalformedSOPClassUID} or
+    L{FileMetaUnencodable} before anything is written, or L{WriteFailed}.
 
     @ivar temp_path: the temporary file's path, for messages, or C{None}
         once committed or discarded.  Never opened by it: the file is
@@ -158,11 +144,9 @@ class InstanceWriter:
         try:
             relative_instance_path(self.sop_instance_uid, None, None, organize=False)
         except InvalidUID as e:
-            # PS3.7 9.1.1.1.9: Invalid SOP Instance; it names no file.
-            raise StorageError(INVALID_SOP_INSTANCE, str(e)) from None
+            raise MalformedSOPInstanceUID(str(e)) from None
         if not is_valid_uid(self.sop_class_uid):
-            # PS3.4 B.2.3: Cxxx, Cannot understand; no other status fits.
-            raise StorageError(CANNOT_UNDERSTAND, f"malformed SOP Class UID {uid_for_log(self.sop_class_uid)}")
+            raise MalformedSOPClassUID(f"malformed SOP Class UID {uid_for_log(self.sop_class_uid)}")
         title = calling_ae_title
         try:
             meta = file_meta_bytes(
@@ -179,7 +163,7 @@ class InstanceWriter:
             try:
                 meta = file_meta_bytes(self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax_uid, None)
             except ValueError as e:
-                raise StorageError(CANNOT_UNDERSTAND, f"cannot write the file meta: {e}") from None
+                raise FileMetaUnencodable(f"cannot write the file meta: {e}") from None
 
         try:
             name = uuid.uuid4().hex + PART_SUFFIX
@@ -204,7 +188,7 @@ class InstanceWriter:
             self._write_all([meta])
         except OSError as e:
             self.discard()
-            raise StorageError(OUT_OF_RESOURCES, f"cannot start a file: {_describe(e)}") from None
+            raise WriteFailed(f"cannot start a file: {_describe(e)}") from None
 
     def _open_directory(self, root: int, components, opened: list, made: list) -> int:
         """
@@ -249,8 +233,8 @@ class InstanceWriter:
         """
         return self._walk.values()
 
-    def _closed(self) -> StorageError:
-        return StorageError(OUT_OF_RESOURCES, "the instance's file is already closed")
+    def _closed(self) -> WriterClosed:
+        return WriterClosed("the instance's file is already closed")
 
     def write(self, chunks) -> None:
         """
@@ -258,9 +242,11 @@ class InstanceWriter:
 
         @param chunks: a list of C{bytes} or C{memoryview}s, written in order,
             none of them copied.
-        @raise StorageError: 0xA700; or 0xC000 as soon as the data set is
-            known not to parse in its transfer syntax. The temporary file
-            is gone.
+        @raise WriteFailed: the file system refused the write.
+        @raise MalformedDataSet: as soon as the data set is known not to
+            parse in its transfer syntax.
+        @raise WriterClosed: the file was closed before.
+        Whatever the error, the temporary file is gone.
         """
         if self._fd is None:
             raise self._closed()
@@ -269,23 +255,26 @@ class InstanceWriter:
                 self._walk.feed(chunk)
         except UnreadableDataSet as e:
             self.discard()
-            # PS3.4 B.2.3: Cxxx, Cannot understand.
-            raise StorageError(CANNOT_UNDERSTAND, e.message) from None
+            raise MalformedDataSet(e.message) from None
         try:
             self._write_all(chunks)
         except OSError as e:
             self.discard()
-            raise StorageError(OUT_OF_RESOURCES, f"cannot write: {_describe(e)}") from None
+            raise WriteFailed(f"cannot write: {_describe(e)}") from None
 
     def commit(self) -> StoredInstance:
         """
         Check the whole file and move it into place, durably.
 
-        @raise StorageError: 0xA700 on any file-system error, 0xC000 for a
-            data set that does not end as it should, 0xA900 for one whose SOP Class
-            or SOP Instance UID is not the command's.  Whatever the error,
-            the temporary file is gone and the final path is as it was
-            before (or, when replacing, holds the complete new file).
+        @raise WriteFailed: on any file-system error.
+        @raise MalformedDataSet: the data set does not end as it should.
+        @raise DataSetMismatch: its SOP Class or SOP Instance UID is not
+            the one announced.
+        @raise DuplicateInstance: under REJECT, its file is there already.
+        @raise NamesExhausted: under UNIQUE, no name is left for it.
+        @raise WriterClosed: the file was closed before.
+        Whatever the error, the temporary file is gone and the final path
+        is as it was before (or, when replacing, holds the complete new file).
         """
         if self._fd is None or self._temp_name is None:
             raise self._closed()
@@ -307,18 +296,14 @@ class InstanceWriter:
             try:
                 header = self._walk.end()
             except UnreadableDataSet as e:
-                # PS3.4 B.2.3: Cxxx, Cannot understand.
-                raise StorageError(CANNOT_UNDERSTAND, e.message) from None
-            # PS3.4 B.2.3: A900, "Data Set does not match SOP Class".
+                raise MalformedDataSet(e.message) from None
             if _strip_padding(header.sop_class_uid) != self.sop_class_uid:
-                raise StorageError(
-                    DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                raise DataSetMismatch(
                     f"data set SOP Class UID {uid_for_log(header.sop_class_uid)}"
                     f" is not the command's {self.sop_class_uid!r}",
                 )
             if _strip_padding(header.sop_instance_uid) != self.sop_instance_uid:
-                raise StorageError(
-                    DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                raise DataSetMismatch(
                     f"data set SOP Instance UID {uid_for_log(header.sop_instance_uid)}"
                     f" is not the command's {self.sop_instance_uid!r}",
                 )
@@ -371,7 +356,7 @@ class InstanceWriter:
                 os.fsync(directory)
         except OSError as e:
             self._undo(renamed, replaced, final, directory)
-            raise StorageError(OUT_OF_RESOURCES, f"cannot store: {_describe(e)}") from None
+            raise WriteFailed(f"cannot store: {_describe(e)}") from None
         except BaseException:
             self._undo(renamed, replaced, final, directory)
             raise
@@ -394,8 +379,7 @@ class InstanceWriter:
                     with os.fdopen(fd, "rb") as raw:
                         found = read_values(raw, self.transfer_syntax_uid, tags)
                 except UnreadableDataSet as e:
-                    # PS3.4 B.2.3: Cxxx, Cannot understand.
-                    raise StorageError(CANNOT_UNDERSTAND, e.message) from None
+                    raise MalformedDataSet(e.message) from None
             values.update(found)
         return values
 
@@ -411,7 +395,8 @@ class InstanceWriter:
 
         @return: the name, and None when the file was placed, or
             "kept"/"identical" when it was not (the temporary file stays).
-        @raise StorageError: 0x0111 under REJECT.
+        @raise DuplicateInstance: under REJECT.
+        @raise NamesExhausted: under UNIQUE, every name is taken.
         """
         stem, suffix = os.path.splitext(name)
         if suffix[1:].isdigit():
@@ -426,7 +411,7 @@ class InstanceWriter:
                 if self.on_duplicate == REJECT:
                     # Short enough for the whole Error Comment (64 characters).
                     reason = "this instance's file exists (--on-duplicate reject)"
-                    raise StorageError(DUPLICATE_SOP_INSTANCE, reason) from None
+                    raise DuplicateInstance(reason) from None
                 if _same_data_set(temp, incoming, candidate, directory):
                     return candidate, "identical"
                 continue
@@ -435,7 +420,7 @@ class InstanceWriter:
             except OSError:
                 pass  # a second name of the stored file, for clean_incoming
             return candidate, None
-        raise StorageError(OUT_OF_RESOURCES, f"{_MOST_UNIQUE_NAMES} files named after {name} already")
+        raise NamesExhausted(f"{_MOST_UNIQUE_NAMES} files named after {name} already")
 
     def _undo(self, renamed: bool, replaced: bool, final: str | None, directory: int | None) -> None:
         if renamed and not replaced and final is not None:
