@@ -54,6 +54,64 @@ class PurityTests(SynchronousTestCase):
         self.assertEqual(missing, [])
 
 
+# PS3.4 B.2.3: C-STORE's failure and warning ranges.
+_RANGES = ((0xA700, 0xA7FF), (0xA900, 0xA9FF), (0xB000, 0xBFFF), (0xC000, 0xCFFF))
+
+
+def status_values(source: str) -> list[str]:
+    """
+    The integers of ``source`` written in hex that are DIMSE statuses radx
+    answers with (those of L{Status} but Success), or lie in C-STORE's
+    failure and warning ranges (PS3.4 B.2.3: A7xx, A9xx, Bxxx, Cxxx), as ``line: 0xNNNN``.
+    """
+    from radx.dimse.status import Status
+
+    statuses = {int(status) for status in Status if status != Status.SUCCESS}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Constant) or type(node.value) is not int:
+            continue
+        spelled = ast.get_source_segment(source, node) or ""
+        value = node.value
+        if spelled.lower().startswith("0x") and (value in statuses or any(low <= value <= high for low, high in _RANGES)):
+            found.append(f"{node.lineno}: {spelled}")
+    return found
+
+
+class StorageKnowsNoStatusTests(SynchronousTestCase):
+    """
+    radx.storage says why an instance was not stored in its own words
+    (radx.storage.errors); which DIMSE status a peer is answered is the
+    service layer's decision (radx.dimse.service), made in one table.
+    """
+
+    def test_storage_imports_nothing_of_dimse(self):
+        offenders = []
+        for path in sorted((ROOT / "storage").glob("*.py")):
+            for name in imported_modules(path):
+                if name.startswith(("radx.dimse", "radx.ul")):
+                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+        self.assertEqual(offenders, [])
+
+    def test_storage_holds_no_status(self):
+        offenders = []
+        for path in sorted((ROOT / "storage").glob("*.py")):
+            offenders += [f"{path.relative_to(ROOT)}:{where}" for where in status_values(path.read_text())]
+        self.assertEqual(offenders, [])
+
+    def test_a_status_in_storage_would_be_found(self):
+        """The rule catches what storage once held: statuses as constants, and an error carrying one."""
+        source = (
+            "OUT_OF_RESOURCES = 0xA700\n"
+            "DUPLICATE_SOP_INSTANCE = 0x0111\n"
+            "raise StorageError(0xC000, 'why')\n"
+            "TAG = 0x00080018\n"
+            "LENGTH = 0xFFFFFFFF\n"
+            "BOUND = 1 << 20\n"
+        )
+        self.assertEqual(status_values(source), ["1: 0xA700", "2: 0x0111", "3: 0xC000"])
+
+
 class OneBaseTests(SynchronousTestCase):
     """Both roles' protocols are thin: they share one Twisted base over the pure machine."""
 
