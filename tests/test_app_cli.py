@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -1183,6 +1184,24 @@ class LeanStartupTests(SynchronousTestCase):
             "print(gc.isenabled())\n"
         )
         self.assertEqual(out, "False")
+
+
+class EndBySigintTests(SynchronousTestCase):
+    """A command Ctrl+C stopped says where, then ends as SIGINT ends a program (radx.app.interrupted)."""
+
+    SCRIPT = (
+        "import sys; from radx.app.interrupted import end_by_sigint;"
+        " sys.stdout.write('said'); sys.stderr.write('too'); end_by_sigint(); print('never')"
+    )
+
+    def test_what_was_said_is_read_then_sigint(self):
+        done = subprocess.run([sys.executable, "-c", self.SCRIPT], capture_output=True, timeout=60)
+        self.assertEqual((done.returncode, done.stdout, done.stderr), (-signal.SIGINT, b"said", b"too"))
+
+    def test_a_shell_sees_130(self):
+        command = f"{shlex.quote(sys.executable)} -c {shlex.quote(self.SCRIPT)}; echo \" status=$?\""
+        done = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60)
+        self.assertEqual(done.stdout, b"said status=130\n")
 
 
 class VersionAndHelpTests(SynchronousTestCase):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,16 +23,52 @@ from tests.catalogue_files import charset_file, write_instance
 TOOL_TIMEOUT = 60
 
 
+def _radx(arguments) -> dict:
+    """How the tests run `radx ARGUMENTS`: the command line and its environment, for subprocess."""
+    return {"args": [sys.executable, "-m", "radx.app.cli", *arguments], "env": dict(os.environ, PYTHONIOENCODING="utf-8")}
+
+
 def radx(*arguments: str, cwd: str) -> tuple[str, str, int]:
     """Run `radx ARGUMENTS` in ``cwd``: (stdout, stderr, exit status)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "radx.app.cli", *arguments],
-        cwd=cwd,
-        capture_output=True,
-        timeout=TOOL_TIMEOUT,
-        env=dict(os.environ, PYTHONIOENCODING="utf-8"),
-    )
+    done = subprocess.run(**_radx(arguments), cwd=cwd, capture_output=True, timeout=TOOL_TIMEOUT)
     return done.stdout.decode(), done.stderr.decode(), done.returncode
+
+
+def _sigint_as_a_terminal_sends_it() -> None:
+    # In the child, before radx starts: a test runner may ignore SIGINT, and
+    # a child inherits that; Ctrl+C at a terminal finds the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupted(*arguments: str, cwd: str, ready) -> tuple[str, str, int]:
+    """
+    Run `radx ARGUMENTS` in ``cwd`` and press Ctrl+C (SIGINT) once
+    ``ready()`` holds: (stdout, stderr, exit status), once it has ended.
+    The test fails if radx ends first: its work must outlast the wait.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            **_radx(arguments), cwd=cwd, stdout=out, stderr=err, preexec_fn=_sigint_as_a_terminal_sends_it
+        )
+        try:
+            deadline = time.monotonic() + TOOL_TIMEOUT
+            while not ready():
+                if process.poll() is not None:
+                    raise AssertionError(f"radx {' '.join(arguments)} ended (status {process.returncode}) before Ctrl+C")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"radx {' '.join(arguments)}: not ready after {TOOL_TIMEOUT} s")
+                time.sleep(0.01)
+            if process.poll() is not None:
+                raise AssertionError(f"radx {' '.join(arguments)} ended (status {process.returncode}) before Ctrl+C")
+            process.send_signal(signal.SIGINT)
+            process.wait(TOOL_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        out.seek(0)
+        err.seek(0)
+        return out.read().decode(), err.read().decode(), process.returncode
 
 
 class CommandTestCase(SynchronousTestCase):
@@ -118,6 +159,53 @@ class IndexCommandTests(CommandTestCase):
         out, err, code = self.radx("dicom", "catalogue", "dicom-received")
         self.assertEqual(err, "")
         self.assertNotIn("\r", out)
+
+
+class InterruptTests(SynchronousTestCase):
+    """Ctrl+C while indexing: one line, no traceback; what was committed stays, and the next run goes on from it."""
+
+    # Rows are committed BATCH at a time: enough files for many batches, so
+    # that the first is seen long before the last.
+    FILES = 20 * SQLiteCatalogue.BATCH
+
+    def setUp(self):
+        self.cwd = os.path.abspath(self.mktemp())
+        first = write_instance(os.path.join(self.cwd, "tree", "0", "0.dcm"))
+        # Links to one file: FILES paths, FILES rows, made in a moment.
+        for number in range(1, self.FILES):
+            folder = os.path.join(self.cwd, "tree", str(number % 20))
+            os.makedirs(folder, exist_ok=True)
+            os.link(first, os.path.join(folder, f"{number}.dcm"))
+        self.database = os.path.join(self.cwd, "tree.db")
+
+    def rows(self) -> int:
+        """Rows committed, as another reader sees them; 0 before the table exists."""
+        try:
+            connection = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)
+            try:
+                return connection.execute("SELECT COUNT(*) FROM dicom_metadata").fetchone()[0]
+            finally:
+                connection.close()
+        except sqlite3.Error:
+            return 0
+
+    def test_ctrl_c_after_the_first_commit(self):
+        out, err, code = interrupted("dicom", "catalogue", "tree", "--database", "tree.db", cwd=self.cwd, ready=self.rows)
+        # Ended by SIGINT, as Python ends a program Ctrl+C stops: 130 in a shell.
+        self.assertEqual(code, -signal.SIGINT, err)
+        self.assertNotIn("Traceback", err)
+        self.assertEqual(out, "")
+        found = re.fullmatch(r"Interrupted: (\d+) files indexed so far, kept in tree\.db; run again to index the rest\n", err)
+        self.assertIsNotNone(found, err)
+        indexed = int(found.group(1))
+        self.assertGreaterEqual(indexed, SQLiteCatalogue.BATCH)
+        self.assertLess(indexed, self.FILES)
+        self.assertEqual(self.rows(), indexed)
+
+        out, err, code = radx("dicom", "catalogue", "tree", "--database", "tree.db", cwd=self.cwd)
+        self.assertEqual((err, code), ("", 0))
+        self.assertIn(f": {self.FILES - indexed} new, 0 changed, 0 removed, {indexed} unchanged\n", out)
+        self.assertEqual(self.rows(), self.FILES)
 
 
 class QueryCommandTests(CommandTestCase):

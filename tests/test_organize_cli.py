@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import signal
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -11,7 +13,7 @@ from radx.app.organize_cli import OrganizeOptions, run_organize
 from radx.app.scu_cli import EXIT_USAGE
 from tests import dicomfiles
 from tests.catalogue_files import write_instance
-from tests.test_catalogue_cli import radx
+from tests.test_catalogue_cli import interrupted, radx
 from tests.test_interop_store import walk_files
 
 
@@ -128,3 +130,57 @@ class ProgressTests(OrganizeCommandTestCase):
     def test_no_bar_otherwise(self):
         out, err, code = self.run_in_process(tty=False)
         self.assertEqual((err, code), ("", 0))
+
+
+class InterruptTests(SynchronousTestCase):
+    """Ctrl+C while organizing: one line, no traceback, no partial file; a run again finishes the job."""
+
+    FILES = 1000
+
+    def setUp(self):
+        self.cwd = os.path.abspath(self.mktemp())
+        template = write_instance(os.path.join(self.cwd, "template.dcm"))
+        with open(template, "rb") as f:
+            data = f.read()
+        uid = dicomfiles.instance_uids(template)[2].encode()
+        self.sources = {}
+        os.makedirs(os.path.join(self.cwd, "incoming"))
+        # Instances of one series, told apart by the end of their SOP Instance UID (meta and data set).
+        for number in range(self.FILES):
+            other = uid[:-6] + b"%06d" % number
+            path = os.path.join(self.cwd, "incoming", f"{number}.dcm")
+            with open(path, "wb") as f:
+                f.write(data.replace(uid, other))
+            self.sources[other.decode() + ".dcm"] = path
+        os.remove(template)
+        self.series = os.path.join(self.cwd, "archive", "1.2.3", "1.2.3.4")
+        self.incoming = os.path.join(self.cwd, "archive", ".radx-incoming")
+
+    def stored(self) -> list[str]:
+        return sorted(os.listdir(self.series)) if os.path.isdir(self.series) else []
+
+    def test_ctrl_c_after_the_first_file(self):
+        out, err, code = interrupted("dicom", "organize", "incoming", "-o", "archive", cwd=self.cwd, ready=self.stored)
+        self.assertEqual(code, -signal.SIGINT, err)
+        self.assertNotIn("Traceback", err)
+        self.assertEqual(out, "")
+        found = re.fullmatch(
+            rf"Interrupted after (\d+) of {self.FILES} files: (\d+) organized, 0 skipped, 0 failed\n", err
+        )
+        self.assertIsNotNone(found, err)
+        done, organized = int(found.group(1)), int(found.group(2))
+        self.assertEqual(done, organized)
+        self.assertGreaterEqual(organized, 1)
+        # Each file in place is whole; the one in hand when Ctrl+C came is
+        # there whole or not at all, and nothing of it is left in the incoming folder.
+        stored = self.stored()
+        self.assertIn(len(stored), (organized, organized + 1))
+        for name in stored:
+            self.assertTrue(dicomfiles.same_data_set(os.path.join(self.series, name), self.sources[name]), name)
+        self.assertEqual(os.listdir(self.incoming), [])
+
+        # Again: those in place already are found the same, and left; the others filed.
+        out, err, code = radx("dicom", "organize", "incoming", "-o", "archive", "--on-duplicate", "unique", cwd=self.cwd)
+        self.assertEqual((err, code), ("", 0))
+        self.assertIn(f"  Organized:      {self.FILES - len(stored)}\n  Skipped:        {len(stored)}\n", out)
+        self.assertEqual(self.stored(), sorted(self.sources))

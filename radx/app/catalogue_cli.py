@@ -10,6 +10,7 @@ import unicodedata
 from twisted.python import usage
 
 from radx.app import flag_values as values
+from radx.app.interrupted import EXIT_INTERRUPTED
 from radx.app.options import CommandOptions
 from radx.app.scu_cli import EXIT_FAILED, EXIT_OK, Progress, _parse, _write
 
@@ -158,6 +159,7 @@ def table(rows) -> str:
 
 def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None) -> int:
     from radx.catalogue.database import CatalogueError
+    from radx.catalogue.indexer import Interrupted
     from radx.catalogue.opening import open_catalogue, open_read_only, shown
 
     stdout = stdout or sys.stdout
@@ -184,6 +186,14 @@ def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None)
     except CatalogueError as error:
         _write(stderr, f"Error: {error.message}\n")
         return EXIT_FAILED
+    except Interrupted as interrupted:
+        # Ctrl+C: each batch of rows is committed as it is written, so what was indexed stays.
+        _write(
+            stderr,
+            f"Interrupted: {_plural(interrupted.indexed, 'file')} indexed so far, kept in {shown(database)};"
+            " run again to index the rest\n",
+        )
+        return EXIT_INTERRUPTED
     _write(stdout, table(rows))
     if rows.cut:
         _write(stderr, f"Note: only the first {ROW_LIMIT} rows are shown; narrow the query, or use --sql with LIMIT/OFFSET.\n")

@@ -17,6 +17,7 @@ from twisted.python import threadable, usage
 
 from radx import __version__
 from radx.app.heap import keep_large_buffers_in_heap
+from radx.app.interrupted import EXIT_INTERRUPTED, end_by_sigint
 from radx.app.jsonlog import event_as_json
 from radx.app.startup import pause_collector, resume_collector, without_tls
 from radx.app.logformat import format_event, printable
@@ -304,15 +305,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = _main(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()
-        return status
     except BrokenPipeError:
         # Whoever read the output has gone (`radx dicom scp --help | head -1`):
         # nothing more to say to it, and no traceback about it, now or when
         # the interpreter flushes stdout on its way out.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:
+        # Ctrl+C before the command could say what it had done: no traceback.
+        sys.stderr.write("Interrupted\n")
+        status = EXIT_INTERRUPTED
     finally:
         resume_collector()
+    if status == EXIT_INTERRUPTED:
+        # Ctrl+C stopped the command, which said where (radx dicom catalogue,
+        # organize), or the line above did: end as SIGINT ends a program.
+        end_by_sigint()
+    return status
 
 
 def _main(argv: list[str]) -> int:

@@ -10,6 +10,7 @@ import time
 from twisted.python import usage
 
 from radx.app.catalogue_cli import IndexProgress
+from radx.app.interrupted import EXIT_INTERRUPTED
 from radx.app.options import FILING_PARAMETERS, CommandOptions, check_layout, normalise_boolean_flags
 from radx.app.scu_cli import EXIT_FAILED, EXIT_OK, _parse, _write
 
@@ -68,6 +69,16 @@ def summary(counts: dict, seconds: float, dry_run: bool) -> str:
     )
 
 
+def interrupted_line(counts: dict, total: int, dry_run: bool) -> str:
+    """Where Ctrl+C stopped it, in one line."""
+    done = sum(counts.values())
+    organized = f"{counts['organized']} {'would be organized' if dry_run else 'organized'}"
+    return (
+        f"Interrupted after {done} of {total} files: {organized}, {counts['skipped']} skipped,"
+        f" {counts['failed']} failed\n"
+    )
+
+
 def run_organize(options: OrganizeOptions, stdout=None, stderr=None, tty=None) -> int:
     from radx.organize import FAILED, ORGANIZED, SKIPPED, Organizer
 
@@ -89,6 +100,7 @@ def run_organize(options: OrganizeOptions, stdout=None, stderr=None, tty=None) -
         progress.start(len(sources))
     counts = {ORGANIZED: 0, SKIPPED: 0, FAILED: 0}
     dry_run = options["dry-run"]
+    interrupted = False
     try:
         for path in sources:
             outcome = organizer.plan(path) if dry_run else organizer.organize(path)
@@ -108,9 +120,16 @@ def run_organize(options: OrganizeOptions, stdout=None, stderr=None, tty=None) -
                     _write(stream, line)
             if progress is not None:
                 progress.advance()
+    except KeyboardInterrupt:
+        # Ctrl+C: the file in hand is dropped by its writer (radx.storage.store),
+        # so OUT holds only whole files; those done stay done.
+        interrupted = True
     finally:
         if progress is not None:
             progress.clear()
+    if interrupted:
+        _write(stderr, interrupted_line(counts, len(sources), dry_run))
+        return EXIT_INTERRUPTED
     _write(stdout, summary(counts, time.monotonic() - started, dry_run))
     return EXIT_FAILED if counts[FAILED] else EXIT_OK
 

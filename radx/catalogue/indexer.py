@@ -35,6 +35,18 @@ class IndexResult:
         return self.added + self.changed + len(self.failures)
 
 
+class Interrupted(KeyboardInterrupt):
+    """
+    Ctrl+C while indexing: still a KeyboardInterrupt, that says how many
+    files' rows (``indexed``) were committed before it. They stay: the
+    next run reads only the others.
+    """
+
+    def __init__(self, indexed: int) -> None:
+        super().__init__(indexed)
+        self.indexed = indexed
+
+
 def walk(folder: str, recursive: bool, skip=frozenset(), failures=None):
     """
     (path, stat) of every regular file in ``folder`` (and, if ``recursive``,
@@ -102,54 +114,62 @@ def index(
     A file modified at or after ``modified_before`` (nanoseconds since the
     epoch), if given, is left alone, row and all: a running server's, which
     it records itself.
+
+    @raise Interrupted: Ctrl+C (SIGINT); the rows committed before it stay.
     """
     progress = progress or _NoProgress()
     started = time.monotonic()
     folder = os.path.abspath(folder)
     result = IndexResult(folder)
-    if rebuild:
-        catalogue.clear()
-        known = {}
-    else:
-        known = catalogue.files_under(folder)
-        if not recursive:
-            known = {p: v for p, v in known.items() if os.path.dirname(p) == folder}
-    skip = frozenset(os.path.abspath(p) for p in skip)
-    to_read = []
-    for path, stat in walk(folder, recursive, skip, result.failures):
-        before = known.pop(path, None)
-        if modified_before is not None and stat.st_mtime_ns >= modified_before:
-            continue
-        if before == (stat.st_size, stat.st_mtime_ns):
-            result.unchanged += 1
+    indexed = 0  # rows committed
+    try:
+        if rebuild:
+            catalogue.clear()
+            known = {}
         else:
-            to_read.append((path, stat, before is not None))
-    gone = list(known)
-    progress.start(len(to_read))
-    stamp = now_utc()
-    rows = []
-    for path, stat, existed in to_read:
-        try:
-            row = read_row(path, stat)
-        except (NotCatalogued, OSError) as error:
-            reason = error.reason if isinstance(error, NotCatalogued) else (error.strerror or str(error))
-            result.failures.append((path, reason))
-            if existed:
-                gone.append(path)
-        else:
-            row["indexed_at"] = stamp
-            rows.append(row)
-            if existed:
-                result.changed += 1
+            known = catalogue.files_under(folder)
+            if not recursive:
+                known = {p: v for p, v in known.items() if os.path.dirname(p) == folder}
+        skip = frozenset(os.path.abspath(p) for p in skip)
+        to_read = []
+        for path, stat in walk(folder, recursive, skip, result.failures):
+            before = known.pop(path, None)
+            if modified_before is not None and stat.st_mtime_ns >= modified_before:
+                continue
+            if before == (stat.st_size, stat.st_mtime_ns):
+                result.unchanged += 1
             else:
-                result.added += 1
-        if len(rows) >= catalogue.BATCH:
-            catalogue.record_many(rows)
-            rows = []
-        progress.advance()
-    catalogue.record_many(rows)
-    catalogue.remove(gone)
-    result.removed = len(gone)
+                to_read.append((path, stat, before is not None))
+        gone = list(known)
+        progress.start(len(to_read))
+        stamp = now_utc()
+        rows = []
+        for path, stat, existed in to_read:
+            try:
+                row = read_row(path, stat)
+            except (NotCatalogued, OSError) as error:
+                reason = error.reason if isinstance(error, NotCatalogued) else (error.strerror or str(error))
+                result.failures.append((path, reason))
+                if existed:
+                    gone.append(path)
+            else:
+                row["indexed_at"] = stamp
+                rows.append(row)
+                if existed:
+                    result.changed += 1
+                else:
+                    result.added += 1
+            if len(rows) >= catalogue.BATCH:
+                catalogue.record_many(rows)
+                indexed += len(rows)
+                rows = []
+            progress.advance()
+        catalogue.record_many(rows)
+        indexed += len(rows)
+        catalogue.remove(gone)
+        result.removed = len(gone)
+    except KeyboardInterrupt:
+        raise Interrupted(indexed) from None
     result.failures.sort()
     result.seconds = time.monotonic() - started
     return result
