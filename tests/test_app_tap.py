@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -68,6 +69,24 @@ def wait_until(predicate, timeout: float, what: str, describe=lambda: ""):
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {timeout}s\n{describe()}")
         time.sleep(0.05)
+
+
+# A line of twistd's log: its timestamp, then [namespace#level] or [system].
+_TWISTD_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[(?P<source>[^\]]*)\] (?P<text>.*)")
+
+
+def split_twistd_output(output: str) -> tuple[list[str], list[str]]:
+    """twistd's log lines, and the other lines: those written straight to the console, as radx's start-up error is."""
+    logged, written = [], []
+    for line in output.splitlines():
+        (logged if _TWISTD_LOG_LINE.fullmatch(line) else written).append(line)
+    return logged, written
+
+
+def logs_an_error(line: str) -> bool:
+    """Whether a twistd log line reports an error: logged at level error or critical, or a legacy "Unhandled Error"."""
+    found = _TWISTD_LOG_LINE.fullmatch(line)
+    return found["source"].endswith(("#error", "#critical")) or found["text"].startswith("Unhandled Error")
 
 
 def read(path: str) -> str:
@@ -135,6 +154,32 @@ class HelpTests(SynchronousTestCase):
              "--layout", "--on-duplicate"}
             <= set(twistd_entries)
         )
+
+
+class TwistdOutputTests(SynchronousTestCase):
+    """What ForegroundTests tell apart in twistd's output: its log lines by their shape, not by what a path holds."""
+
+    OUTPUT = (
+        "2026-01-02T03:04:05+0000 [twisted.scripts._twistd_unix.UnixAppLogger#info] twistd 26.10.0"
+        " (/work/wt/errors/.venv/bin/python 3.11.7) starting up.\n"
+        "2026-01-02T03:04:05+0000 [-] SCPFactory starting on 11112\n"
+        "Error: failed to start server: address already in use\n"
+    )
+
+    def test_log_lines_apart_from_what_radx_wrote(self):
+        logged, written = split_twistd_output(self.OUTPUT)
+        self.assertEqual(len(logged), 2)
+        self.assertEqual(written, ["Error: failed to start server: address already in use"])
+        self.assertEqual([line for line in logged if logs_an_error(line)], [])
+
+    def test_errors_logged_are_found(self):
+        for line in (
+            "2026-01-02T03:04:05-0500 [-] Unhandled Error",
+            "2026-01-02T03:04:05+0000 [radx.app.tap#critical] the service did not start",
+            "2026-01-02T03:04:05+0000 [radx.scp.factory#error] something failed",
+        ):
+            logged, written = split_twistd_output(line)
+            self.assertEqual((written, [logs_an_error(each) for each in logged]), ([], [True]), line)
 
 
 class ForegroundTests(TwistdTestCase):
@@ -240,9 +285,11 @@ class ForegroundTests(TwistdTestCase):
             self.assertStartupError(read(output), "failed to start server: address already in use")
 
     def assertStartupError(self, output: str, message: str) -> None:
-        """One line, the words of `radx dicom scp`: no traceback."""
+        """One line, the words of `radx dicom scp`: no traceback, and nothing twistd logged is an error."""
         self.assertNotIn("Traceback", output)
-        self.assertEqual([line for line in output.splitlines() if "rror" in line], [f"Error: {message}"], output)
+        logged, written = split_twistd_output(output)
+        self.assertEqual(written, [f"Error: {message}"], output)
+        self.assertEqual([line for line in logged if logs_an_error(line)], [], output)
 
     def test_startup_error_in_one_line(self):
         with open(os.path.join(self.folder, "a-file"), "w"):
