@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from radx.dimse.service import storage_failure_status
 from radx.scu.sources import list_files, read_source
 from radx.storage.errors import StorageError
+from radx.storage.filing import REPLACE
 from radx.storage.header import scan_header
 from radx.storage.layout import InvalidUID, Layout
 from radx.storage.part10 import NotPart10, UnreadableDataSet, read_instance_header
-from radx.storage.store import REPLACE, InstanceWriter, StoredInstance, _describe, _strip_padding
+from radx.storage.store import InstanceWriter, StoredInstance, _describe, _strip_padding
 from radx.storage.tree import OutputTree
 from radx.storage.values import read_values, scan_values
 from radx.uids import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN

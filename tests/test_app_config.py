@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from radx.app.config import SCP_FLAGS, ScpConfig, TLSConfig, TwistdLog, config_from_options, twistd_log_from
 from radx.app.options import ScpOptions
 from radx.scp.config import ServerConfig
+from radx.storage.filing import Filing
 from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT
 from radx.testing import ScpHarness, associate_rq
 from radx.ul.pdu import AAbort, AAssociateAC
@@ -121,9 +122,9 @@ class ConfigurationTests(SynchronousTestCase):
         self.assertEqual((config.threads, config.stats_interval, config.log_level, config.log_format), (2, 5.0, "debug", "json"))
 
     def test_layout_left_out_is_organize_s(self):
-        self.assertIs(ServerConfig().layout, ORGANIZED_LAYOUT)
-        self.assertIs(ServerConfig(organize=False).layout, FLAT_LAYOUT)
-        self.assertIs(parse("--organize=false").config.server.layout, FLAT_LAYOUT)
+        self.assertIs(ServerConfig().filing.layout, ORGANIZED_LAYOUT)
+        self.assertIs(ServerConfig(filing=Filing(organize=False)).filing.layout, FLAT_LAYOUT)
+        self.assertIs(parse("--organize=false").config.server.filing.layout, FLAT_LAYOUT)
 
     def test_frozen(self):
         with self.assertRaises(dataclasses.FrozenInstanceError):

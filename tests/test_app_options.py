@@ -130,7 +130,7 @@ class InvalidValuesTests(SynchronousTestCase):
         options = parse("--layout", template)
         self.assertEqual(options["layout"].template, template)
         self.assertEqual(set(options["layout"].extra_tags), {"PatientID", "StudyDate"})
-        self.assertIs(options.config.server.layout, options["layout"])
+        self.assertIs(options.config.server.filing.layout, options["layout"])
 
     def test_organize_is_a_layout(self):
         """--organize and --organize=false become the two fixed templates, compiled once at start."""
@@ -148,7 +148,7 @@ class InvalidValuesTests(SynchronousTestCase):
     def test_on_duplicate(self):
         self.assertEqual(parse()["on-duplicate"], "replace")
         for policy in ("replace", "keep", "unique", "reject"):
-            self.assertEqual(parse("--on-duplicate", policy).config.server.on_duplicate, policy)
+            self.assertEqual(parse("--on-duplicate", policy).config.server.filing.on_duplicate, policy)
         self.assert_refused("--on-duplicate: expected one of replace, keep, unique, reject", "--on-duplicate", "skip")
 
     def test_pdu_out_of_range(self):

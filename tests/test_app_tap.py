@@ -401,8 +401,8 @@ class MakeServiceTests(SynchronousTestCase):
         """twistd radx-scp --layout ... --on-duplicate keep: the factory files by them."""
         template = "{PatientID}/{SOPInstanceUID}.dcm"
         service = tap.makeService(parse("--layout", template, "--on-duplicate", "keep", "--output-dir", self.mktemp()))
-        self.assertEqual(service.factory.config.layout.template, template)
-        self.assertEqual(service.factory.config.on_duplicate, "keep")
+        self.assertEqual(service.factory.config.filing.layout.template, template)
+        self.assertEqual(service.factory.config.filing.on_duplicate, "keep")
 
     def test_accept_any_called_aet(self):
         """Off by default: the called AE title is checked; the flag reaches the negotiation policy."""

@@ -9,6 +9,7 @@ from pydicom import dcmread
 from twisted.internet import defer, protocol, reactor, task, threads
 from twisted.logger import formatEvent, globalLogPublisher
 
+from radx.storage.filing import Filing
 from radx.storage.layout import UNKNOWN, Layout
 from radx.storage.store import INCOMING
 from tests import dicomfiles
@@ -140,7 +141,7 @@ def _storescu_case(case: str):
         # file's, byte for byte.
         source = self.mktemp() + ".dcm"
         dicomfiles.write_dcmtk_wire_form(source_file.path, source, require_dcmtk("dcmconv"))
-        self.start_server(self.server_config(organize=False))
+        self.start_server(self.server_config(filing=Filing(organize=False)))
         out, err, code = yield self.run_tool(
             self.storescu, "-v", "-R", STORESCU_PROPOSE[case], *self.storescu_args(source)
         )
@@ -192,7 +193,7 @@ class StorescuTests(StoreTestCase):
         """--layout {PatientID}/{StudyDate}/{Modality}/...: storescu's 6 CT images land under the values their data sets hold."""
         sources = dicomfiles.write_ct_series(self.mktemp(), 6, rows=64, columns=64, series=2, seed=3)
         layout = Layout("{PatientID}/{StudyDate}/{Modality}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm")
-        self.start_server(self.server_config(layout=layout))
+        self.start_server(self.server_config(filing=Filing(layout=layout)))
         output = self.factory.config.output_dir
         out, err, code = yield self.run_tool(self.storescu, "+sd", *self.storescu_args(os.path.dirname(sources[0])))
         self.assertEqual(code, 0, (out + err).decode(errors="replace"))
@@ -209,7 +210,7 @@ class StorescuTests(StoreTestCase):
     def test_on_duplicate_reject(self):
         """--on-duplicate reject: storescu's second sending of an instance is answered 0111, the first file stays."""
         source = dicomfiles.write_ct_series(self.mktemp(), 1, rows=64, columns=64, seed=5)[0]
-        self.start_server(self.server_config(on_duplicate="reject"))
+        self.start_server(self.server_config(filing=Filing(on_duplicate="reject")))
         output = self.factory.config.output_dir
         out, err, code = yield self.run_tool(self.storescu, "-v", *self.storescu_args(source))
         self.assertEqual(code, 0, (out + err).decode(errors="replace"))
@@ -232,7 +233,7 @@ class StorescuTests(StoreTestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        self.start_server(self.server_config(on_duplicate="keep"))
+        self.start_server(self.server_config(filing=Filing(on_duplicate="keep")))
         output = self.factory.config.output_dir
         for calling in ("FIRST-SCU", "SECOND-SCU"):
             out, err, code = yield self.run_tool(self.storescu, "-v", "-aet", calling, *self.storescu_args(source)[2:])
@@ -253,7 +254,7 @@ class StorescuTests(StoreTestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        self.start_server(self.server_config(on_duplicate="unique"))
+        self.start_server(self.server_config(filing=Filing(on_duplicate="unique")))
         output = self.factory.config.output_dir
         for calling in ("FIRST-SCU", "FIRST-SCU", "SECOND-SCU"):
             out, err, code = yield self.run_tool(self.storescu, "-v", "-aet", calling, *self.storescu_args(source)[2:])
@@ -294,7 +295,7 @@ class StorescuTests(StoreTestCase):
     def test_flat_output(self):
         """organize=False: OUTPUT/SOPInstanceUID.dcm, no folders."""
         sources = dicomfiles.write_ct_series(self.mktemp(), 5, rows=64, columns=64, series=2, seed=3)
-        self.start_server(self.server_config(organize=False))
+        self.start_server(self.server_config(filing=Filing(organize=False)))
         output = self.factory.config.output_dir
         out, err, code = yield self.run_tool(self.storescu, "+sd", *self.storescu_args(os.path.dirname(sources[0])))
         self.assertEqual(code, 0, (out + err).decode(errors="replace"))
@@ -387,7 +388,7 @@ def _pynetdicom_case(case: str):
         source = dicomfiles.pydicom_test_files()[case]
         # Send the file's own bytes, never decoded and encoded again.
         self.patch(_config, "STORE_SEND_CHUNKED_DATASET", True)
-        self.start_server(self.server_config(organize=False))
+        self.start_server(self.server_config(filing=Filing(organize=False)))
         status = yield threads.deferToThread(
             _pynetdicom_store, self.port, source.path, source.sop_class_uid, source.transfer_syntax_uid
         )
@@ -435,7 +436,7 @@ class PynetdicomStoreTests(StoreTestCase):
 
         source = dicomfiles.pydicom_test_files()["explicit_vr_little_endian"]
         self.patch(_config, "STORE_SEND_CHUNKED_DATASET", True)
-        self.start_server(self.server_config(organize=False))
+        self.start_server(self.server_config(filing=Filing(organize=False)))
         granted, status = yield threads.deferToThread(
             _pynetdicom_window, self.port, source.path, source.sop_class_uid, source.transfer_syntax_uid
         )

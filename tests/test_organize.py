@@ -9,6 +9,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.organize import FAILED, ORGANIZED, SKIPPED, Organizer
+from radx.storage.filing import Filing
 from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, UNKNOWN, Layout
 from radx.storage.part10 import file_meta_bytes
 from radx.storage.tree import INCOMING
@@ -197,7 +198,7 @@ class SameAsTheServerTests(ServerTestCase):
         files = dicomfiles.write_ct_series(source, 6, rows=16, columns=16, series=2, seed=9)
         write_instance(os.path.join(source, "nostudy.dcm"), StudyInstanceUID="")
         layout = Layout("{PatientID}/{StudyInstanceUID}/{Modality}_{SeriesInstanceUID}/{SOPInstanceUID}.dcm")
-        self.start_server(self.server_config(layout=layout))
+        self.start_server(self.server_config(filing=Filing(layout=layout)))
         received = self.factory.config.output_dir
         out, err, code = yield self.run_tool(
             storescu, "+sd", "-aec", "RADX-SCP", "127.0.0.1", str(self.port), source

@@ -11,6 +11,7 @@ import zlib
 
 from twisted.internet import defer, threads
 
+from radx.storage.filing import Filing
 from radx.ul.framing import PDUReader
 from radx.ul.pdu import AAssociateAC, AReleaseRP, AReleaseRQ, PDataTF
 from radx.testing import associate_rq, store_rq_bytes
@@ -48,7 +49,7 @@ class HostileDataSetTests(ServerTestCase):
 
     def setUp(self) -> None:
         self.log = LogWatch(self)
-        self.start_server(self.server_config(organize=False))
+        self.start_server(self.server_config(filing=Filing(organize=False)))
         self.output = self.factory.config.output_dir
 
     @defer.inlineCallbacks

@@ -333,9 +333,10 @@ class LayoutTests(SynchronousTestCase):
     def test_study_folder_only_in_organized_layout(self):
         """#p of a study is its files' grandparent with --organize's layout only; else the folder of its last file."""
         from radx.scp.factory import SCPFactory, ServerConfig
+        from radx.storage.filing import Filing
         from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout
 
         settings = HookSettings(commands=(parse_command("study", "/bin/echo #p"),))
         for layout, organize in [(None, True), (ORGANIZED_LAYOUT, True), (FLAT_LAYOUT, False), (Layout("{PatientID}/{SOPInstanceUID}.dcm"), False)]:
-            factory = SCPFactory(ServerConfig(output_dir=self.mktemp(), layout=layout, hooks=settings), task.Clock(), None)
+            factory = SCPFactory(ServerConfig(output_dir=self.mktemp(), filing=Filing(layout=layout), hooks=settings), task.Clock(), None)
             self.assertEqual(factory.events.organize, organize, layout)

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from radx.dimse.commands import CStoreRSP, decode_command
 from radx.scp.factory import ServerConfig
+from radx.storage.filing import Filing
 from radx.storage.part10 import data_set_offset
 from radx.storage.store import INCOMING
 from radx.testing import ScpHarness, SteppedThreadPool, associate_rq, store_rq_bytes
@@ -100,7 +101,7 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(len(data), 4303)
         for data_set in (data, data + b"\x00"):
             output = self.mktemp()
-            harness = ScpHarness(ServerConfig(output_dir=output, fsync=False, organize=False))
+            harness = ScpHarness(ServerConfig(output_dir=output, fsync=False, filing=Filing(organize=False)))
             harness.send(associate_rq(contexts=[(1, secondary_capture, (deflated,))]).encode())
             self.assertIsInstance(harness.received_pdus()[0], AAssociateAC)
             harness.send(store_rq_bytes(data_set, secondary_capture, instance))
@@ -128,7 +129,7 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(meta.TransferSyntaxUID, EXPLICIT_LE)
 
     def test_flat_layout(self):
-        harness = self.harness(organize=False)
+        harness = self.harness(filing=Filing(organize=False))
         harness.send(store_rq_bytes(self.ct, CT, CT_SMALL_INSTANCE))
         self.assertEqual(responses(harness)[0].status, 0)
         self.assertEqual(data_set_of(os.path.join(self.output, CT_SMALL_INSTANCE + ".dcm")), self.ct)

@@ -20,6 +20,7 @@ from radx.app.scu_cli import Progress
 from radx.scp.factory import SCPFactory
 from radx.scu.association import AssociationError, client_endpoint
 from radx.scu.echo import echo
+from radx.storage.filing import Filing
 from radx.ul.negotiation import AcceptorPolicy
 from tests import dicomfiles
 from tests.interop import DCMTK_ENV, ServerTestCase, abort_at_c_store, process_status, require_dcmtk, reserved_port
@@ -310,7 +311,7 @@ class StoreCommandTests(CommandTestCase):
         os.makedirs(folder)
         large = dicomfiles.write_large_multiframe(os.path.join(folder, "large.dcm"), 200 * MiB, seed=38)
         self.addCleanup(os.remove, large)
-        self.start_server(self.server_config(fsync=False, organize=False))
+        self.start_server(self.server_config(fsync=False, filing=Filing(organize=False)))
         sender = spawn(*radx("dicom", "store", large, "--host", "127.0.0.1", "--port", str(self.port)), env=ENV)
         peak = 0
         while not sender.ended.called:
@@ -371,7 +372,7 @@ class StoreCommandTests(CommandTestCase):
     def test_odd_deflated_data_set_to_radx(self):
         """The same file to radx's own server: stored as it arrived, with the trailing NULL byte."""
         test_file = dicomfiles.pydicom_test_files()["deflated_explicit_vr_little_endian"]
-        self.start_server(self.server_config(organize=False))
+        self.start_server(self.server_config(filing=Filing(organize=False)))
         out, err, code = yield self.radx("dicom", "store", test_file.path, "--host", "127.0.0.1", "--port", str(self.port))
         self.assertEqual(code, 0, err)
         self.assertIn("1 succeeded, 0 failed", out)

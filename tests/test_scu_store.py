@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from radx.scu.echo import echo
 from radx.scu.store import FileResult, StoreJob
+from radx.storage.filing import Filing
 from radx.ul.negotiation import AcceptorPolicy
 from tests import dicomfiles
 from tests.interop import ServerTestCase, abort_at_c_store
@@ -75,7 +76,7 @@ class RadxServerTests(ServerTestCase):
                 seen.add(test_file.sop_instance_uid)
                 chosen.append(test_file)
         self.assertGreaterEqual(len(chosen), 5)
-        self.start_server(self.server_config(organize=False))
+        self.start_server(self.server_config(filing=Filing(organize=False)))
         results = yield self.job().run([f.path for f in chosen])
         self.assertEqual([(r.path, r.status) for r in results], [(f.path, 0) for f in chosen])
         output = self.factory.config.output_dir
@@ -111,7 +112,7 @@ class RadxServerTests(ServerTestCase):
     def test_more_than_128_contexts(self):
         """130 SOP classes: 128 contexts proposed in the first batch's associations, 2 in the second's."""
         sources = write_private_class_files(self.mktemp(), 130)
-        self.start_server(self.server_config(organize=False))
+        self.start_server(self.server_config(filing=Filing(organize=False)))
         results = yield self.job(connections=2).run(sources)
         self.assertEqual([r.describe() for r in results if not r.stored], [])
         self.assertEqual(len(results), 130)

@@ -13,6 +13,7 @@ from radx.app.options import ScpOptions
 from radx.app.tap import ScpService, StartupError
 from radx.dimse.commands import decode_command
 from radx.scp.factory import ServerConfig
+from radx.storage.filing import Filing
 from radx.storage.store import INCOMING
 from radx.testing import ScpHarness, associate_rq, store_rq_bytes
 from tests import dicomfiles
@@ -105,7 +106,7 @@ class SymbolicLinkTests(OutsideMixin, SynchronousTestCase):
         _, _, instance = dicomfiles.instance_uids(self.first)
         final = os.path.join(self.output, f"{instance}.dcm")
         os.symlink(os.path.join(self.outside, "x.part"), final)
-        harness = self.harness(organize=False)
+        harness = self.harness(filing=Filing(organize=False))
         self.assertEqual(self.store(harness, self.first), 0x0000)
         self.assertFalse(os.path.islink(final))
         self.assertTrue(dicomfiles.same_data_set(final, self.first))

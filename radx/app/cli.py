@@ -96,9 +96,10 @@ def http_line(address: str | None) -> str:
 
 def banner(config: ScpConfig, listeners=(), http_address: str | None = None) -> str:
     server, listening = config.server, config.listening
-    organization = "Enabled (Study/Series/Instance)" if server.organize else "Disabled (flat)"
-    if server.layout.fixed is None:
-        organization = f"Template {server.layout.template}"
+    filing = server.filing
+    organization = "Enabled (Study/Series/Instance)" if filing.organize else "Disabled (flat)"
+    if filing.layout.fixed is None:
+        organization = f"Template {filing.layout.template}"
     echo = "Enabled" if server.policy.accept_echo else "Disabled"
     port_line = f"  Listen Address:    {listen_address(listening.bind, listening.port)}\n" if listening.on_port else ""
     return (

@@ -10,6 +10,7 @@ there on everything reads typed fields:
     ScpConfig
       server: ServerConfig (radx.scp.config): the factory's and each association's
         policy: AcceptorPolicy (radx.ul.negotiation): what the association negotiation accepts
+        filing: Filing (radx.storage.filing): where an instance goes, what if its file exists
         hooks: HookSettings (radx.events.command), or None
       listening: Listening          tls: TLSConfig, or None
       threads, stats_interval, log_level, log_format, http, min_free_space
@@ -27,6 +28,7 @@ from typing import Callable
 from radx.app import flag_values as values
 from radx.events.command import HookSettings
 from radx.scp.config import ServerConfig
+from radx.storage.filing import Filing
 from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, AcceptorPolicy
 
 DEFAULT_PORT = 11112
@@ -113,9 +115,9 @@ class Flag:
 
 # --layout, --organize and --on-duplicate: how the server, and `radx dicom organize`, file an instance.
 FILING_FLAGS = (
-    Flag("organize", ServerConfig, "organize", "Auto-organize files by Study/Series/Instance UID.", values.boolean),
-    Flag("layout", ServerConfig, "layout", "Path of each file below the output folder, DICOM keywords in braces, such as {PatientID}/{StudyDate}/{SOPInstanceUID}.dcm (instead of --organize's)."),
-    Flag("on-duplicate", ServerConfig, "on_duplicate", "For an instance whose file exists: replace, keep (the first), unique (both, under another name) or reject (status 0111).", values.on_duplicate),
+    Flag("organize", Filing, "organize", "Auto-organize files by Study/Series/Instance UID.", values.boolean),
+    Flag("layout", Filing, "layout", "Path of each file below the output folder, DICOM keywords in braces, such as {PatientID}/{StudyDate}/{SOPInstanceUID}.dcm (instead of --organize's)."),
+    Flag("on-duplicate", Filing, "on_duplicate", "For an instance whose file exists: replace, keep (the first), unique (both, under another name) or reject (status 0111).", values.on_duplicate),
 )  # fmt: skip
 
 # The flags of `radx dicom scp` and `twistd radx-scp` but PORT, --port and
@@ -183,7 +185,13 @@ def config_from_options(options) -> ScpConfig:
         hooks = part(HookSettings, commands=options.hook_commands)
     return part(
         ScpConfig,
-        server=part(ServerConfig, policy=policy, allowed_networks=tuple(options["allow-ip"]) or None, hooks=hooks),
+        server=part(
+            ServerConfig,
+            policy=policy,
+            filing=part(Filing),
+            allowed_networks=tuple(options["allow-ip"]) or None,
+            hooks=hooks,
+        ),
         listening=part(
             Listening,
             port=options["port"],

@@ -158,8 +158,8 @@ def catalogue_target(value: str) -> str:
 
 
 def on_duplicate(value: str) -> str:
-    """What is done with an instance whose file exists: one of radx.storage.store's ON_DUPLICATE."""
-    from radx.storage.store import ON_DUPLICATE
+    """What is done with an instance whose file exists: one of radx.storage.filing's ON_DUPLICATE."""
+    from radx.storage.filing import ON_DUPLICATE
 
     if value not in ON_DUPLICATE:
         raise ValueError(f"expected one of {', '.join(ON_DUPLICATE)}, not {value!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from radx.events.command import HookSettings
-from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout
+from radx.storage.filing import Filing
 from radx.ul.negotiation import AcceptorPolicy
 
 
@@ -21,12 +21,8 @@ class ServerConfig:
 
     policy: AcceptorPolicy = field(default_factory=AcceptorPolicy)
     output_dir: str = "./dicom-received"
-    organize: bool = True
-    # --layout, compiled. Left out (None), --organize's: the
-    # Study/Series/Instance layout, or the flat one with organize false.
-    layout: Layout | None = None
-    # --on-duplicate: replace, keep, unique or reject (radx.storage.store).
-    on_duplicate: str = "replace"
+    # Where each instance is filed, and what if its file exists (--organize, --layout, --on-duplicate).
+    filing: Filing = field(default_factory=Filing)
     # Durable writes: fsync of file and folder before Success (--fsync).
     fsync: bool = True
     max_conns: int = 10
@@ -56,8 +52,3 @@ class ServerConfig:
     catalogue_node: str | None = None
     # The hooks and events (--exec-on-*, --events), or None.
     hooks: HookSettings | None = None
-
-    def __post_init__(self) -> None:
-        if self.layout is None:
-            # Frozen: set once, here, as the dataclass's own __init__ does.
-            object.__setattr__(self, "layout", ORGANIZED_LAYOUT if self.organize else FLAT_LAYOUT)

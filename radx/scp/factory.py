@@ -113,7 +113,7 @@ class SCPFactory(ServerFactory):
                 config.hooks,
                 config.output_dir,
                 # A study's folder is its files' grandparent only in --organize's layout.
-                organize=config.layout.fixed is True,
+                organize=config.filing.layout.fixed is True,
                 fsync=config.fsync,
                 dir_mode=config.dir_mode,
                 reactor=reactor,

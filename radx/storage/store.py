@@ -20,6 +20,7 @@ from radx.storage.errors import (
     WriteFailed,
     WriterClosed,
 )
+from radx.storage.filing import KEEP, REJECT, REPLACE
 from radx.storage.layout import (
     FLAT_LAYOUT,
     ORGANIZED_LAYOUT,
@@ -40,9 +41,6 @@ from radx.storage.walk import DataSetWalk
 
 PART_SUFFIX = ".part"
 
-# --on-duplicate: what becomes of an instance whose file exists already.
-REPLACE, KEEP, UNIQUE, REJECT = "replace", "keep", "unique", "reject"
-ON_DUPLICATE = (REPLACE, KEEP, UNIQUE, REJECT)
 # Names tried under UNIQUE, <name>_1 to <name>_<this>, before giving up.
 _MOST_UNIQUE_NAMES = 9999
 
