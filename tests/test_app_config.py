@@ -7,11 +7,14 @@ import struct
 import subprocess
 import sys
 import typing
+from dataclasses import dataclass
 
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.app.config import SCP_FLAGS, ScpConfig, TLSConfig, TwistdLog, config_from_options, twistd_log_from
-from radx.app.options import ScpOptions
+from radx.app import flag_values as values
+from radx.app.config import SCP_FLAGS, Flag, ScpConfig, TLSConfig, TwistdLog, part_from, twistd_log_from
+from radx.app.options import CommandOptions, ScpOptions
 from radx.scp.config import ServerConfig
 from radx.storage.filing import Filing
 from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT
@@ -43,65 +46,143 @@ def part_in(config, kind: type):
     return None
 
 
+class Command:
+    """A command's options, its table of flags, and what parsing the fewest arguments it takes gives."""
+
+    def __init__(self, options: type, flags: tuple, least: tuple, config, whole: tuple = ()) -> None:
+        self.options, self.flags, self.least, self.config = options, flags, least, config
+        # Arguments with which every part of its configuration is there (TLS's, hooks').
+        self.whole = least + whole
+
+    def parse(self, *arguments: str):
+        options = self.options()
+        options.parseOptions(list(arguments))
+        return options
+
+
+def commands(test: SynchronousTestCase) -> list[Command]:
+    """Each `radx dicom` command whose options are made from its table: scp."""
+    return [
+        Command(ScpOptions, SCP_FLAGS, (), ScpConfig(), ("--events", "e.jsonl", "--tls-cert", "c.pem", "--tls-key", "k.pem")),
+    ]
+
+
 class OneSourceOfDefaultsTests(SynchronousTestCase):
-    """A default is written once, on its field: the command line takes it from there."""
+    """A default is written once, on its field: the command line takes it from there, for every command."""
 
     def test_nothing_given_is_the_configuration_s_defaults(self):
         """Every field of every part, parsed from no flag at all, is the field's own default."""
-        self.assertEqual(parse().config, ScpConfig())
+        for command in commands(self):
+            self.assertEqual(command.parse(*command.least).config, command.config, command.options)
 
     def test_every_flag_sets_a_field_of_the_configuration(self):
-        parts = parts_of(ScpConfig)
-        for flag in SCP_FLAGS:
-            if flag.part is None:
-                continue
-            self.assertIn(flag.part, parts, flag.name)
-            self.assertIn(flag.field, [each.name for each in dataclasses.fields(flag.part)], flag.name)
+        for command in commands(self):
+            parts = parts_of(type(command.config))
+            for flag in command.flags:
+                if flag.part is None:
+                    continue
+                self.assertIn(flag.part, parts, flag.name)
+                self.assertIn(flag.field, [each.name for each in dataclasses.fields(flag.part)], flag.name)
 
     def test_the_default_shown_is_the_field_s(self):
         """--help's default, given on the command line, is the field's declared default."""
-        shown = ScpOptions().defaults
-        for flag in SCP_FLAGS:
-            if flag.switch:
-                self.assertIs(flag.default, False, flag.name)
-                continue
-            self.assertEqual(shown[flag.name], flag.written_default, flag.name)
-            if flag.part is None:
-                self.assertIsNone(shown[flag.name], flag.name)
-                continue
-            [declared] = [each.default for each in dataclasses.fields(flag.part) if each.name == flag.field]
-            typed = flag.parse(str(shown[flag.name])) if flag.parse and shown[flag.name] is not None else shown[flag.name]
-            self.assertEqual(typed, declared, flag.name)
+        for command in commands(self):
+            shown = command.options().defaults
+            for flag in command.flags:
+                if flag.switch:
+                    self.assertIs(flag.default, False, flag.name)
+                    continue
+                if flag.repeatable:
+                    # None shown: the help says what none given means.
+                    self.assertNotIn(flag.name, shown)
+                    continue
+                self.assertEqual(shown[flag.name], flag.written_default, flag.name)
+                if flag.part is None:
+                    self.assertIsNone(shown[flag.name], flag.name)
+                    continue
+                [declared] = [each.default for each in dataclasses.fields(flag.part) if each.name == flag.field]
+                typed = flag.parse(str(shown[flag.name])) if flag.parse and shown[flag.name] is not None else shown[flag.name]
+                self.assertEqual(typed, declared, flag.name)
 
     def test_modes_are_shown_in_octal(self):
         """As chmod writes them, and as they were shown before they came from the fields."""
         self.assertEqual((ScpOptions().defaults["file-mode"], ScpOptions().defaults["dir-mode"]), ("0600", "0700"))
 
-    def test_no_flag_with_a_value_outside_the_table(self):
-        """ScpOptions' flags with a value are SCP_FLAGS' (the repeatable ones and --port have opt_ methods)."""
-        options = ScpOptions()
-        table = {flag.name for flag in SCP_FLAGS}
-        for name in options.longOpt:
-            name = name.rstrip("=")
-            self.assertTrue(name in table or hasattr(options, "opt_" + name.replace("-", "_")), name)
-        self.assertEqual({row[0] for row in ScpOptions.optParameters}, {f.name for f in SCP_FLAGS if not f.switch})
-        self.assertEqual({row[0] for row in ScpOptions.optFlags}, {f.name for f in SCP_FLAGS if f.switch})
+    def test_no_flag_outside_the_table(self):
+        """A command's flags are its table's, but --help, --version, and the SCP's --port (the same as PORT)."""
+        for command in commands(self):
+            own = {"help", "version"} | ({"port"} if command.options is ScpOptions else set())
+            given = {name.rstrip("=") for name in command.options().longOpt}
+            self.assertEqual(given - own, {flag.name for flag in command.flags}, command.options)
 
     def test_each_flag_reaches_its_field(self):
-        """config_from_options carries every flag of SCP_FLAGS into the field it names."""
-        for flag in SCP_FLAGS:
-            if flag.part is None:
-                continue
-            # With hooks and TLS, so that every part is there.
-            options = parse("--events", "e.jsonl", "--tls-cert", "c.pem", "--tls-key", "k.pem")
-            marker = object()
-            options[flag.name] = marker
-            part = part_in(config_from_options(options), flag.part)
-            self.assertIsNotNone(part, flag.name)
-            if flag.switch:
-                self.assertIs(getattr(part, flag.field), True, flag.name)
-            else:
-                self.assertIs(getattr(part, flag.field), marker, flag.name)
+        """Each flag of a command's table is carried into the field it names."""
+        for command in commands(self):
+            for flag in command.flags:
+                if flag.part is None:
+                    continue
+                options = command.parse(*command.whole)
+                marker = object()
+                options[flag.name] = [marker] if flag.repeatable else marker
+                part = part_in(options.configuration(), flag.part)
+                self.assertIsNotNone(part, flag.name)
+                if flag.switch:
+                    self.assertIs(getattr(part, flag.field), True, flag.name)
+                elif flag.repeatable:
+                    self.assertEqual(getattr(part, flag.field), flag.collect([marker]), flag.name)
+                else:
+                    self.assertIs(getattr(part, flag.field), marker, flag.name)
+
+    def test_the_scp_s_repeatable_flags_are_in_its_table(self):
+        self.assertEqual(
+            {flag.name for flag in SCP_FLAGS if flag.repeatable},
+            {"sop-class", "transfer-syntax", "allow-calling-aet", "allow-ip", "listen", "trusted-proxy"},
+        )
+
+
+# A table of two repeatable flags, as a command would have.
+@dataclass(frozen=True)
+class Sample:
+    names: tuple[str, ...] = ("ANY",)
+    uids: frozenset[str] | None = None
+
+
+class SampleOptions(CommandOptions):
+    flags = (
+        Flag("name", Sample, "names", "An AE title; repeat for several.", values.ae_title, repeatable=True),
+        Flag("uid", Sample, "uids", "A UID; repeat for several.", values.uid, short="u", repeatable=True, collect=frozenset),
+    )
+
+    def configuration(self) -> Sample:
+        return part_from(Sample, self.flags, self)
+
+
+class RepeatableFlagTests(SynchronousTestCase):
+    """A repeatable flag is one row of its command's table: parsed value by value, gathered into its field."""
+
+    def parse(self, *arguments: str) -> Sample:
+        options = SampleOptions()
+        options.parseOptions(list(arguments))
+        return options.configuration()
+
+    def test_none_given_keeps_the_default(self):
+        self.assertEqual(self.parse(), Sample())
+
+    def test_each_value_kept_in_order(self):
+        self.assertEqual(self.parse("--name", "B", "--name", " A ", "--uid", "1.2", "--uid", "1.3"), Sample(("B", "A"), frozenset({"1.2", "1.3"})))
+
+    def test_each_value_parsed_and_its_error_named(self):
+        with self.assertRaises(usage.UsageError) as raised:
+            self.parse("--name", "A", "--name", "")
+        self.assertEqual(str(raised.exception), "--name: an AE title must not be empty")
+        with self.assertRaises(usage.UsageError) as raised:
+            self.parse("--uid", "1..2")
+        self.assertEqual(str(raised.exception), "--uid: '1..2' is not a valid UID")
+
+    def test_help_is_the_row_s(self):
+        shown = [line.split() for line in str(SampleOptions()).splitlines()]
+        self.assertIn(["--name=", "An", "AE", "title;", "repeat", "for", "several."], shown)
+        self.assertIn(["-u,", "--uid=", "A", "UID;", "repeat", "for", "several."], shown)
 
 
 class ConfigurationTests(SynchronousTestCase):

@@ -61,6 +61,24 @@ class ParserTests(SynchronousTestCase):
         self.assertEqual(values.on_duplicate("keep"), "keep")
         self.assertEqual(self.refused(values.on_duplicate, "skip"), "expected one of replace, keep, unique, reject, not 'skip'")
 
+    def test_uid(self):
+        self.assertEqual(values.uid("1.2.840.10008.1.2"), "1.2.840.10008.1.2")
+        for text in ("", "1..2", "x", "1" * 65):
+            self.assertEqual(self.refused(values.uid, text), f"{text!r} is not a valid UID")
+
+    def test_storage_sop_class(self):
+        """PS3.4 B.5: a Storage SOP Class; Verification and other services' classes are not."""
+        ct = "1.2.840.10008.5.1.4.1.1.2"
+        self.assertEqual(values.storage_sop_class(ct), ct)
+        self.assertEqual(self.refused(values.storage_sop_class, "1..2"), "'1..2' is not a valid UID")
+        self.assertEqual(self.refused(values.storage_sop_class, "1.2.840.10008.1.1"), "Verification is governed by --accept-echo")
+        find = "1.2.840.10008.5.1.4.1.2.1.1"
+        self.assertEqual(self.refused(values.storage_sop_class, find), f"{find} is not a Storage SOP Class; radx is a Storage SCP")
+
+    def test_endpoint(self):
+        self.assertEqual(values.endpoint(" tcp:11112 "), "tcp:11112")
+        self.assertEqual(self.refused(values.endpoint, "  "), "an endpoint such as tcp:11112, not an empty string")
+
     def test_named(self):
         """The flag's name before the parser's words; Twisted's --help line keeps the parser's own."""
         parse = values.named("max-conns", values.positive_int)

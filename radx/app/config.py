@@ -15,8 +15,9 @@ there on everything reads typed fields:
       listening: Listening          tls: TLSConfig, or None
       threads, stats_interval, log_level, log_format, http, min_free_space
 
-A new flag with a value: a field (and its default) in the part it belongs
-to, and a line in SCP_FLAGS; config_from_options fills the field.
+A new flag: a field (and its default) in the part it belongs to, and a
+line in SCP_FLAGS, repeatable=True if it may be given several times;
+config_from_options fills the field.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from radx.app import flag_values as values
 from radx.events.command import HookSettings
 from radx.scp.config import ServerConfig
 from radx.storage.filing import Filing
-from radx.ul.negotiation import DEFAULT_TRANSFER_SYNTAXES, AcceptorPolicy
+from radx.ul.negotiation import AcceptorPolicy
 
 DEFAULT_PORT = 11112
 
@@ -82,7 +83,7 @@ class ScpConfig:
 
 @dataclass(frozen=True)
 class Flag:
-    """A flag of the SCP and the field it sets: the field's default is the flag's."""
+    """A flag of a command and the field it sets: the field's default is the flag's."""
 
     name: str
     # The dataclass whose field the flag sets; None: a flag that shapes
@@ -97,6 +98,11 @@ class Flag:
     switch: bool = False
     # The default as written on the command line, for --help, where str() writes it otherwise.
     written: Callable | None = None
+    # Repeatable: each value is parsed as it comes, and kept in order; the
+    # field gets them all, made into what collect makes (a tuple, a
+    # frozenset), or keeps its default when none is given.
+    repeatable: bool = False
+    collect: Callable = tuple
 
     @property
     def default(self):
@@ -113,6 +119,29 @@ class Flag:
         return default if self.written is None or default is None else self.written(default)
 
 
+def part_from(kind: type, flags: tuple[Flag, ...], options, **others):
+    """
+    A ``kind`` made of parsed options: each field that one of ``flags`` sets,
+    as parsed, and ``others`` as given; any other field keeps its default.
+    Once, at the end of parsing: the one place that reads every command's
+    options by their flags' names.
+    """
+    given = {}
+    for flag in flags:
+        if flag.part is not kind:
+            continue
+        value = options[flag.name]
+        if flag.switch:
+            # Twisted counts a switch given: 0 or 1.
+            value = bool(value)
+        elif flag.repeatable:
+            if not value:
+                continue
+            value = flag.collect(value)
+        given[flag.field] = value
+    return kind(**given, **others)
+
+
 # --layout, --organize and --on-duplicate: how the server, and `radx dicom organize`, file an instance.
 FILING_FLAGS = (
     Flag("organize", Filing, "organize", "Auto-organize files by Study/Series/Instance UID.", values.boolean),
@@ -120,15 +149,21 @@ FILING_FLAGS = (
     Flag("on-duplicate", Filing, "on_duplicate", "For an instance whose file exists: replace, keep (the first), unique (both, under another name) or reject (status 0111).", values.on_duplicate),
 )  # fmt: skip
 
-# The flags of `radx dicom scp` and `twistd radx-scp` but PORT, --port and
-# those that may be repeated (radx.app.options.ScpOptions' opt_ methods).
+# The flags of `radx dicom scp` and `twistd radx-scp` but PORT and --port
+# (radx.app.options.ScpOptions' opt_port and parseArgs).
 SCP_FLAGS = (
     Flag("aet", AcceptorPolicy, "ae_title", "Application Entity Title for this SCP.", values.ae_title),
+    Flag("sop-class", AcceptorPolicy, "sop_classes", "Accepted SOP Class UID; repeat for several (default: all storage SOP classes).", values.storage_sop_class, repeatable=True, collect=frozenset),
+    Flag("transfer-syntax", AcceptorPolicy, "transfer_syntaxes", "Accepted Transfer Syntax UID; repeat for several (default: every standard one).", values.uid, repeatable=True),
+    Flag("allow-calling-aet", AcceptorPolicy, "calling_ae_titles", "Accept associations only from this calling AE title; repeat for several (default: any).", values.ae_title, repeatable=True, collect=frozenset),
+    Flag("allow-ip", ServerConfig, "allowed_networks", "Accept connections only from this address or CIDR network, IPv4 or IPv6; repeat for several (default: any).", values.network, repeatable=True),
     Flag("output-dir", ServerConfig, "output_dir", "Directory to store received files."),
     Flag("max-pdu", AcceptorPolicy, "maximum_pdu_length", "Maximum PDU size in bytes (advertised in A-ASSOCIATE-AC).", values.pdu_length),
     Flag("max-conns", ServerConfig, "max_conns", "Maximum concurrent associations.", values.positive_int),
     Flag("max-pending", ServerConfig, "max_pending", "Maximum connections not yet associated; past it the oldest is closed.", values.positive_int),
     Flag("bind", Listening, "bind", "Address to listen on, IPv4 or IPv6 (default: all interfaces, IPv4 and IPv6)."),
+    Flag("listen", Listening, "endpoints", "Listen where this Twisted server endpoint says, such as tcp:11112:interface=10.0.0.2, systemd:domain=INET:index=0 or haproxy:tcp:11112; repeat for several. With it, PORT and --bind are listened on only if given.", values.endpoint, repeatable=True),
+    Flag("trusted-proxy", Listening, "trusted_proxies", "Read PROXY headers (haproxy: endpoints of --listen) only from this address or CIDR network; repeat for several.", values.network, repeatable=True),
     *FILING_FLAGS,
     Flag("accept-echo", AcceptorPolicy, "accept_echo", "Accept C-ECHO verification requests.", values.boolean),
     Flag("fsync", ServerConfig, "fsync", "fsync each file and folder before answering Success.", values.boolean),
@@ -167,45 +202,22 @@ SCP_FLAGS = (
 def config_from_options(options) -> ScpConfig:
     """
     The ScpConfig of parsed radx.app.options.ScpOptions: once, at the end
-    of their parsing, and the one place after it that reads them by name.
+    of their parsing. Each field a flag sets comes from SCP_FLAGS; what
+    is left here is which part sits in which, and what no flag sets alone.
     """
 
     def part(kind: type, **others):
-        given = {flag.field: _typed(flag, options[flag.name]) for flag in SCP_FLAGS if flag.part is kind}
-        return kind(**given, **others)
+        return part_from(kind, SCP_FLAGS, options, **others)
 
-    policy = part(
-        AcceptorPolicy,
-        sop_classes=frozenset(options["sop-class"]) or None,
-        transfer_syntaxes=tuple(options["transfer-syntax"]) or DEFAULT_TRANSFER_SYNTAXES,
-        calling_ae_titles=frozenset(options["allow-calling-aet"]) or None,
-    )
     hooks = None
     if options.hook_commands or options["events"]:
         hooks = part(HookSettings, commands=options.hook_commands)
     return part(
         ScpConfig,
-        server=part(
-            ServerConfig,
-            policy=policy,
-            filing=part(Filing),
-            allowed_networks=tuple(options["allow-ip"]) or None,
-            hooks=hooks,
-        ),
-        listening=part(
-            Listening,
-            port=options["port"],
-            on_port=options.listens_on_port,
-            endpoints=tuple(options["listen"]),
-            trusted_proxies=tuple(options["trusted-proxy"]),
-        ),
+        server=part(ServerConfig, policy=part(AcceptorPolicy), filing=part(Filing), hooks=hooks),
+        listening=part(Listening, port=options["port"], on_port=options.listens_on_port),
         tls=part(TLSConfig) if options["tls-cert"] else None,
     )
-
-
-def _typed(flag: Flag, value):
-    # Twisted counts a switch given: 0 or 1.
-    return bool(value) if flag.switch else value
 
 
 @dataclass(frozen=True)

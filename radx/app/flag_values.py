@@ -11,6 +11,7 @@ __all__ = [
     "ae_title",
     "boolean",
     "catalogue_target",
+    "endpoint",
     "integer",
     "mode",
     "named",
@@ -22,6 +23,8 @@ __all__ = [
     "positive_int",
     "seconds",
     "size",
+    "storage_sop_class",
+    "uid",
 ]
 
 # The Maximum Length a --max-pdu may give (PS3.8 D.1), in bytes.
@@ -148,6 +151,36 @@ def network(value: str):
         return ipaddress.ip_network(value.strip())
     except ValueError as error:
         raise ValueError(f"{value!r} is not an IPv4 or IPv6 address or CIDR network: {error}") from None
+
+
+def uid(value: str) -> str:
+    """A UID (PS3.5 9.1): digits and dots, at most 64 characters, no empty component."""
+    from radx.uids import is_valid_uid
+
+    if not is_valid_uid(value):
+        raise ValueError(f"{value!r} is not a valid UID")
+    return value
+
+
+def storage_sop_class(value: str) -> str:
+    """The UID of a Storage SOP Class, one radx, a Storage SCP, can accept: not Verification, which --accept-echo governs."""
+    from radx.uids import VERIFICATION_SOP_CLASS
+    from radx.ul.negotiation import is_storage_sop_class
+
+    value = uid(value)
+    if value == VERIFICATION_SOP_CLASS:
+        raise ValueError("Verification is governed by --accept-echo")
+    if not is_storage_sop_class(value):
+        raise ValueError(f"{value} is not a Storage SOP Class; radx is a Storage SCP")
+    return value
+
+
+def endpoint(value: str) -> str:
+    """A Twisted endpoint description, as given but for the spaces around it; not checked until it is listened on."""
+    description = value.strip()
+    if not description:
+        raise ValueError("an endpoint such as tcp:11112, not an empty string")
+    return description
 
 
 def catalogue_target(value: str) -> str:

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_app_options -*-
-"""The command line of the SCP, one for `radx dicom scp` and `twistd radx-scp`: ScpOptions, made from radx.app.config's SCP_FLAGS; and what every `radx dicom` command's options share."""
+"""The command line of the SCP, one for `radx dicom scp` and `twistd radx-scp`: ScpOptions, made from radx.app.config's SCP_FLAGS; and what every `radx dicom` command's options share: CommandOptions, made from its table of flags."""
 
 from __future__ import annotations
 
@@ -9,18 +9,16 @@ from twisted.python import usage
 
 from radx import __version__
 from radx.app import flag_values as values
-from radx.app.config import DEFAULT_PORT, FILING_FLAGS, SCP_FLAGS, Flag, config_from_options
-from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout, LayoutError, is_valid_uid
-from radx.uids import VERIFICATION_SOP_CLASS
-from radx.ul.negotiation import is_storage_sop_class
+from radx.app.config import DEFAULT_PORT, FILING_FLAGS, SCP_FLAGS, Flag, ScpConfig, config_from_options
+from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout, LayoutError
 
 
 def parameters(flags: tuple[Flag, ...]) -> list:
-    """Twisted's optParameters of the flags with a value: each default the one its field carries."""
+    """Twisted's optParameters of the flags with one value: each default the one its field carries."""
     return [
         [flag.name, flag.short, flag.written_default, flag.help, values.named(flag.name, flag.parse) if flag.parse else None]
         for flag in flags
-        if not flag.switch
+        if not (flag.switch or flag.repeatable)
     ]
 
 
@@ -31,6 +29,20 @@ def switches(flags: tuple[Flag, ...]) -> list:
 
 # --layout, --organize and --on-duplicate, for `radx dicom organize` too.
 FILING_PARAMETERS = parameters(FILING_FLAGS)
+
+
+def repeated(flag: Flag):
+    """The opt_ method of a repeatable flag: each value parsed, its error named, and added to those given."""
+    parse = values.named(flag.name, flag.parse) if flag.parse else str
+
+    def add(self, value: str) -> None:
+        try:
+            self[flag.name].append(parse(value))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
+
+    add.__doc__ = flag.help
+    return add
 
 
 def check_layout(options: usage.Options) -> None:
@@ -56,7 +68,37 @@ _COERCION_PREFIX = "Parameter type enforcement failed: "
 
 
 class CommandOptions(usage.Options):
-    """Options of a `radx dicom` command: positionals may come first, errors name their flag."""
+    """
+    Options of a `radx dicom` command: positionals may come first, errors
+    name their flag. A command's flags are its table (``flags``, of
+    radx.app.config.Flag): Twisted's optParameters and optFlags, and the
+    opt_ method of each repeatable flag, are made from it, and each value
+    starts as its field's default, typed.
+    """
+
+    flags: tuple[Flag, ...] = ()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "flags" not in cls.__dict__:
+            return
+        cls.optParameters = parameters(cls.flags)
+        cls.optFlags = switches(cls.flags)
+        for flag in cls.flags:
+            if flag.repeatable:
+                method = repeated(flag)
+                setattr(cls, "opt_" + flag.name.replace("-", "_"), method)
+                if flag.short:
+                    setattr(cls, "opt_" + flag.short, method)
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Values start as their fields' defaults, typed; --help shows them as written.
+        for flag in self.flags:
+            if flag.repeatable:
+                self[flag.name] = []
+            elif not flag.switch:
+                self[flag.name] = flag.default
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -87,21 +129,10 @@ class ScpOptions(CommandOptions):
     )
 
     # Each default is its field's, in radx.app.config.
-    optParameters = parameters(SCP_FLAGS)
-    optFlags = switches(SCP_FLAGS)
+    flags = SCP_FLAGS
 
     def __init__(self) -> None:
         super().__init__()
-        # Values start as their fields' defaults, typed; --help shows them as written.
-        for flag in SCP_FLAGS:
-            if not flag.switch:
-                self[flag.name] = flag.default
-        self["sop-class"] = []
-        self["transfer-syntax"] = []
-        self["allow-calling-aet"] = []
-        self["allow-ip"] = []
-        self["listen"] = []
-        self["trusted-proxy"] = []
         self["port"] = DEFAULT_PORT
         # Whether PORT (or --port) was given: with --listen, only then is it listened on too.
         self.port_given = False
@@ -113,48 +144,6 @@ class ScpOptions(CommandOptions):
         self._port_flag = self._parse_port(port, "--port")
 
     opt_port.__doc__ = f"Port to listen on: the same as PORT (default: {DEFAULT_PORT})."
-
-    def opt_listen(self, endpoint: str) -> None:
-        """Listen where this Twisted server endpoint says, such as tcp:11112:interface=10.0.0.2, systemd:domain=INET:index=0 or haproxy:tcp:11112; repeat for several. With it, PORT and --bind are listened on only if given."""
-        description = endpoint.strip()
-        if not description:
-            raise usage.UsageError("--listen: an endpoint such as tcp:11112, not an empty string")
-        self["listen"].append(description)
-
-    def opt_trusted_proxy(self, network: str) -> None:
-        """Read PROXY headers (haproxy: endpoints of --listen) only from this address or CIDR network; repeat for several."""
-        self._append("trusted-proxy", values.network, network)
-
-    def _append(self, flag: str, coerce, value: str) -> None:
-        """Add one value of a repeatable flag, or a UsageError that names the flag."""
-        try:
-            self[flag].append(values.named(flag, coerce)(value))
-        except ValueError as error:
-            raise usage.UsageError(str(error)) from None
-
-    def opt_sop_class(self, uid: str) -> None:
-        """Accepted SOP Class UID; repeat for several (default: all storage SOP classes)."""
-        if not is_valid_uid(uid):
-            raise usage.UsageError(f"--sop-class: {uid!r} is not a valid UID")
-        if uid == VERIFICATION_SOP_CLASS:
-            raise usage.UsageError("--sop-class: Verification is governed by --accept-echo")
-        if not is_storage_sop_class(uid):
-            raise usage.UsageError(f"--sop-class: {uid} is not a Storage SOP Class; radx is a Storage SCP")
-        self["sop-class"].append(uid)
-
-    def opt_transfer_syntax(self, uid: str) -> None:
-        """Accepted Transfer Syntax UID; repeat for several (default: every standard one)."""
-        if not is_valid_uid(uid):
-            raise usage.UsageError(f"--transfer-syntax: {uid!r} is not a valid UID")
-        self["transfer-syntax"].append(uid)
-
-    def opt_allow_calling_aet(self, title: str) -> None:
-        """Accept associations only from this calling AE title; repeat for several (default: any)."""
-        self._append("allow-calling-aet", values.ae_title, title)
-
-    def opt_allow_ip(self, network: str) -> None:
-        """Accept connections only from this address or CIDR network, IPv4 or IPv6; repeat for several (default: any)."""
-        self._append("allow-ip", values.network, network)
 
     def getSynopsis(self) -> str:
         if self.parent is None:
@@ -204,7 +193,10 @@ class ScpOptions(CommandOptions):
         if self["min-free-space"] and not self["http"]:
             raise usage.UsageError("--min-free-space needs --http: it is what /readyz checks")
         # Parsed: from here on, the server reads this, typed, and never the options.
-        self.config = config_from_options(self)
+        self.config = self.configuration()
+
+    def configuration(self) -> ScpConfig:
+        return config_from_options(self)
 
     def _check_catalogue(self) -> None:
         if self["catalogue-node"] is None:
