@@ -24,6 +24,7 @@ from radx import uids
 from radx.dimse.commands import CEchoRQ, CStoreRQ
 from radx.dimse.fragmenting import message_pdus
 from radx.ul.framing import PDUReader
+from radx.ul.negotiation import DEFAULT_AE_TITLE
 from radx.ul.pdu import (
     DEFAULT_MAXIMUM_LENGTH,
     AAssociateRQ,
@@ -80,7 +81,7 @@ class ImmediateThreadPool(SteppedThreadPool):
 
 
 def associate_rq(
-    called_ae_title: str = "RADX-SCP",
+    called_ae_title: str = DEFAULT_AE_TITLE,
     calling_ae_title: str = "TEST-SCU",
     contexts=((1, uids.VERIFICATION_SOP_CLASS, (uids.IMPLICIT_VR_LITTLE_ENDIAN,)),),
     maximum_length: int = DEFAULT_MAXIMUM_LENGTH,

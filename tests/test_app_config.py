@@ -13,9 +13,12 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app import flag_values as values
+from radx.app.client_config import CLIENT_FLAGS, ECHO_FLAGS, STORE_FLAGS, ClientTLS, EchoConfig, Peer, StoreConfig
 from radx.app.config import SCP_FLAGS, Flag, ScpConfig, TLSConfig, TwistdLog, part_from, twistd_log_from
 from radx.app.options import CommandOptions, ScpOptions
+from radx.app.scu_cli import EchoOptions, StoreOptions
 from radx.scp.config import ServerConfig
+from radx.scu.config import RequestorConfig
 from radx.storage.filing import Filing
 from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT
 from radx.testing import ScpHarness, associate_rq
@@ -61,9 +64,11 @@ class Command:
 
 
 def commands(test: SynchronousTestCase) -> list[Command]:
-    """Each `radx dicom` command whose options are made from its table: scp."""
+    """Each `radx dicom` command whose options are made from its table: scp, echo, store."""
     return [
         Command(ScpOptions, SCP_FLAGS, (), ScpConfig(), ("--events", "e.jsonl", "--tls-cert", "c.pem", "--tls-key", "k.pem")),
+        Command(EchoOptions, ECHO_FLAGS, ("pacs",), EchoConfig(peer=Peer(host="pacs")), ("--tls",)),
+        Command(StoreOptions, STORE_FLAGS, ("a.dcm",), StoreConfig(files=("a.dcm",)), ("--tls",)),
     ]
 
 
@@ -138,6 +143,14 @@ class OneSourceOfDefaultsTests(SynchronousTestCase):
             {flag.name for flag in SCP_FLAGS if flag.repeatable},
             {"sop-class", "transfer-syntax", "allow-calling-aet", "allow-ip", "listen", "trusted-proxy"},
         )
+
+    def test_shared_parts(self):
+        """Flags that two commands share set one part of theirs: the peer's and the association's for echo and store."""
+        self.assertTrue(set(CLIENT_FLAGS) <= set(ECHO_FLAGS) & set(STORE_FLAGS))
+        for options, arguments in ((EchoOptions(), ["pacs", "104"]), (StoreOptions(), ["a.dcm", "--host", "pacs", "--port", "104"])):
+            options.parseOptions(arguments + ["--called-ae", "PACS", "--timeout", "5", "--tls-server-name", "pacs.example"])
+            self.assertEqual(options.config.peer, Peer("pacs", 104, ClientTLS(server_name="pacs.example")))
+            self.assertEqual(options.config.association, RequestorConfig(called_ae_title="PACS", timeout=5.0))
 
 
 # A table of two repeatable flags, as a command would have.
@@ -219,15 +232,20 @@ class ConfigurationTests(SynchronousTestCase):
         self.assertEqual(twistd_log_from({"logfile": None, "nodaemon": 0, "syslog": 1}), TwistdLog(syslog=True))
 
     def test_parsed_without_twisted_s_tcp(self):
-        """The command line is parsed before the reactor loads, so radx dicom scp can still leave TLS out."""
-        probe = (
-            "import sys\n"
-            "from radx.app.options import ScpOptions\n"
-            "ScpOptions().parseOptions(['--threads', '2'])\n"
-            "print(sorted(m for m in ('twisted.internet.tcp', 'twisted.internet.reactor', 'OpenSSL') if m in sys.modules))\n"
-        )
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-        self.assertEqual((done.stdout.strip(), done.returncode), ("[]", 0), done.stderr)
+        """Every command line is parsed before the reactor loads, so each command can still leave TLS out."""
+        for module, name, arguments in (
+            ("radx.app.options", "ScpOptions", ["--threads", "2"]),
+            ("radx.app.scu_cli", "EchoOptions", ["pacs", "--timeout", "5"]),
+            ("radx.app.scu_cli", "StoreOptions", ["a.dcm", "--max-ops", "4"]),
+        ):
+            probe = (
+                "import sys\n"
+                f"from {module} import {name}\n"
+                f"{name}().parseOptions({arguments!r})\n"
+                "print(sorted(m for m in ('twisted.internet.tcp', 'twisted.internet.reactor', 'OpenSSL') if m in sys.modules))\n"
+            )
+            done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+            self.assertEqual((done.stdout.strip(), done.returncode), ("[]", 0), name + done.stderr)
 
 
 class MaximumLengthTests(SynchronousTestCase):

@@ -61,6 +61,11 @@ class ParserTests(SynchronousTestCase):
         self.assertEqual(values.on_duplicate("keep"), "keep")
         self.assertEqual(self.refused(values.on_duplicate, "skip"), "expected one of replace, keep, unique, reject, not 'skip'")
 
+    def test_count(self):
+        self.assertEqual((values.count("1"), values.count("65535")), (1, 65535))
+        self.assertEqual(self.refused(values.count, "0"), "must be at least 1, not 0")
+        self.assertEqual(self.refused(values.count, "65536"), "at most 65535, not 65536")
+
     def test_uid(self):
         self.assertEqual(values.uid("1.2.840.10008.1.2"), "1.2.840.10008.1.2")
         for text in ("", "1..2", "x", "1" * 65):

@@ -243,20 +243,21 @@ class TLSFlagTests(SynchronousTestCase):
     """What the flags mean before anything connects."""
 
     def parse(self, options, *arguments: str):
+        """The peer the arguments describe, parsed."""
         options.parseOptions(list(arguments))
-        return options
+        return options.config.peer
 
     def test_any_tls_flag_turns_tls_on(self):
         for flags in (["--tls"], ["--tls-ca", "ca.crt"], ["--tls-cert", "c.crt", "--tls-key", "c.key"], ["--tls-server-name", "pacs"]):
-            self.assertTrue(self.parse(EchoOptions(), "pacs", *flags)["tls"], flags)
-            self.assertTrue(self.parse(StoreOptions(), "a.dcm", *flags)["tls"], flags)
-        self.assertFalse(self.parse(EchoOptions(), "pacs")["tls"])
+            self.assertIsNotNone(self.parse(EchoOptions(), "pacs", *flags).tls, flags)
+            self.assertIsNotNone(self.parse(StoreOptions(), "a.dcm", *flags).tls, flags)
+        self.assertIsNone(self.parse(EchoOptions(), "pacs").tls)
 
     def test_port_stays_11112(self):
         """TLS does not move the default port to 2762: --port (or PORT) says where to go."""
-        self.assertEqual(self.parse(EchoOptions(), "pacs", "--tls")["port"], 11112)
-        self.assertEqual(self.parse(StoreOptions(), "a.dcm", "--tls")["port"], 11112)
-        self.assertEqual(self.parse(EchoOptions(), "pacs", "2762", "--tls")["port"], 2762)
+        self.assertEqual(self.parse(EchoOptions(), "pacs", "--tls").port, 11112)
+        self.assertEqual(self.parse(StoreOptions(), "a.dcm", "--tls").port, 11112)
+        self.assertEqual(self.parse(EchoOptions(), "pacs", "2762", "--tls").port, 2762)
 
     def test_certificate_and_key_go_together(self):
         from twisted.python import usage

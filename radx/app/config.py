@@ -17,7 +17,8 @@ there on everything reads typed fields:
 
 A new flag: a field (and its default) in the part it belongs to, and a
 line in SCP_FLAGS, repeatable=True if it may be given several times;
-config_from_options fills the field.
+config_from_options fills the field. Flag and part_from serve every
+command's table and configuration alike (radx.app.client_config, ...).
 """
 
 from __future__ import annotations

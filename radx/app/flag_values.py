@@ -11,6 +11,7 @@ __all__ = [
     "ae_title",
     "boolean",
     "catalogue_target",
+    "count",
     "endpoint",
     "integer",
     "mode",
@@ -66,6 +67,14 @@ def positive_int(value: str) -> int:
     number = integer(value)
     if number < 1:
         raise ValueError(f"must be at least 1, not {number}")
+    return number
+
+
+def count(value: str) -> int:
+    """How many times, or at once: 1 to 65535."""
+    number = positive_int(value)
+    if number > 65535:
+        raise ValueError(f"at most 65535, not {number}")
     return number
 
 

@@ -10,15 +10,12 @@ import time
 from twisted.python import usage
 
 from radx.app import flag_values as values
-from radx.app.config import DEFAULT_PORT
+from radx.app.client_config import ECHO_FLAGS, STORE_FLAGS, ClientTLS, EchoConfig, Peer, StoreConfig
+from radx.app.config import part_from
 from radx.app.options import CommandOptions
 from radx.app.startup import resume_collector, without_tls
 from radx.dimse.status import describe_status, is_failure
-from radx.ul.pdu import DEFAULT_MAXIMUM_LENGTH
-
-# C-STOREs radx dicom store asks to have outstanding on an association
-# (PS3.7 D.3.3.3); peers that grant no window get one at a time.
-DEFAULT_OPERATIONS = 8
+from radx.scu.config import RequestorConfig
 
 # Exit statuses (documented in docs/usage.rst).
 EXIT_OK = 0
@@ -27,119 +24,109 @@ EXIT_USAGE = 1  # a wrong flag or value: 1, as for radx dicom scp and every radx
 EXIT_REJECTED = 3
 EXIT_NO_ASSOCIATION = 4  # no connection, an abort, or a timeout
 
-_CLIENT_PARAMETERS = [
-    ["called-ae", None, "RADX-SCP", "AE title of the peer (the called AE).", values.named("called-ae", values.ae_title)],
-    ["calling-ae", None, "RADX-SCU", "AE title of this side (the calling AE).", values.named("calling-ae", values.ae_title)],
-    ["max-pdu", None, DEFAULT_MAXIMUM_LENGTH, "Largest P-DATA PDU this side receives (advertised to the peer).", values.named("max-pdu", values.pdu_length)],
-    ["timeout", None, 30.0, "Seconds to wait for the connection, the association, each response.", values.named("timeout", values.seconds)],
-    ["tls-ca", None, None, "PEM CA certificate(s) the server's certificate must chain to (implies --tls; default: the system's)."],
-    ["tls-cert", None, None, "PEM certificate (and chain) of this side, for a server that requires one (implies --tls)."],
-    ["tls-key", None, None, "PEM private key of --tls-cert (unencrypted)."],
-    ["tls-server-name", None, None, "Name the server's certificate must carry, if not HOST (implies --tls)."],
-]  # fmt: skip
 
-_CLIENT_FLAGS = [
-    ["tls", None, "Use DICOM TLS (TLS 1.2 or newer), verifying the server's certificate and name."],
-]
+class ClientOptions(CommandOptions):
+    """What echo's and store's options share: TLS's flags checked, and the peer and association they describe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # What positionals say of the peer (echo's HOST and PORT), typed.
+        self._peer: dict = {}
+        # Set by postOptions: the whole parsed, typed.
+        self.config = None
+
+    def _check_tls(self) -> None:
+        """Any --tls-* flag turns TLS on; a client certificate needs its key and the key its certificate."""
+        if (self["tls-cert"] is None) != (self["tls-key"] is None):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        if any(self[flag] is not None for flag in ("tls-ca", "tls-cert", "tls-server-name")):
+            self["tls"] = True
+        if self["tls-server-name"] == "":
+            raise usage.UsageError("--tls-server-name: a name, not nothing")
+
+    def _parts(self) -> dict:
+        """The peer and the association, typed."""
+        tls = part_from(ClientTLS, self.flags, self) if self["tls"] else None
+        return {
+            "peer": part_from(Peer, self.flags, self, tls=tls, **self._peer),
+            "association": part_from(RequestorConfig, self.flags, self),
+        }
 
 
-def _count(value: str) -> int:
-    number = values.positive_int(value)
-    if number > 65535:
-        raise ValueError(f"at most 65535, not {number}")
-    return number
-
-
-class EchoOptions(CommandOptions):
+class EchoOptions(ClientOptions):
     """radx dicom echo HOST [PORT] [flags]"""
 
     longdesc = "Open an association, send C-ECHO (Verification), print the status and round-trip time."
-    optParameters = _CLIENT_PARAMETERS + [
-        ["count", None, 1, "C-ECHO requests to send, one after the other, on one association.", values.named("count", _count)],
-    ]  # fmt: skip
-    optFlags = _CLIENT_FLAGS
+    flags = ECHO_FLAGS
 
     def getSynopsis(self) -> str:
         return "Usage: radx dicom echo HOST [PORT] [flags]"
 
     def parseArgs(self, host, port=None) -> None:
-        self["host"] = host
-        self["port"] = _positional_port(port)
+        self._peer = {"host": host}
+        if port is not None:
+            self._peer["port"] = _positional_port(port)
 
     def postOptions(self) -> None:
-        _check_tls(self)
+        self._check_tls()
+        # Parsed: from here on, the command reads this, typed, and never the options.
+        self.config = self.configuration()
+
+    def configuration(self) -> EchoConfig:
+        return part_from(EchoConfig, self.flags, self, **self._parts())
 
 
-class StoreOptions(CommandOptions):
+class StoreOptions(ClientOptions):
     """radx dicom store FILE... | --dir DIR [flags]"""
 
     longdesc = (
         "Send DICOM Part 10 files with C-STORE, their data sets exactly as stored, in their own"
         " SOP classes and transfer syntaxes."
     )
-    optParameters = _CLIENT_PARAMETERS + [
-        ["host", None, "localhost", "Host of the peer."],
-        ["port", None, DEFAULT_PORT, "Port of the peer.", values.named("port", values.port)],
-        ["dir", None, None, "Send the files in this folder (with --recursive, its folders too)."],
-        ["conns", None, 1, "Associations to spread the files over, at once.", values.named("conns", values.positive_int)],
-        ["max-ops", None, DEFAULT_OPERATIONS,
-         "C-STOREs outstanding at once on each association where the peer grants an"
-         " Asynchronous Operations Window (1: one at a time, no window proposed).", values.named("max-ops", _count)],
-    ]  # fmt: skip
-    optFlags = _CLIENT_FLAGS + [
-        ["recursive", "r", "With --dir, descend into its folders."],
-    ]
+    flags = STORE_FLAGS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._files: tuple[str, ...] = ()
 
     def getSynopsis(self) -> str:
         return "Usage: radx dicom store FILE... | --dir DIR [flags]"
 
     def parseArgs(self, *files) -> None:
-        self["files"] = list(files)
+        self._files = files
 
     def postOptions(self) -> None:
-        if not self["files"] and self["dir"] is None:
+        if not self._files and self["dir"] is None:
             raise usage.UsageError("name files to send, or a folder with --dir")
         if self["dir"] is not None and not os.path.isdir(self["dir"]):
             raise usage.UsageError(f"--dir: {self['dir']!r} is not a folder")
         if self["recursive"] and self["dir"] is None:
             raise usage.UsageError("--recursive goes with --dir")
-        _check_tls(self)
+        self._check_tls()
+        # Parsed: from here on, the command reads this, typed, and never the options.
+        self.config = self.configuration()
+
+    def configuration(self) -> StoreConfig:
+        return part_from(StoreConfig, self.flags, self, files=self._files, **self._parts())
 
 
-def _check_tls(options: CommandOptions) -> None:
-    """Any --tls-* flag turns TLS on; a client certificate needs its key and the key its certificate."""
-    if (options["tls-cert"] is None) != (options["tls-key"] is None):
-        raise usage.UsageError("--tls-cert and --tls-key go together")
-    if any(options[flag] is not None for flag in ("tls-ca", "tls-cert", "tls-server-name")):
-        options["tls"] = True
-    if options["tls-server-name"] == "":
-        raise usage.UsageError("--tls-server-name: a name, not nothing")
-
-
-def _endpoint(options: CommandOptions, reactor, stderr):
-    """The client endpoint of the options, TLS when asked for; None (said on ``stderr``) when a TLS file is unusable."""
+def _endpoint(peer: Peer, timeout: float, reactor, stderr):
+    """The client endpoint of ``peer``, TLS when asked for; None (said on ``stderr``) when a TLS file is unusable."""
     from radx.scu.association import client_endpoint
 
     tls_options = None
-    if options["tls"]:
+    if peer.tls is not None:
         from radx.tls import TLSConfigurationError, client_options
 
         try:
-            tls_options = client_options(
-                options["tls-server-name"] or options["host"],
-                options["tls-ca"],
-                options["tls-cert"],
-                options["tls-key"],
-            )
+            tls_options = client_options(peer.tls.server_name or peer.host, peer.tls.ca, peer.tls.certificate, peer.tls.key)
         except TLSConfigurationError as error:
             _write(stderr, f"Error: {error}\n")
             return None
-    return client_endpoint(reactor, options["host"], options["port"], options["timeout"], tls_options)
+    return client_endpoint(reactor, peer.host, peer.port, timeout, tls_options)
 
 
-def _positional_port(port: str | None) -> int:
-    if port is None:
-        return DEFAULT_PORT
+def _positional_port(port: str) -> int:
     try:
         return values.port(port)
     except ValueError:
@@ -210,17 +197,18 @@ def _association_exit(error) -> int:
 # echo ------------------------------------------------------------------------
 
 
-def run_echo(options: EchoOptions, reactor=None, stdout=None) -> int:
+def run_echo(config: EchoConfig, reactor=None, stdout=None) -> int:
     if reactor is None:
         from twisted.internet import reactor
     from radx.scu.association import AssociationError
     from radx.scu.echo import echo
 
     stdout = stdout or sys.stdout
-    endpoint = _endpoint(options, reactor, sys.stderr)
+    association = config.association
+    endpoint = _endpoint(config.peer, association.timeout, reactor, sys.stderr)
     if endpoint is None:
         return EXIT_USAGE
-    host, port, called = options["host"], options["port"], options["called-ae"]
+    host, port, called = config.peer.host, config.peer.port, association.called_ae_title
     where = f"{called}@[{host}]:{port}" if ":" in host else f"{called}@{host}:{port}"
     failed = []
 
@@ -235,10 +223,10 @@ def run_echo(options: EchoOptions, reactor=None, stdout=None) -> int:
             endpoint,
             reactor,
             called,
-            options["calling-ae"],
-            count=options["count"],
-            timeout=options["timeout"],
-            maximum_length=options["max-pdu"],
+            association.calling_ae_title,
+            count=config.count,
+            timeout=association.timeout,
+            maximum_length=association.maximum_length,
             on_result=show,
         )
         d.addCallback(lambda _: EXIT_FAILED if failed else EXIT_OK)
@@ -253,14 +241,14 @@ def run_echo(options: EchoOptions, reactor=None, stdout=None) -> int:
     return _run_reactor(reactor, start)
 
 
-def _command_main(options: CommandOptions, arguments: list[str], command: str, run) -> int:
-    """Parse ``arguments`` for ``radx dicom COMMAND``, then ``run(options)``: its exit status."""
+def _command_main(options: ClientOptions, arguments: list[str], command: str, run) -> int:
+    """Parse ``arguments`` for ``radx dicom COMMAND``, then ``run(options.config)``: its exit status."""
     code = _parse(options, arguments, command)
     if code is not None:
         return code
-    if not options["tls"]:
+    if options.config.peer.tls is None:
         without_tls()
-    return run(options)
+    return run(options.config)
 
 
 def echo_main(arguments: list[str]) -> int:
@@ -329,7 +317,7 @@ class Progress:
         _write(stream, text)
 
 
-def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty=None) -> int:
+def run_store(config: StoreConfig, reactor=None, stdout=None, stderr=None, tty=None) -> int:
     if reactor is None:
         from twisted.internet import reactor
     from radx.scu.sources import list_files
@@ -339,13 +327,14 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
     stderr = stderr or sys.stderr
     if tty is None:
         tty = stdout.isatty()
-    endpoint = _endpoint(options, reactor, stderr)
+    association = config.association
+    endpoint = _endpoint(config.peer, association.timeout, reactor, stderr)
     if endpoint is None:
         return EXIT_USAGE
     try:
-        paths = list_files(options["files"], options["dir"], options["recursive"])
+        paths = list_files(config.files, config.folder, config.recursive)
     except OSError as error:
-        _write(stderr, f"Error: --dir: {error.strerror}: {options['dir']}\n")
+        _write(stderr, f"Error: --dir: {error.strerror}: {config.folder}\n")
         return EXIT_FAILED
     progress: Progress | None = None
 
@@ -366,12 +355,12 @@ def run_store(options: StoreOptions, reactor=None, stdout=None, stderr=None, tty
     job = StoreJob(
         endpoint,
         reactor,
-        options["called-ae"],
-        options["calling-ae"],
-        connections=options["conns"],
-        timeout=options["timeout"],
-        maximum_length=options["max-pdu"],
-        operations=options["max-ops"],
+        association.called_ae_title,
+        association.calling_ae_title,
+        connections=config.connections,
+        timeout=association.timeout,
+        maximum_length=association.maximum_length,
+        operations=config.operations,
         on_result=on_result,
     )
     started = time.monotonic()

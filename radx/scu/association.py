@@ -23,6 +23,7 @@ from twisted.internet.interfaces import ISSLTransport
 from radx import uids
 from radx.association import AssociationBase
 from radx.dimse.assembly import MessageAssembler
+from radx.scu.config import DEFAULT_TIMEOUT
 from radx.scu.operations import Operations
 from radx.ul import fsm
 from radx.ul.framing import PDUReader
@@ -36,7 +37,6 @@ from radx.ul.negotiation import (  # noqa: F401 (ContextResult, associate_reques
 )
 from radx.ul.pdu import AAssociateRQ, AbortReason
 
-DEFAULT_TIMEOUT = 30.0
 # Seconds the peer has to close after radx's A-ABORT (PS3.8 AA-1 in Sta13).
 DEFAULT_ARTIM = 5.0
 

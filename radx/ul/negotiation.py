@@ -68,11 +68,16 @@ def is_storage_sop_class(uid: str) -> bool:
     return uid != uids.VERIFICATION_SOP_CLASS and uid not in NOT_STORAGE
 
 
+# The AE title radx's SCP answers to unless told another (--aet), and the
+# one radx dicom echo and store call unless told another (--called-ae).
+DEFAULT_AE_TITLE = "RADX-SCP"
+
+
 @dataclass(frozen=True)
 class AcceptorPolicy:
     """What this Application Entity accepts."""
 
-    ae_title: str = "RADX-SCP"
+    ae_title: str = DEFAULT_AE_TITLE
     # True: any called AE title is answered as if it were ae_title (--accept-any-called-aet).
     accept_any_called_ae_title: bool = False
     maximum_pdu_length: int = DEFAULT_MAXIMUM_LENGTH
