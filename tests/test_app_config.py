@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import struct
 import subprocess
 import sys
@@ -13,9 +14,11 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.app import flag_values as values
+from radx.app.catalogue_cli import CATALOGUE_FLAGS, CatalogueConfig, CatalogueOptions
 from radx.app.client_config import CLIENT_FLAGS, ECHO_FLAGS, STORE_FLAGS, ClientTLS, EchoConfig, Peer, StoreConfig
-from radx.app.config import SCP_FLAGS, Flag, ScpConfig, TLSConfig, TwistdLog, part_from, twistd_log_from
+from radx.app.config import FILING_FLAGS, SCP_FLAGS, Flag, ScpConfig, TLSConfig, TwistdLog, part_from, twistd_log_from
 from radx.app.options import CommandOptions, ScpOptions
+from radx.app.organize_cli import ORGANIZE_FLAGS, OrganizeConfig, OrganizeOptions
 from radx.app.scu_cli import EchoOptions, StoreOptions
 from radx.scp.config import ServerConfig
 from radx.scu.config import RequestorConfig
@@ -64,11 +67,15 @@ class Command:
 
 
 def commands(test: SynchronousTestCase) -> list[Command]:
-    """Each `radx dicom` command whose options are made from its table: scp, echo, store."""
+    """Each `radx dicom` command: scp, echo, store, catalogue, organize."""
+    folder = test.mktemp()
+    os.makedirs(folder)
     return [
         Command(ScpOptions, SCP_FLAGS, (), ScpConfig(), ("--events", "e.jsonl", "--tls-cert", "c.pem", "--tls-key", "k.pem")),
         Command(EchoOptions, ECHO_FLAGS, ("pacs",), EchoConfig(peer=Peer(host="pacs")), ("--tls",)),
         Command(StoreOptions, STORE_FLAGS, ("a.dcm",), StoreConfig(files=("a.dcm",)), ("--tls",)),
+        Command(CatalogueOptions, CATALOGUE_FLAGS, (), CatalogueConfig()),
+        Command(OrganizeOptions, ORGANIZE_FLAGS, (folder, "-o", "out"), OrganizeConfig(folder=folder, output_dir="out")),
     ]
 
 
@@ -145,8 +152,17 @@ class OneSourceOfDefaultsTests(SynchronousTestCase):
         )
 
     def test_shared_parts(self):
-        """Flags that two commands share set one part of theirs: the peer's and the association's for echo and store."""
+        """Flags that two commands share set one part of theirs: filing for scp and organize, the peer's for echo and store."""
+        self.assertTrue(set(FILING_FLAGS) <= set(SCP_FLAGS) & set(ORGANIZE_FLAGS))
         self.assertTrue(set(CLIENT_FLAGS) <= set(ECHO_FLAGS) & set(STORE_FLAGS))
+        layout = "{PatientID}/{SOPInstanceUID}.dcm"
+        scp = parse("--layout", layout, "--on-duplicate", "keep").config.server.filing
+        folder = self.mktemp()
+        os.makedirs(folder)
+        organize = OrganizeOptions()
+        organize.parseOptions([folder, "-o", "out", "--layout", layout, "--on-duplicate", "keep"])
+        for filing in (scp, organize.config.filing):
+            self.assertEqual((filing.organize, filing.layout.template, filing.on_duplicate), (True, layout, "keep"))
         for options, arguments in ((EchoOptions(), ["pacs", "104"]), (StoreOptions(), ["a.dcm", "--host", "pacs", "--port", "104"])):
             options.parseOptions(arguments + ["--called-ae", "PACS", "--timeout", "5", "--tls-server-name", "pacs.example"])
             self.assertEqual(options.config.peer, Peer("pacs", 104, ClientTLS(server_name="pacs.example")))
@@ -233,10 +249,14 @@ class ConfigurationTests(SynchronousTestCase):
 
     def test_parsed_without_twisted_s_tcp(self):
         """Every command line is parsed before the reactor loads, so each command can still leave TLS out."""
+        folder = self.mktemp()
+        os.makedirs(folder)
         for module, name, arguments in (
             ("radx.app.options", "ScpOptions", ["--threads", "2"]),
             ("radx.app.scu_cli", "EchoOptions", ["pacs", "--timeout", "5"]),
             ("radx.app.scu_cli", "StoreOptions", ["a.dcm", "--max-ops", "4"]),
+            ("radx.app.catalogue_cli", "CatalogueOptions", ["-q", "Modality=CT"]),
+            ("radx.app.organize_cli", "OrganizeOptions", [folder, "-o", "out"]),
         ):
             probe = (
                 "import sys\n"

@@ -137,15 +137,13 @@ class OneBaseTests(SynchronousTestCase):
             self.assertLess(node.end_lineno - node.lineno + 1, 300, name)
 
 
-# The modules that read parsed options by name: each command's parsing,
-# and the one place the SCP's become its typed configuration. The other
-# commands read their own options where they run.
+# The modules that read parsed options by name: the SCP's parsing, and
+# where parsed options become a typed configuration, once. Each command's
+# options class reads its own values as it checks them (``self[...]``);
+# past parsing, every command reads its configuration's typed fields.
 OPTIONS_READERS = {
     "app/options.py": "ScpOptions parses and checks the SCP's flags",
-    "app/config.py": "config_from_options turns them into an ScpConfig, once",
-    "app/scu_cli.py": "radx dicom echo and store: their own options",
-    "app/catalogue_cli.py": "radx dicom catalogue: its own options",
-    "app/organize_cli.py": "radx dicom organize: its own options",
+    "app/config.py": "config_from_options and part_from turn them into a typed configuration, once",
 }
 
 
@@ -171,7 +169,7 @@ def options_read_by_name(source: str, name: str) -> list[str]:
 
 
 class ConfigurationTests(SynchronousTestCase):
-    """The SCP's flags are read by name while they are parsed; past that, everything takes typed fields."""
+    """Every command's flags are read by name while they are parsed; past that, everything takes typed fields."""
 
     def test_nothing_past_parsing_reads_options_by_name(self):
         offenders = []

@@ -336,7 +336,7 @@ class ProgressBarTests(SynchronousTestCase):
         options = CatalogueOptions()
         options.parseOptions([folder, "--database", self.mktemp()])
         stdout, stderr = io.StringIO(), io.StringIO()
-        self.assertEqual(run_catalogue(options, stdout, stderr, tty=True), 0)
+        self.assertEqual(run_catalogue(options.config, stdout, stderr, tty=True), 0)
         self.assertIn("\r[", stderr.getvalue())
         self.assertIn("/3 files", stderr.getvalue())
         # Cleared before the report.

@@ -506,7 +506,7 @@ class CommandTests(PostgreSQLTestCase):
         options = CatalogueOptions()
         options.parseOptions(list(arguments))
         out, err = io.StringIO(), io.StringIO()
-        code = run_catalogue(options, out, err, tty=False)
+        code = run_catalogue(options.config, out, err, tty=False)
         return out.getvalue(), err.getvalue(), code
 
     def setUp(self):

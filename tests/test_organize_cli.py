@@ -116,7 +116,7 @@ class ProgressTests(OrganizeCommandTestCase):
         options = OrganizeOptions()
         options.parseOptions([self.incoming, "-o", os.path.join(self.cwd, "archive"), "-r"])
         stdout, stderr = io.StringIO(), io.StringIO()
-        code = run_organize(options, stdout, stderr, tty=tty)
+        code = run_organize(options.config, stdout, stderr, tty=tty)
         return stdout.getvalue(), stderr.getvalue(), code
 
     def test_bar_on_a_terminal(self):

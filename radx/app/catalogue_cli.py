@@ -6,17 +6,45 @@ from __future__ import annotations
 import os
 import sys
 import unicodedata
+from dataclasses import dataclass
 
 from twisted.python import usage
 
 from radx.app import flag_values as values
+from radx.app.config import Flag, part_from
 from radx.app.interrupted import EXIT_INTERRUPTED
 from radx.app.options import CommandOptions
 from radx.app.scu_cli import EXIT_FAILED, EXIT_OK, Progress, _parse, _write
 
-DEFAULT_DATABASE = "dicom-catalogue.db"
 # Rows a query prints at most.
 ROW_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class CatalogueConfig:
+    """`radx dicom catalogue [DIR]`, typed: each default written once, here."""
+
+    database: str = "dicom-catalogue.db"
+    # With a postgresql:// database: the machine DIR's rows belong to; None: this host's name.
+    node: str | None = None
+    recursive: bool = True
+    sql: str | None = None
+    rebuild: bool = False
+    # -q/--query, as given; and as the SQL condition and parameters they make (radx.catalogue.query).
+    query: tuple[str, ...] = ()
+    condition: tuple[str, tuple] = ("", ())
+    # DIR, the folder to index; None: summarise or query only.
+    folder: str | None = None
+
+
+CATALOGUE_FLAGS = (
+    Flag("database", CatalogueConfig, "database", "SQLite file of the catalogue, or a postgresql:// URL.", values.catalogue_target, short="d"),
+    Flag("node", CatalogueConfig, "node", "With a postgresql:// database: the machine DIR's rows belong to (default: this host's name)."),
+    Flag("recursive", CatalogueConfig, "recursive", "Index DIR's folders too (--recursive=false: DIR's own files only).", values.boolean, short="R"),
+    Flag("sql", CatalogueConfig, "sql", "Print the rows of this read-only SQL query (one statement) on table dicom_metadata."),
+    Flag("rebuild", CatalogueConfig, "rebuild", "Empty the catalogue, then index DIR afresh.", switch=True),
+    Flag("query", CatalogueConfig, "query", "FIELD=VALUE (FIELD a DICOM keyword or a column; * and ? in VALUE match anything), or a word to find in names, IDs, descriptions, modality, manufacturer or institution; repeat: all must hold.", short="q", repeatable=True),
+)  # fmt: skip
 
 
 # Short flags spelled out, so that the value after -d or -q is not taken
@@ -31,26 +59,14 @@ class CatalogueOptions(CommandOptions):
         "Index the DICOM files in DIR (new and changed ones only, from the second run on) into a SQLite"
         " or PostgreSQL catalogue, then summarise it; without DIR, summarise or query the catalogue as it is."
     )
-    optParameters = [
-        ["database", "d", DEFAULT_DATABASE, "SQLite file of the catalogue, or a postgresql:// URL.", values.named("database", values.catalogue_target)],
-        ["node", None, None, "With a postgresql:// database: the machine DIR's rows belong to (default: this host's name)."],
-        ["recursive", "R", True, "Index DIR's folders too (--recursive=false: DIR's own files only).", values.named("recursive", values.boolean)],
-        ["sql", None, None, "Print the rows of this read-only SQL query (one statement) on table dicom_metadata."],
-    ]  # fmt: skip
-    optFlags = [
-        ["rebuild", None, "Empty the catalogue, then index DIR afresh."],
-    ]
+    flags = CATALOGUE_FLAGS
 
     def __init__(self) -> None:
         super().__init__()
-        self["query"] = []
-        self["dir"] = None
-
-    def opt_query(self, term: str) -> None:
-        """FIELD=VALUE (FIELD a DICOM keyword or a column; * and ? in VALUE match anything), or a word to find in names, IDs, descriptions, modality, manufacturer or institution; repeat: all must hold."""
-        self["query"].append(term)
-
-    opt_q = opt_query
+        self._folder: str | None = None
+        self._condition: tuple[str, tuple] = ("", ())
+        # Set by postOptions: the whole parsed, typed.
+        self.config: CatalogueConfig | None = None
 
     def getSynopsis(self) -> str:
         return "Usage: radx dicom catalogue [DIR] [flags]"
@@ -61,12 +77,12 @@ class CatalogueOptions(CommandOptions):
         super().parseOptions([_SPELLED_OUT.get(a, a) for a in options])
 
     def parseArgs(self, directory=None) -> None:
-        self["dir"] = directory
+        self._folder = directory
 
     def postOptions(self) -> None:
-        if self["dir"] is not None and not os.path.isdir(self["dir"]):
-            raise usage.UsageError(f"DIR: {self['dir']!r} is not a folder")
-        if self["rebuild"] and self["dir"] is None:
+        if self._folder is not None and not os.path.isdir(self._folder):
+            raise usage.UsageError(f"DIR: {self._folder!r} is not a folder")
+        if self["rebuild"] and self._folder is None:
             raise usage.UsageError("--rebuild goes with DIR, the folder to index afresh")
         if self["sql"] is not None and self["query"]:
             raise usage.UsageError("--sql and -q/--query do not go together")
@@ -76,9 +92,15 @@ class CatalogueOptions(CommandOptions):
         if self["node"] is not None and not is_postgresql(self["database"]):
             raise usage.UsageError("--node goes with a postgresql:// --database; a SQLite catalogue is one machine's")
         try:
-            self["where"] = condition(self["query"], "%s" if is_postgresql(self["database"]) else "?")
+            where, parameters = condition(self["query"], "%s" if is_postgresql(self["database"]) else "?")
         except QueryError as error:
             raise usage.UsageError(str(error)) from None
+        self._condition = (where, tuple(parameters))
+        # Parsed: from here on, the command reads this, typed, and never the options.
+        self.config = self.configuration()
+
+    def configuration(self) -> CatalogueConfig:
+        return part_from(CatalogueConfig, self.flags, self, condition=self._condition, folder=self._folder)
 
 
 class IndexProgress(Progress):
@@ -157,7 +179,7 @@ def table(rows) -> str:
     return text
 
 
-def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None) -> int:
+def run_catalogue(config: CatalogueConfig, stdout=None, stderr=None, tty=None) -> int:
     from radx.catalogue.database import CatalogueError
     from radx.catalogue.indexer import Interrupted
     from radx.catalogue.opening import open_catalogue, open_read_only, shown
@@ -166,17 +188,17 @@ def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None)
     stderr = stderr or sys.stderr
     if tty is None:
         tty = stderr.isatty()
-    database = options["database"]
-    where, parameters = options["where"]
+    database = config.database
+    where, parameters = config.condition
     try:
-        if options["dir"] is not None:
-            catalogue = open_catalogue(database, node=options["node"])
-            _index(catalogue, options, stdout, IndexProgress(stderr) if tty else None)
+        if config.folder is not None:
+            catalogue = open_catalogue(database, node=config.node)
+            _index(catalogue, config, stdout, IndexProgress(stderr) if tty else None)
         catalogue = open_read_only(database)
         try:
-            if options["sql"] is not None:
-                rows = catalogue.query(options["sql"], ROW_LIMIT)
-            elif options["query"]:
+            if config.sql is not None:
+                rows = catalogue.query(config.sql, ROW_LIMIT)
+            elif config.query:
                 rows = catalogue.select(catalogue.shown, where, parameters, ROW_LIMIT)
             else:
                 _write(stdout, summary_report(shown(database), catalogue.summary()))
@@ -200,14 +222,14 @@ def run_catalogue(options: CatalogueOptions, stdout=None, stderr=None, tty=None)
     return EXIT_OK
 
 
-def _index(catalogue, options: CatalogueOptions, stdout, progress) -> None:
+def _index(catalogue, config: CatalogueConfig, stdout, progress) -> None:
     from radx.catalogue.indexer import index
     from radx.catalogue.opening import own_files
 
     # The catalogue's own files, should it live in the folder it indexes.
-    skip = own_files(options["database"])
+    skip = own_files(config.database)
     try:
-        result = index(catalogue, options["dir"], options["recursive"], options["rebuild"], skip, progress)
+        result = index(catalogue, config.folder, config.recursive, config.rebuild, skip, progress)
     finally:
         if progress is not None:
             progress.clear()
@@ -220,4 +242,4 @@ def catalogue_main(arguments: list[str]) -> int:
     code = _parse(options, arguments, "catalogue")
     if code is not None:
         return code
-    return run_catalogue(options)
+    return run_catalogue(options.config)

@@ -9,7 +9,7 @@ from twisted.python import usage
 
 from radx import __version__
 from radx.app import flag_values as values
-from radx.app.config import DEFAULT_PORT, FILING_FLAGS, SCP_FLAGS, Flag, ScpConfig, config_from_options
+from radx.app.config import DEFAULT_PORT, SCP_FLAGS, Flag, ScpConfig, config_from_options
 from radx.storage.layout import FLAT_LAYOUT, ORGANIZED_LAYOUT, Layout, LayoutError
 
 
@@ -25,10 +25,6 @@ def parameters(flags: tuple[Flag, ...]) -> list:
 def switches(flags: tuple[Flag, ...]) -> list:
     """Twisted's optFlags of the switches among the flags."""
     return [[flag.name, flag.short, flag.help] for flag in flags if flag.switch]
-
-
-# --layout, --organize and --on-duplicate, for `radx dicom organize` too.
-FILING_PARAMETERS = parameters(FILING_FLAGS)
 
 
 def repeated(flag: Flag):

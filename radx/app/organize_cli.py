@@ -6,13 +6,39 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 from twisted.python import usage
 
 from radx.app.catalogue_cli import IndexProgress
+from radx.app.config import FILING_FLAGS, Flag, part_from
 from radx.app.interrupted import EXIT_INTERRUPTED
-from radx.app.options import FILING_PARAMETERS, CommandOptions, check_layout, normalise_boolean_flags
+from radx.app.options import CommandOptions, check_layout, normalise_boolean_flags
 from radx.app.scu_cli import EXIT_FAILED, EXIT_OK, _parse, _write
+from radx.storage.filing import Filing
+
+
+@dataclass(frozen=True)
+class OrganizeConfig:
+    """`radx dicom organize DIR --output-dir OUT`, typed: filed as the server files (Filing, the same flags)."""
+
+    # DIR, the folder whose files are filed.
+    folder: str
+    # OUT, required: parsing refuses None, not given.
+    output_dir: str | None = None
+    filing: Filing = field(default_factory=Filing)
+    move: bool = False
+    dry_run: bool = False
+    recursive: bool = False
+
+
+ORGANIZE_FLAGS = (
+    Flag("output-dir", OrganizeConfig, "output_dir", "Folder to file into (made if missing).", short="o"),
+    *FILING_FLAGS,
+    Flag("move", OrganizeConfig, "move", "Remove each source file once its copy is on disk, fsynced.", switch=True),
+    Flag("dry-run", OrganizeConfig, "dry_run", "Print where each file would go (SOURCE -> DESTINATION); write nothing.", short="n", switch=True),
+    Flag("recursive", OrganizeConfig, "recursive", "Organize the files of DIR's folders too.", short="r", switch=True),
+)  # fmt: skip
 
 
 # Short flags spelled out, so that the value after -o is not taken for DIR.
@@ -26,15 +52,13 @@ class OrganizeOptions(CommandOptions):
         "Copy (or, with --move, move) each DICOM file of DIR under OUT, exactly where and as"
         " `radx dicom scp --output-dir OUT` with the same --layout would have stored it on receipt."
     )
-    optParameters = [
-        ["output-dir", "o", None, "Folder to file into (made if missing)."],
-        *FILING_PARAMETERS,
-    ]  # fmt: skip
-    optFlags = [
-        ["move", None, "Remove each source file once its copy is on disk, fsynced."],
-        ["dry-run", "n", "Print where each file would go (SOURCE -> DESTINATION); write nothing."],
-        ["recursive", "r", "Organize the files of DIR's folders too."],
-    ]
+    flags = ORGANIZE_FLAGS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._folder = ""
+        # Set by postOptions: the whole parsed, typed.
+        self.config: OrganizeConfig | None = None
 
     def getSynopsis(self) -> str:
         return "Usage: radx dicom organize DIR --output-dir OUT [flags]"
@@ -45,16 +69,22 @@ class OrganizeOptions(CommandOptions):
         super().parseOptions(normalise_boolean_flags([_SPELLED_OUT.get(a, a) for a in options]))
 
     def parseArgs(self, directory) -> None:
-        self["dir"] = directory
+        self._folder = directory
 
     def postOptions(self) -> None:
-        if not os.path.isdir(self["dir"]):
-            raise usage.UsageError(f"DIR: {self['dir']!r} is not a folder")
+        if not os.path.isdir(self._folder):
+            raise usage.UsageError(f"DIR: {self._folder!r} is not a folder")
         if self["output-dir"] is None:
             raise usage.UsageError("--output-dir: the folder to file into is required")
         if self["move"] and self["dry-run"]:
             raise usage.UsageError("--move and --dry-run do not go together")
         check_layout(self)
+        # Parsed: from here on, the command reads this, typed, and never the options.
+        self.config = self.configuration()
+
+    def configuration(self) -> OrganizeConfig:
+        filing = part_from(Filing, self.flags, self)
+        return part_from(OrganizeConfig, self.flags, self, folder=self._folder, filing=filing)
 
 
 def summary(counts: dict, seconds: float, dry_run: bool) -> str:
@@ -79,7 +109,7 @@ def interrupted_line(counts: dict, total: int, dry_run: bool) -> str:
     )
 
 
-def run_organize(options: OrganizeOptions, stdout=None, stderr=None, tty=None) -> int:
+def run_organize(config: OrganizeConfig, stdout=None, stderr=None, tty=None) -> int:
     from radx.organize import FAILED, ORGANIZED, SKIPPED, Organizer
 
     stdout = stdout or sys.stdout
@@ -87,19 +117,19 @@ def run_organize(options: OrganizeOptions, stdout=None, stderr=None, tty=None) -
     if tty is None:
         tty = stderr.isatty()
     organizer = Organizer(
-        options["output-dir"],
-        options["layout"],
-        on_duplicate=options["on-duplicate"],
-        move=options["move"],
+        config.output_dir,
+        config.filing.layout,
+        on_duplicate=config.filing.on_duplicate,
+        move=config.move,
         # A --catalogue DATABASE would record each file here: on_stored=...
     )
     started = time.monotonic()
-    sources = organizer.sources(options["dir"], options["recursive"])
+    sources = organizer.sources(config.folder, config.recursive)
     progress = IndexProgress(stderr) if tty else None
     if progress is not None:
         progress.start(len(sources))
     counts = {ORGANIZED: 0, SKIPPED: 0, FAILED: 0}
-    dry_run = options["dry-run"]
+    dry_run = config.dry_run
     interrupted = False
     try:
         for path in sources:
@@ -139,4 +169,4 @@ def organize_main(arguments: list[str]) -> int:
     code = _parse(options, arguments, "organize")
     if code is not None:
         return code
-    return run_organize(options)
+    return run_organize(options.config)
