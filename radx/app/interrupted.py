@@ -27,3 +27,31 @@ def end_by_sigint() -> None:
             pass
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
+
+
+class BetweenFiles:
+    """
+    Ctrl+C noted while a file is in hand and acted on once it is done: a
+    file is filed whole or not at all, and no temporary file is left
+    behind by a signal that came between its creation and its removal.
+
+        with BetweenFiles() as interruption:
+            for path in paths:
+                ...
+                if interruption.asked:
+                    break
+    """
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._previous = None
+
+    def _note(self, signum, frame) -> None:
+        self.asked = True
+
+    def __enter__(self) -> "BetweenFiles":
+        self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        signal.signal(signal.SIGINT, self._previous)

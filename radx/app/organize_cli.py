@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from radx.app.catalogue_cli import IndexProgress
 from radx.app.config import FILING_FLAGS, Flag, part_from
-from radx.app.interrupted import EXIT_INTERRUPTED
+from radx.app.interrupted import EXIT_INTERRUPTED, BetweenFiles
 from radx.app.options import CommandOptions, check_layout, normalise_boolean_flags
 from radx.app.scu_cli import EXIT_FAILED, EXIT_OK, _parse, _write
 from radx.storage.filing import Filing
@@ -130,34 +130,34 @@ def run_organize(config: OrganizeConfig, stdout=None, stderr=None, tty=None) -> 
         progress.start(len(sources))
     counts = {ORGANIZED: 0, SKIPPED: 0, FAILED: 0}
     dry_run = config.dry_run
-    interrupted = False
+    # Ctrl+C is acted on between two files (so OUT holds only whole files,
+    # and no temporary file is left behind); those done stay done.
     try:
-        for path in sources:
-            outcome = organizer.plan(path) if dry_run else organizer.organize(path)
-            counts[outcome.state] += 1
-            lines = []
-            if outcome.state == FAILED:
-                lines.append((stderr, f"Failed: {path}: {outcome.reason}\n"))
-            elif dry_run and outcome.state == ORGANIZED:
-                lines.append((stdout, f"{path} -> {outcome.destination}\n"))
-            lines += [(stderr, f"Warning: {path}: {warning}\n") for warning in outcome.warnings]
-            if outcome.reason and outcome.state != FAILED and outcome.reason.startswith("not removed"):
-                lines.append((stderr, f"Warning: {path}: {outcome.reason}\n"))
-            for stream, line in lines:
+        with BetweenFiles() as interruption:
+            for path in sources:
+                outcome = organizer.plan(path) if dry_run else organizer.organize(path)
+                counts[outcome.state] += 1
+                lines = []
+                if outcome.state == FAILED:
+                    lines.append((stderr, f"Failed: {path}: {outcome.reason}\n"))
+                elif dry_run and outcome.state == ORGANIZED:
+                    lines.append((stdout, f"{path} -> {outcome.destination}\n"))
+                lines += [(stderr, f"Warning: {path}: {warning}\n") for warning in outcome.warnings]
+                if outcome.reason and outcome.state != FAILED and outcome.reason.startswith("not removed"):
+                    lines.append((stderr, f"Warning: {path}: {outcome.reason}\n"))
+                for stream, line in lines:
+                    if progress is not None:
+                        progress.say(stream, line)
+                    else:
+                        _write(stream, line)
                 if progress is not None:
-                    progress.say(stream, line)
-                else:
-                    _write(stream, line)
-            if progress is not None:
-                progress.advance()
-    except KeyboardInterrupt:
-        # Ctrl+C: the file in hand is dropped by its writer (radx.storage.store),
-        # so OUT holds only whole files; those done stay done.
-        interrupted = True
+                    progress.advance()
+                if interruption.asked:
+                    break
     finally:
         if progress is not None:
             progress.clear()
-    if interrupted:
+    if interruption.asked:
         _write(stderr, interrupted_line(counts, len(sources), dry_run))
         return EXIT_INTERRUPTED
     _write(stdout, summary(counts, time.monotonic() - started, dry_run))
