@@ -115,6 +115,35 @@ class RecordTests(CatalogueTestCase):
         self.catalogue.record_many(row(f"/a/{i}.dcm") for i in range(10))
         self.assertEqual(self.read_only().summary().files, 10)
 
+    def test_one_row_its_own_transaction(self):
+        """A row recorded alone is committed by its one statement: no transaction is left open after it."""
+        self.catalogue.record(row("/a/1.dcm"))
+        self.assertFalse(self.catalogue.connection.in_transaction)
+        self.assertEqual(self.read_only().summary().files, 1)
+
+    def test_a_batch_is_one_transaction(self):
+        """A batch that fails part-way records none of its rows, though the connection commits single statements by itself."""
+        rows = [row("/a/1.dcm"), row("/a/2.dcm"), {"file_name": "no path"}, row("/a/4.dcm")]
+        self.assertRaises(sqlite3.IntegrityError, self.catalogue.record_many, rows)
+        self.assertFalse(self.catalogue.connection.in_transaction)
+        self.assertEqual(self.read_only().summary().files, 0)
+
+    def test_removal_is_one_transaction(self):
+        self.catalogue.record_many([row("/a/1.dcm"), row("/a/2.dcm")])
+        locker = sqlite3.connect(self.path)
+        self.addCleanup(locker.close)
+        locker.execute("CREATE TRIGGER refuse BEFORE DELETE ON dicom_metadata WHEN old.file_path = '/a/2.dcm'"
+                       " BEGIN SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
+        locker.commit()
+        self.assertRaises(sqlite3.IntegrityError, self.catalogue.remove, ["/a/1.dcm", "/a/2.dcm"])
+        self.assertEqual(sorted(self.catalogue.files_under("/a")), ["/a/1.dcm", "/a/2.dcm"])
+
+    def test_record_values(self):
+        """A row as its values in the columns' order, as the server records it."""
+        values = tuple(f"/a/{column}.dcm" if column == "file_path" else None for column in COLUMNS)
+        self.catalogue.record_values(values)
+        self.assertEqual(list(self.catalogue.files_under("/a")), ["/a/file_path.dcm"])
+
     def test_files_under(self):
         for path in ("/a/1.dcm", "/a/b/2.dcm", "/ab/3.dcm", "/a.dcm"):
             self.catalogue.record(row(path, file_size=1, file_mtime=5))

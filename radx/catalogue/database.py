@@ -76,6 +76,8 @@ class Catalogue:
         # removes, where the key has a node; None where it has not.
         self.node = node if NODE in self.key else None
         self._lock = threading.Lock()
+        # The cursor of the rows recorded one at a time: made once, not at each row.
+        self._cursor = connection.cursor()
         self._upsert = upsert_statement(self.placeholder, self.key)
         # The condition that keeps to this node's rows, and its parameters.
         if self.node is None:
@@ -100,6 +102,7 @@ class Catalogue:
     def create(self) -> None:
         """Create the table and its indexes, unless they exist."""
         with self._lock:
+            self._begin()
             cursor = self.connection.cursor()
             for statement in create_statements(self.id_column, self.path_type, self.key):
                 cursor.execute(statement)
@@ -119,9 +122,14 @@ class Catalogue:
         when this returns: a server records each instance so, before its
         Success.
         """
-        values = self._values(row)
+        self.record_values(tuple(row.get(c) for c in COLUMNS))
+
+    def record_values(self, values: tuple) -> None:
+        """L{record} of a row given as its values in schema.COLUMNS' order, every one."""
+        if self.node is not None:
+            values += (self.node,)
         with self._lock:
-            self._write(self.connection.cursor().execute, values)
+            self._write(self._cursor.execute, values)
 
     def record_many(self, rows) -> None:
         """Record rows, ``BATCH`` to a transaction."""
@@ -129,11 +137,20 @@ class Catalogue:
         for start in range(0, len(rows), self.BATCH):
             values = [self._values(row) for row in rows[start : start + self.BATCH]]
             with self._lock:
-                self._write(self.connection.cursor().executemany, values)
+                self._write(self.connection.cursor().executemany, values, several=True)
 
-    def _write(self, execute, values, statement: str | None = None) -> None:
-        """``statement`` (the upsert) with ``values`` run by ``execute``, committed; under the lock."""
+    def _begin(self) -> None:
+        """Before a write of several statements or rows, under the lock: begin their transaction, if the driver does not."""
+
+    def _write(self, execute, values, statement: str | None = None, several: bool = False) -> None:
+        """
+        ``statement`` (the upsert) with ``values`` run by ``execute``,
+        committed; ``several`` if that is more than one row, in one
+        transaction. Under the lock.
+        """
         try:
+            if several:
+                self._begin()
             execute(statement or self._upsert, values)
             self.connection.commit()
         except BaseException:
@@ -156,7 +173,9 @@ class Catalogue:
             return
         statement = f"DELETE FROM {TABLE} WHERE file_path = {self.placeholder}{self._mine}"
         with self._lock:
-            self._write(self.connection.cursor().executemany, [(p,) + self._mine_parameters for p in paths], statement)
+            self._write(
+                self.connection.cursor().executemany, [(p,) + self._mine_parameters for p in paths], statement, several=True
+            )
 
     def clear(self) -> None:
         """Forget every row; in a catalogue several nodes share, this node's only."""

@@ -50,6 +50,9 @@ class SQLiteCatalogue(Catalogue):
     def broken(self, error: Exception) -> bool:
         return getattr(error, "sqlite_errorcode", 0) & 0xFF not in _BUSY
 
+    def _begin(self) -> None:
+        self.connection.execute("BEGIN")
+
     @classmethod
     def open(cls, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> SQLiteCatalogue:
         """
@@ -58,7 +61,13 @@ class SQLiteCatalogue(Catalogue):
         most for another connection's.
         """
         try:
-            connection = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, check_same_thread=False)
+            # Autocommit (no isolation level): a row recorded alone is one
+            # statement, its own transaction, where the driver would
+            # otherwise prepare and run a BEGIN before it and a COMMIT
+            # after; writes of several rows begin theirs (_begin).
+            connection = sqlite3.connect(
+                path, timeout=busy_timeout_ms / 1000, check_same_thread=False, isolation_level=None
+            )
             # WAL: readers see the last committed state while a writer
             # writes (the mode is stored in the file). NORMAL: a commit is
             # fsynced at checkpoints, not each time; the files it names
