@@ -6,7 +6,8 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.catalogue.indexer import index, walk
+from radx.catalogue import indexer
+from radx.catalogue.indexer import index, now_utc, walk
 from radx.catalogue.sqlite import SQLiteCatalogue
 from tests.catalogue_files import write_instance
 
@@ -140,6 +141,18 @@ class IndexTests(SynchronousTestCase):
         index(self.catalogue, sibling)
         self.assertEqual(index(self.catalogue, self.folder).removed, 0)
         self.assertEqual(self.catalogue.summary().files, 4)
+
+
+class NowTests(SynchronousTestCase):
+    def test_stamp(self):
+        """ISO 8601 in UTC, to the second; made anew when the second changes, not only once."""
+        clock = [1767225599.75]
+        self.patch(indexer.time, "time", lambda: clock[0])
+        self.assertEqual(now_utc(), "2025-12-31T23:59:59Z")
+        clock[0] = 1767225599.99
+        self.assertEqual(now_utc(), "2025-12-31T23:59:59Z")
+        clock[0] = 1767225600.0
+        self.assertEqual(now_utc(), "2026-01-01T00:00:00Z")
 
 
 class WalkTests(SynchronousTestCase):

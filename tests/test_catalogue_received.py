@@ -106,6 +106,22 @@ class RecordTests(ReceivedTestCase):
         self.assertIsNone(self.record(path))
         self.assertEqual(self.rows("patient_name, length(study_description)"), [("FROM^FILE", 1500)])
 
+    def test_relative_path_recorded_absolute(self):
+        """The row of a file named relative to the working folder has its absolute path, as the command's indexing has."""
+        path = self.stored()
+        relative = os.path.relpath(path)
+        values = walked(data_set_of(path))
+        for _ in range(2):  # the folder's absolute form remembered, then used
+            self.assertIsNone(self.received.record(relative, values, EXPLICIT_LE, CT, "1.2.3.9", None, None))
+        self.assertEqual(self.rows("file_path, file_name"), [(path, "1.dcm")])
+
+    def test_stat_given(self):
+        """The file's size and modification time as the storage had them, the file not looked at again."""
+        path = self.stored()
+        given = os.stat_result((0o100644, 0, 0, 1, 0, 0, 1234, 0, 0, 0), {"st_mtime_ns": 5678})
+        self.received.record(path, walked(data_set_of(path)), EXPLICIT_LE, CT, "1.2.3.9", None, None, stat=given)
+        self.assertEqual(self.rows("file_size, file_mtime"), [(1234, 5678)])
+
     def test_replaced(self):
         path = self.stored()
         self.record(path)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
 from dataclasses import dataclass, field
@@ -81,9 +80,20 @@ def walk(folder: str, recursive: bool, skip=frozenset(), failures=None):
             yield entry.path, stat
 
 
+# The last timestamp made, and its second: a server records its rows at
+# hundreds a second, each with the same few stamps.
+_last_stamp = (None, "")
+
+
 def now_utc() -> str:
     """Now, as the catalogue's timestamps are written: ISO 8601, UTC, to the second."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _last_stamp
+    second = int(time.time())
+    seen, stamp = _last_stamp
+    if second != seen:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+        _last_stamp = (second, stamp)
+    return stamp
 
 
 class _NoProgress:

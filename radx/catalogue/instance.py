@@ -112,13 +112,13 @@ def head_values(data_set_head, transfer_syntax: str, complete: bool) -> dict | N
     return None if found is None else _decoded(found)
 
 
-def walked_values(found: dict) -> dict:
+def attribute_values(found: dict) -> list:
     """
-    The values of the row's ATTRIBUTES columns from the raw top-level
-    values of ROW_TAGS the data set holds, by tag (the walk's, as the
-    storage writes the data set: nothing is scanned again).
+    The values of the row's ATTRIBUTES columns, in their order, from the
+    raw top-level values of ROW_TAGS the data set holds, by tag (the
+    walk's, as the storage writes the data set: nothing is scanned again).
     """
-    return _decoded(found)
+    return _decoded_list(found)
 
 
 def _meta_uid(meta: dict, element: int) -> str | None:
@@ -135,33 +135,42 @@ def _integer(text: str) -> int | None:
         return None  # not one IS value: no number to sort or select by
 
 
-# The row's columns as the decoding takes them: (column, tag, VR).
-_PLAN = tuple((a.column, a.tag, a.vr) for a in ATTRIBUTES)
+# The row's columns as the decoding takes them: (tag, VR), in ATTRIBUTES' order.
+_PLAN = tuple((a.tag, a.vr) for a in ATTRIBUTES)
+_COLUMN_NAMES = tuple(a.column for a in ATTRIBUTES)
 # The VRs whose text the Specific Character Set governs, among the columns'.
 _TEXT_VRS = frozenset(("PN", "LO", "SH"))
 
 
 def _decoded(found: dict) -> dict:
+    """The row's values from the scan's raw ones, by column (see L{_decoded_list})."""
+    return dict(zip(_COLUMN_NAMES, _decoded_list(found)))
+
+
+def _decoded_list(found: dict) -> list:
     """
-    The row's values from the scan's raw ones, text decoded in the data
-    set's character set: a Python codec for the default repertoire,
-    Latin-1 and UTF-8 (escape sequences aside), pydicom's decoder only for
-    the others.
+    The row's values from the scan's raw ones, in ATTRIBUTES' order, text
+    decoded in the data set's character set: a Python codec for the
+    default repertoire, Latin-1 and UTF-8 (escape sequences aside),
+    pydicom's decoder only for the others.
     """
     charset = found.get(SPECIFIC_CHARACTER_SET)
     if charset:
-        terms = tuple(t.strip() for t in bytes(charset).decode("ascii", "replace").split("\\"))
+        terms = tuple(t.strip() for t in str(charset, "ascii", "replace").split("\\"))
         codec = _CODECS.get(terms[0]) if len(terms) == 1 else None
     else:
         terms, codec = ("",), "latin_1"
     encodings = None
-    row = {}
-    for column, tag, vr in _PLAN:
-        raw = found.get(tag)
-        if raw is None:
-            row[column] = None
+    values = []
+    append = values.append
+    get = found.get
+    # A hot loop: the storage thread runs it for each instance, before its Success.
+    for tag, vr in _PLAN:
+        raw = get(tag)
+        if not raw:
+            append(None)
             continue
-        raw = bytes(raw)
+        raw = bytes(raw)  # the walk's bytes as they are; the scan's memoryviews copied
         if vr in _TEXT_VRS and (codec is None or b"\x1b" in raw):
             if encodings is None:
                 from pydicom.charset import convert_encodings
@@ -169,18 +178,18 @@ def _decoded(found: dict) -> dict:
                 encodings = convert_encodings(list(terms))
             text = _pydicom_text(raw, vr, encodings)
         else:
-            text = raw.decode(codec or "latin_1", "replace")
+            text = str(raw, codec or "latin_1", "replace")
         text = text.strip(" \0")
         if not text:
-            row[column] = None
+            append(None)
         elif vr == "IS":
-            row[column] = _integer(text)
+            append(_integer(text))
         elif vr == "PN" and "=" in text:
             # Empty trailing component groups are left out, as pydicom does.
-            row[column] = "\\".join(name.rstrip("=") for name in text.split("\\")) or None
+            append("\\".join(name.rstrip("=") for name in text.split("\\")) or None)
         else:
-            row[column] = text
-    return row
+            append(text)
+    return values
 
 
 def _pydicom_text(raw: bytes, vr: str, encodings: list[str]) -> str:

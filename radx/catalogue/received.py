@@ -33,8 +33,9 @@ import time
 
 from radx.catalogue.database import CatalogueError
 from radx.catalogue.indexer import index, now_utc
-from radx.catalogue.instance import NotCatalogued, read_row, walked_values
+from radx.catalogue.instance import NotCatalogued, attribute_values, read_row
 from radx.catalogue.opening import is_postgresql, open_catalogue, own_files, shown
+from radx.catalogue.schema import ATTRIBUTES
 
 # Milliseconds a storage thread waits for another process's write (the
 # command indexing, a reader's checkpoint) before it gives up and leaves
@@ -46,6 +47,13 @@ SERVER_BUSY_TIMEOUT_MS = 1000
 # first wait, doubled after each failed attempt, up to the last.
 BACK_OFF_FIRST_S = 5.0
 BACK_OFF_MOST_S = 60.0
+
+_ATTRIBUTE_COLUMNS = tuple(a.column for a in ATTRIBUTES)
+_SOP_CLASS_UID = _ATTRIBUTE_COLUMNS.index("sop_class_uid")
+_SOP_INSTANCE_UID = _ATTRIBUTE_COLUMNS.index("sop_instance_uid")
+# Folders whose absolute form is remembered (record's _absolute): a few
+# series' at a time, forgotten all at once past this many.
+_FOLDERS_REMEMBERED = 256
 
 
 def _identity(path: str):
@@ -123,6 +131,7 @@ class ReceivedCatalogue:
         # Connections attempted, for the record.
         self.connect_attempts = 0
         self._catalogue = None
+        self._folders: dict[str, str] = {}
         # The open file's (st_dev, st_ino): SQLite would go on writing
         # into a file removed or replaced, which nobody reads any more.
         self._identity = None
@@ -179,37 +188,64 @@ class ReceivedCatalogue:
         sop_instance_uid: str,
         calling_ae_title: str | None,
         peer: str | None,
+        stat: os.stat_result | None = None,
     ) -> str | None:
         """
         Record the instance just stored at ``path``: ``values``, the raw
         top-level values of instance.ROW_TAGS its data set holds, by tag (as
         the storage's walk kept them), give the row's; None, and the file is
-        read. None once the row is committed; else why it is not, in words
-        that hold no patient data.
+        read. ``stat``, the file's, if the caller has it. None once the row
+        is committed; else why it is not, in words that hold no patient
+        data.
+
+        The storage thread runs this for every instance, before its
+        Success: the row goes from the walk's values to the statement's
+        parameters with no dict between.
         """
-        path = os.path.abspath(path)
+        path = self._absolute(path)
         try:
-            row = read_row(path) if values is None else walked_values(values)
-            stat = os.stat(path, follow_symlinks=False)
+            if values is None:
+                row = read_row(path)
+                attributes = [row[column] for column in _ATTRIBUTE_COLUMNS]
+            else:
+                attributes = attribute_values(values)
+            if stat is None:
+                stat = os.stat(path, follow_symlinks=False)
         except NotCatalogued as error:
             return f"its data set cannot be read: {error.reason}"
         except OSError as error:
             return f"cannot read the file: {error.strerror or error}"
+        if attributes[_SOP_CLASS_UID] is None:
+            attributes[_SOP_CLASS_UID] = sop_class_uid
+        if attributes[_SOP_INSTANCE_UID] is None:
+            attributes[_SOP_INSTANCE_UID] = sop_instance_uid
         stamp = now_utc()
-        row.update(
-            sop_class_uid=row.get("sop_class_uid") or sop_class_uid,
-            sop_instance_uid=row.get("sop_instance_uid") or sop_instance_uid,
-            file_path=path,
-            file_name=os.path.basename(path),
-            file_size=stat.st_size,
-            file_mtime=stat.st_mtime_ns,
-            transfer_syntax_uid=transfer_syntax_uid,
-            indexed_at=stamp,
-            received_at=stamp,
-            calling_ae_title=calling_ae_title,
-            peer=peer,
+        # schema.FILE_COLUMNS, in their order.
+        attributes += (
+            path,
+            os.path.basename(path),
+            stat.st_size,
+            stamp,
+            transfer_syntax_uid,
+            stamp,
+            calling_ae_title,
+            peer,
+            stat.st_mtime_ns,
         )
-        return self._write(lambda catalogue: catalogue.record(row))
+        row = tuple(attributes)
+        return self._write(lambda catalogue: catalogue.record_values(row))
+
+    def _absolute(self, path: str) -> str:
+        """``path`` made absolute; its folder's absolute form remembered, since a series' instances share it."""
+        folder, _, name = path.rpartition(os.sep)
+        if not folder:
+            return os.path.abspath(path)
+        absolute = self._folders.get(folder)
+        if absolute is None:
+            if len(self._folders) >= _FOLDERS_REMEMBERED:
+                self._folders.clear()
+            absolute = self._folders[folder] = os.path.abspath(folder)
+        return os.path.join(absolute, name)
 
     @property
     def down(self) -> bool:
