@@ -78,14 +78,17 @@ class CatalogueServerTests(TestCase):
         found = rows(
             self.database,
             "file_path, patient_name, patient_id, modality, study_date, series_number, calling_ae_title,"
-            " peer, transfer_syntax_uid, received_at IS NOT NULL",
+            " peer, transfer_syntax_uid, received_at IS NOT NULL, file_size, file_mtime",
         )
         expected = sorted(organized_path(self.output, source) for source in sources)
         self.assertEqual([row[0] for row in found], expected)
         for row in found:
             self.assertEqual(row[1:7], ("Test^Radx", "RADX-0001", "CT", "20240102", row[5], CALLING_AE))
             self.assertRegex(row[7], r"^127\.0\.0\.1:\d+$")
-            self.assertEqual(row[8:], ("1.2.840.10008.1.2.1", 1))
+            self.assertEqual(row[8:10], ("1.2.840.10008.1.2.1", 1))
+            # The file's as it is in place: the next indexing finds it unchanged.
+            found_stat = os.stat(row[0])
+            self.assertEqual(row[10:], (found_stat.st_size, found_stat.st_mtime_ns))
         self.assertEqual(sorted({row[5] for row in found}), [1, 2])
         self.assertEqual(service.factory.stats.catalogue_failures, 0)
         self.assertEqual(self.lines("Not recorded in the catalogue"), [])

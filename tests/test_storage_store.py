@@ -201,6 +201,21 @@ class RoundTripTests(StoreTestsMixin, SynchronousTestCase):
         )
         self.assertEqual(os.path.basename(stored.path), SOP_INSTANCE + ".dcm")
 
+    def test_stat_kept(self):
+        """keep_stat: the file's size and modification time as it is in place, taken before it was closed."""
+        writer = self.writer(keep_stat=True)
+        writer.write([data_set()])
+        stored = writer.commit()
+        found = os.stat(stored.path)
+        self.assertEqual((writer.stat.st_size, writer.stat.st_mtime_ns), (found.st_size, found.st_mtime_ns))
+        self.assertEqual((writer.stat.st_dev, writer.stat.st_ino), (found.st_dev, found.st_ino))
+
+    def test_stat_not_kept(self):
+        writer = self.writer()
+        writer.write([data_set()])
+        writer.commit()
+        self.assertIsNone(writer.stat)
+
     def test_output_dir_made(self):
         self.output = os.path.join(self.base, "new", "output")
         stored = self.store(data_set())

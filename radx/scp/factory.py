@@ -349,6 +349,7 @@ class SCPFactory(ServerFactory):
                 writer.sop_instance_uid,
                 calling_ae_title,
                 peer,
+                stat=writer.stat,
             )
 
         return record

@@ -146,6 +146,7 @@ class Operations:
                 fsync=config.fsync,
                 file_mode=config.file_mode,
                 values=catalogue_tags,
+                keep_stat=bool(catalogue_tags),
             )
 
         reception = InstanceReception(

@@ -94,6 +94,10 @@ class InstanceWriter:
         once committed or discarded.  Never opened by it: the file is
         reached by descriptor from the L{INCOMING} folder held open, so
         that nothing goes through a link put in that folder's place.
+    @ivar stat: with C{keep_stat}, once committed, the file's
+        C{os.stat_result} (its size and modification time, for a
+        catalogue's row), taken from its descriptor before it is closed;
+        else C{None}.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class InstanceWriter:
         layout: Layout | None = None,
         on_duplicate: str = REPLACE,
         values=(),
+        keep_stat: bool = False,
     ):
         self.tree = tree
         self.sop_class_uid = _strip_padding(sop_class_uid)
@@ -123,6 +128,8 @@ class InstanceWriter:
         self.fsync = fsync
         self.file_mode = file_mode
         self.temp_path: str | None = None
+        self.keep_stat = keep_stat
+        self.stat: os.stat_result | None = None
         self._fd: int | None = None
         # The data set's structure, checked as it is written; its UIDs, and
         # the values of the layout's keywords and of ``values`` (tags: what
@@ -287,6 +294,10 @@ class InstanceWriter:
             # 1. The data in the file, then the file closed.
             if self.fsync:
                 os.fsync(self._fd)
+            if self.keep_stat:
+                # By descriptor: no walk of the path, which the rename keeps
+                # the file's size and modification time through.
+                self.stat = os.fstat(self._fd)
             fd, self._fd = self._fd, None
             os.close(fd)
 
