@@ -1,6 +1,6 @@
 """Where the catalogue's time goes inside a running server: each part of an instance's row timed, with and without.
 
-    python bench/catalogue_parts.py [--scenario small|ct] [--runs 3]
+    python bench/catalogue_parts.py [--scenario small|ct] [--runs 3] [--checkout DIR]
 
 Runs ``radx dicom scp`` (radx's defaults, tmpfs) with and without
 ``--catalogue``, alternately, ``--runs`` times each, and sends it the
@@ -14,7 +14,9 @@ the row recorded), the file's commit, and the row's parts: its values
 decoded from the walk's, the catalogue checked (its file's ``stat``), the
 SQL (the upsert, committed), the rest of ``ReceivedCatalogue.record``.
 The job's time without the catalogue, beside it, gives the rest: the walk
-keeping the row's values as the data set is written.
+keeping the row's values as the data set is written. ``--checkout DIR``
+adds a third server, ``--catalogue`` with the radx of ``DIR`` (an export
+of an earlier commit): before and after, in the same minutes.
 
 Timers stay on every instance, so what they say is the server's warm or
 cold state as it is, not a loop's. A job's wall clock includes any wait
@@ -44,14 +46,15 @@ import procs  # noqa: E402
 
 OUT = os.path.join(HERE, "out")
 
-# (label, module, object, attribute): what the server's child wraps.
+# (label, module, object, attributes): what the server's child wraps, the
+# first of the attributes it has (earlier code named some otherwise).
 TIMED = (
-    ("job", "radx.scp.storing", "InstanceReception", "_commit_job"),
-    ("file commit", "radx.storage.store", "InstanceWriter", "commit"),
-    ("row, in all", "radx.catalogue.received", "ReceivedCatalogue", "record"),
-    ("row: values decoded", "radx.catalogue.received", None, "attribute_values"),
-    ("row: catalogue checked", "radx.catalogue.received", "ReceivedCatalogue", "_current"),
-    ("row: SQL", "radx.catalogue.database", "Catalogue", "record_values"),
+    ("job", "radx.scp.storing", "InstanceReception", ("_commit_job",)),
+    ("file commit", "radx.storage.store", "InstanceWriter", ("commit",)),
+    ("row, in all", "radx.catalogue.received", "ReceivedCatalogue", ("record",)),
+    ("row: values decoded", "radx.catalogue.received", None, ("attribute_values", "walked_values")),
+    ("row: catalogue checked", "radx.catalogue.received", "ReceivedCatalogue", ("_current",)),
+    ("row: SQL", "radx.catalogue.database", "Catalogue", ("record_values", "record")),
 )
 
 
@@ -77,9 +80,10 @@ def serve(out: str, arguments: list[str]) -> int:
 
         return wrapper
 
-    for label, module_name, owner_name, attribute in TIMED:
+    for label, module_name, owner_name, attributes in TIMED:
         module = importlib.import_module(module_name)
         owner = module if owner_name is None else getattr(module, owner_name)
+        attribute = next(a for a in attributes if hasattr(owner, a))
         setattr(owner, attribute, timed(label, getattr(owner, attribute)))
 
     def write():
@@ -99,8 +103,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(folder: str, catalogue: bool, work: str) -> dict:
-    """One server, one storescu of ``folder``: files/s and the parts' means, in us an instance."""
+def run(folder: str, catalogue: bool, work: str, checkout: str | None = None) -> dict:
+    """
+    One server (radx from ``checkout``, if given), one storescu of
+    ``folder``: files/s and the parts' means, in us an instance.
+    """
     from radx.testing import dcmtk_tool
 
     port = free_port()
@@ -110,8 +117,13 @@ def run(folder: str, catalogue: bool, work: str) -> dict:
             "--aet", "RADX-SCP", "--bind", "127.0.0.1", "--max-pdu", "16384"]  # fmt: skip
     if catalogue:
         argv += ["--catalogue", out + ".db"]
+    env = None
+    if checkout is not None:
+        # As bench/run.py's --baseline: that checkout's radx first on the path.
+        argv.insert(1, "-P")
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(checkout))
     with open(os.path.join(work, "server.log"), "wb") as log:
-        server = procs.spawn(argv, stdout=log, stderr=subprocess.STDOUT)
+        server = procs.spawn(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             procs.wait_listening(server, port)
             files = len(os.listdir(folder))
@@ -131,28 +143,32 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", choices=("small", "ct"), default="small")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--checkout", help="also time the radx of this checkout (an export of an earlier commit, say)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     options, rest = parser.parse_known_args(argv)
     if options.serve:
         return serve(options.serve, rest)
     corpus.build(os.path.join(OUT, "corpus"))
     folder = os.path.join(OUT, "corpus", options.scenario)
-    results = {False: [], True: []}
+    kinds = [("plain", False, None), ("--catalogue", True, None)]
+    if options.checkout:
+        kinds.append(("checkout --catalogue", True, options.checkout))
+    results = {name: [] for name, *_ in kinds}
     for number in range(options.runs):
-        for catalogue in (False, True):
+        for name, catalogue, checkout in kinds:
             with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="radx-parts-") as work:
-                result = run(folder, catalogue, work)
-            results[catalogue].append(result)
+                result = run(folder, catalogue, work, checkout)
+            results[name].append(result)
             shown = ", ".join(f"{k} {v:.1f}" for k, v in result.items())
-            print(f"run {number + 1} {'--catalogue' if catalogue else 'plain      '}: {shown}")
+            print(f"run {number + 1} {name}: {shown}")
     print(f"\nMedians of {options.runs} runs, us an instance ({options.scenario}; files/s as sent):")
-    labels = ["files/s"] + [label for label, *_ in TIMED]
-    for label in labels:
+    print(f"  {'':24s} " + "  ".join(f"{name:>20s}" for name, *_ in kinds))
+    for label in ["files/s"] + [label for label, *_ in TIMED]:
         row = []
-        for catalogue in (False, True):
-            values = [r[label] for r in results[catalogue] if label in r]
-            row.append(f"{statistics.median(values):10.1f}" if values else f"{'-':>10}")
-        print(f"  {label:24s} {row[0]}  {row[1]}")
+        for name, *_ in kinds:
+            values = [r[label] for r in results[name] if label in r]
+            row.append(f"{statistics.median(values):20.1f}" if values else f"{'-':>20}")
+        print(f"  {label:24s} " + "  ".join(row))
     return 0
 
 
