@@ -110,6 +110,22 @@ class JournalFileTests(SynchronousTestCase):
         [(period, hook)] = again.handle_timer(130.0)
         self.assertEqual(period.key, "1.2.5")
 
+    def test_several_instances_one_write_one_sync(self):
+        """A group commit: the instances of a batch in order, each as instance_stored records it, with one write and one sync."""
+        calls = []
+        journal = self.journal()
+        for name in ("write", "fdatasync"):
+            original = getattr(os, name)
+            self.patch(os, name, lambda *args, original=original, name=name: (calls.append(name), original(*args))[1])
+        hooks = journal.instances_stored([instance(1, 0.0), instance(2, 1.0, study="1.2.5")])
+        self.assertEqual(calls, ["write", "fdatasync"])
+        self.assertEqual([hook.id for hook in hooks], [hook_id("store", instance(1, 0.0)), hook_id("store", instance(2, 1.0, study="1.2.5"))])
+        self.assertEqual(journal.appended, 2)
+        journal.close()
+        again = self.journal()
+        self.assertEqual({hook.id for hook in again.pending()}, {hook.id for hook in hooks})
+        self.assertEqual(again.get_timer(), 60.0)
+
     def test_completion_without_hook_not_repeated(self):
         """A period ended for --events only stays ended after a restart."""
         first = Journal(self.output, EventState(set(), {"series", "study"}, 1.0, 1.0))

@@ -211,6 +211,47 @@ class ClockTests(SynchronousTestCase):
         error = self.assertRaises(WriteFailed, events.record, FakeWriter("1"), FakeStored(path), "A", "B", "C")
         self.assertIn("events journal", error.message)
 
+    def test_workers_instances_journaled_in_batches(self):
+        """--workers: instances sent by workers while a batch is written go in the next one; each Deferred fires once its own is durable."""
+        from radx.scp.hooks import instance_record
+        from radx.testing import SteppedThreadPool
+
+        pool = SteppedThreadPool()
+        events = self.events(threadpool=pool, store="/bin/echo #f")
+        batches = []
+        written = events.journal.instances_stored
+        self.patch(events.journal, "instances_stored", lambda instances: (batches.append(len(instances)), written(instances))[1])
+        paths = [os.path.join(self.output, "1.2.3", "1.2.3.4", f"{n}.dcm") for n in range(3)]
+        durable = []
+        for n, path in enumerate(paths):
+            self.uids[path] = ("1.2.3", "1.2.3.4")
+            instance = instance_record(FakeWriter(f"1.2.3.4.{n}"), FakeStored(path), "MOD", "RADX-SCP", "127.0.0.1:4000", self.clock.seconds())
+            events.record_soon(instance).addCallback(lambda _, n=n: durable.append(n))
+        self.assertEqual((batches, durable), ([], []))
+        pool.run_one()
+        self.assertEqual((batches, durable), ([1], [0]))
+        pool.run_one()
+        self.assertEqual((batches, durable), ([1, 2], [0, 1, 2]))
+        self.assertEqual(pool.jobs, [])
+        # Each one's hook once its Success is sent, as for the storage threads' own.
+        events.instance_answered(paths[1])
+        [process] = self.clock.processes
+        self.assertEqual(process.argv, ["/bin/echo", "1.dcm"])
+
+    def test_workers_instance_not_journaled(self):
+        from radx.scp.hooks import instance_record
+        from radx.testing import ImmediateThreadPool
+
+        events = self.events(threadpool=ImmediateThreadPool(), store="/bin/echo")
+        os.close(events.journal._fd)
+        events.journal._fd = os.open(os.devnull, os.O_RDONLY)
+        path = os.path.join(self.output, "1.dcm")
+        self.uids[path] = ("1.2.3", "1.2.3.4")
+        failures = []
+        events.record_soon(instance_record(FakeWriter("1"), FakeStored(path), "A", "B", "C", 0.0)).addErrback(failures.append)
+        [failure] = failures
+        self.assertIsInstance(failure.value, OSError)
+
     def test_compacted_as_it_runs(self):
         """Past COMPACT_AFTER lines, with or without hooks, the journal is written again on a storage thread: it stays small."""
         from radx.testing import ImmediateThreadPool

@@ -25,6 +25,7 @@ from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTer
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from radx.events.command import STORE, HookSettings, find_program, hook_values
 from radx.events.journal import EventState, Hook, Journal
@@ -339,6 +340,9 @@ class ServerEvents:
         self._timer = None
         self._compacting = False
         self.opened = False
+        # Instances from workers waiting to be journaled, and the batch being written.
+        self._batch: list = []
+        self._writing: defer.Deferred | None = None
 
     def open(self) -> None:
         """Blocking, at start: read the journal an earlier run left, open --events."""
@@ -368,29 +372,54 @@ class ServerEvents:
 
     def record(self, writer, stored, calling_ae_title: str | None, called_ae_title: str | None, peer: str | None) -> None:
         """Record the instance just stored in the journal, durably; its hook starts once its Success is sent."""
-        study, series = _study_and_series(writer, stored.path)
-        instance = {
-            "time": self.reactor.seconds(),
-            "path": os.path.abspath(stored.path),
-            "StudyInstanceUID": study,
-            "SeriesInstanceUID": series,
-            "SOPInstanceUID": writer.sop_instance_uid,
-            "SOPClassUID": writer.sop_class_uid,
-            "TransferSyntaxUID": writer.transfer_syntax_uid,
-            "calling_ae_title": calling_ae_title,
-            "called_ae_title": called_ae_title,
-            "remote": _host(peer),
-        }
+        instance = instance_record(writer, stored, calling_ae_title, called_ae_title, peer, self.reactor.seconds())
         try:
-            hook = self.journal.instance_stored(instance)
+            self.record_instances([instance])
         except OSError as error:
             # No Success without the record: the peer sends it again, and
             # its hook is then not lost.
             raise WriteFailed(f"cannot record it in the events journal: {error.strerror or error}") from None
+
+    def record_instances(self, instances: list[dict]) -> None:
+        """Blocking: journal instances stored (L{instance_record}), durably, with one sync; or OSError."""
+        hooks = self.journal.instances_stored(instances)
         with self._answering_lock:
-            self._answering.setdefault(instance["path"], []).append((instance, hook))
+            for instance, hook in zip(instances, hooks):
+                self._answering.setdefault(instance["path"], []).append((instance, hook))
 
     # On the reactor.
+
+    def record_soon(self, instance: dict) -> defer.Deferred:
+        """
+        Journal an instance another process stored (a worker's), on the
+        threadpool: fires once it is durable, or fails with the OSError.
+        What arrives while a batch is being written goes in the next, with
+        one sync for all of it: a worker's storage thread waits for this
+        before its Success, as the single process's waits for L{record}.
+        """
+        waiter = defer.Deferred()
+        self._batch.append((instance, waiter))
+        if self._writing is None:
+            self._journal_batch()
+        return waiter
+
+    def _journal_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        d = self._writing = deferToThreadPool(self.reactor, self.threadpool, self.record_instances, [instance for instance, _ in batch])
+
+        def written(result) -> None:
+            self._writing = None
+            for _, waiter in batch:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(None)
+            if self._batch:
+                self._journal_batch()
+            self._compact_if_long()
+
+        d.addBoth(written)
+        d.addErrback(lambda failure: self.log.failure("Events journal batch", failure))
 
     def instance_answered(self, path: str) -> None:
         """The Success of the instance stored at ``path`` is sent: its event, its store hook, the timer."""
@@ -476,10 +505,30 @@ class ServerEvents:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        while self._writing is not None:
+            # The workers' last instances, being journaled.
+            yield self._writing
         yield self.runner.stop()
         if self.lines is not None:
             self.lines.close()
         self.journal.close()
+
+
+def instance_record(writer, stored, calling_ae_title: str | None, called_ae_title: str | None, peer: str | None, now: float) -> dict:
+    """What the journal keeps of an instance just stored at ``now``, as plain values: for the hooks' placeholders."""
+    study, series = _study_and_series(writer, stored.path)
+    return {
+        "time": now,
+        "path": os.path.abspath(stored.path),
+        "StudyInstanceUID": study,
+        "SeriesInstanceUID": series,
+        "SOPInstanceUID": writer.sop_instance_uid,
+        "SOPClassUID": writer.sop_class_uid,
+        "TransferSyntaxUID": writer.transfer_syntax_uid,
+        "calling_ae_title": calling_ae_title,
+        "called_ae_title": called_ae_title,
+        "remote": _host(peer),
+    }
 
 
 def _study_and_series(writer, path: str) -> tuple[str | None, str | None]:
