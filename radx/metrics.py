@@ -7,9 +7,10 @@ second count on the receive path. What nothing counted before (rejections
 by reason, C-STORE responses by status and calling AE, storage time, hook
 runs) is a prometheus_client metric made by L{ServerMetrics} in the
 registry it is given: a registry of its own per server, so that several
-servers in one process do not share series. Under prometheus_client's
-multiprocess mode a worker would make the same L{ServerMetrics} (their
-values then live in its files) and the parent would serve the sum.
+servers in one process do not share series. With --workers, each
+worker makes the same L{ServerMetrics} under prometheus_client's
+multiprocess mode (their values then live in its files) and the
+supervisor serves their sum (radx.app.supervisor).
 """
 
 from __future__ import annotations
@@ -141,10 +142,11 @@ class ServerCollector:
         factory = self.factory
         stats = factory.stats
         families = self._families()
+        associations_open, connections_open = self.open_now()
         values = {
             "radx_associations_accepted": stats.associations,
-            "radx_associations_open": len(factory.active),
-            "radx_connections_open": len(factory.connections),
+            "radx_associations_open": associations_open,
+            "radx_connections_open": connections_open,
             "radx_c_echo_requests": stats.echo_requests,
             "radx_c_store_requests": stats.store_requests,
             "radx_received_bytes": stats.bytes_received,
@@ -157,6 +159,10 @@ class ServerCollector:
             if value is not None:
                 family.add_metric([], value)
                 yield family
+
+    def open_now(self) -> tuple[int, int]:
+        """The associations, and the connections, open now."""
+        return len(self.factory.active), len(self.factory.connections)
 
     @staticmethod
     def _families():
@@ -172,14 +178,20 @@ class ServerCollector:
         ]  # fmt: skip
 
 
-def instrument(factory, registry) -> ServerMetrics:
-    """Give the factory its metrics in C{registry}, and register what is read from it at each scrape."""
+def server_metrics(factory, registry) -> ServerMetrics:
+    """Give the factory its metrics, made in C{registry} (None: in none, as a worker process makes them)."""
     allowed = factory.config.policy.calling_ae_titles
     factory.metrics = ServerMetrics(registry, frozenset(allowed) if allowed else None)
     if getattr(factory, "events", None) is not None:
         factory.events.metrics = factory.metrics
-    registry.register(ServerCollector(factory))
     return factory.metrics
+
+
+def instrument(factory, registry) -> ServerMetrics:
+    """Give the factory its metrics in C{registry}, and register what is read from it at each scrape."""
+    metrics = server_metrics(factory, registry)
+    registry.register(ServerCollector(factory))
+    return metrics
 
 
 def free_space(folder: str) -> int | None:

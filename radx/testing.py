@@ -127,12 +127,12 @@ def store_rq_bytes(
 class ScpHarness:
     """One SCP association over a StringTransport, driven by hand."""
 
-    def __init__(self, config, threadpool=None, peer=("127.0.0.1", 40000)) -> None:
+    def __init__(self, config, threadpool=None, peer=("127.0.0.1", 40000), factory_class=None) -> None:
         from radx.scp.factory import SCPFactory
 
         self.reactor = ThreadlessReactor()
         self.threadpool = threadpool if threadpool is not None else ImmediateThreadPool()
-        self.factory = SCPFactory(config, self.reactor, self.threadpool)
+        self.factory = (factory_class or SCPFactory)(config, self.reactor, self.threadpool)
         self.protocol = self.connect(peer)
         self.transport = self.protocol.transport
         self._reader = PDUReader(maximum_pdata_length=0)

@@ -5,7 +5,8 @@ Keys: ``time`` (UTC, ISO 8601), ``level``, ``namespace``, ``message`` (the
 text line), then every field the event's format names (``peer``,
 ``calling_ae``, ``stored``...); for the record that ends each association
 (``audit``: true) every field it carries, ``accepted_contexts`` among them;
-and ``error`` when the event carries a failure.
+``worker``, with --workers, the index of the worker process that logged
+it; and ``error`` when the event carries a failure.
 """
 
 from __future__ import annotations
@@ -58,12 +59,16 @@ def event_as_json(event, traceback: bool = False) -> str:
         "namespace": event.get("log_namespace", ""),
         "message": format_event(event),
     }
-    names = list(_format_fields(event.get("log_format") or ""))
+    # A worker's event whose text was formatted there names its format's fields (radx.app.logrelay).
+    names = list(event.get("log_fields") or _format_fields(event.get("log_format") or ""))
     if is_python_warning(event):
         names = [name for name in names if name != "warning"]  # its text is withheld, as in "message"
     if event.get("audit"):
         # The audit record: every field it carries.
         names += [name for name in event if not name.startswith("log_") and name not in names]
+    if "worker" in event and "worker" not in names:
+        # With --workers: the worker process the event comes from (radx.app.logrelay).
+        names.append("worker")
     for name in names:
         if name in event:
             key = name if name not in _RESERVED else f"field_{name}"

@@ -28,9 +28,12 @@ class StopOnSignal:
     ends by that signal once the drain is over, as it does for SIGTERM.
     """
 
-    def __init__(self, reactor, stop_now) -> None:
+    def __init__(self, reactor, stop_now, quiet: bool = False) -> None:
         self.reactor = reactor
         self.stop_now = stop_now
+        # A worker of --workers: a Ctrl+C reaches it as it reaches its
+        # supervisor, which says so for both.
+        self.quiet = quiet
         self.received: list[int] = []
 
     def install(self) -> None:
@@ -47,10 +50,37 @@ class StopOnSignal:
         name = signal.Signals(number).name
         self.received.append(number)
         if len(self.received) == 1:
-            log.info("Received {signal}, shutting down.", signal=name)
+            if not self.quiet:
+                log.info("Received {signal}, shutting down.", signal=name)
             if hasattr(self.reactor, "_exitSignal"):
                 self.reactor._exitSignal = number
             self.reactor.stop()
             return
-        log.warn("Received {signal} again: stopping now", signal=name)
+        if not self.quiet:
+            log.warn("Received {signal} again: stopping now", signal=name)
         self.stop_now()
+
+
+def run_until_stopped(reactor, service, started, stopping=None) -> None:
+    """
+    Run the reactor, ``started`` called once it runs, until it is
+    stopped; then ``stopping``, and ``service``, if running by then, is
+    stopped (drained) before the reactor stops.
+    """
+    from radx.app.startup import resume_collector
+
+    def shutting_down():
+        if stopping is not None:
+            stopping()
+        if service.running:
+            return service.stopService()
+        return None
+
+    reactor.callWhenRunning(resume_collector)
+    reactor.callWhenRunning(started)
+    reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
+    try:
+        reactor.run()
+    except KeyboardInterrupt:
+        # Ctrl+C before the reactor took over the signal: nothing started yet.
+        shutting_down()

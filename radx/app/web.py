@@ -133,11 +133,27 @@ class MetricsPage(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry, refresh=None) -> None:
         super().__init__()
         self.registry = registry
+        # With workers: a Deferred that fires once their counts are fresh.
+        self.refresh = refresh
 
-    def render_GET(self, request) -> bytes:
+    def render_GET(self, request):
+        if self.refresh is None:
+            return self._render(request)
+        gone: list = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answer(_):
+            if not gone:
+                request.write(self._render(request))
+                request.finish()
+
+        self.refresh().addCallback(answer)
+        return server.NOT_DONE_YET
+
+    def _render(self, request) -> bytes:
         from prometheus_client.exposition import choose_encoder
 
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
@@ -155,9 +171,9 @@ class HTTPSite(server.Site):
         pass
 
 
-def make_site(registry, readiness: Readiness) -> server.Site:
+def make_site(registry, readiness: Readiness, refresh=None) -> server.Site:
     root = resource.Resource()
-    root.putChild(b"metrics", MetricsPage(registry))
+    root.putChild(b"metrics", MetricsPage(registry, refresh))
     root.putChild(b"healthz", _Text())
     root.putChild(b"readyz", ReadyPage(readiness))
     site = HTTPSite(root)

@@ -187,7 +187,7 @@ class SCPFactory(ServerFactory):
         # at --max-conns.
         if not self.accepting:
             reason = PresentationRejectReason.TEMPORARY_CONGESTION
-        elif len(self.active) >= self.config.max_conns:
+        elif not self.admit_association():
             reason = PresentationRejectReason.LOCAL_LIMIT_EXCEEDED
         else:
             return None
@@ -197,12 +197,20 @@ class SCPFactory(ServerFactory):
             reason,
         )
 
+    def admit_association(self) -> bool:
+        """Whether one more association fits under --max-conns."""
+        return len(self.active) < self.config.max_conns
+
+    def associations_open(self) -> int:
+        """The associations --max-conns counts now."""
+        return len(self.active)
+
     def reject_reason(self, reject: AAssociateRJ) -> str:
         if reject.source == RejectSource.SERVICE_PROVIDER_ACSE:
             return "protocol version not supported"
         if not self.accepting:
             return "the server is shutting down"
-        count = len(self.active)
+        count = self.associations_open()
         return (
             f"local limit exceeded: {count} association{'' if count == 1 else 's'} already open"
             f" (--max-conns {self.config.max_conns})"
