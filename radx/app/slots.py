@@ -1,0 +1,91 @@
+# -*- test-case-name: tests.test_app_slots -*-
+"""The associations open in each worker process, in a small shared file: --max-conns over all of them.
+
+One 8-byte count a worker, in a file every worker maps. A worker
+admits an association under an exclusive ``flock`` of the file: it adds
+the counts, and takes one more in its own slot only if the total is
+under the limit, so two workers admitting at once cannot both take the
+last place. Each slot is written by its worker only, and by the
+supervisor, which empties the slot of a worker that has ended (also
+under the lock). Blocking, but each call is a few system calls: it runs
+on the reactor thread of the worker that admits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+from contextlib import contextmanager
+
+_COUNT = struct.Struct("<q")
+
+
+def create(path: str, workers: int) -> None:
+    """Make the table for ``workers`` workers, every count zero (the supervisor, at start)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, _COUNT.size * workers)
+    finally:
+        os.close(fd)
+
+
+class AssociationSlots:
+    """The table as one process sees it; ``slot`` is its own count (None: the supervisor's view)."""
+
+    def __init__(self, path: str, slot: int | None = None) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        size = os.fstat(self._fd).st_size
+        self.workers = size // _COUNT.size
+        if slot is not None and not 0 <= slot < self.workers:
+            os.close(self._fd)
+            raise ValueError(f"slot {slot} is not in a table of {self.workers}")
+        self._map = mmap.mmap(self._fd, size)
+        self.slot = slot
+
+    @contextmanager
+    def _locked(self):
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _count(self, slot: int) -> int:
+        return _COUNT.unpack_from(self._map, slot * _COUNT.size)[0]
+
+    def _set(self, slot: int, value: int) -> None:
+        _COUNT.pack_into(self._map, slot * _COUNT.size, value)
+
+    def _total(self) -> int:
+        return sum(self._count(slot) for slot in range(self.workers))
+
+    def claim(self, limit: int) -> bool:
+        """Take a place for one more association in this worker's slot, if all of them hold fewer than ``limit``."""
+        with self._locked():
+            if self._total() >= limit:
+                return False
+            self._set(self.slot, self._count(self.slot) + 1)
+            return True
+
+    def release(self) -> None:
+        """Give back a place this worker took."""
+        with self._locked():
+            self._set(self.slot, max(0, self._count(self.slot) - 1))
+
+    def total(self) -> int:
+        """The associations open in every worker now."""
+        with self._locked():
+            return self._total()
+
+    def empty(self, slot: int) -> None:
+        """The worker of ``slot`` has ended: its associations ended with it."""
+        with self._locked():
+            self._set(slot, 0)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            os.close(self._fd)
