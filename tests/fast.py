@@ -54,6 +54,9 @@ MODULES = (
     "tests.test_events_journal",
     "tests.test_scp_hooks_clock",
     "tests.test_metrics",
+    "tests.test_app_slots",
+    "tests.test_app_channel",
+    "tests.test_app_worker_parts",
 )
 
 

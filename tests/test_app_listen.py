@@ -210,8 +210,8 @@ class SocketActivatedServer(RadxServer):
 
 
 class SocketActivationTests(CliTestCase):
-    def test_systemd_socket(self):
-        """--listen systemd:domain=INET:index=0: radx serves the socket systemd-socket-activate passes it."""
+    def activated(self, *flags: str):
+        """radx under systemd-socket-activate, given ``flags`` too, started by an echo: (server, banner, output folder)."""
         listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(listening.close)
         listening.bind(("127.0.0.1", 0))
@@ -219,7 +219,7 @@ class SocketActivationTests(CliTestCase):
         self.port = listening.getsockname()[1]
         output_dir = os.path.join(self.folder, "received")
         server = SocketActivatedServer(
-            self, ("--listen", "systemd:domain=INET:index=0", "--output-dir", output_dir), self.folder, listening
+            self, ("--listen", "systemd:domain=INET:index=0", "--output-dir", output_dir, *flags), self.folder, listening
         )
         # Ours closed, the socket is systemd-socket-activate's, then radx's alone.
         listening.close()
@@ -228,8 +228,22 @@ class SocketActivationTests(CliTestCase):
         text = server.wait_ready()
         self.assertIn(f"  Listen Address:    systemd:domain=INET:index=0 (127.0.0.1:{self.port})\n", text)
         self.assertEqual(text.count("Listen Address:"), 1, text)
-        self.assertIn("Communication attempt on fd 3", server.stderr())
+        return server, text, output_dir
+
+    def assertStoresAndStops(self, server, output_dir: str) -> None:
         ct = testdata("CT_small.dcm")
         self.assertStoreWorks(server, ct)
         self.assertEqual(stored_files(output_dir), [expected_path(output_dir, ct)])
         self.assertStopsCleanly(server)
+
+    def test_systemd_socket(self):
+        """--listen systemd:domain=INET:index=0: radx serves the socket systemd-socket-activate passes it."""
+        server, _, output_dir = self.activated()
+        self.assertIn("Communication attempt on fd 3", server.stderr())
+        self.assertStoresAndStops(server, output_dir)
+
+    def test_systemd_socket_with_workers(self):
+        """--workers 2: the supervisor takes systemd's socket, its workers serve it."""
+        server, text, output_dir = self.activated("--workers", "2")
+        self.assertEqual(text.count("✓ DICOM SCP server started"), 1, text)
+        self.assertStoresAndStops(server, output_dir)

@@ -239,3 +239,40 @@ class HttpOptionTests(SynchronousTestCase):
         with self.assertRaises(usage.UsageError) as caught:
             parse("--min-free-space", "1GiB")
         self.assertEqual(str(caught.exception), "--min-free-space needs --http: it is what /readyz checks")
+
+
+class WorkersOptionTests(SynchronousTestCase):
+    def test_one_process_by_default(self):
+        from radx.app.tap import ScpService, scp_service
+
+        config = parse().config
+        self.assertEqual(config.workers, 1)
+        self.assertIs(type(scp_service(config, reactor=object())), ScpService)
+
+    def test_a_number_or_auto(self):
+        import os
+
+        self.assertEqual(parse("--workers", "3").config.workers, 3)
+        self.assertEqual(parse("--workers", "auto").config.workers, len(os.sched_getaffinity(0)))
+        self.assertEqual(parse("--workers", "AUTO").config.workers, len(os.sched_getaffinity(0)))
+
+    def test_refused(self):
+        for text in ("0", "-1", "many"):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--workers", text)
+            self.assertTrue(str(caught.exception).startswith("--workers: "), str(caught.exception))
+
+    def test_the_configuration_travels_whole(self):
+        """What the supervisor hands its workers: its configuration, pickled, read back the same."""
+        import pickle
+
+        config = parse(
+            "11112", "--workers", "2", "--layout", "{PatientID}/{SOPInstanceUID}.dcm", "--allow-ip", "10.0.0.0/8",
+            "--exec-on-store", "true #f", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--listen", "tcp:4107",
+        ).config  # fmt: skip
+        again = pickle.loads(pickle.dumps(config))
+        self.assertEqual(again.server.filing.layout.template, config.server.filing.layout.template)
+        self.assertEqual(
+            (again.server.allowed_networks, again.server.hooks, again.tls, again.listening, again.workers),
+            (config.server.allowed_networks, config.server.hooks, config.tls, config.listening, config.workers),
+        )

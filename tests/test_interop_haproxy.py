@@ -81,6 +81,8 @@ def ct_copies(folder: str, count: int) -> list[str]:
 
 class HAProxyTests(TestCase):
     timeout = 120
+    # Flags every server gets besides its listener's.
+    radx_arguments: tuple = ()
 
     def setUp(self) -> None:
         self.folder = os.path.abspath(self.mktemp())
@@ -101,6 +103,7 @@ class HAProxyTests(TestCase):
                 "--allow-ip", ALLOWED,
                 "--allow-ip", PROXY,
                 "--output-dir", output_dir,
+                *self.radx_arguments,
             ),
             cwd,
         )  # fmt: skip
@@ -251,3 +254,9 @@ class HAProxyTests(TestCase):
         self.haproxy.wait(STOP_TIMEOUT)
         for server, _, _ in self.servers:
             self.assertEqual(server.stop(signal.SIGTERM), 0, server.describe())
+
+
+class HAProxyWorkersTests(HAProxyTests):
+    """The same, each server with two worker processes: the supervisor's haproxy: socket, read by either."""
+
+    radx_arguments = ("--workers", "2")

@@ -23,7 +23,7 @@ from radx.app.startup import pause_collector, resume_collector, without_tls
 from radx.app.logformat import format_event, printable
 from radx.app.config import ScpConfig
 from radx.app.options import ScpOptions
-from radx.app.signals import StopOnSignal
+from radx.app.signals import StopOnSignal, run_until_stopped
 
 USAGE = """\
 Usage: radx dicom scp [PORT] [flags]
@@ -235,10 +235,10 @@ def run_scp(config: ScpConfig, reactor=None) -> int:
     """Run the SCP in the foreground until SIGINT, SIGTERM or SIGHUP; the exit status."""
     if reactor is None:
         from twisted.internet import reactor
-    from radx.app.tap import ScpService, StartupError
+    from radx.app.tap import StartupError, scp_service
 
     prepare_console(sys.stdout)
-    scp = ScpService(config, reactor)
+    scp = scp_service(config, reactor)
     try:
         scp.prepare()
     except StartupError as error:
@@ -259,28 +259,28 @@ def run_scp(config: ScpConfig, reactor=None) -> int:
     # With JSON logs, stdout holds JSON lines only; the banner and the
     # shutdown block go to stderr.
     console = sys.stderr if json else sys.stdout
+    # A start that fails once the reactor runs (a worker that does not start): its message.
+    failed: list[str] = []
 
     def started():
         # Inside the reactor, so that radx's SIGINT, SIGTERM and SIGHUP
         # handlers replace the reactor's before the banner invites Ctrl+C.
         StopOnSignal(reactor, scp.factory.stop_now).install()
         scp.startService()
-        say(banner(shown, scp.listeners, http_address), console)
+        scp.ready.addCallbacks(lambda _: say(banner(shown, scp.listeners, http_address), console), not_started)
+
+    def not_started(failure):
+        failure.trap(StartupError)
+        failed.append(str(failure.value))
+        reactor.stop()
 
     def shutting_down():
-        say("\nServer shutting down...\n", console)
-        if scp.running:
-            return scp.stopService()
-        return None
+        if not failed:
+            say("\nServer shutting down...\n", console)
 
-    reactor.callWhenRunning(resume_collector)
-    reactor.callWhenRunning(started)
-    reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
-    try:
-        reactor.run()
-    except KeyboardInterrupt:
-        # Ctrl+C before the reactor took over the signal: nothing started yet.
-        shutting_down()
+    run_until_stopped(reactor, scp, started, shutting_down)
+    if failed:
+        return _fail(failed[0])
     say(shutdown_summary(scp.factory.stats), console)
     return 0
 

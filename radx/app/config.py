@@ -13,7 +13,7 @@ there on everything reads typed fields:
         filing: Filing (radx.storage.filing): where an instance goes, what if its file exists
         hooks: HookSettings (radx.events.command), or None
       listening: Listening          tls: TLSConfig, or None
-      threads, stats_interval, log_level, log_format, http, min_free_space
+      threads, workers, stats_interval, log_level, log_format, http, min_free_space
 
 A new flag: a field (and its default) in the part it belongs to, and a
 line in SCP_FLAGS, repeatable=True if it may be given several times;
@@ -71,8 +71,10 @@ class ScpConfig:
     listening: Listening = field(default_factory=Listening)
     # None: no TLS.
     tls: TLSConfig | None = None
-    # Threads for file system work.
+    # Threads for file system work (in each worker, with workers).
     threads: int = 4
+    # Processes serving the same ports (radx.app.supervisor); 1: this one alone.
+    workers: int = 1
     stats_interval: float = 30.0
     log_level: str = "info"
     log_format: str = "text"
@@ -173,6 +175,7 @@ SCP_FLAGS = (
     Flag("dimse-timeout", ServerConfig, "dimse_timeout", "Seconds a PDU may take to arrive, from its first byte to its last (DIMSE: DICOM's message exchange, PS3.7).", values.seconds),
     Flag("drain-timeout", ServerConfig, "drain_timeout", "Seconds, at shutdown, for operations in progress to finish.", values.seconds),
     Flag("threads", ScpConfig, "threads", "Threads for file system work.", values.positive_int),
+    Flag("workers", ScpConfig, "workers", "Processes that serve the same ports, each with its reactor and threads; auto: one per CPU. 1: one process.", values.workers),
     Flag("catalogue", ServerConfig, "catalogue", "SQLite file, or postgresql:// URL, in which each stored instance is recorded, as radx dicom catalogue indexes it.", values.catalogue_target),
     Flag("catalogue-node", ServerConfig, "catalogue_node", "With a postgresql:// --catalogue: the name this server's rows carry, unique among the servers that share it (default: this host's name)."),
     Flag("exec-on-store", None, None, "Command run after each instance is stored and its Success sent; no shell, placeholders #p #f #a #c #r #{SOPInstanceUID} ... (docs/usage.rst)."),

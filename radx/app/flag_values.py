@@ -78,6 +78,20 @@ def count(value: str) -> int:
     return number
 
 
+def workers(value) -> int:
+    """A number of worker processes, or ``auto``: one for each CPU this process may run on."""
+    if isinstance(value, int):
+        return value
+    if value.strip().lower() == "auto":
+        import os
+
+        return len(os.sched_getaffinity(0))
+    return positive_int(value)
+
+
+workers.coerceDoc = "A number, or auto (one per CPU)."  # type: ignore[attr-defined]
+
+
 def seconds(value: str) -> float:
     try:
         number = float(value)

@@ -170,6 +170,8 @@ class _ThreadPoolService(service.Service):
 class ScpService(service.MultiService):
     """The SCP: a listening port, a threadpool for the file system, a statistics timer."""
 
+    factory_class = SCPFactory
+
     def __init__(self, config: ScpConfig, reactor=None) -> None:
         super().__init__()
         if reactor is None:
@@ -178,7 +180,7 @@ class ScpService(service.MultiService):
         self.config = config
         self.threadpool = ThreadPool(minthreads=1, maxthreads=config.threads, name="radx-storage")
         _ThreadPoolService(self.threadpool).setServiceParent(self)
-        self.factory = SCPFactory(config.server, reactor, self.threadpool)
+        self.factory = self.factory_class(config.server, reactor, self.threadpool)
         self.factory.release_memory = release_free_memory
         self.port = None
         # The TLS port when it is not PORT (--tls-port).
@@ -193,6 +195,9 @@ class ScpService(service.MultiService):
         self.catching_up: defer.Deferred = defer.succeed(None)
         self._statistics = task.LoopingCall(self.log_statistics)
         self._statistics.clock = reactor
+        # Fires once the server serves, after startService (with --workers,
+        # once every worker has started), or fails with a StartupError.
+        self.ready: defer.Deferred = defer.succeed(None)
 
     def prepare_output_dir(self) -> None:
         """Create the output folder, prove it takes files, clean what a crash left in its temporary folder.
@@ -254,22 +259,28 @@ class ScpService(service.MultiService):
         service holds the port, so that it closes after the drain: /readyz
         says 503 while associations finish.
         """
-        from prometheus_client import CollectorRegistry
-
         from radx.app import web
-        from radx.metrics import instrument
 
-        registry = CollectorRegistry()
-        instrument(self.factory, registry)
+        registry, refresh = self.metrics_registry()
         readiness = web.Readiness(self.reactor, self.threadpool, self.factory, self.config.min_free_space)
         try:
-            self.http_port = web.listen_http(self.reactor, self.config.http, web.make_site(registry, readiness))
+            self.http_port = web.listen_http(self.reactor, self.config.http, web.make_site(registry, readiness, refresh))
         except web.HTTPError as error:
             self.factory.metrics = None
             self.close_ports()
             raise StartupError(str(error)) from None
         web.ListeningService(self.http_port).setServiceParent(self)
         log.info("HTTP listening address={address} paths=/metrics,/healthz,/readyz", address=web.address(self.http_port))
+
+    def metrics_registry(self):
+        """The registry /metrics shows, with the factory's metrics in it; and what refreshes it first (None)."""
+        from prometheus_client import CollectorRegistry
+
+        from radx.metrics import instrument
+
+        registry = CollectorRegistry()
+        instrument(self.factory, registry)
+        return registry, None
 
     def close_ports(self):
         """Stop listening on every port; a Deferred that fires once they are closed."""
@@ -499,7 +510,20 @@ def _twistd_log_writer(twistd_log: TwistdLog):
     return write
 
 
+def scp_service(config: ScpConfig, reactor=None) -> ScpService:
+    """The server in this process; with --workers 2 or more, the supervisor of its worker processes."""
+    if config.workers > 1:
+        from radx.app.supervisor import SupervisorService
+
+        return SupervisorService(config, reactor)
+    return ScpService(config, reactor)
+
+
 def makeService(options: ScpOptions) -> ScpService:
     """twistd's call, once it has parsed its own flags and radx-scp's: the service, on their typed configuration."""
     keep_large_buffers_in_heap()
+    if options.config.workers > 1:
+        from radx.app.supervisor import TwistdSupervisorService
+
+        return TwistdSupervisorService(options.config, twistd_log_from(options.parent))
     return _LoggingService(options.config, twistd_log_from(options.parent))
