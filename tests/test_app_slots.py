@@ -70,3 +70,21 @@ class AssociationSlotsTests(SynchronousTestCase):
             thread.join()
         self.assertEqual(len(taken), 50)
         self.assertEqual(self.supervisor.total(), 50)
+
+    def test_connections_a_hint_of_who_is_busiest(self):
+        first, second, third = self.views
+        for view, count in zip(self.views, (2, 1, 2)):
+            view.set_connections(count)
+        self.assertEqual([view.fewer_elsewhere() for view in self.views], [True, False, True])
+        second.set_connections(3)
+        self.assertEqual([view.fewer_elsewhere() for view in self.views], [False, True, False])
+
+    def test_no_worker_in_an_emptied_slot(self):
+        """A worker that ended has no connections to compare with: its slot is not the least busy."""
+        first, second, third = self.views
+        first.set_connections(1)
+        second.set_connections(1)
+        third.set_connections(0)
+        self.assertTrue(first.fewer_elsewhere())
+        self.supervisor.empty(2)
+        self.assertFalse(first.fewer_elsewhere())

@@ -17,7 +17,7 @@ from radx.app import slots
 from radx.app.channel import FrameDecoder
 from radx.app.tap import StartupError
 from radx.app.workerpool import RESTART_FIRST_S, WorkerPool
-from radx.app.workerservice import RemoteEvents, WorkerFactory
+from radx.app.workerservice import EvenAccepts, RemoteEvents, WorkerFactory
 from radx.scp.factory import ServerConfig
 from radx.storage.errors import WriteFailed
 from radx.testing import ScpHarness, associate_rq
@@ -78,6 +78,74 @@ class SharedLimitTests(SynchronousTestCase):
         first, _ = self.workers
         first.disconnect()
         self.assertEqual(self.table.total(), 0)
+
+
+class FakePort:
+    """A listening port as EvenAccepts sees it: reading or not, and how many it may accept."""
+
+    connected = True
+    disconnecting = False
+
+    def __init__(self) -> None:
+        self.reading = True
+        self.accepted: list[int] = []
+        self.numberAccepts = 100
+
+    def doRead(self):
+        self.accepted.append(self.numberAccepts)
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
+
+
+class EvenAcceptsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        slots.create(path, 2)
+        self.mine, self.other = (slots.AssociationSlots(path, slot) for slot in range(2))
+        self.addCleanup(self.mine.close)
+        self.addCleanup(self.other.close)
+        self.clock = task.Clock()
+        self.port = FakePort()
+        EvenAccepts(self.clock, self.mine).watch(self.port)
+
+    def test_one_at_a_time(self):
+        self.port.doRead()
+        self.port.doRead()
+        self.assertEqual(self.port.accepted, [1, 1])
+
+    def test_the_busier_lets_the_other_accept(self):
+        self.mine.set_connections(2)
+        self.other.set_connections(1)
+        self.port.doRead()
+        self.assertEqual((self.port.accepted, self.port.reading), ([], False))
+        # It looks again a moment later; the other took the connection meanwhile and is as busy.
+        self.other.set_connections(2)
+        self.clock.advance(EvenAccepts.DEFER_S)
+        self.assertTrue(self.port.reading)
+        self.port.doRead()
+        self.assertEqual(self.port.accepted, [1])
+
+    def test_not_longer_than_a_bound(self):
+        """The other does not accept (stopped, stuck): the connection is taken after MOST_S all the same."""
+        self.mine.set_connections(1)
+        self.other.set_connections(0)
+        while not self.port.accepted:
+            self.port.doRead()
+            self.clock.advance(EvenAccepts.DEFER_S)
+        self.assertGreaterEqual(self.clock.seconds(), EvenAccepts.MOST_S)
+        self.assertLess(self.clock.seconds(), EvenAccepts.MOST_S + 2 * EvenAccepts.DEFER_S)
+
+    def test_a_port_closed_meanwhile_is_left_closed(self):
+        self.mine.set_connections(1)
+        self.other.set_connections(0)
+        self.port.doRead()
+        self.port.connected = False
+        self.clock.advance(EvenAccepts.DEFER_S)
+        self.assertFalse(self.port.reading)
 
 
 class FakeChannel:

@@ -1,14 +1,17 @@
 # -*- test-case-name: tests.test_app_slots -*-
-"""The associations open in each worker process, in a small shared file: --max-conns over all of them.
+"""The associations and connections open in each worker process, in a small shared file.
 
-One 8-byte count a worker, in a file every worker maps. A worker
-admits an association under an exclusive ``flock`` of the file: it adds
-the counts, and takes one more in its own slot only if the total is
-under the limit, so two workers admitting at once cannot both take the
-last place. Each slot is written by its worker only, and by the
-supervisor, which empties the slot of a worker that has ended (also
-under the lock). Blocking, but each call is a few system calls: it runs
-on the reactor thread of the worker that admits.
+Two 8-byte counts a worker, in a file every worker maps. Associations:
+--max-conns over all of them. A worker admits an association under an
+exclusive ``flock`` of the file: it adds the counts, and takes one more
+in its own slot only if the total is under the limit, so two workers
+admitting at once cannot both take the last place. Connections: how
+busy each worker is, so that the busiest lets the others accept first
+(radx.app.workerservice); written without the lock, read as a hint.
+Each slot is written by its worker only, and by the supervisor, which
+empties the slot of a worker that has ended (connections -1: no worker).
+Blocking, but each call is a few system calls at most: it runs on the
+reactor thread of the worker.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ import struct
 from contextlib import contextmanager
 
 _COUNT = struct.Struct("<q")
+# A slot: its associations, then its connections.
+_SLOT = 2 * _COUNT.size
+_CONNECTIONS = _COUNT.size
 
 
 def create(path: str, workers: int) -> None:
     """Make the table for ``workers`` workers, every count zero (the supervisor, at start)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.ftruncate(fd, _COUNT.size * workers)
+        os.ftruncate(fd, _SLOT * workers)
     finally:
         os.close(fd)
 
@@ -37,7 +43,7 @@ class AssociationSlots:
     def __init__(self, path: str, slot: int | None = None) -> None:
         self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         size = os.fstat(self._fd).st_size
-        self.workers = size // _COUNT.size
+        self.workers = size // _SLOT
         if slot is not None and not 0 <= slot < self.workers:
             os.close(self._fd)
             raise ValueError(f"slot {slot} is not in a table of {self.workers}")
@@ -52,11 +58,11 @@ class AssociationSlots:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _count(self, slot: int) -> int:
-        return _COUNT.unpack_from(self._map, slot * _COUNT.size)[0]
+    def _count(self, slot: int, offset: int = 0) -> int:
+        return _COUNT.unpack_from(self._map, slot * _SLOT + offset)[0]
 
-    def _set(self, slot: int, value: int) -> None:
-        _COUNT.pack_into(self._map, slot * _COUNT.size, value)
+    def _set(self, slot: int, value: int, offset: int = 0) -> None:
+        _COUNT.pack_into(self._map, slot * _SLOT + offset, value)
 
     def _total(self) -> int:
         return sum(self._count(slot) for slot in range(self.workers))
@@ -80,9 +86,19 @@ class AssociationSlots:
             return self._total()
 
     def empty(self, slot: int) -> None:
-        """The worker of ``slot`` has ended: its associations ended with it."""
+        """The worker of ``slot`` has ended: its associations ended with it, and nobody is there."""
         with self._locked():
             self._set(slot, 0)
+            self._set(slot, -1, _CONNECTIONS)
+
+    def set_connections(self, count: int) -> None:
+        """How many connections this worker has open now."""
+        self._set(self.slot, count, _CONNECTIONS)
+
+    def fewer_elsewhere(self) -> bool:
+        """Whether another worker has fewer connections open than this one (a hint: read without the lock)."""
+        mine = self._count(self.slot, _CONNECTIONS)
+        return any(0 <= self._count(slot, _CONNECTIONS) < mine for slot in range(self.workers) if slot != self.slot)
 
     def close(self) -> None:
         if self._map is not None:

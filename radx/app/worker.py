@@ -35,6 +35,9 @@ def die_with_parent(parent: int) -> None:
 
 
 def main() -> int:
+    # A Ctrl+C reaches the supervisor too, which says when to stop; once
+    # the reactor runs, radx.app.signals takes SIGINT over.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = json.loads(os.environ.pop(SETTINGS))
     die_with_parent(settings["parent"])
     from radx.app.startup import defer_unused_imports, pause_collector, without_tls

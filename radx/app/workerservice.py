@@ -78,11 +78,18 @@ class WorkerFactory(SCPFactory):
             self._claimed -= 1
             self.slots.release()
 
+    def connection_made(self, protocol) -> None:
+        super().connection_made(protocol)
+        if self.slots is not None:
+            self.slots.set_connections(len(self.connections))
+
     def connection_lost(self, protocol) -> None:
         associated = protocol in self.active
         super().connection_lost(protocol)
-        if associated and self.slots is not None:
-            self.slots.release()
+        if self.slots is not None:
+            self.slots.set_connections(len(self.connections))
+            if associated:
+                self.slots.release()
 
     def catch_up(self, modified_before: int) -> defer.Deferred:
         # One catch-up for the whole server, by the supervisor.
@@ -162,6 +169,59 @@ class RemoteEvents:
         self.channel.send(("answered", os.path.abspath(path)))
 
 
+class EvenAccepts:
+    """
+    Connections spread over the workers: each is woken for a new one,
+    and without this the first to look would take every one waiting
+    (Twisted accepts up to a hundred at a time), and the next burst too.
+
+    A worker accepts one connection each time its socket is readable;
+    one with more connections open than another worker (the shared
+    table's hint) lets the others take it, looking again DEFER_S later,
+    for at most MOST_S: a worker that does not answer (stopped, stuck)
+    delays a connection no more than that.
+    """
+
+    DEFER_S = 0.002
+    MOST_S = 0.02
+
+    def __init__(self, reactor, slots: AssociationSlots) -> None:
+        self.reactor = reactor
+        self.slots = slots
+        # Since when a waiting connection has been left to others, or None.
+        self._deferring_since: float | None = None
+
+    def watch(self, port) -> None:
+        read = port.doRead
+
+        def do_read():
+            if self._leave_to_others():
+                port.stopReading()
+                self.reactor.callLater(self.DEFER_S, self._look_again, port)
+                return None
+            port.numberAccepts = 1
+            return read()
+
+        port.doRead = do_read
+
+    def _leave_to_others(self) -> bool:
+        if not self.slots.fewer_elsewhere():
+            self._deferring_since = None
+            return False
+        now = self.reactor.seconds()
+        if self._deferring_since is None:
+            self._deferring_since = now
+        if now - self._deferring_since < self.MOST_S:
+            return True
+        self._deferring_since = None
+        return False
+
+    @staticmethod
+    def _look_again(port) -> None:
+        if port.connected and not port.disconnecting:
+            port.startReading()
+
+
 class WorkerService(ScpService):
     """The SCP of one worker: adopted sockets, no output folder of its own to prepare, counts reported."""
 
@@ -175,6 +235,8 @@ class WorkerService(ScpService):
         self.index = settings["index"]
         self.channel = channel
         self.factory.slots = AssociationSlots(settings["slots"], self.index)
+        self.factory.slots.set_connections(0)
+        self.accepts = EvenAccepts(reactor, self.factory.slots)
         self.factory.ask_catch_up = lambda modified_before: channel.send(("catch_up", modified_before))
         if hooks is not None:
             self.factory.events = RemoteEvents(reactor, channel)
@@ -193,6 +255,7 @@ class WorkerService(ScpService):
                 raise StartupError(f"cannot serve the socket passed: {describe_os_error(error)}") from None
             finally:
                 os.close(fd)
+            self.accepts.watch(port)
             self.listeners.append((kind, port))
 
     def _factory_of(self, kind: str):
