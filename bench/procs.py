@@ -67,6 +67,19 @@ def wait_listening(process: subprocess.Popen, port: int, timeout: float = 30.0) 
     raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
 
 
+def wait_for_output(process: subprocess.Popen, path: str, text: bytes, timeout: float = 30.0) -> None:
+    """Wait until the file ``path`` (the process's output) holds ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the receiver exited with status {process.returncode} before it was ready")
+        with open(path, "rb") as fp:
+            if text in fp.read():
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"the receiver did not print {text!r} within {timeout}s")
+
+
 def wait(process: subprocess.Popen, timeout: float) -> int | None:
     """
     ``process``'s exit status, the moment it exits; ``None`` if it ran past

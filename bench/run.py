@@ -63,6 +63,9 @@ class Receiver:
     stop_signal: int
     note: str
     python: bool = False  # a Python process (py-spy / cProfile apply)
+    # A line the receiver prints once it serves, waited for in its output
+    # after its port listens: radx --workers listens before its workers run.
+    ready: str | None = None
 
 
 def _radx_argv(*extra):
@@ -102,6 +105,10 @@ def _python_env():
     return dict(os.environ)
 
 
+# The banner's last line: radx --workers prints it once every worker serves.
+WORKERS_READY = b"Press Ctrl+C to stop the server..."
+
+
 def baseline_receiver(checkout: str) -> Receiver:
     """radx from another checkout (a git worktree of an earlier commit, say), run beside this one.
 
@@ -136,6 +143,12 @@ RECEIVERS = [
              "defaults and --exec-on-store /bin/true: each instance journalled (fdatasync) before Success, then a child process", True),
     Receiver("radx-journal", "radx --events /dev/null", _radx_argv("--events", "/dev/null"), _python_env, signal.SIGINT,
              "defaults and --events /dev/null: each instance journalled (fdatasync) before Success, no child", True),
+    Receiver("radx-workers2", "radx --workers 2", _radx_argv("--workers", "2"), _python_env, signal.SIGINT,
+             "defaults and --workers 2: two worker processes on the same listening socket, a supervisor", True,
+             ready=WORKERS_READY),
+    Receiver("radx-workersauto", "radx --workers auto", _radx_argv("--workers", "auto"), _python_env, signal.SIGINT,
+             "defaults and --workers auto: a worker process per CPU on the same listening socket, a supervisor", True,
+             ready=WORKERS_READY),
     Receiver("storescp", "storescp", _storescp_argv(), dcmtk_env, signal.SIGTERM,
              "DCMTK, single process (default): one association at a time; no fsync; decodes and re-encodes the data set"),
     Receiver("storescp-fork", "storescp --fork", _storescp_argv("--fork"), dcmtk_env, signal.SIGTERM,
@@ -292,15 +305,22 @@ def run_once(ctx: RunContext, receiver: Receiver, scenario: Scenario, index: int
     monitor = None
     try:
         procs.wait_listening(process, port)
+        if receiver.ready is not None:
+            procs.wait_for_output(process, log_path, receiver.ready)
         if attach is not None:
             attached = attach(process.pid)
         result["rss_at_start_mib"] = (procs.status_kib(process.pid, "VmRSS") or 0) / 1024
+        if receiver.ready is not None:
+            # radx --workers: each worker's, idle.
+            result["worker_rss_at_start_mib"] = [(procs.status_kib(child, "VmRSS") or 0) / 1024 for child in procs.children(process.pid)]
         cpu_before = procs.task_cpu(process.pid)
         process_before = procs.process_cpu(process.pid) or 0.0
         machine_before = procs.machine_cpu()
         self_before = resource.getrusage(resource.RUSAGE_SELF)
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         spin_before = ctx.spinners.cpu() if ctx.spinners else 0.0
+        # Children that run already (radx --workers): only their CPU from here on counts.
+        running_before = {child: procs.process_cpu(child) or 0.0 for child in procs.children(process.pid)}
         monitor = procs.Monitor(process.pid)
         monitor.start()
         started = time.perf_counter()
@@ -364,7 +384,7 @@ def run_once(ctx: RunContext, receiver: Receiver, scenario: Scenario, index: int
     # Threads that ended during the run (pynetdicom's) are gone from /proc/PID/task:
     # the process's own total, which keeps them, is the better count when larger.
     other_cpu = max(other_cpu, (process_after - process_before) - main_cpu)
-    child_cpu = sum(monitor.child_cpu.values())
+    child_cpu = sum(cpu - running_before.get(child, 0.0) for child, cpu in monitor.child_cpu.items())
     sender_cpu = (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
     self_cpu = (self_after.ru_utime + self_after.ru_stime) - (self_before.ru_utime + self_before.ru_stime)
     busy = machine_after[0] - machine_before[0]
@@ -453,6 +473,8 @@ def run_matrix(ctx: RunContext, receivers, scenarios, runs: int, log=print) -> l
                     extra = (f" wall {w:.2f}s, receiver main {c['receiver_main_thread'] / w:.0%}"
                              f" other {(c['receiver_other_threads'] + c['receiver_children']) / w:.0%},"
                              f" senders {c['senders'] / w:.0%}, foreign {c['foreign'] / w:.2f} cores")  # fmt: skip
+                if r.get("worker_rss_at_start_mib"):
+                    extra += ", idle RSS of each worker " + " ".join(f"{rss:.1f}" for rss in r["worker_rss_at_start_mib"]) + " MiB"
                 log(f"  {scenario.key:7s} {receiver.key:14s} run {index + 1}: {shown} {scenario.unit} {status}{extra}")
     return results
 
@@ -477,8 +499,21 @@ def summarise(results: list[dict], receivers, scenarios) -> dict:
                 "ok": ok,
                 "problems": [e for r in mine for e in r.get("errors", [])][:3],
             }
+            workers = [rss for r in mine for rss in r.get("worker_rss_at_start_mib", ())]
+            if workers:
+                row[receiver.key]["worker_idle_rss_mib"] = max(workers)
         summary[scenario.key] = row
     return summary
+
+
+def worker_rss_line(summary: dict, receivers) -> str | None:
+    """The largest idle RSS of one worker process, for each radx --workers receiver."""
+    parts = []
+    for receiver in receivers:
+        sizes = [row[receiver.key]["worker_idle_rss_mib"] for row in summary.values() if "worker_idle_rss_mib" in row.get(receiver.key, {})]
+        if sizes:
+            parts.append(f"{receiver.label} {max(sizes):.1f} MiB")
+    return "Idle RSS of one worker process at start, the largest seen: " + ", ".join(parts) if parts else None
 
 
 def _fmt(value, unit: str) -> str:
@@ -490,7 +525,7 @@ def _fmt(value, unit: str) -> str:
 
 
 RATIO_PAIRS = [("radx", "radx-base"), ("radx-catalogue", "radx"), ("radx-hooks", "radx"), ("radx-journal", "radx"), ("radx", "storescp"), ("radx", "storescp-fork"),
-               ("radx", "pynetdicom")]  # fmt: skip
+               ("radx", "pynetdicom"), ("radx-workers2", "radx"), ("radx-workers2", "storescp-fork"), ("radx-workersauto", "storescp-fork")]  # fmt: skip
 RATIO_PAIRS_NOFSYNC = [("radx-nofsync", "storescp"), ("radx-nofsync", "storescp-fork"), ("radx-nofsync", "pynetdicom")]
 
 
@@ -846,6 +881,8 @@ def main(argv=None) -> int:
                 log(f"\nMedians of {runs} run(s); output on {where}; max PDU {MAX_PDU} for every receiver"
                     f"{'; CPUs kept awake (--awake)' if args.awake else ''}.")
                 log(table(summary, receivers, scenarios, RATIO_PAIRS))
+                if worker_rss_line(summary, receivers):
+                    log(worker_rss_line(summary, receivers))
                 if any(r.key == "radx-nofsync" for r in receivers):
                     log("\nradx without fsync (--fsync=false), the durability storescp and pynetdicom have:")
                     log(table({k: {r: v for r, v in row.items() if r != "radx"} for k, row in summary.items()},
