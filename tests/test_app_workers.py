@@ -436,14 +436,16 @@ class TwistdTests(SynchronousTestCase):
         self.assertTrue(pids_gone(pids))
 
 
-class MetricsTests(SynchronousTestCase):
-    def scrape(self, address: str, path: str = "/metrics") -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://{address}{path}", timeout=WAIT) as answer:
-                return answer.status, answer.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
+def scrape(address: str, path: str = "/metrics") -> tuple[int, str]:
+    """An HTTP GET of the supervisor's: its status and its text."""
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=WAIT) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
+
+class MetricsTests(SynchronousTestCase):
     def test_metrics_over_workers(self):
         """/metrics, served by the supervisor, counts what every worker did, a worker that was killed included."""
         groups = [ct_files(self, 5, seed=20 + seed) for seed in range(3)]
@@ -465,16 +467,16 @@ class MetricsTests(SynchronousTestCase):
             'radx_c_store_responses_total{calling_ae="STORESCU",status="0000"}': 15.0,
             "radx_storage_seconds_count": 15.0,
         }
-        status, text = self.scrape(address)
+        status, text = scrape(address)
         self.assertEqual(status, 200)
         seen = values(text)
         self.assertEqual({name: seen.get(name) for name in expected}, expected, text)
-        self.assertEqual(self.scrape(address, "/readyz"), (200, "ready\n"))
+        self.assertEqual(scrape(address, "/readyz"), (200, "ready\n"))
         # A worker killed: its counts stay in the sums.
         index, pid = next(iter(server.workers().items()))
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: server.workers()[index] != pid, "replacement worker", server.describe)
-        seen = values(self.scrape(address)[1])
+        seen = values(scrape(address)[1])
         self.assertEqual({name: seen.get(name) for name in expected}, expected)
         code, _ = server.stop()
         self.assertEqual(code, 0, server.describe())
@@ -498,3 +500,31 @@ class TLSTests(SynchronousTestCase):
         self.assertEqual(sorted(audit["tls_subject"] for audit in audits), sorted(["-", pki.client.subject]))
         code, _ = server.stop()
         self.assertEqual(code, 0, server.describe())
+
+
+class DrainTests(SynchronousTestCase):
+    def test_stop_lets_an_instance_in_progress_finish(self):
+        """SIGTERM with an instance half sent: /readyz says draining, the instance gets its Success, then the totals."""
+        files = ct_files(self, 1, seed=40, size=256)
+        server = Server(self, "--http", "tcp:0:interface=127.0.0.1")
+        address = re.search(r"HTTP Address:      (\S+)", read(server.console_path)).group(1)
+        association = Association(server.port)
+        self.assertTrue(association.accepted)
+        _, _, sop_instance = dicomfiles.instance_uids(files[0])
+        message = store_rq_bytes(dicomfiles.data_set_as_sent(files[0]), CT_IMAGE_STORAGE, sop_instance, context_id=3, message_id=1)
+        association.socket.sendall(message[: len(message) // 2])
+        server.wait_for_message(r"^C-STORE request received calling_ae=RAW-SCU ")
+        server.process.send_signal(signal.SIGTERM)
+        # The supervisor stays up while its workers drain; its /readyz says why it takes nothing new.
+        wait_until(lambda: scrape(address, "/readyz") == (503, "draining: the server is shutting down\n"), "503", server.describe)
+        association.socket.sendall(message[len(message) // 2 :])
+        while True:
+            pdu = association.read()
+            if isinstance(pdu, PDataTF):
+                break
+        self.assertEqual(decode_command(bytes(pdu.items[0].data)).status, 0x0000)
+        association.close()
+        code = server.process.wait(WAIT)
+        self.assertEqual(code, 0, server.describe())
+        assert_stored(self, server.output_dir, files)
+        self.assertIn("  C-STORE Requests:   1\n  Successful Stores:  1\n", read(server.console_path))
