@@ -22,6 +22,7 @@ import marshal
 import os
 import struct
 import threading
+from threading import get_ident
 
 from twisted.internet import abstract, fdesc
 
@@ -53,29 +54,30 @@ class FrameDecoder:
     """Bytes in, in any pieces; whole messages out."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._rest = b""
 
     def feed(self, data: bytes) -> list:
-        buffer = self._buffer
-        buffer += data
+        if self._rest:
+            data = self._rest + data
         messages = []
         start = 0
-        while len(buffer) - start >= _LENGTH.size:
-            (length,) = _LENGTH.unpack_from(buffer, start)
+        size = len(data)
+        while size - start >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(data, start)
             if length > MAX_FRAME:
                 raise ChannelError(f"a frame of {length} bytes, over {MAX_FRAME}")
             end = start + _LENGTH.size + length
-            if end > len(buffer):
+            if end > size:
                 break
             try:
-                message = marshal.loads(bytes(buffer[start + _LENGTH.size : end]))
+                message = marshal.loads(data[start + _LENGTH.size : end])
             except (ValueError, EOFError, TypeError) as error:
                 raise ChannelError(f"a frame that is not a message: {error}") from None
-            if not isinstance(message, tuple) or not message or not isinstance(message[0], str):
+            if type(message) is not tuple or not message or type(message[0]) is not str:
                 raise ChannelError("a frame that is not a message")
             messages.append(message)
             start = end
-        del buffer[:start]
+        self._rest = data[start:]
         return messages
 
 
@@ -109,11 +111,12 @@ class ChannelWriter:
             self._write_kept()
 
     def send_soon(self, message: tuple) -> None:
-        frame = encode(message)
+        payload = marshal.dumps(message)
         with self._lock:
-            self._kept.append(frame)
-            self._kept_bytes += len(frame)
-            if self.reactor is None or threading.get_ident() != self._io_thread or self._kept_bytes >= self.most:
+            self._kept.append(_LENGTH.pack(len(payload)))
+            self._kept.append(payload)
+            self._kept_bytes += len(payload)
+            if self._kept_bytes >= self.most or get_ident() != self._io_thread or self.reactor is None:
                 self._write_kept()
                 return
             if self._flush_call is not None:

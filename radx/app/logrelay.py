@@ -39,15 +39,12 @@ def event_message(event, worker: int) -> tuple:
                 formatted = True
                 value = _json_value(value)
             fields[name] = value
-    if event.get("audit"):
-        # The audit record's other fields are written to JSON logs too.
+    if "audit" in event or "warning" in event:
+        # The audit record's other fields are written to JSON logs too; a
+        # Python warning's text says where, from its (radx.app.logformat).
         for name, value in event.items():
             if not name.startswith("log_") and name not in fields:
                 fields[name] = _json_value(value)
-    for name in ("warning", "category", "filename", "lineno"):
-        # A Python warning: the text says where, from these (radx.app.logformat).
-        if name in event and name not in fields:
-            fields[name] = _json_value(event[name])
     if formatted or log_format is None:
         log_format = format_event(event).replace("{", "{{").replace("}", "}}")
         # The text is made; JSON lines still list the fields its format named.
