@@ -392,7 +392,7 @@ class HookTests(SynchronousTestCase):
             self,
             "--exec-on-study", f"{hook} study #{{StudyInstanceUID}} #{{count}}",
             "--exec-on-store", f"{hook} store #{{SOPInstanceUID}}",
-            "--study-timeout", "4",
+            "--study-timeout", "8",
         )  # fmt: skip
         first = Association(server.port)
         one = server.worker_of(first)
@@ -411,7 +411,7 @@ class HookTests(SynchronousTestCase):
         self.assertEqual(study_run["argv"], ["study", study, "8"])
         stored = sorted(run["argv"][1] for run in runs(record) if run["kind"] == "store")
         self.assertEqual(stored, sorted(dicomfiles.instance_uids(path)[2] for path in files))
-        complete = server.wait_for_message(rf"^Study complete after 4 s of quiet uid={re.escape(study)} count=8$")
+        complete = server.wait_for_message(rf"^Study complete after 8 s of quiet uid={re.escape(study)} count=8$")
         self.assertNotIn("worker", complete)
         code, console = server.stop()
         self.assertEqual(code, 0, server.describe())
