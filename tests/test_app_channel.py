@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from radx.app.channel import MAX_FRAME, ChannelError, ChannelWriter, FrameDecoder, encode
 from radx.app.jsonlog import event_as_json
 from radx.app.logformat import classic_text, format_event
-from radx.app.logrelay import LogRelay, RelayedFailure, console_levels, event_from_message, event_message
+from radx.app.logrelay import LogRelay, RelayedFailure, console_levels, event_from_message, event_message, worker_observer
 
 
 def read_all(fd: int) -> bytes:
@@ -95,6 +95,19 @@ class ChannelWriterTests(SynchronousTestCase):
         thread.start()
         thread.join()
         self.assertEqual(self.received(), [("log", "from a storage thread")])
+
+    def test_lines_kept_go_as_one_message(self):
+        """Log lines kept together are one message; a message sent after them comes after them."""
+        self.writer.send_line("INFO: a\n")
+        self.writer.send_line("INFO: b\n")
+        self.writer.send_soon(("log", 1))
+        self.writer.send_line("INFO: c\n")
+        self.assertEqual(self.received(), [])
+        self.clock.advance(0.05)
+        self.assertEqual(self.received(), [("lines", "INFO: a\nINFO: b\n"), ("log", 1), ("lines", "INFO: c\n")])
+        self.writer.send_line("INFO: d\n")
+        self.writer.send(("stats", 0))
+        self.assertEqual(self.received(), [("lines", "INFO: d\n"), ("stats", 0)])
 
     def test_many_bytes_go_at_once(self):
         writer = ChannelWriter(self.write_end, self.clock, most=100)
@@ -182,3 +195,46 @@ class LogRelayTests(SynchronousTestCase):
         every = LogRelay(Channel(), 0, None)
         every({"log_namespace": "twisted", "log_level": LogLevel.debug, "log_format": "x", "log_time": 0.0})
         self.assertEqual(sent[-1], "twisted")
+
+
+class Lines:
+    """A channel that keeps the lines sent."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def send_line(self, text: str) -> None:
+        self.text += text
+
+
+class WorkerObserverTests(SynchronousTestCase):
+    """A worker's lines are those its supervisor's observer writes for the same event."""
+
+    def event(self) -> dict:
+        return capture(lambda log: log.info("Association accepted peer={peer} contexts={accepted}/{proposed}", peer="127.0.0.1:1", accepted=1, proposed=2))
+
+    def lines(self, render) -> str:
+        channel = Lines()
+        worker_observer(render, channel, 1, None)(self.event())
+        return channel.text
+
+    def test_console_text(self):
+        from radx.app.cli import ConsoleObserver
+
+        written = []
+        ConsoleObserver(LogLevel.info, write=written.append)(self.event())
+        self.assertEqual(self.lines({"kind": "console", "level": "info", "json": False}), "".join(written))
+        self.assertEqual(self.lines({"kind": "console", "level": "warn", "json": False}), "")
+
+    def test_console_json_names_the_worker(self):
+        line = json.loads(self.lines({"kind": "console", "level": "info", "json": True}))
+        self.assertEqual((line["message"], line["worker"], line["peer"]), ("Association accepted peer=127.0.0.1:1 contexts=1/2", 1, "127.0.0.1:1"))
+
+    def test_twistd_text_and_json(self):
+        event = self.event()
+        self.assertEqual(self.lines({"kind": "twistd", "json": False}), classic_text(event))
+        self.assertEqual(json.loads(self.lines({"kind": "twistd", "json": True}))["worker"], 1)
+
+    def test_events_where_lines_cannot_go(self):
+        """twistd's --syslog: the supervisor's own observer gets each event."""
+        self.assertIsInstance(worker_observer(None, Lines(), 1, None), LogRelay)

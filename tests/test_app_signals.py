@@ -49,3 +49,17 @@ class StopOnSignalTests(SynchronousTestCase):
         self.stopper.install()
         for number in STOP_SIGNALS:
             self.assertEqual(signal.getsignal(number), self.stopper._handler)
+
+    def test_a_reactor_stopping_already(self):
+        """A worker its supervisor told to stop, then Ctrl+C: the drain goes on, no error."""
+        from twisted.internet.error import ReactorNotRunning
+
+        class Stopped(StoppingReactor):
+            def stop(self) -> None:
+                raise ReactorNotRunning("Can't stop reactor that isn't running.")
+
+        stopper = StopOnSignal(Stopped(), lambda: self.stopped_now.append(True), quiet=True)
+        stopper.signalled(signal.SIGINT)
+        self.assertEqual(self.stopped_now, [])
+        stopper.signalled(signal.SIGINT)
+        self.assertEqual(self.stopped_now, [True])

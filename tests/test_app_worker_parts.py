@@ -393,6 +393,13 @@ class WorkerPoolTests(SynchronousTestCase):
         [event] = [event for event in self.logged if event.get("log_namespace") == "radx.scp.protocol"]
         self.assertEqual((event["log_level"], event["peer"], event["worker"], event["log_time"]), (LogLevel.warn, "1.2.3.4:5", 1, 12.5))
 
+    def test_log_lines_written_here(self):
+        written = []
+        self.pool.write_lines = written.append
+        self.started()
+        self.say(0, "lines", "INFO: one\nINFO: two\n")
+        self.assertEqual(written, ["INFO: one\nINFO: two\n"])
+
     def test_other_messages_to_the_handler(self):
         self.started()
         self.say(0, "answered", "/out/x.dcm")

@@ -86,10 +86,12 @@ class ChannelWriter:
     Frames to a pipe, from any thread, in the order they are given.
 
     L{send} writes at once (with whatever L{send_soon} kept). L{send_soon},
-    for log lines: on the reactor thread, frames are kept and written
+    for log events: on the reactor thread, frames are kept and written
     together at most C{delay} seconds later, or once C{most} bytes wait
-    (one write(2) for many lines); on another thread, at once. A pipe
-    whose reader has gone makes the writer drop everything from then on.
+    (one write(2) for many lines); on another thread, at once.
+    L{send_line} keeps a log line the same way: the lines kept together go
+    as one ``("lines", text)`` message. A pipe whose reader has gone makes
+    the writer drop everything from then on.
     """
 
     def __init__(self, fd: int, reactor=None, delay: float = 0.05, most: int = 32 << 10) -> None:
@@ -100,6 +102,8 @@ class ChannelWriter:
         self.broken = False
         self._lock = threading.Lock()
         self._kept: list[bytes] = []
+        # Lines sent after every frame kept, not yet a frame of their own.
+        self._lines: list[str] = []
         self._kept_bytes = 0
         self._flush_call = None
         self._io_thread = threading.get_ident()
@@ -107,21 +111,36 @@ class ChannelWriter:
     def send(self, message: tuple) -> None:
         frame = encode(message)
         with self._lock:
+            self._close_lines()
             self._kept.append(frame)
             self._write_kept()
 
     def send_soon(self, message: tuple) -> None:
         payload = marshal.dumps(message)
         with self._lock:
+            self._close_lines()
             self._kept.append(_LENGTH.pack(len(payload)))
             self._kept.append(payload)
             self._kept_bytes += len(payload)
-            if self._kept_bytes >= self.most or get_ident() != self._io_thread or self.reactor is None:
-                self._write_kept()
-                return
-            if self._flush_call is not None:
-                return
-        self._flush_call = self.reactor.callLater(self.delay, self._flush_later)
+            self._soon()
+
+    def send_line(self, text: str) -> None:
+        with self._lock:
+            self._lines.append(text)
+            self._kept_bytes += len(text)
+            self._soon()
+
+    def _soon(self) -> None:
+        # Under the lock: write now, or see that a flush is due.
+        if self._kept_bytes >= self.most or get_ident() != self._io_thread or self.reactor is None:
+            self._write_kept()
+        elif self._flush_call is None:
+            self._flush_call = self.reactor.callLater(self.delay, self._flush_later)
+
+    def _close_lines(self) -> None:
+        if self._lines:
+            self._kept.append(encode(("lines", "".join(self._lines))))
+            self._lines = []
 
     def _flush_later(self) -> None:
         self._flush_call = None
@@ -132,6 +151,7 @@ class ChannelWriter:
             self._write_kept()
 
     def _write_kept(self) -> None:
+        self._close_lines()
         kept, self._kept, self._kept_bytes = self._kept, [], 0
         if self.broken or not kept:
             return

@@ -146,8 +146,11 @@ def shutdown_summary(stats) -> str:
 class ConsoleObserver:
     """`INFO: message` lines (or JSON lines): radx's own events from the chosen level, others' warnings and worse."""
 
-    def __init__(self, level: LogLevel, json: bool = False, reactor=None, flush_delay: float = 0.1) -> None:
+    def __init__(self, level: LogLevel, json: bool = False, reactor=None, flush_delay: float = 0.1, write=None) -> None:
         self.level = level
+        if write is not None:
+            # Lines to another writer (a worker's, to its supervisor), not the console.
+            self.write = write
         self.json = json
         self._radx_rank = _RANK[level]
         self._other_rank = max(_RANK[level], _RANK[LogLevel.warn])
@@ -165,7 +168,7 @@ class ConsoleObserver:
         if _RANK[level] < threshold:
             return
         if self.json:
-            self._write(event_as_json(event, traceback=self.level is LogLevel.debug) + "\n")
+            self.write(event_as_json(event, traceback=self.level is LogLevel.debug) + "\n")
             return
         text = format_event(event)
         failure = event.get("log_failure")
@@ -173,9 +176,10 @@ class ConsoleObserver:
             text = f"{text}\n{failure.getTraceback()}"
         elif failure is not None:
             text = f"{text}: {printable(failure.getErrorMessage())}"
-        self._write(f"{_PREFIX[level]}{text}\n")
+        self.write(f"{_PREFIX[level]}{text}\n")
 
-    def _write(self, line: str) -> None:
+    def write(self, line: str) -> None:
+        """Write a line (or several) to the console: on the reactor thread, with the others of the next flush."""
         # threadable.isInIOThread(), without looking up the thread's object.
         if self._reactor is None or threadable.ioThread != threading.get_ident():
             say(line)
@@ -252,10 +256,10 @@ def run_scp(config: ScpConfig, reactor=None) -> int:
         http_address = address(scp.http_port)
 
     json = config.log_format == "json"
-    globalLogBeginner.beginLoggingTo(
-        [ConsoleObserver(_LEVELS[config.log_level], json=json, reactor=reactor)],
-        redirectStandardIO=False,
-    )
+    observer = ConsoleObserver(_LEVELS[config.log_level], json=json, reactor=reactor)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    # With --workers, theirs too: rendered there as here.
+    scp.log_lines_to({"kind": "console", "level": config.log_level, "json": json}, observer.write)
     # With JSON logs, stdout holds JSON lines only; the banner and the
     # shutdown block go to stderr.
     console = sys.stderr if json else sys.stdout

@@ -1,7 +1,14 @@
 # -*- test-case-name: tests.test_app_channel -*-
-"""A worker's log events, carried to the supervisor and published again there: one log, formatted in one place.
+"""A worker's log, carried to the supervisor: one log, its lines made by the same observers.
 
-The worker sends each event it would have written as a message
+Where the supervisor knows how its log is written (the console's
+ConsoleObserver, twistd's text or JSON observer), the worker makes the
+same observer (L{worker_observer}), given the supervisor's settings
+(``render``), whose lines it sends as they are; the supervisor writes
+them where it writes its own, so that a worker's line reads as the
+single process's, and costs the supervisor a write. Where it does not
+(twistd's --syslog), the worker sends each event it would have written
+as a message
 (L{event_message}): its time, level, namespace and format, and the
 values its format names, which the supervisor puts back together
 (L{event_from_message}) and gives to its own observers, so that a
@@ -18,8 +25,8 @@ from __future__ import annotations
 from twisted.logger import ILogObserver, LogLevel
 from zope.interface import implementer
 
-from radx.app.jsonlog import _format_fields, _json_value
-from radx.app.logformat import format_event
+from radx.app.jsonlog import JsonLogObserver, _format_fields, _json_value
+from radx.app.logformat import ClassicTextObserver, format_event
 
 _PLAIN = (str, int, float, bool, type(None))
 _LEVELS = {level.name: level for level in (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)}
@@ -130,3 +137,32 @@ def console_levels(level_name: str) -> tuple[str, str]:
     """The levels the console writes (radx.app.cli.ConsoleObserver): radx's from C{level_name}, others' from warn."""
     rank = max(_RANK[_LEVELS[level_name]], _RANK[LogLevel.warn])
     return level_name, next(name for name, level in _LEVELS.items() if _RANK[level] == rank)
+
+
+def worker_observer(render: dict | None, channel, worker: int, levels: tuple[str, str] | None):
+    """
+    A worker's log observer: lines made as the supervisor's observer
+    (``render``: ``{"kind": "console", "level", "json"}`` or ``{"kind":
+    "twistd", "json"}``) makes them, to the channel; without ``render``,
+    each event at or above ``levels`` as a message (L{LogRelay}).
+    """
+    if render is None:
+        return LogRelay(channel, worker, levels)
+    write = channel.send_line
+    if render["kind"] == "console":
+        from radx.app.cli import ConsoleObserver
+
+        observer = ConsoleObserver(_LEVELS[render["level"]], json=render["json"], write=write)
+    elif render["json"]:
+        observer = JsonLogObserver(write)
+    else:
+        observer = ClassicTextObserver(write)
+    if not render["json"]:
+        return observer
+
+    def naming_the_worker(event) -> None:
+        # JSON lines say which worker wrote them (radx.app.jsonlog).
+        event["worker"] = worker
+        observer(event)
+
+    return naming_the_worker

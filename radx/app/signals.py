@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 log = Logger(namespace="radx.app.signals")
@@ -54,7 +55,11 @@ class StopOnSignal:
                 log.info("Received {signal}, shutting down.", signal=name)
             if hasattr(self.reactor, "_exitSignal"):
                 self.reactor._exitSignal = number
-            self.reactor.stop()
+            try:
+                self.reactor.stop()
+            except ReactorNotRunning:
+                # Stopping already (a worker its supervisor told to stop): the drain goes on.
+                pass
             return
         if not self.quiet:
             log.warn("Received {signal} again: stopping now", signal=name)

@@ -23,10 +23,12 @@ import shutil
 import tempfile
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 
 from radx.app import slots as slots_table
 from radx.app.channel import FIRST_SOCKET, REPORTED
+from radx.app.jsonlog import JsonLogObserver
+from radx.app.logformat import ClassicTextObserver
 from radx.app.logrelay import console_levels
 from radx.app.tap import ScpService, StartupError, _LoggingService
 from radx.metrics import ServerCollector
@@ -85,7 +87,12 @@ class SupervisorService(ScpService):
         self.slots = None
         self.pool = None
         self.ready = defer.Deferred()
-        # The levels the workers send their log events from: the console's; under twistd, every event.
+        # How the workers make their log lines, like this process's
+        # observer (radx.app.logrelay), and where those lines go; None:
+        # they send events, from these levels (the console's; under
+        # twistd, every event).
+        self.render: dict | None = None
+        self.write_lines = None
         self.log_levels = console_levels(config.log_level)
 
     # Listening: the ports are opened here, as in one process, and served by the workers.
@@ -122,6 +129,10 @@ class SupervisorService(ScpService):
             self._remove_private_dir()
             raise
 
+    def log_lines_to(self, render: dict, write) -> None:
+        self.render = render
+        self.write_lines = write
+
     def metrics_registry(self):
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
@@ -152,6 +163,7 @@ class SupervisorService(ScpService):
             "listeners": [],
             "slots": path,
             "levels": self.log_levels,
+            "render": self.render,
         }
         from radx.app.workerpool import WorkerPool
 
@@ -159,6 +171,7 @@ class SupervisorService(ScpService):
             settings["listeners"].append((FIRST_SOCKET + offset, port.socket.family, kind))
         sockets = [port.fileno() for port, _ in self.shared]
         self.pool = WorkerPool(self.reactor, self.count, settings, sockets, self.worker_message, self.slots, self.metrics_dir)
+        self.pool.write_lines = self.write_lines
         self.factory.pool = self.pool
         self.pool.ready.chainDeferred(self.ready)
         self.pool.start()
@@ -233,6 +246,14 @@ class TwistdSupervisorService(SupervisorService, _LoggingService):
         super().__init__(config, reactor)
         self.twistd_log = twistd_log
         self.log_levels = None
+
+    def setServiceParent(self, parent) -> None:
+        super().setServiceParent(parent)
+        # The observer _LoggingService gave twistd, if it did (not with --syslog).
+        get_component = getattr(parent, "getComponent", None)
+        observer = get_component(ILogObserver, None) if get_component is not None else None
+        if isinstance(observer, (JsonLogObserver, ClassicTextObserver)):
+            self.log_lines_to({"kind": "twistd", "json": isinstance(observer, JsonLogObserver)}, observer.write)
 
     def startService(self) -> None:
         super().startService()

@@ -272,6 +272,9 @@ class ScpService(service.MultiService):
         web.ListeningService(self.http_port).setServiceParent(self)
         log.info("HTTP listening address={address} paths=/metrics,/healthz,/readyz", address=web.address(self.http_port))
 
+    def log_lines_to(self, render: dict, write) -> None:
+        """Where log lines go (``write``), and how they are made (radx.app.logrelay): the supervisor's business, with --workers."""
+
     def metrics_registry(self):
         """The registry /metrics shows, with the factory's metrics in it; and what refreshes it first (None)."""
         from prometheus_client import CollectorRegistry

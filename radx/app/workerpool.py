@@ -165,6 +165,8 @@ class WorkerPool:
         self._requests = itertools.count(1)
         self._reports: dict[int, tuple[set, defer.Deferred, object]] = {}
         self._all_ended: list[defer.Deferred] = []
+        # Where the workers' log lines go (their own observers made them), when they send lines.
+        self.write_lines = None
 
     # Starting ------------------------------------------------------------------
 
@@ -207,7 +209,10 @@ class WorkerPool:
 
     def received(self, worker: WorkerProcess, message: tuple) -> None:
         kind = message[0]
-        if kind == "log":
+        if kind == "lines":
+            if self.write_lines is not None:
+                self.write_lines(message[1])
+        elif kind == "log":
             globalLogPublisher(event_from_message(message))
         elif kind == "stats":
             worker.counts = message[3]

@@ -25,7 +25,7 @@ from twisted.internet import defer, error, task
 from twisted.logger import Logger, globalLogBeginner
 
 from radx.app.channel import CONTROL_IN, MESSAGES_OUT, REPORTED, ChannelReader, ChannelWriter
-from radx.app.logrelay import LogRelay
+from radx.app.logrelay import worker_observer
 from radx.app.signals import StopOnSignal, run_until_stopped
 from radx.app.slots import AssociationSlots
 from radx.app.tap import ScpService, StartupError, describe_os_error
@@ -337,9 +337,8 @@ def run_worker(config, settings: dict, reactor=None) -> int:
     if reactor is None:
         from twisted.internet import reactor
     channel = ChannelWriter(MESSAGES_OUT, reactor)
-    globalLogBeginner.beginLoggingTo(
-        [LogRelay(channel, settings["index"], settings["levels"])], redirectStandardIO=False
-    )
+    observer = worker_observer(settings["render"], channel, settings["index"], settings["levels"])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     worker = WorkerService(config, reactor, settings, channel)
     try:
         worker.prepare()
