@@ -10,6 +10,7 @@ is bounded; what a test starts is killed in cleanup if it is left running.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -338,13 +339,20 @@ class KilledWorkerTests(SynchronousTestCase):
         self.assertLessEqual(stored, 9)
 
     def test_supervisor_killed(self):
-        """The supervisor killed -9: its workers do not linger."""
+        """The supervisor killed -9: its workers do not linger, and the next supervisor removes the folder it left."""
         server = Server(self)
         pids = list(server.workers().values())
         self.assertEqual(len(pids), 2)
+        # Its private folder, in shared memory (or the temporary folder).
+        [left] = glob.glob(f"/dev/shm/radx-workers-{server.process.pid}-*") + glob.glob(f"/tmp/radx-workers-{server.process.pid}-*")
         server.process.kill()
         server.process.wait(WAIT)
         wait_until(lambda: pids_gone(pids), "end of the workers", server.describe)
+        self.assertTrue(os.path.isdir(left))
+        again = Server(self)
+        self.assertFalse(os.path.exists(left))
+        code, _ = again.stop()
+        self.assertEqual(code, 0, again.describe())
 
 
 class MaxConnsTests(SynchronousTestCase):

@@ -265,7 +265,27 @@ class TwistdSupervisorService(SupervisorService, _LoggingService):
         self.reactor.stop()
 
 
+PRIVATE_PREFIX = "radx-workers-"
+
+
 def _private_folder() -> str:
-    """A folder of this server's own, for as long as it runs: in shared memory where there is some."""
-    where = SHARED_MEMORY if os.path.isdir(SHARED_MEMORY) and os.access(SHARED_MEMORY, os.W_OK) else None
-    return tempfile.mkdtemp(prefix="radx-workers-", dir=where)
+    """
+    A folder of this server's own, for as long as it runs: in shared
+    memory where there is some. Its name holds the supervisor's pid: the
+    folders of supervisors that were killed (and could not remove theirs)
+    are removed here, once their pid runs nothing.
+    """
+    where = SHARED_MEMORY if os.path.isdir(SHARED_MEMORY) and os.access(SHARED_MEMORY, os.W_OK) else tempfile.gettempdir()
+    _remove_abandoned(where)
+    return tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=where)
+
+
+def _remove_abandoned(where: str) -> None:
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(PRIVATE_PREFIX) :].split("-", 1)[0]
+        if name.startswith(PRIVATE_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(where, name), ignore_errors=True)
