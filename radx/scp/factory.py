@@ -324,14 +324,14 @@ class SCPFactory(ServerFactory):
         """What records an association's instances from the storage thread (see InstanceReception), or None.
 
         The catalogue's row, then the events journal's record (radx.scp.hooks):
-        both before the Success.
+        both before the Success. The row is not here when L{row_starter}
+        gives what starts it.
         """
-        catalogue = self.catalogue
         events = self.events
+        in_catalogue = None if self._overlapping else self._catalogue_recorder(calling_ae_title, peer)
         if events is not None:
             # The title the peer called: radx's own, or with
             # --accept-any-called-aet any (DCMTK's #c is the association's).
-            in_catalogue = self._catalogue_recorder(calling_ae_title, peer)
 
             def record_both(writer, stored) -> str | None:
                 not_catalogued = in_catalogue(writer, stored) if in_catalogue is not None else None
@@ -339,17 +339,34 @@ class SCPFactory(ServerFactory):
                 return not_catalogued
 
             return record_both
-        if catalogue is None:
-            return None
-        return self._catalogue_recorder(calling_ae_title, peer)
+        return in_catalogue
 
-    def _catalogue_recorder(self, calling_ae_title: str | None, peer: str):
+    def row_starter(self, calling_ae_title: str | None, peer: str):
+        """
+        What starts the catalogue's row once the file is at its final path
+        (InstanceReception's ``alongside``), on the catalogue's own thread
+        while the storage thread makes the new entry durable; None when
+        the row is written by the storage thread itself (no catalogue, or
+        one that does not overlap: radx.catalogue.received; or no fsync,
+        which leaves nothing to overlap).
+        """
+        if not self._overlapping:
+            return None
+        return self._catalogue_recorder(calling_ae_title, peer, self.catalogue.record_soon)
+
+    @property
+    def _overlapping(self) -> bool:
+        catalogue = self.catalogue
+        return catalogue is not None and catalogue.overlaps and self.config.fsync
+
+    def _catalogue_recorder(self, calling_ae_title: str | None, peer: str, record=None):
         catalogue = self.catalogue
         if catalogue is None:
             return None
+        record = record or catalogue.record
 
-        def record(writer, stored) -> str | None:
-            return catalogue.record(
+        def recorder(writer, stored):
+            return record(
                 stored.path,
                 writer.walked_values(),
                 writer.transfer_syntax_uid,
@@ -360,7 +377,7 @@ class SCPFactory(ServerFactory):
                 stat=writer.stat,
             )
 
-        return record
+        return recorder
 
     @property
     def catalogue_tags(self) -> frozenset:

@@ -155,6 +155,7 @@ class Operations:
             writer_factory,
             backlog=self.backlog,
             catalogue=factory.cataloguer(protocol.calling_ae_title, protocol.called_ae_title, protocol.peer),
+            alongside=factory.row_starter(protocol.calling_ae_title, protocol.peer),
         )
         self.store = PendingStore(request, context, reception)
 

@@ -70,6 +70,14 @@ class InstanceReception:
     records the instance stored, in the commit's job, before its result
     goes back to the reactor; what it answers (why there is no row, or
     None) is the result's C{not_catalogued}.
+
+    C{alongside}, if given, starts the catalogue's row on another thread
+    as soon as the file is at its final path, so that the row is written
+    while the folder's fsync makes the new entry durable, and returns what
+    waits for it (and answers as C{catalogue} would). The commit's job
+    waits for it after that fsync, failed or not, before C{catalogue}
+    (which then records only what else hears of the instance) and before
+    its result goes back to the reactor: the Success follows both.
     """
 
     def __init__(
@@ -84,6 +92,7 @@ class InstanceReception:
         high_water: int = 4 << 20,
         low_water: int = 1 << 20,
         catalogue: Callable[[InstanceWriter, StoredInstance], str | None] | None = None,
+        alongside: Callable[[InstanceWriter, StoredInstance], Callable[[], str | None]] | None = None,
     ):
         if backlog is None:
             backlog = Backlog(on_backlog, high_water, low_water)
@@ -96,6 +105,7 @@ class InstanceReception:
         self._batch_bytes = batch_bytes
         self._backlog = backlog
         self._catalogue = catalogue
+        self._alongside = alongside
 
         self._writer: InstanceWriter | None = None  # made and used on the threadpool
         self._buffer: list = []
@@ -253,10 +263,31 @@ class InstanceReception:
         writer = self._ensure_writer()
         if batch:
             writer.write(batch)
-        stored = writer.commit()
+        if self._alongside is None:
+            stored = writer.commit()
+        else:
+            stored = self._commit_alongside(writer)
         # An instance not stored (--on-duplicate keep or unique) has no file of its own to record.
         if self._catalogue is not None and stored.duplicate is None:
-            stored.not_catalogued = self._catalogue(writer, stored)
+            not_catalogued = self._catalogue(writer, stored)
+            if stored.not_catalogued is None:
+                stored.not_catalogued = not_catalogued
+        return stored
+
+    def _commit_alongside(self, writer: InstanceWriter) -> StoredInstance:
+        started = []
+        start = self._alongside
+
+        def renamed(stored: StoredInstance) -> None:
+            started.append(start(writer, stored))
+
+        try:
+            stored = writer.commit(renamed)
+        finally:
+            # Never left running past the job, even when the fsync failed.
+            answers = [wait() for wait in started]
+        if answers:
+            stored.not_catalogued = answers[0]
         return stored
 
     def _discard_job(self, batch: list) -> None:

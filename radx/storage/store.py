@@ -8,6 +8,7 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 from radx.storage.errors import (
     DataSetMismatch,
@@ -267,9 +268,16 @@ class InstanceWriter:
             self.discard()
             raise WriteFailed(f"cannot write: {_describe(e)}") from None
 
-    def commit(self) -> StoredInstance:
+    def commit(self, renamed: Callable[[StoredInstance], None] | None = None) -> StoredInstance:
         """
         Check the whole file and move it into place, durably.
+
+        ``renamed``, if given, is called with the L{StoredInstance} (the
+        one returned) once the file is at its final path, before its new
+        entry is made durable (the folder's fsync): what it starts on
+        another thread runs while that fsync waits for the disk. Not
+        called for a duplicate not stored. Should the fsync then fail, the
+        file is taken back as for any failure, after the call.
 
         @raise WriteFailed: on any file-system error.
         @raise MalformedDataSet: the data set does not end as it should.
@@ -283,6 +291,7 @@ class InstanceWriter:
         """
         if self._fd is None or self._temp_name is None:
             raise self._closed()
+        on_renamed = renamed
         temp, incoming = self._temp_name, self._folders.incoming
         final = None
         directory = None
@@ -359,6 +368,10 @@ class InstanceWriter:
                 self.discard()  # not stored: the file found stays
             renamed = duplicate is None
             self.temp_path = self._temp_name = None
+            path = os.path.join(self.tree.path, *components[:-1], final)
+            stored = StoredInstance(path, replaced, self._warnings + warnings, duplicate)
+            if renamed and on_renamed is not None:
+                on_renamed(stored)
 
             # 6. The new entry durable.
             if self.fsync and renamed:
@@ -372,8 +385,7 @@ class InstanceWriter:
         finally:
             for fd in opened:
                 os.close(fd)
-        path = os.path.join(self.tree.path, *components[:-1], final)
-        return StoredInstance(path, replaced, self._warnings + warnings, duplicate)
+        return stored
 
     def _layout_values(self, temp: str, incoming: int) -> dict:
         """The values of a template's keywords beyond the UIDs read for every instance."""
