@@ -1,6 +1,7 @@
 """Tests for radx.scp.storing, with a threadpool the test runs step by step."""
 
 import os
+import threading
 from functools import partial
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -416,3 +417,179 @@ class DiskTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(aborted))
         self.assertTrue(os.path.isfile(stored.path))
         self.assertEqual(self.files(), [os.path.join(STUDY, SERIES, SOP_INSTANCE + ".dcm")])
+
+
+class FolderSyncHeld(InstanceWriter):
+    """The real writer, whose folder fsync says when it starts and waits, if asked, until the test lets it end."""
+
+    def __init__(self, *args, steps, release=None, durable=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = steps
+        self.release = release
+        self.durable = durable
+
+    def _sync_folder(self, directory):
+        self.steps.append("folder fsync")
+        if self.release is not None:
+            _wait(self.release)
+        super()._sync_folder(directory)
+        self.steps.append("folder durable")
+        if self.durable is not None:
+            self.durable.set()
+
+
+def _wait(event):
+    # Not a bound on how long anything takes: only that a broken test ends.
+    if not event.wait(600):
+        raise AssertionError("never released")
+
+
+class AlongsideTests(SynchronousTestCase):
+    """
+    The row started on another thread once the file is in place, while the
+    storage thread makes its entry durable: real threads, each step let go
+    by the test, so the order is the code's, not the clock's.
+    """
+
+    def setUp(self):
+        self.output = os.path.abspath(self.mktemp())
+        self.pool = SteppedThreadPool()
+        self.steps = []
+        self.row_started = threading.Event()
+        self.row_done = threading.Event()
+        self.durable = threading.Event()
+
+    def reception(self, row_release=None, folder_release=None, answer=None):
+        steps = self.steps
+
+        def alongside(writer, stored):
+            temporary = os.listdir(os.path.join(self.output, INCOMING))
+            steps.append(("row started", os.path.isfile(stored.path), temporary))
+            result = []
+
+            def record():
+                self.row_started.set()
+                if row_release is not None:
+                    _wait(row_release)
+                steps.append("row written")
+                result.append(answer)
+                self.row_done.set()
+
+            thread = threading.Thread(target=record)
+            thread.start()
+
+            def wait():
+                thread.join()
+                steps.append("row waited for")
+                return result[0]
+
+            return wait
+
+        factory = partial(
+            FolderSyncHeld,
+            OutputTree(self.output),
+            sop_class_uid=SOP_CLASS,
+            sop_instance_uid=SOP_INSTANCE,
+            transfer_syntax_uid=EXPLICIT_LE,
+            calling_ae_title="STORESCU",
+            steps=steps,
+            release=folder_release,
+            durable=self.durable,
+        )
+        reception = InstanceReception(ThreadlessReactor(), self.pool, factory, alongside=alongside)
+        reception.write(data_set())
+        return reception
+
+    def commit_on_a_thread(self):
+        thread = threading.Thread(target=self.pool.run_all)
+        thread.start()
+        self.addCleanup(thread.join)
+        return thread
+
+    def test_row_after_the_rename_success_after_both(self):
+        """The row starts with the file at its final path; the folder's fsync runs meanwhile; the result waits for the row."""
+        release = threading.Event()
+        reception = self.reception(row_release=release, answer="the catalogue is locked")
+        finished = reception.finish()
+        storage = self.commit_on_a_thread()
+        _wait(self.row_started)
+        # The storage thread reaches the fsync, and ends it, while the row is held.
+        _wait(self.durable)
+        self.assertNoResult(finished)
+        self.assertEqual(self.steps, [("row started", True, []), "folder fsync", "folder durable"])
+        release.set()
+        storage.join()
+        stored = self.successResultOf(finished)
+        self.assertEqual(stored.not_catalogued, "the catalogue is locked")
+        self.assertEqual(self.steps[3:], ["row written", "row waited for"])
+
+    def test_success_waits_for_the_folder_fsync(self):
+        """The row written first: the result still waits for the folder's entry to be durable."""
+        release = threading.Event()
+        reception = self.reception(folder_release=release)
+        finished = reception.finish()
+        storage = self.commit_on_a_thread()
+        _wait(self.row_done)
+        self.assertNoResult(finished)
+        self.assertEqual(self.steps[0], ("row started", True, []))
+        self.assertNotIn("folder durable", self.steps)
+        release.set()
+        storage.join()
+        self.assertIsNone(self.successResultOf(finished).not_catalogued)
+        self.assertEqual(self.steps[-2:], ["folder durable", "row waited for"])
+
+    def test_row_waited_for_when_the_fsync_fails(self):
+        """The folder's fsync fails: the instance is refused, and only once the row's thread is done."""
+
+        class FsyncFails(FolderSyncHeld):
+            def _sync_folder(self, directory):
+                self.steps.append("folder fsync")
+                raise OSError(5, "Input/output error")
+
+        steps = self.steps
+        reception = InstanceReception(
+            ThreadlessReactor(),
+            self.pool,
+            partial(
+                FsyncFails,
+                OutputTree(self.output),
+                sop_class_uid=SOP_CLASS,
+                sop_instance_uid=SOP_INSTANCE,
+                transfer_syntax_uid=EXPLICIT_LE,
+                calling_ae_title="STORESCU",
+                steps=steps,
+            ),
+            alongside=lambda writer, stored: (lambda: steps.append("row waited for")),
+        )
+        reception.write(data_set())
+        finished = reception.finish()
+        self.pool.run_all()
+        self.failureResultOf(finished, WriteFailed)
+        self.assertEqual(steps, ["folder fsync", "row waited for"])
+        # Taken back, as any commit that failed.
+        self.assertEqual([n for _, _, names in os.walk(self.output) for n in names], [])
+
+    def test_not_started_for_a_duplicate_kept(self):
+        """--on-duplicate keep: no file of its own, no row started."""
+        started = []
+        for pixels in (b"\x01\x00", b"\x02\x00"):
+            reception = InstanceReception(
+                ThreadlessReactor(),
+                self.pool,
+                partial(
+                    InstanceWriter,
+                    OutputTree(self.output),
+                    sop_class_uid=SOP_CLASS,
+                    sop_instance_uid=SOP_INSTANCE,
+                    transfer_syntax_uid=EXPLICIT_LE,
+                    calling_ae_title="STORESCU",
+                    on_duplicate="keep",
+                ),
+                alongside=lambda writer, stored: (started.append(stored.path) or (lambda: None)),
+            )
+            reception.write(data_set(pixels=pixels * 8))
+            finished = reception.finish()
+            self.pool.run_all()
+            stored = self.successResultOf(finished)
+        self.assertEqual(stored.duplicate, "kept")
+        self.assertEqual(started, [stored.path])

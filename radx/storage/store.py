@@ -375,7 +375,7 @@ class InstanceWriter:
 
             # 6. The new entry durable.
             if self.fsync and renamed:
-                os.fsync(directory)
+                self._sync_folder(directory)
         except OSError as e:
             self._undo(renamed, replaced, final, directory)
             raise WriteFailed(f"cannot store: {_describe(e)}") from None
@@ -386,6 +386,10 @@ class InstanceWriter:
             for fd in opened:
                 os.close(fd)
         return stored
+
+    def _sync_folder(self, directory: int) -> None:
+        """The fsync that makes the file's new entry in its folder durable."""
+        os.fsync(directory)
 
     def _layout_values(self, temp: str, incoming: int) -> dict:
         """The values of a template's keywords beyond the UIDs read for every instance."""
