@@ -2,6 +2,7 @@
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -444,59 +445,49 @@ def _wait(event):
         raise AssertionError("never released")
 
 
-class AlongsideTests(SynchronousTestCase):
+class RowBesideTheFolderSyncTests(SynchronousTestCase):
     """
-    The row started on another thread once the file is in place, while the
-    storage thread makes its entry durable: real threads, each step let go
+    The catalogue's row written once the file is at its final path, while
+    another thread makes its entry durable: real threads, each step let go
     by the test, so the order is the code's, not the clock's.
     """
 
     def setUp(self):
         self.output = os.path.abspath(self.mktemp())
         self.pool = SteppedThreadPool()
+        self.folder_syncs = ThreadPoolExecutor(1)
+        self.addCleanup(self.folder_syncs.shutdown)
         self.steps = []
         self.row_started = threading.Event()
         self.row_done = threading.Event()
         self.durable = threading.Event()
 
-    def reception(self, row_release=None, folder_release=None, answer=None):
-        steps = self.steps
-
-        def alongside(writer, stored):
-            temporary = os.listdir(os.path.join(self.output, INCOMING))
-            steps.append(("row started", os.path.isfile(stored.path), temporary))
-            result = []
-
-            def record():
-                self.row_started.set()
-                if row_release is not None:
-                    _wait(row_release)
-                steps.append("row written")
-                result.append(answer)
-                self.row_done.set()
-
-            thread = threading.Thread(target=record)
-            thread.start()
-
-            def wait():
-                thread.join()
-                steps.append("row waited for")
-                return result[0]
-
-            return wait
-
-        factory = partial(
-            FolderSyncHeld,
+    def writer_factory(self, writer_class=FolderSyncHeld, **kwargs):
+        return partial(
+            writer_class,
             OutputTree(self.output),
             sop_class_uid=SOP_CLASS,
             sop_instance_uid=SOP_INSTANCE,
             transfer_syntax_uid=EXPLICIT_LE,
             calling_ae_title="STORESCU",
-            steps=steps,
-            release=folder_release,
-            durable=self.durable,
+            **kwargs,
         )
-        reception = InstanceReception(ThreadlessReactor(), self.pool, factory, alongside=alongside)
+
+    def reception(self, row_release=None, folder_release=None, answer=None, writer_class=FolderSyncHeld):
+        steps = self.steps
+
+        def row(writer, stored):
+            temporary = os.listdir(os.path.join(self.output, INCOMING))
+            steps.append(("row started", os.path.isfile(stored.path), temporary))
+            self.row_started.set()
+            if row_release is not None:
+                _wait(row_release)
+            steps.append("row written")
+            self.row_done.set()
+            return answer
+
+        factory = self.writer_factory(writer_class, steps=steps, release=folder_release, durable=self.durable)
+        reception = InstanceReception(ThreadlessReactor(), self.pool, factory, row=row, folder_syncs=self.folder_syncs)
         reception.write(data_set())
         return reception
 
@@ -507,89 +498,68 @@ class AlongsideTests(SynchronousTestCase):
         return thread
 
     def test_row_after_the_rename_success_after_both(self):
-        """The row starts with the file at its final path; the folder's fsync runs meanwhile; the result waits for the row."""
+        """The row starts with the file at its final path; the folder's fsync ends meanwhile; the result waits for the row."""
         release = threading.Event()
-        reception = self.reception(row_release=release, answer="the catalogue is locked")
-        finished = reception.finish()
+        finished = self.reception(row_release=release, answer="the catalogue is locked").finish()
         storage = self.commit_on_a_thread()
+        self.addCleanup(release.set)  # before the thread's join, should an assertion fail
         _wait(self.row_started)
-        # The storage thread reaches the fsync, and ends it, while the row is held.
+        # The fsync runs, and ends, while the row is held.
         _wait(self.durable)
         self.assertNoResult(finished)
-        self.assertEqual(self.steps, [("row started", True, []), "folder fsync", "folder durable"])
+        # The fsync's thread and the row's start in either order; the row is not written yet.
+        self.assertEqual(
+            sorted(self.steps, key=str), sorted([("row started", True, []), "folder fsync", "folder durable"], key=str)
+        )
         release.set()
         storage.join()
-        stored = self.successResultOf(finished)
-        self.assertEqual(stored.not_catalogued, "the catalogue is locked")
-        self.assertEqual(self.steps[3:], ["row written", "row waited for"])
+        self.assertEqual(self.successResultOf(finished).not_catalogued, "the catalogue is locked")
+        self.assertEqual(self.steps[-1], "row written")
 
     def test_success_waits_for_the_folder_fsync(self):
         """The row written first: the result still waits for the folder's entry to be durable."""
         release = threading.Event()
-        reception = self.reception(folder_release=release)
-        finished = reception.finish()
+        finished = self.reception(folder_release=release).finish()
         storage = self.commit_on_a_thread()
+        self.addCleanup(release.set)
         _wait(self.row_done)
         self.assertNoResult(finished)
-        self.assertEqual(self.steps[0], ("row started", True, []))
+        self.assertIn(("row started", True, []), self.steps)
         self.assertNotIn("folder durable", self.steps)
         release.set()
         storage.join()
         self.assertIsNone(self.successResultOf(finished).not_catalogued)
-        self.assertEqual(self.steps[-2:], ["folder durable", "row waited for"])
+        self.assertEqual(self.steps[-1], "folder durable")
 
-    def test_row_waited_for_when_the_fsync_fails(self):
-        """The folder's fsync fails: the instance is refused, and only once the row's thread is done."""
+    def test_fsync_fails(self):
+        """The folder's fsync fails: the instance is refused once the row is written, and its file taken back."""
 
         class FsyncFails(FolderSyncHeld):
             def _sync_folder(self, directory):
                 self.steps.append("folder fsync")
                 raise OSError(5, "Input/output error")
 
-        steps = self.steps
-        reception = InstanceReception(
-            ThreadlessReactor(),
-            self.pool,
-            partial(
-                FsyncFails,
-                OutputTree(self.output),
-                sop_class_uid=SOP_CLASS,
-                sop_instance_uid=SOP_INSTANCE,
-                transfer_syntax_uid=EXPLICIT_LE,
-                calling_ae_title="STORESCU",
-                steps=steps,
-            ),
-            alongside=lambda writer, stored: (lambda: steps.append("row waited for")),
-        )
-        reception.write(data_set())
-        finished = reception.finish()
+        finished = self.reception(writer_class=FsyncFails).finish()
         self.pool.run_all()
         self.failureResultOf(finished, WriteFailed)
-        self.assertEqual(steps, ["folder fsync", "row waited for"])
-        # Taken back, as any commit that failed.
+        self.assertIn("row written", self.steps)
+        self.assertIn("folder fsync", self.steps)
         self.assertEqual([n for _, _, names in os.walk(self.output) for n in names], [])
 
-    def test_not_started_for_a_duplicate_kept(self):
-        """--on-duplicate keep: no file of its own, no row started."""
-        started = []
+    def test_not_recorded_for_a_duplicate_kept(self):
+        """--on-duplicate keep: no file of its own, no row."""
+        recorded = []
         for pixels in (b"\x01\x00", b"\x02\x00"):
             reception = InstanceReception(
                 ThreadlessReactor(),
                 self.pool,
-                partial(
-                    InstanceWriter,
-                    OutputTree(self.output),
-                    sop_class_uid=SOP_CLASS,
-                    sop_instance_uid=SOP_INSTANCE,
-                    transfer_syntax_uid=EXPLICIT_LE,
-                    calling_ae_title="STORESCU",
-                    on_duplicate="keep",
-                ),
-                alongside=lambda writer, stored: (started.append(stored.path) or (lambda: None)),
+                self.writer_factory(InstanceWriter, on_duplicate="keep"),
+                row=lambda writer, stored: recorded.append(stored.path),
+                folder_syncs=self.folder_syncs,
             )
             reception.write(data_set(pixels=pixels * 8))
             finished = reception.finish()
             self.pool.run_all()
             stored = self.successResultOf(finished)
         self.assertEqual(stored.duplicate, "kept")
-        self.assertEqual(started, [stored.path])
+        self.assertEqual(recorded, [stored.path])

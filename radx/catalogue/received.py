@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from radx.catalogue.database import CatalogueError
 from radx.catalogue.indexer import index, now_utc
@@ -142,33 +141,6 @@ class ReceivedCatalogue:
         self._per_thread = is_postgresql(target)
         self._own = threading.local()
         self._connections: set = set()
-        # SQLite: the thread that writes the rows started by record_soon,
-        # made at the first.
-        self._writer: ThreadPoolExecutor | None = None
-
-    @property
-    def overlaps(self) -> bool:
-        """
-        Whether the storage threads start their rows with L{record_soon}:
-        with SQLite, whose one connection takes one row at a time anyway,
-        a thread of its own writes them, each while its storage thread
-        waits for the folder's fsync. Not with PostgreSQL: its storage
-        threads commit at once, each on its own connection, and one
-        thread would queue them.
-        """
-        return not self._per_thread
-
-    def record_soon(self, *arguments, **keywords):
-        """
-        L{record} on the catalogue's own thread; what waits for it and
-        answers as L{record} does (an unexpected error raised there
-        raises again in the waiting thread).
-        """
-        with self._opening:
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="radx-catalogue")
-            future = self._writer.submit(self.record, *arguments, **keywords)
-        return future.result
 
     def _current(self):
         if self._per_thread:
@@ -380,9 +352,6 @@ class ReceivedCatalogue:
         with self._opening:
             catalogue, self._catalogue = self._catalogue, None
             connections, self._connections = self._connections, set()
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.shutdown(wait=True)
         if catalogue is not None:
             catalogue.close()
         for connection in connections:

@@ -103,6 +103,7 @@ class SCPFactory(ServerFactory):
                 on_back=lambda missed: reactor.callFromThread(self.catalogue_back, missed),
             )
             self.stats.catalogue_failures = 0
+        self._folder_syncs = None
         # The hooks and events (radx.scp.hooks): recorded by the storage
         # threads beside the catalogue, run by the reactor.
         self.events = None
@@ -324,8 +325,8 @@ class SCPFactory(ServerFactory):
         """What records an association's instances from the storage thread (see InstanceReception), or None.
 
         The catalogue's row, then the events journal's record (radx.scp.hooks):
-        both before the Success. The row is not here when L{row_starter}
-        gives what starts it.
+        both before the Success. The row is not here when L{row_recorder}
+        gives what records it.
         """
         events = self.events
         in_catalogue = None if self._overlapping else self._catalogue_recorder(calling_ae_title, peer)
@@ -341,32 +342,50 @@ class SCPFactory(ServerFactory):
             return record_both
         return in_catalogue
 
-    def row_starter(self, calling_ae_title: str | None, peer: str):
+    def row_recorder(self, calling_ae_title: str | None, peer: str):
         """
-        What starts the catalogue's row once the file is at its final path
-        (InstanceReception's ``alongside``), on the catalogue's own thread
-        while the storage thread makes the new entry durable; None when
-        the row is written by the storage thread itself (no catalogue, or
-        one that does not overlap: radx.catalogue.received; or no fsync,
-        which leaves nothing to overlap).
+        What records the catalogue's row while the file's new entry is made
+        durable on L{folder_syncs} (InstanceReception's ``row``); None when
+        the row comes after it, in L{cataloguer}: no catalogue, or no fsync
+        to overlap (--no-fsync).
         """
         if not self._overlapping:
             return None
-        return self._catalogue_recorder(calling_ae_title, peer, self.catalogue.record_soon)
+        return self._catalogue_recorder(calling_ae_title, peer)
 
     @property
     def _overlapping(self) -> bool:
-        catalogue = self.catalogue
-        return catalogue is not None and catalogue.overlaps and self.config.fsync
+        return self.catalogue is not None and self.config.fsync
 
-    def _catalogue_recorder(self, calling_ae_title: str | None, peer: str, record=None):
+    @property
+    def folder_syncs(self):
+        """
+        The threads that fsync a stored file's folder while its storage
+        thread writes the catalogue's row: as many as storage threads,
+        made at the first need; None without a row to overlap.
+        """
+        if not self._overlapping:
+            return None
+        if self._folder_syncs is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            threads = getattr(self.threadpool, "max", None) or 1
+            self._folder_syncs = ThreadPoolExecutor(threads, thread_name_prefix="radx-folder-sync")
+        return self._folder_syncs
+
+    def stop_folder_syncs(self) -> None:
+        """Once the associations are done: the folder's fsync threads end."""
+        folder_syncs, self._folder_syncs = self._folder_syncs, None
+        if folder_syncs is not None:
+            folder_syncs.shutdown(wait=False)
+
+    def _catalogue_recorder(self, calling_ae_title: str | None, peer: str):
         catalogue = self.catalogue
         if catalogue is None:
             return None
-        record = record or catalogue.record
 
-        def recorder(writer, stored):
-            return record(
+        def record(writer, stored) -> str | None:
+            return catalogue.record(
                 stored.path,
                 writer.walked_values(),
                 writer.transfer_syntax_uid,
@@ -377,7 +396,7 @@ class SCPFactory(ServerFactory):
                 stat=writer.stat,
             )
 
-        return recorder
+        return record
 
     @property
     def catalogue_tags(self) -> frozenset:

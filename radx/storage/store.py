@@ -8,6 +8,7 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass, field
+from concurrent.futures import Executor
 from typing import Callable
 
 from radx.storage.errors import (
@@ -268,16 +269,22 @@ class InstanceWriter:
             self.discard()
             raise WriteFailed(f"cannot write: {_describe(e)}") from None
 
-    def commit(self, renamed: Callable[[StoredInstance], None] | None = None) -> StoredInstance:
+    def commit(
+        self,
+        renamed: Callable[[StoredInstance], None] | None = None,
+        folder_syncs: Executor | None = None,
+    ) -> StoredInstance:
         """
         Check the whole file and move it into place, durably.
 
-        ``renamed``, if given, is called with the L{StoredInstance} (the
-        one returned) once the file is at its final path, before its new
-        entry is made durable (the folder's fsync): what it starts on
-        another thread runs while that fsync waits for the disk. Not
-        called for a duplicate not stored. Should the fsync then fail, the
-        file is taken back as for any failure, after the call.
+        ``renamed``, if given, is called on this thread with the
+        L{StoredInstance} (the one returned) once the file is at its final
+        path, before the commit returns; not for a duplicate not stored.
+        With ``folder_syncs``, the fsync that makes the file's new entry
+        durable runs there meanwhile, and the commit returns once both
+        have ended: what ``renamed`` does takes none of the fsync's time.
+        Should that fsync fail, the file is taken back as for any failure,
+        after ``renamed`` has returned.
 
         @raise WriteFailed: on any file-system error.
         @raise MalformedDataSet: the data set does not end as it should.
@@ -370,11 +377,19 @@ class InstanceWriter:
             self.temp_path = self._temp_name = None
             path = os.path.join(self.tree.path, *components[:-1], final)
             stored = StoredInstance(path, replaced, self._warnings + warnings, duplicate)
+            # 6. The new entry durable: here, or meanwhile on folder_syncs.
+            sync = self.fsync and renamed
             if renamed and on_renamed is not None:
-                on_renamed(stored)
-
-            # 6. The new entry durable.
-            if self.fsync and renamed:
+                if sync and folder_syncs is not None:
+                    durable = folder_syncs.submit(self._sync_folder, directory)
+                    sync = False
+                    try:
+                        on_renamed(stored)
+                    finally:
+                        durable.result()
+                else:
+                    on_renamed(stored)
+            if sync:
                 self._sync_folder(directory)
         except OSError as e:
             self._undo(renamed, replaced, final, directory)
