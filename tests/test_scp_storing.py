@@ -250,6 +250,19 @@ class FailureOrderingTests(SynchronousTestCase):
         self.assertEqual(self.log[-1], ("discard",))
 
 
+def writer_factory(output, writer_class=InstanceWriter, **kwargs):
+    """What makes the real writer (or ``writer_class``) of the test instance into ``output``."""
+    return partial(
+        writer_class,
+        OutputTree(output),
+        sop_class_uid=SOP_CLASS,
+        sop_instance_uid=SOP_INSTANCE,
+        transfer_syntax_uid=EXPLICIT_LE,
+        calling_ae_title="STORESCU",
+        **kwargs,
+    )
+
+
 class DiskTests(SynchronousTestCase):
     """With the real InstanceWriter, in a temporary directory."""
 
@@ -258,14 +271,7 @@ class DiskTests(SynchronousTestCase):
         self.pool = SteppedThreadPool()
 
     def writer_factory(self, writer_class=InstanceWriter):
-        return partial(
-            writer_class,
-            OutputTree(self.output),
-            sop_class_uid=SOP_CLASS,
-            sop_instance_uid=SOP_INSTANCE,
-            transfer_syntax_uid=EXPLICIT_LE,
-            calling_ae_title="STORESCU",
-        )
+        return writer_factory(self.output, writer_class)
 
     def reception(self, writer_class=InstanceWriter, **kwargs):
         kwargs.setdefault("batch_bytes", 4096)
@@ -463,15 +469,7 @@ class RowBesideTheFolderSyncTests(SynchronousTestCase):
         self.durable = threading.Event()
 
     def writer_factory(self, writer_class=FolderSyncHeld, **kwargs):
-        return partial(
-            writer_class,
-            OutputTree(self.output),
-            sop_class_uid=SOP_CLASS,
-            sop_instance_uid=SOP_INSTANCE,
-            transfer_syntax_uid=EXPLICIT_LE,
-            calling_ae_title="STORESCU",
-            **kwargs,
-        )
+        return writer_factory(self.output, writer_class, **kwargs)
 
     def reception(self, row_release=None, folder_release=None, answer=None, writer_class=FolderSyncHeld):
         steps = self.steps
