@@ -248,30 +248,3 @@ class CatalogueDownTests(SynchronousTestCase):
         self.assertEqual(self.pool.jobs, [])
         self.assertEqual(self.rows(), 2)
         self.assertEqual(len([line for line in self.lines(LogLevel.info) if "brought up to date" in line]), 2)
-
-
-class RowBesideTheFolderSyncTests(SynchronousTestCase):
-    """Which of the factory's hooks writes the row: beside the folder's fsync, or after it with --no-fsync; never both."""
-
-    def factory(self, **options):
-        from radx.scp.factory import SCPFactory, ServerConfig
-
-        folder = os.path.abspath(self.mktemp())
-        config = ServerConfig(output_dir=folder, catalogue=os.path.join(os.path.dirname(folder), "r.db"), **options)
-        factory = SCPFactory(config, ThreadlessReactor(), SteppedThreadPool())
-        self.addCleanup(factory.catalogue.close)
-        self.addCleanup(factory.stop_folder_syncs)
-        return factory
-
-    def test_beside_the_fsync(self):
-        factory = self.factory()
-        self.assertIsNotNone(factory.row_recorder("SCU", "127.0.0.1"))
-        self.assertIsNotNone(factory.folder_syncs)
-        self.assertIs(factory.folder_syncs, factory.folder_syncs)
-        self.assertIsNone(factory.cataloguer("SCU", "RADX-SCP", "127.0.0.1"))
-
-    def test_after_the_rename_without_fsync(self):
-        factory = self.factory(fsync=False)
-        self.assertIsNone(factory.row_recorder("SCU", "127.0.0.1"))
-        self.assertIsNone(factory.folder_syncs)
-        self.assertIsNotNone(factory.cataloguer("SCU", "RADX-SCP", "127.0.0.1"))

@@ -1,8 +1,6 @@
 """Tests for radx.scp.storing, with a threadpool the test runs step by step."""
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -250,19 +248,6 @@ class FailureOrderingTests(SynchronousTestCase):
         self.assertEqual(self.log[-1], ("discard",))
 
 
-def writer_factory(output, writer_class=InstanceWriter, **kwargs):
-    """What makes the real writer (or ``writer_class``) of the test instance into ``output``."""
-    return partial(
-        writer_class,
-        OutputTree(output),
-        sop_class_uid=SOP_CLASS,
-        sop_instance_uid=SOP_INSTANCE,
-        transfer_syntax_uid=EXPLICIT_LE,
-        calling_ae_title="STORESCU",
-        **kwargs,
-    )
-
-
 class DiskTests(SynchronousTestCase):
     """With the real InstanceWriter, in a temporary directory."""
 
@@ -271,7 +256,14 @@ class DiskTests(SynchronousTestCase):
         self.pool = SteppedThreadPool()
 
     def writer_factory(self, writer_class=InstanceWriter):
-        return writer_factory(self.output, writer_class)
+        return partial(
+            writer_class,
+            OutputTree(self.output),
+            sop_class_uid=SOP_CLASS,
+            sop_instance_uid=SOP_INSTANCE,
+            transfer_syntax_uid=EXPLICIT_LE,
+            calling_ae_title="STORESCU",
+        )
 
     def reception(self, writer_class=InstanceWriter, **kwargs):
         kwargs.setdefault("batch_bytes", 4096)
@@ -424,140 +416,3 @@ class DiskTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(aborted))
         self.assertTrue(os.path.isfile(stored.path))
         self.assertEqual(self.files(), [os.path.join(STUDY, SERIES, SOP_INSTANCE + ".dcm")])
-
-
-class FolderSyncHeld(InstanceWriter):
-    """The real writer, whose folder fsync says when it starts and waits, if asked, until the test lets it end."""
-
-    def __init__(self, *args, steps, release=None, durable=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.steps = steps
-        self.release = release
-        self.durable = durable
-
-    def _sync_folder(self, directory):
-        self.steps.append("folder fsync")
-        if self.release is not None:
-            _wait(self.release)
-        super()._sync_folder(directory)
-        self.steps.append("folder durable")
-        if self.durable is not None:
-            self.durable.set()
-
-
-def _wait(event):
-    # Not a bound on how long anything takes: only that a broken test ends.
-    if not event.wait(600):
-        raise AssertionError("never released")
-
-
-class RowBesideTheFolderSyncTests(SynchronousTestCase):
-    """
-    The catalogue's row written once the file is at its final path, while
-    another thread makes its entry durable: real threads, each step let go
-    by the test, so the order is the code's, not the clock's.
-    """
-
-    def setUp(self):
-        self.output = os.path.abspath(self.mktemp())
-        self.pool = SteppedThreadPool()
-        self.folder_syncs = ThreadPoolExecutor(1)
-        self.addCleanup(self.folder_syncs.shutdown)
-        self.steps = []
-        self.row_started = threading.Event()
-        self.row_done = threading.Event()
-        self.durable = threading.Event()
-
-    def writer_factory(self, writer_class=FolderSyncHeld, **kwargs):
-        return writer_factory(self.output, writer_class, **kwargs)
-
-    def reception(self, row_release=None, folder_release=None, answer=None, writer_class=FolderSyncHeld):
-        steps = self.steps
-
-        def row(writer, stored):
-            temporary = os.listdir(os.path.join(self.output, INCOMING))
-            steps.append(("row started", os.path.isfile(stored.path), temporary))
-            self.row_started.set()
-            if row_release is not None:
-                _wait(row_release)
-            steps.append("row written")
-            self.row_done.set()
-            return answer
-
-        factory = self.writer_factory(writer_class, steps=steps, release=folder_release, durable=self.durable)
-        reception = InstanceReception(ThreadlessReactor(), self.pool, factory, row=row, folder_syncs=self.folder_syncs)
-        reception.write(data_set())
-        return reception
-
-    def commit_on_a_thread(self):
-        thread = threading.Thread(target=self.pool.run_all)
-        thread.start()
-        self.addCleanup(thread.join)
-        return thread
-
-    def test_row_after_the_rename_success_after_both(self):
-        """The row starts with the file at its final path; the folder's fsync ends meanwhile; the result waits for the row."""
-        release = threading.Event()
-        finished = self.reception(row_release=release, answer="the catalogue is locked").finish()
-        storage = self.commit_on_a_thread()
-        self.addCleanup(release.set)  # before the thread's join, should an assertion fail
-        _wait(self.row_started)
-        # The fsync runs, and ends, while the row is held.
-        _wait(self.durable)
-        self.assertNoResult(finished)
-        # The fsync's thread and the row's start in either order; the row is not written yet.
-        self.assertEqual(
-            sorted(self.steps, key=str), sorted([("row started", True, []), "folder fsync", "folder durable"], key=str)
-        )
-        release.set()
-        storage.join()
-        self.assertEqual(self.successResultOf(finished).not_catalogued, "the catalogue is locked")
-        self.assertEqual(self.steps[-1], "row written")
-
-    def test_success_waits_for_the_folder_fsync(self):
-        """The row written first: the result still waits for the folder's entry to be durable."""
-        release = threading.Event()
-        finished = self.reception(folder_release=release).finish()
-        storage = self.commit_on_a_thread()
-        self.addCleanup(release.set)
-        _wait(self.row_done)
-        self.assertNoResult(finished)
-        self.assertIn(("row started", True, []), self.steps)
-        self.assertNotIn("folder durable", self.steps)
-        release.set()
-        storage.join()
-        self.assertIsNone(self.successResultOf(finished).not_catalogued)
-        self.assertEqual(self.steps[-1], "folder durable")
-
-    def test_fsync_fails(self):
-        """The folder's fsync fails: the instance is refused once the row is written, and its file taken back."""
-
-        class FsyncFails(FolderSyncHeld):
-            def _sync_folder(self, directory):
-                self.steps.append("folder fsync")
-                raise OSError(5, "Input/output error")
-
-        finished = self.reception(writer_class=FsyncFails).finish()
-        self.pool.run_all()
-        self.failureResultOf(finished, WriteFailed)
-        self.assertIn("row written", self.steps)
-        self.assertIn("folder fsync", self.steps)
-        self.assertEqual([n for _, _, names in os.walk(self.output) for n in names], [])
-
-    def test_not_recorded_for_a_duplicate_kept(self):
-        """--on-duplicate keep: no file of its own, no row."""
-        recorded = []
-        for pixels in (b"\x01\x00", b"\x02\x00"):
-            reception = InstanceReception(
-                ThreadlessReactor(),
-                self.pool,
-                self.writer_factory(InstanceWriter, on_duplicate="keep"),
-                row=lambda writer, stored: recorded.append(stored.path),
-                folder_syncs=self.folder_syncs,
-            )
-            reception.write(data_set(pixels=pixels * 8))
-            finished = reception.finish()
-            self.pool.run_all()
-            stored = self.successResultOf(finished)
-        self.assertEqual(stored.duplicate, "kept")
-        self.assertEqual(recorded, [stored.path])

@@ -419,7 +419,6 @@ class ScpService(service.MultiService):
         if catalogue is not None:
             catalogue.stopping = True
         yield self.factory.shut_down()
-        self.factory.stop_folder_syncs()
         if self.factory.events is not None:
             # After the associations: each Success sent has had its hook started.
             yield self.factory.events.stop()

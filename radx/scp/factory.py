@@ -103,7 +103,6 @@ class SCPFactory(ServerFactory):
                 on_back=lambda missed: reactor.callFromThread(self.catalogue_back, missed),
             )
             self.stats.catalogue_failures = 0
-        self._folder_syncs = None
         # The hooks and events (radx.scp.hooks): recorded by the storage
         # threads beside the catalogue, run by the reactor.
         self.events = None
@@ -325,14 +324,14 @@ class SCPFactory(ServerFactory):
         """What records an association's instances from the storage thread (see InstanceReception), or None.
 
         The catalogue's row, then the events journal's record (radx.scp.hooks):
-        both before the Success. The row is not here when L{row_recorder}
-        gives what records it.
+        both before the Success.
         """
+        catalogue = self.catalogue
         events = self.events
-        in_catalogue = None if self._overlapping else self._catalogue_recorder(calling_ae_title, peer)
         if events is not None:
             # The title the peer called: radx's own, or with
             # --accept-any-called-aet any (DCMTK's #c is the association's).
+            in_catalogue = self._catalogue_recorder(calling_ae_title, peer)
 
             def record_both(writer, stored) -> str | None:
                 not_catalogued = in_catalogue(writer, stored) if in_catalogue is not None else None
@@ -340,44 +339,9 @@ class SCPFactory(ServerFactory):
                 return not_catalogued
 
             return record_both
-        return in_catalogue
-
-    def row_recorder(self, calling_ae_title: str | None, peer: str):
-        """
-        What records the catalogue's row while the file's new entry is made
-        durable on L{folder_syncs} (InstanceReception's ``row``); None when
-        the row comes after it, in L{cataloguer}: no catalogue, or no fsync
-        to overlap (--no-fsync).
-        """
-        if not self._overlapping:
+        if catalogue is None:
             return None
         return self._catalogue_recorder(calling_ae_title, peer)
-
-    @property
-    def _overlapping(self) -> bool:
-        return self.catalogue is not None and self.config.fsync
-
-    @property
-    def folder_syncs(self):
-        """
-        The threads that fsync a stored file's folder while its storage
-        thread writes the catalogue's row: as many as storage threads,
-        made at the first need; None without a row to overlap.
-        """
-        if not self._overlapping:
-            return None
-        if self._folder_syncs is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            threads = getattr(self.threadpool, "max", None) or 1
-            self._folder_syncs = ThreadPoolExecutor(threads, thread_name_prefix="radx-folder-sync")
-        return self._folder_syncs
-
-    def stop_folder_syncs(self) -> None:
-        """Once the associations are done: the folder's fsync threads end."""
-        folder_syncs, self._folder_syncs = self._folder_syncs, None
-        if folder_syncs is not None:
-            folder_syncs.shutdown(wait=False)
 
     def _catalogue_recorder(self, calling_ae_title: str | None, peer: str):
         catalogue = self.catalogue

@@ -155,8 +155,6 @@ class Operations:
             writer_factory,
             backlog=self.backlog,
             catalogue=factory.cataloguer(protocol.calling_ae_title, protocol.called_ae_title, protocol.peer),
-            row=factory.row_recorder(protocol.calling_ae_title, protocol.peer),
-            folder_syncs=factory.folder_syncs,
         )
         self.store = PendingStore(request, context, reception)
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
 from time import perf_counter
 from typing import Callable
 
@@ -71,14 +70,6 @@ class InstanceReception:
     records the instance stored, in the commit's job, before its result
     goes back to the reactor; what it answers (why there is no row, or
     None) is the result's C{not_catalogued}.
-
-    C{row}, if given with C{folder_syncs} (an executor), records the
-    catalogue's row as soon as the file is at its final path, while the
-    fsync that makes its new entry durable runs on C{folder_syncs}; it
-    answers as C{catalogue} would. The commit's job goes on once both
-    have ended, fsync failed or not, to C{catalogue} (which then records
-    only what else hears of the instance), and its result goes back to
-    the reactor after: the Success follows both.
     """
 
     def __init__(
@@ -93,8 +84,6 @@ class InstanceReception:
         high_water: int = 4 << 20,
         low_water: int = 1 << 20,
         catalogue: Callable[[InstanceWriter, StoredInstance], str | None] | None = None,
-        row: Callable[[InstanceWriter, StoredInstance], str | None] | None = None,
-        folder_syncs: Executor | None = None,
     ):
         if backlog is None:
             backlog = Backlog(on_backlog, high_water, low_water)
@@ -107,8 +96,6 @@ class InstanceReception:
         self._batch_bytes = batch_bytes
         self._backlog = backlog
         self._catalogue = catalogue
-        self._row = row if folder_syncs is not None else None
-        self._folder_syncs = folder_syncs
 
         self._writer: InstanceWriter | None = None  # made and used on the threadpool
         self._buffer: list = []
@@ -266,27 +253,10 @@ class InstanceReception:
         writer = self._ensure_writer()
         if batch:
             writer.write(batch)
-        if self._row is None:
-            stored = writer.commit()
-        else:
-            stored = self._commit_with_row(writer)
+        stored = writer.commit()
         # An instance not stored (--on-duplicate keep or unique) has no file of its own to record.
         if self._catalogue is not None and stored.duplicate is None:
-            not_catalogued = self._catalogue(writer, stored)
-            if stored.not_catalogued is None:
-                stored.not_catalogued = not_catalogued
-        return stored
-
-    def _commit_with_row(self, writer: InstanceWriter) -> StoredInstance:
-        answers = []
-        row = self._row
-
-        def renamed(stored: StoredInstance) -> None:
-            answers.append(row(writer, stored))
-
-        stored = writer.commit(renamed, self._folder_syncs)
-        if answers:
-            stored.not_catalogued = answers[0]
+            stored.not_catalogued = self._catalogue(writer, stored)
         return stored
 
     def _discard_job(self, batch: list) -> None:

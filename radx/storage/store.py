@@ -8,8 +8,6 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass, field
-from concurrent.futures import Executor
-from typing import Callable
 
 from radx.storage.errors import (
     DataSetMismatch,
@@ -269,22 +267,9 @@ class InstanceWriter:
             self.discard()
             raise WriteFailed(f"cannot write: {_describe(e)}") from None
 
-    def commit(
-        self,
-        renamed: Callable[[StoredInstance], None] | None = None,
-        folder_syncs: Executor | None = None,
-    ) -> StoredInstance:
+    def commit(self) -> StoredInstance:
         """
         Check the whole file and move it into place, durably.
-
-        ``renamed``, if given, is called on this thread with the
-        L{StoredInstance} (the one returned) once the file is at its final
-        path, before the commit returns; not for a duplicate not stored.
-        With ``folder_syncs``, the fsync that makes the file's new entry
-        durable runs there meanwhile, and the commit returns once both
-        have ended: what ``renamed`` does takes none of the fsync's time.
-        Should that fsync fail, the file is taken back as for any failure,
-        after ``renamed`` has returned.
 
         @raise WriteFailed: on any file-system error.
         @raise MalformedDataSet: the data set does not end as it should.
@@ -298,7 +283,6 @@ class InstanceWriter:
         """
         if self._fd is None or self._temp_name is None:
             raise self._closed()
-        on_renamed = renamed
         temp, incoming = self._temp_name, self._folders.incoming
         final = None
         directory = None
@@ -375,22 +359,10 @@ class InstanceWriter:
                 self.discard()  # not stored: the file found stays
             renamed = duplicate is None
             self.temp_path = self._temp_name = None
-            path = os.path.join(self.tree.path, *components[:-1], final)
-            stored = StoredInstance(path, replaced, self._warnings + warnings, duplicate)
-            # 6. The new entry durable: here, or meanwhile on folder_syncs.
-            sync = self.fsync and renamed
-            if renamed and on_renamed is not None:
-                if sync and folder_syncs is not None:
-                    durable = folder_syncs.submit(self._sync_folder, directory)
-                    sync = False
-                    try:
-                        on_renamed(stored)
-                    finally:
-                        durable.result()
-                else:
-                    on_renamed(stored)
-            if sync:
-                self._sync_folder(directory)
+
+            # 6. The new entry durable.
+            if self.fsync and renamed:
+                os.fsync(directory)
         except OSError as e:
             self._undo(renamed, replaced, final, directory)
             raise WriteFailed(f"cannot store: {_describe(e)}") from None
@@ -400,11 +372,8 @@ class InstanceWriter:
         finally:
             for fd in opened:
                 os.close(fd)
-        return stored
-
-    def _sync_folder(self, directory: int) -> None:
-        """The fsync that makes the file's new entry in its folder durable."""
-        os.fsync(directory)
+        path = os.path.join(self.tree.path, *components[:-1], final)
+        return StoredInstance(path, replaced, self._warnings + warnings, duplicate)
 
     def _layout_values(self, temp: str, incoming: int) -> dict:
         """The values of a template's keywords beyond the UIDs read for every instance."""
