@@ -78,11 +78,49 @@ class IndexTests(SynchronousTestCase):
         rows = self.catalogue.select(["calling_ae_title"], "file_name = ?", ["2.dcm"], 10)
         self.assertEqual(rows.rows, [("MODALITY",)])
 
+    def test_a_file_stored_again_while_catching_up_keeps_its_row(self):
+        """
+        modified_before: a file missing from the walk, stored again by the
+        running server (and recorded by it) before the removals, keeps the
+        server's row; the catch-up removes only rows whose file is still gone.
+        """
+        index(self.catalogue, self.folder)
+        again = os.path.join(self.folder, "study", "2.dcm")
+        with open(again, "rb") as fp:
+            data = fp.read()
+        os.remove(again)
+        started = max(os.stat(os.path.join(self.folder, "study", f"{n}.dcm")).st_mtime_ns for n in (1, 3)) + 1
+        catalogue = self.catalogue
+
+        class StoredMeanwhile(Progress):
+            # After the walk, before the removals: the server files it and records it.
+            def start(self, total):
+                super().start(total)
+                with open(again, "wb") as fp:
+                    fp.write(data)
+                os.utime(again, ns=(started, started + 10**9))
+                catalogue.record({"file_path": again, "file_name": "2.dcm", "calling_ae_title": "MODALITY"})
+
+        result = index(self.catalogue, self.folder, progress=StoredMeanwhile(), modified_before=started)
+        self.assertEqual(result.removed, 0)
+        self.assertEqual([os.path.basename(p) for p in self.paths()], ["1.dcm", "2.dcm", "3.dcm"])
+        rows = self.catalogue.select(["calling_ae_title"], "file_name = ?", ["2.dcm"], 10)
+        self.assertEqual(rows.rows, [("MODALITY",)])
+
     def test_a_file_no_longer_dicom(self):
         index(self.catalogue, self.folder)
         with open(os.path.join(self.folder, "study", "1.dcm"), "w") as fp:
             fp.write("overwritten")
         result = index(self.catalogue, self.folder)
+        self.assertEqual((result.removed, len(result.failures)), (1, 1))
+        self.assertEqual(len(self.paths()), 2)
+
+    def test_a_file_no_longer_dicom_while_catching_up(self):
+        """modified_before: a file there, but no longer DICOM, still loses its row."""
+        index(self.catalogue, self.folder)
+        with open(os.path.join(self.folder, "study", "1.dcm"), "w") as fp:
+            fp.write("overwritten")
+        result = index(self.catalogue, self.folder, modified_before=2**63 - 1)
         self.assertEqual((result.removed, len(result.failures)), (1, 1))
         self.assertEqual(len(self.paths()), 2)
 

@@ -151,6 +151,7 @@ def index(
             else:
                 to_read.append((path, stat, before is not None))
         gone = list(known)
+        unreadable = set()
         progress.start(len(to_read))
         stamp = now_utc()
         rows = []
@@ -162,6 +163,7 @@ def index(
                 result.failures.append((path, reason))
                 if existed:
                     gone.append(path)
+                    unreadable.add(path)
             else:
                 row["indexed_at"] = stamp
                 rows.append(row)
@@ -176,6 +178,10 @@ def index(
             progress.advance()
         catalogue.record_many(rows)
         indexed += len(rows)
+        if modified_before is not None:
+            # A running server may have stored a file the walk missed again
+            # since, and recorded it: of those, only the rows of files still gone go.
+            gone = [path for path in gone if path in unreadable or not os.path.lexists(path)]
         catalogue.remove(gone)
         result.removed = len(gone)
     except KeyboardInterrupt:
