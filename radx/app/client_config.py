@@ -19,20 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from radx.app import flag_values as values
-from radx.app.config import DEFAULT_PORT, Flag
+from radx.app.config import DEFAULT_PORT, Flag, TLSFiles
 from radx.scu.config import RequestorConfig
 
 
 @dataclass(frozen=True)
-class ClientTLS:
-    """DICOM TLS (PS3.15 B.9) from the requestor's side: what the server's certificate must chain to and name, and this side's own."""
+class ClientTLS(TLSFiles):
+    """
+    The requestor's TLS: the server's certificate must chain to ``ca``
+    (None: the system's CAs) and name ``server_name`` (None: the host's
+    name); ``certificate`` and ``key`` for a server that requires a
+    client certificate.
+    """
 
-    # None: the system's CAs.
-    ca: str | None = None
-    # For a server that requires a client certificate: this side's, and its key.
-    certificate: str | None = None
-    key: str | None = None
-    # None: the host's name.
     server_name: str | None = None
 
 

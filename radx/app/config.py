@@ -52,13 +52,21 @@ class Listening:
 
 
 @dataclass(frozen=True)
-class TLSConfig:
-    """DICOM TLS (PS3.15 B.9): this SCP's certificate and key, the CA of its clients' certificates, its port."""
+class TLSFiles:
+    """DICOM TLS (PS3.15 B.9): the PEM files of one side, its certificate and key, and the CA the other side's must chain to."""
 
     certificate: str | None = None
     key: str | None = None
-    # Clients must present a certificate this CA signed (mutual TLS); None: none is asked for.
     ca: str | None = None
+
+
+@dataclass(frozen=True)
+class TLSConfig(TLSFiles):
+    """
+    The SCP's TLS: its certificate and key; clients must present a
+    certificate ``ca`` signed (mutual TLS), none is asked for without it.
+    """
+
     # --tls-port: TLS there and plain TCP on PORT; None: PORT is TLS only.
     port: int | None = None
 
