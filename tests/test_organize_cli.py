@@ -15,6 +15,7 @@ from tests import dicomfiles
 from tests.catalogue_files import write_instance
 from tests.test_catalogue_cli import interrupted, radx
 from tests.test_interop_store import walk_files
+from tests.test_scp_catalogue import rows
 
 
 class OrganizeCommandTestCase(SynchronousTestCase):
@@ -45,6 +46,31 @@ class CommandTests(OrganizeCommandTestCase):
         self.assertEqual(sorted(os.path.join("archive", p) for p in stored), sorted(self.expected("archive")))
         for path in self.files:
             self.assertTrue(os.path.exists(path))
+
+    def test_catalogue(self):
+        """--catalogue: each file filed recorded by its absolute path, as radx dicom catalogue would index it; none in a dry run."""
+        out, err, code = self.radx("incoming", "-o", "archive", "-r", "--dry-run", "--catalogue", "dry.db")
+        self.assertEqual((err, code), ("", 0))
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "dry.db")))
+
+        out, err, code = self.radx("incoming", "-o", "archive", "-r", "--catalogue", "filed.db")
+        self.assertEqual((err, code), ("", 0))
+        found = rows(os.path.join(self.cwd, "filed.db"), "file_path, sop_instance_uid, modality, file_size")
+        expected = sorted(os.path.join(self.cwd, path) for path in self.expected("archive"))
+        self.assertEqual([row[0] for row in found], expected)
+        for path, uid, modality, size in found:
+            self.assertEqual((uid, modality, size), (os.path.basename(path)[: -len(".dcm")], "CT", os.path.getsize(path)))
+
+        # The same rows as indexing the output folder gives.
+        out, err, code = radx("dicom", "catalogue", "archive", "--database", "filed.db", cwd=self.cwd)
+        self.assertEqual((err, code), ("", 0))
+        self.assertEqual(rows(os.path.join(self.cwd, "filed.db"), "file_path, sop_instance_uid, modality, file_size"), found)
+
+    def test_catalogue_that_cannot_be_opened(self):
+        out, err, code = self.radx("incoming", "-o", "archive", "-r", "--catalogue", os.path.join("missing", "c.db"))
+        self.assertEqual((out, code), ("", 1))
+        self.assertTrue(err.startswith("Error: cannot open the catalogue "), err)
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "archive")))
 
     def test_not_recursive(self):
         """Without --recursive, only DIR's own files: here, none that is DICOM."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from twisted.python import usage
 
+from radx.app import flag_values as values
 from radx.app.catalogue_cli import IndexProgress
 from radx.app.config import FILING_FLAGS, Flag, part_from
 from radx.app.interrupted import EXIT_INTERRUPTED, BetweenFiles
@@ -30,6 +31,8 @@ class OrganizeConfig:
     move: bool = False
     dry_run: bool = False
     recursive: bool = False
+    # --catalogue: an SQLite file or postgresql:// URL each file filed is recorded in; None: none.
+    catalogue: str | None = None
 
 
 ORGANIZE_FLAGS = (
@@ -38,6 +41,7 @@ ORGANIZE_FLAGS = (
     Flag("move", OrganizeConfig, "move", "Remove each source file once its copy is on disk, fsynced.", switch=True),
     Flag("dry-run", OrganizeConfig, "dry_run", "Print where each file would go (SOURCE -> DESTINATION); write nothing.", short="n", switch=True),
     Flag("recursive", OrganizeConfig, "recursive", "Organize the files of DIR's folders too.", short="r", switch=True),
+    Flag("catalogue", OrganizeConfig, "catalogue", "SQLite file, or postgresql:// URL, in which each file filed is recorded, as radx dicom catalogue indexes it.", values.catalogue_target),
 )  # fmt: skip
 
 
@@ -110,19 +114,38 @@ def interrupted_line(counts: dict, total: int, dry_run: bool) -> str:
 
 
 def run_organize(config: OrganizeConfig, stdout=None, stderr=None, tty=None) -> int:
-    from radx.organize import FAILED, ORGANIZED, SKIPPED, Organizer
+    from radx.organize import Organizer
 
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     if tty is None:
         tty = stderr.isatty()
+    recorder = None
+    if config.catalogue is not None and not config.dry_run:
+        from radx.catalogue.database import CatalogueError
+
+        try:
+            recorder = _Recorder(config.catalogue)
+        except CatalogueError as error:
+            _write(stderr, f"Error: {error}\n")
+            return EXIT_FAILED
     organizer = Organizer(
         config.output_dir,
         config.filing.layout,
         on_duplicate=config.filing.on_duplicate,
         move=config.move,
-        # A --catalogue DATABASE would record each file here: on_stored=...
+        on_stored=None if recorder is None else recorder.record,
     )
+    try:
+        return _organize_each(config, organizer, stdout, stderr, tty)
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+def _organize_each(config: OrganizeConfig, organizer, stdout, stderr, tty) -> int:
+    from radx.organize import FAILED, ORGANIZED, SKIPPED
+
     started = time.monotonic()
     sources = organizer.sources(config.folder, config.recursive)
     progress = IndexProgress(stderr) if tty else None
@@ -162,6 +185,32 @@ def run_organize(config: OrganizeConfig, stdout=None, stderr=None, tty=None) -> 
         return EXIT_INTERRUPTED
     _write(stdout, summary(counts, time.monotonic() - started, dry_run))
     return EXIT_FAILED if counts[FAILED] else EXIT_OK
+
+
+class _Recorder:
+    """--catalogue: each file filed recorded as radx dicom catalogue indexes it; a failure a warning of its file's, never fatal."""
+
+    def __init__(self, target: str) -> None:
+        from radx.catalogue.opening import open_catalogue
+
+        self.catalogue = open_catalogue(target)
+
+    def record(self, source: str, stored) -> None:
+        from radx.catalogue.database import CatalogueError
+        from radx.catalogue.indexer import now_utc
+        from radx.catalogue.instance import NotCatalogued, read_row
+
+        try:
+            row = read_row(os.path.abspath(stored.path))
+            row["indexed_at"] = now_utc()
+            self.catalogue.record(row)
+        except NotCatalogued as error:
+            stored.warnings.append(f"not recorded in the catalogue: {error.reason}")
+        except (CatalogueError, OSError) as error:
+            stored.warnings.append(f"not recorded in the catalogue: {error}")
+
+    def close(self) -> None:
+        self.catalogue.close()
 
 
 def organize_main(arguments: list[str]) -> int:
