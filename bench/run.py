@@ -321,6 +321,7 @@ def run_once(ctx: RunContext, receiver: Receiver, scenario: Scenario, index: int
         spin_before = ctx.spinners.cpu() if ctx.spinners else 0.0
         # Children that run already (radx --workers): only their CPU from here on counts.
         running_before = {child: procs.process_cpu(child) or 0.0 for child in procs.children(process.pid)}
+        switches_before = {pid: procs.switches(pid) for pid in [process.pid, *running_before]}
         monitor = procs.Monitor(process.pid)
         monitor.start()
         started = time.perf_counter()
@@ -349,6 +350,7 @@ def run_once(ctx: RunContext, receiver: Receiver, scenario: Scenario, index: int
                 client = {"error": (done.stdout + done.stderr)[-500:]}
         monitor.finish()
         cpu_after = procs.task_cpu(process.pid)
+        switches_after = {pid: procs.switches(pid) for pid in switches_before}
         process_after = procs.process_cpu(process.pid) or 0.0
         machine_after = procs.machine_cpu()
         self_after = resource.getrusage(resource.RUSAGE_SELF)
@@ -436,6 +438,14 @@ def run_once(ctx: RunContext, receiver: Receiver, scenario: Scenario, index: int
     receiver_cpu = main_cpu + other_cpu + child_cpu
     result["receiver_cpu_seconds"] = receiver_cpu
     result["receiver_cpu_ms_per_op"] = receiver_cpu / ops * 1e3 if ops else None
+    if ops:
+        # The receiver's sleeps a request (procs.switches): which way the
+        # scheduler placed it and its sender, a large share of its CPU per
+        # request, drawn anew each run.
+        result["receiver_sleeps_per_op"] = sum(switches_after[p][0] - switches_before[p][0] for p in switches_before) / ops
+        if receiver.ready is not None:
+            # radx --workers: the supervisor's own CPU apart from its workers'.
+            result["supervisor_cpu_ms_per_op"] = (main_cpu + other_cpu) / ops * 1e3
     # The share of the run the receiver's main thread (radx: the reactor) was on a CPU.
     active = (client or {}).get("seconds") or wall
     result["main_thread_busy"] = main_cpu / active if active else None
@@ -473,6 +483,10 @@ def run_matrix(ctx: RunContext, receivers, scenarios, runs: int, log=print) -> l
                     extra = (f" wall {w:.2f}s, receiver main {c['receiver_main_thread'] / w:.0%}"
                              f" other {(c['receiver_other_threads'] + c['receiver_children']) / w:.0%},"
                              f" senders {c['senders'] / w:.0%}, foreign {c['foreign'] / w:.2f} cores")  # fmt: skip
+                if r.get("receiver_sleeps_per_op") is not None:
+                    extra += f", receiver CPU {r['receiver_cpu_ms_per_op']:.3f} ms/op, sleeps {r['receiver_sleeps_per_op']:.2f}/op"
+                if r.get("supervisor_cpu_ms_per_op") is not None:
+                    extra += f" (supervisor {r['supervisor_cpu_ms_per_op']:.4f} ms/op)"
                 if r.get("worker_rss_at_start_mib"):
                     extra += ", idle RSS of each worker " + " ".join(f"{rss:.1f}" for rss in r["worker_rss_at_start_mib"]) + " MiB"
                 log(f"  {scenario.key:7s} {receiver.key:14s} run {index + 1}: {shown} {scenario.unit} {status}{extra}")
