@@ -20,7 +20,7 @@ from zope.interface import implementer
 from radx.tcp import write_now
 from radx.ul import fsm
 from radx.ul.fsm import Event, State
-from radx.ul.pdu import PDataTF, PDUDecodeError
+from radx.ul.pdu import PDUDecodeError, ReceivedPDataTF, pdv_values
 
 __all__ = ["AssociationBase", "CLOSE_GRACE"]
 
@@ -34,10 +34,12 @@ class AssociationBase(Protocol):
     Feeds bytes to ``machine`` and carries out its effects in order.
 
     A subclass gives ``dispatch`` (its own effects: the indications and
-    confirmations for its user), and ``_pdata_items`` (the items of a
-    P-DATA-TF, for its DIMSE). It may be its transport's push producer
-    (``_register_as_producer``): reading is then paused for as long as any
-    reason to pause it holds.
+    confirmations for its user), ``_pdata_items`` (the items of a
+    P-DATA-TF, for its DIMSE, as (presentation context ID, message control
+    header, fragment) tuples), and a ``reader`` that gives P-DATA-TF PDUs
+    as ``ReceivedPDataTF`` (``PDUReader(pdata_values=True)``). It may be
+    its transport's push producer (``_register_as_producer``): reading is
+    then paused for as long as any reason to pause it holds.
     """
 
     # Bytes asked of the socket per read; None leaves Twisted's 64 KiB.
@@ -64,6 +66,7 @@ class AssociationBase(Protocol):
             fsm.StartARTIM: self._start_artim,
             fsm.StopARTIM: self._stop_artim,
             fsm.CloseTransport: self._close_transport,
+            fsm.DataIndication: lambda effect: self._pdata_items(pdv_values(effect.pdata)),
             **dispatch,
         }
 
@@ -97,10 +100,13 @@ class AssociationBase(Protocol):
         machine = self.machine
         done = self.done_states
         for pdu in pdus:
-            if type(pdu) is PDataTF and machine.pdata_received():
-                # PS3.8 Table 9-10, (Sta6, Evt10): DT-2, a P-DATA indication,
-                # staying in Sta6. The hot path, without the transition's objects.
-                self._pdata_items(pdu.items)
+            if type(pdu) is ReceivedPDataTF:
+                if machine.pdata_received():
+                    # PS3.8 Table 9-10, (Sta6, Evt10): DT-2, a P-DATA indication,
+                    # staying in Sta6. The hot path, without the transition's objects.
+                    self._pdata_items(pdu.values)
+                else:
+                    self._run(machine.receive(pdu.pdu()))
             else:
                 self._run(machine.receive(pdu))
             if machine.state in done:

@@ -17,6 +17,7 @@ from radx.ul.pdu import (
     PDUDecodeError,
     PresentationContextItemRQ,
     PresentationDataValueItem,
+    ReceivedPDataTF,
     UserIdentityRQSubItem,
     UserInformationItem,
 )
@@ -275,6 +276,49 @@ class BufferingTests(SynchronousTestCase):
             pdu,
             PDataTF((PresentationDataValueItem(1, 3, b"\xaa"), PresentationDataValueItem(3, 0, b"\xbb"))),
         )
+
+
+class PDataValuesTests(SynchronousTestCase):
+    """With pdata_values, a P-DATA-TF comes out as a ReceivedPDataTF, checked as before; other PDUs as before."""
+
+    def test_items_as_values(self) -> None:
+        raw = bytes.fromhex("04 00 0000000e 00000003 01 03 aa 00000003 03 00 bb")
+        (pdu,) = PDUReader(pdata_values=True).feed(raw)
+        self.assertIs(type(pdu), ReceivedPDataTF)
+        self.assertEqual([(c, m, bytes(d)) for c, m, d in pdu.values], [(1, 3, b"\xaa"), (3, 0, b"\xbb")])
+        self.assertEqual(pdu.pdu(), PDUReader().feed(raw)[0])
+
+    def test_whole_pdu_is_not_copied(self) -> None:
+        received = pdata(100) + RELEASE_RQ
+        pdu, release = PDUReader(pdata_values=True).feed(received)
+        self.assertIs(pdu.values[0][2].obj, received)
+        self.assertEqual(release, AReleaseRQ())
+
+    def test_every_split_point(self) -> None:
+        """Split anywhere (the PDU joined from pieces, or decoded in place): the same PDUs as without values."""
+        stream = pdata(40) + RELEASE_RQ + pdata(20)
+        expected = PDUReader().feed(stream)
+        for cut in range(len(stream) + 1):
+            reader = PDUReader(pdata_values=True)
+            out = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
+            self.assertEqual([type(p) for p in out], [ReceivedPDataTF, AReleaseRQ, ReceivedPDataTF], cut)
+            self.assertEqual([p.pdu() if type(p) is ReceivedPDataTF else p for p in out], expected, cut)
+
+    def test_maximum_length_still_enforced(self) -> None:
+        """PS3.8 D.1: over the limit is refused from the header; at it, or with no limit, accepted."""
+        reader = PDUReader(maximum_pdata_length=16384, pdata_values=True)
+        self.assertEqual(len(reader.feed(pdata(16384))), 1)
+        with self.assertRaises(PDUDecodeError) as caught:
+            reader.feed(header(0x04, 16385))
+        self.assertEqual(caught.exception.reason, INVALID)
+        self.assertIn("16385", caught.exception.message)
+        (pdu,) = PDUReader(maximum_pdata_length=0, pdata_values=True).feed(pdata(65536))
+        self.assertEqual(bytes(pdu.values[0][2]), pdata(65536)[12:])
+
+    def test_fixed_lengths_still_checked(self) -> None:
+        with self.assertRaises(PDUDecodeError) as caught:
+            PDUReader(pdata_values=True).feed(header(0x05, 5))
+        self.assertIn("must be 4", caught.exception.message)
 
 
 class FailureTests(SynchronousTestCase):

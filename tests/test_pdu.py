@@ -34,6 +34,7 @@ from radx.ul.pdu import (
     PresentationContextItemRQ,
     PresentationDataValueItem,
     PresentationRejectReason,
+    ReceivedPDataTF,
     RejectResult,
     RejectSource,
     SCPSCURoleSelectionSubItem,
@@ -44,6 +45,8 @@ from radx.ul.pdu import (
     UserInformationItem,
     UserRejectReason,
     decode_pdu,
+    decode_pdv_values,
+    pdv_values,
 )
 
 INVALID = AbortReason.INVALID_PDU_PARAMETER_VALUE
@@ -652,6 +655,24 @@ class DetailTests(SynchronousTestCase):
             self.assertIs(item.data.obj, body)
         self.assertEqual([bytes(i.data) for i in decoded.items], [bytes(range(1, 9)), b"abcd", b"", b"\xaa\xbb\xcc"])
 
+    def test_pdv_values(self) -> None:
+        """decode_pdv_values: each item as (context ID, message control header, fragment), fragments views of the body."""
+        body = PDATA_WIRE[6:]
+        values = decode_pdv_values(body)
+        self.assertEqual(
+            [(c, m, bytes(d)) for c, m, d in values],
+            [(1, 0x03, bytes(range(1, 9))), (1, 0x00, b"abcd"), (3, 0x02, b""), (3, 0x01, b"\xaa\xbb\xcc")],
+        )
+        self.assertTrue(all(type(d) is memoryview and d.obj is body for _, _, d in values))
+
+    def test_received_pdata_makes_the_pdu(self) -> None:
+        """ReceivedPDataTF.pdu() is what decode_pdu makes; pdv_values turns a PDataTF back into the tuples."""
+        received = ReceivedPDataTF(decode_pdv_values(PDATA_WIRE[6:]))
+        self.assertEqual(received.pdu(), PDATA)
+        self.assertEqual(received.pdu(), decode_pdu(0x04, PDATA_WIRE[6:]))
+        self.assertEqual(pdv_values(PDATA), [(i.context_id, i.message_control_header, i.data) for i in PDATA.items])
+        self.assertEqual(pdv_values(received.pdu()), received.values)
+
     def test_pdv_flags(self) -> None:
         flags = [(i.is_command, i.is_last) for i in PDATA.items]
         self.assertEqual(flags, [(True, True), (False, False), (False, True), (True, False)])
@@ -964,8 +985,19 @@ def _error_tests(case: ErrorCase) -> None:
                 reader.feed(case.wire[i : i + 1])
         self.assertEqual(caught.exception.reason, case.reason)
 
+    def test_reader_values(self) -> None:
+        """The same from a reader giving P-DATA-TF as values: whole, and a byte at a time."""
+        for step in (len(case.wire), 1):
+            reader = PDUReader(pdata_values=True)
+            with self.assertRaises(PDUDecodeError) as caught:
+                for i in range(0, len(case.wire), step):
+                    reader.feed(case.wire[i : i + step])
+            self.assertEqual(caught.exception.reason, case.reason)
+            self.assertIn(case.fragment, caught.exception.message)
+
     _add_test(ErrorTests, f"test_decode_{case.name}", test_decode)
     _add_test(ErrorTests, f"test_reader_{case.name}", test_reader)
+    _add_test(ErrorTests, f"test_reader_values_{case.name}", test_reader_values)
 
 
 for _error in ERRORS:

@@ -49,13 +49,12 @@ class AssociationProtocol(AssociationBase):
         self.peer = peer
         super().__init__(
             fsm.UpperLayer(requestor=False, provider_check=factory.provider_check, request_check=invalid_request_reason),
-            PDUReader(maximum_pdata_length=config.policy.maximum_pdu_length),
+            PDUReader(maximum_pdata_length=config.policy.maximum_pdu_length, pdata_values=True),
             factory.reactor,
             config.artim_timeout,
             {
                 fsm.AssociateIndication: self._associate_indication,
                 fsm.AssociateRejectedByProvider: self._rejected_by_provider,
-                fsm.DataIndication: lambda effect: self._pdata_items(effect.pdata.items),
                 fsm.ReleaseIndication: self._release_indication,
                 fsm.ReleaseConfirmation: lambda effect: None,
                 fsm.AbortIndication: self._abort_indication,
@@ -284,23 +283,23 @@ class AssociationProtocol(AssociationBase):
 
     # DIMSE: in once per P-DATA-TF, out once per response ------------------------
 
-    def _pdata_items(self, items) -> None:
+    def _pdata_items(self, values) -> None:
         contexts = self.negotiated.contexts
         operations = self.operations
-        for item in items:
-            if item.context_id not in contexts:
+        for context_id, message_control_header, data in values:
+            if context_id not in contexts:
                 self.invalid_pdu(
                     AbortReason.INVALID_PDU_PARAMETER_VALUE,
-                    f"P-DATA on presentation context {item.context_id}, which was not accepted",
+                    f"P-DATA on presentation context {context_id}, which was not accepted",
                 )
                 return
             try:
-                events = self.assembler.feed(item.context_id, item.message_control_header, item.data)
+                events = self.assembler.feed(context_id, message_control_header, data)
             except DIMSEProtocolError as error:
                 self.invalid_pdu(AbortReason.INVALID_PDU_PARAMETER_VALUE, f"DIMSE: {error}")
                 return
             except DIMSEDecodeError as error:
-                operations.undecodable_command(item.context_id, error)
+                operations.undecodable_command(context_id, error)
                 continue
             for event in events:
                 if type(event) is DataSetFragment:

@@ -104,14 +104,13 @@ class RequestorProtocol(AssociationBase):
     ) -> None:
         super().__init__(
             fsm.UpperLayer(requestor=True),
-            PDUReader(maximum_pdata_length=request.user_information.maximum_length or 0),
+            PDUReader(maximum_pdata_length=request.user_information.maximum_length or 0, pdata_values=True),
             reactor,
             min(DEFAULT_ARTIM, timeout) if artim_timeout is None else artim_timeout,
             {
                 fsm.OpenTransport: self._open,
                 fsm.AssociateAccepted: self._accepted,
                 fsm.AssociateRejected: self._rejected,
-                fsm.DataIndication: lambda effect: self._pdata_items(effect.pdata.items),
                 fsm.ReleaseIndication: self._release_indication,
                 fsm.ReleaseConfirmation: self._release_confirmation,
                 fsm.AbortIndication: self._abort_indication,

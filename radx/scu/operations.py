@@ -247,11 +247,12 @@ class Operations:
 
     # Receiving -------------------------------------------------------------------
 
-    def pdata_items(self, items) -> None:
+    def pdata_items(self, values) -> None:
+        """A P-DATA-TF's items, as (presentation context ID, message control header, fragment) tuples."""
         protocol = self.protocol
-        for item in items:
+        for context_id, message_control_header, data in values:
             try:
-                events = protocol.assembler.feed(item.context_id, item.message_control_header, item.data)
+                events = protocol.assembler.feed(context_id, message_control_header, data)
             except (DIMSEProtocolError, DIMSEDecodeError) as error:
                 protocol.invalid(f"DIMSE: {error.message}")
                 return

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import struct
 
-from radx.ul.pdu import DEFAULT_MAXIMUM_LENGTH, PDU, PDU_TYPES, AbortReason, PDUDecodeError, decode_pdu
+from radx.ul.pdu import (
+    DEFAULT_MAXIMUM_LENGTH,
+    PDU,
+    PDU_TYPES,
+    AbortReason,
+    PDUDecodeError,
+    ReceivedPDataTF,
+    decode_pdu,
+    decode_pdv_values,
+)
 
 __all__ = ["MAXIMUM_ASSOCIATE_LENGTH", "PDUReader"]
 
@@ -47,6 +56,11 @@ class PDUReader:
     association exists stays that small; 0 means no limit.  Both are plain
     attributes and may be changed between feeds.
 
+    With ``pdata_values`` a P-DATA-TF comes out as a
+    :class:`~radx.ul.pdu.ReceivedPDataTF` (its items as plain tuples, checked
+    as :func:`~radx.ul.pdu.decode_pdu` checks them) instead of a
+    :class:`~radx.ul.pdu.PDataTF`: the receiving hot path's form.
+
     A byte that cannot start a PDU (not 01H to 07H) is refused as soon as it
     arrives, and a PDU-length over its limit as soon as the 6-byte header is
     complete, before any of the body is buffered.
@@ -58,11 +72,18 @@ class PDUReader:
     anyway).
     """
 
-    def __init__(self, maximum_pdata_length: int = DEFAULT_MAXIMUM_LENGTH, maximum_other_length: int = MAXIMUM_ASSOCIATE_LENGTH) -> None:
+    def __init__(
+        self,
+        maximum_pdata_length: int = DEFAULT_MAXIMUM_LENGTH,
+        maximum_other_length: int = MAXIMUM_ASSOCIATE_LENGTH,
+        *,
+        pdata_values: bool = False,
+    ) -> None:
         if maximum_pdata_length < 0 or maximum_other_length < 0:
             raise ValueError("PDU length limits must be 0 (no limit) or positive")
         self.maximum_pdata_length = maximum_pdata_length
         self.maximum_other_length = maximum_other_length
+        self._pdata_values = pdata_values
         # The PDU begun but not complete: the received pieces of it, by
         # reference, and its whole length once its header is known.
         self._pieces: list = []
@@ -79,7 +100,7 @@ class PDUReader:
         """Drop the PDU begun, if any: the stream has ended."""
         self._pieces, self._pending, self._needed = [], 0, 0
 
-    def feed(self, data: bytes) -> list[PDU]:
+    def feed(self, data: bytes) -> list[PDU | ReceivedPDataTF]:
         """Add received bytes; return the PDUs completed by them (possibly none), in order.
 
         When the bytes hold valid PDUs and then an invalid one, the error
@@ -130,13 +151,14 @@ class PDUReader:
         if self._pending == self._needed:
             whole = b"".join(self._pieces)
             self._pieces, self._pending, self._needed = [], 0, 0
-            pdus.append(decode_pdu(whole[0], memoryview(whole)[_HEADER_LENGTH:]))
+            pdus.append(self._decode(whole[0], memoryview(whole)[_HEADER_LENGTH:]))
         return offset
 
     def _split(self, data: bytes, offset: int, pdus: list[PDU]) -> None:
         """Decode the whole PDUs in ``data`` from ``offset`` in place; keep the rest."""
         end = len(data)
         view = None
+        pdata_limit = self.maximum_pdata_length
         while offset < end:
             pdu_type = data[offset]
             if pdu_type not in PDU_TYPES:
@@ -149,7 +171,9 @@ class PDUReader:
                 self._pieces, self._pending = [data[offset:]], end - offset
                 return
             (length,) = _LENGTH_FIELD.unpack_from(data, offset + 2)
-            self._check_length(pdu_type, length)
+            if pdu_type != 0x04 or 0 < pdata_limit < length:
+                # A P-DATA-TF within the Maximum Length (PS3.8 D.1) needs no further look.
+                self._check_length(pdu_type, length)
             body_end = offset + _HEADER_LENGTH + length
             if view is None:
                 view = memoryview(data)
@@ -157,8 +181,13 @@ class PDUReader:
                 self._pieces, self._pending = [view[offset:]], end - offset
                 self._needed = _HEADER_LENGTH + length
                 return
-            pdus.append(decode_pdu(pdu_type, view[offset + _HEADER_LENGTH : body_end]))
+            pdus.append(self._decode(pdu_type, view[offset + _HEADER_LENGTH : body_end]))
             offset = body_end
+
+    def _decode(self, pdu_type: int, body: memoryview) -> PDU | ReceivedPDataTF:
+        if pdu_type == 0x04 and self._pdata_values:
+            return ReceivedPDataTF(decode_pdv_values(body))
+        return decode_pdu(pdu_type, body)
 
     def _check_length(self, pdu_type: int, length: int) -> None:
         name = _PDU_NAMES[pdu_type]

@@ -5,7 +5,8 @@ Pure: standard library only, no I/O.  Every PDU and item is a frozen
 dataclass with ``encode()`` returning its complete wire bytes;
 :func:`decode_pdu` turns the variable part of a received PDU (everything after
 its 6-byte header) back into one, raising :class:`PDUDecodeError` on anything
-malformed.
+malformed.  The one exception, :class:`ReceivedPDataTF`, is a received
+P-DATA-TF whose items are left as tuples, for the data path.
 
 Rules on receipt (PS3.8 9.3.1 and the field tables of 9.3.2 to 9.3.8):
 
@@ -55,6 +56,7 @@ __all__ = [
     "AAssociateAC",
     "AAssociateRJ",
     "PDataTF",
+    "ReceivedPDataTF",
     "EncodedPDUs",
     "AReleaseRQ",
     "AReleaseRP",
@@ -63,6 +65,8 @@ __all__ = [
     "PDU_TYPES",
     "UserDataSubItem",
     "decode_pdu",
+    "decode_pdv_values",
+    "pdv_values",
 ]
 
 
@@ -959,7 +963,37 @@ class EncodedPDUs:
         return self.data
 
 
-def _decode_pdata(body: bytes | memoryview) -> PDataTF:
+class ReceivedPDataTF:
+    """A received P-DATA-TF PDU (PS3.8 9.3.5), its items left as the tuples :func:`decode_pdv_values` makes.
+
+    What ``PDUReader(pdata_values=True)`` gives for a P-DATA-TF: a data set
+    arrives as one of these per PDU, and an object per item is the larger
+    part of its cost. :meth:`pdu` makes the :class:`PDataTF`.
+    """
+
+    __slots__ = ("values",)
+
+    PDU_TYPE: ClassVar[int] = 0x04
+
+    def __init__(self, values: list[tuple[int, int, memoryview]]) -> None:
+        self.values = values
+
+    def pdu(self) -> PDataTF:
+        return PDataTF(tuple(PresentationDataValueItem(*value) for value in self.values))
+
+
+def pdv_values(pdu: PDataTF) -> list[tuple[int, int, bytes | memoryview]]:
+    """A P-DATA-TF's items as :func:`decode_pdv_values` gives them: (context ID, message control header, fragment)."""
+    return [(item.context_id, item.message_control_header, item.data) for item in pdu.items]
+
+
+def decode_pdv_values(body: bytes | memoryview) -> list[tuple[int, int, memoryview]]:
+    """The presentation data value items of a P-DATA-TF's variable part, each as (presentation context ID, message control header, fragment).
+
+    Each fragment is a memoryview slice of ``body`` (no copy). Raises
+    :class:`PDUDecodeError` on an item that does not fit the PDU, as
+    :func:`decode_pdu` does.
+    """
     value = memoryview(body)
     end = len(value)
     if not end:
@@ -986,9 +1020,9 @@ def _decode_pdata(body: bytes | memoryview) -> PDataTF:
                 f"P-DATA-TF: presentation data value item at byte {offset} declares item-length {length}"
                 f" but only {end - offset - 4} bytes remain in the PDU"
             )
-        items.append(PresentationDataValueItem(context_id, control, value[offset + 6 : item_end]))
+        items.append((context_id, control, value[offset + 6 : item_end]))
         offset = item_end
-    return PDataTF(tuple(items))
+    return items
 
 
 def _fixed_body(body: bytes | memoryview, name: str) -> bytes:
@@ -1054,7 +1088,7 @@ def decode_pdu(pdu_type: int, body: bytes | memoryview) -> PDU:
     to outlive the caller's buffer.
     """
     if pdu_type == 0x04:
-        return _decode_pdata(body)
+        return ReceivedPDataTF(decode_pdv_values(body)).pdu()
     if pdu_type == 0x01 or pdu_type == 0x02:
         return _decode_associate(body, pdu_type)
     if pdu_type == 0x03:
