@@ -47,12 +47,15 @@ class CommandReceived:
     has_data_set: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DataSetFragment:
     """
     A fragment of the data set of the last command, passed on as it came,
     with no copy: the caller consumes it (or copies it) before the next
     call to L{MessageAssembler.feed}.
+
+    Not frozen: one is made for each PDV of a data set, and a frozen
+    dataclass's C{__init__} costs about three times a plain one's.
     """
 
     context_id: int

@@ -125,15 +125,17 @@ class InstanceReception:
             raise RuntimeError("write after finish")
         if self._aborted or self._failure is not None:
             return  # the instance is lost already: drop, so reading goes on
-        if not isinstance(data, bytes):
-            view = memoryview(data)
+        kind = type(data)
+        if kind is not bytes:
+            view = data if kind is memoryview else memoryview(data)
             if not view.readonly:
                 data = bytes(view)  # its buffer may be reused
-        if not len(data):
+        size = len(data)
+        if not size:
             return
         self._buffer.append(data)
-        self._buffered += len(data)
-        self._backlog.add(len(data))
+        self._buffered += size
+        self._backlog.add(size)
         if self._buffered >= self._batch_bytes:
             self._pump()
 
