@@ -193,10 +193,18 @@ class DataSetWalk:
 
     def feed(self, data) -> None:
         """Walk the next bytes of the data set, as received."""
-        if self._inflater is None:
-            self._walk(data)
-        else:
+        if self._inflater is not None:
             self._inflate(data)
+            return
+        if self._skip and self._kept is None:
+            # Inside a value none of which is kept (Pixel Data, most often):
+            # a piece that ends before the value does is only counted.
+            size = data.nbytes if type(data) is memoryview else memoryview(data).nbytes
+            if size < self._skip:
+                self._skip -= size
+                self._position += size
+                return
+        self._walk(data)
 
     def end(self) -> InstanceHeader:
         """
