@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from radx.catalogue.database import CatalogueError
 from radx.catalogue.instance import ROW_TAGS
 from radx.catalogue.opening import check_target, open_catalogue
-from radx.catalogue.received import ReceivedCatalogue
+from radx.catalogue.received import IDENTITY_CHECK_S, ReceivedCatalogue
 from radx.catalogue.sqlite import SQLiteCatalogue
 from radx.storage.part10 import parse_file_meta
 from radx.storage.walk import DataSetWalk
@@ -40,7 +41,8 @@ class ReceivedTestCase(SynchronousTestCase):
     def setUp(self):
         self.folder = os.path.abspath(self.mktemp())
         self.database = os.path.join(os.path.dirname(self.folder), "received.db")
-        self.received = ReceivedCatalogue(self.database, busy_timeout_ms=0)
+        self.clock = Clock()
+        self.received = ReceivedCatalogue(self.database, busy_timeout_ms=0, now=self.clock.seconds)
         self.addCleanup(self.received.close)
 
     def stored(self, number: int = 1, **attributes) -> str:
@@ -155,25 +157,52 @@ class FailureTests(ReceivedTestCase):
         self.database = self.received.target
         self.assertEqual([name for name, _ in self.rows()], ["2.dcm"])
 
-    def test_replaced(self):
-        """A catalogue file replaced: the next instance goes to the file now there, not the one open."""
-        self.record(self.stored(1))
+    def remove_catalogue(self) -> None:
         for suffix in ("", "-wal", "-shm"):
             os.remove(self.database + suffix)
+
+    def test_replaced(self):
+        """A catalogue file replaced: the next instance once it is seen goes to the file now there, not the one open."""
+        self.record(self.stored(1))
+        self.remove_catalogue()
         with open(self.database, "wb") as f:
             f.write(b"not a database, " * 64)
+        self.clock.advance(IDENTITY_CHECK_S)
         self.assertIn("not a database", self.record(self.stored(2)))
         os.remove(self.database)
         self.assertIsNone(self.record(self.stored(3)))
         self.assertEqual([name for name, _ in self.rows()], ["3.dcm"])
 
     def test_removed(self):
-        """A catalogue file removed is made again, from the next instance on (the next start indexes the others)."""
+        """A catalogue file removed is made again, from the next instance once it is seen (the next start indexes the others)."""
         self.record(self.stored(1))
-        for suffix in ("", "-wal", "-shm"):
-            os.remove(self.database + suffix)
+        self.remove_catalogue()
+        self.clock.advance(IDENTITY_CHECK_S)
         self.assertIsNone(self.record(self.stored(2)))
         self.assertEqual([name for name, _ in self.rows()], ["2.dcm"])
+
+    def test_file_looked_at_once_a_second(self):
+        """
+        The catalogue file is looked at (a stat) once in IDENTITY_CHECK_S,
+        not before every row: one removed is written on until then, and
+        made again from the first instance after.
+        """
+        self.record(self.stored(1))
+        self.remove_catalogue()
+        self.clock.advance(IDENTITY_CHECK_S * 0.99)
+        self.assertIsNone(self.record(self.stored(2)))
+        self.assertFalse(os.path.exists(self.database))
+        self.clock.advance(IDENTITY_CHECK_S * 0.01)
+        self.assertIsNone(self.record(self.stored(3)))
+        self.assertEqual([name for name, _ in self.rows()], ["3.dcm"])
+        # Looked at again a second after the file was opened, not before.
+        self.remove_catalogue()
+        self.clock.advance(IDENTITY_CHECK_S * 0.99)
+        self.record(self.stored(4))
+        self.assertFalse(os.path.exists(self.database))
+        self.clock.advance(IDENTITY_CHECK_S * 0.01)
+        self.record(self.stored(5))
+        self.assertEqual([name for name, _ in self.rows()], ["5.dcm"])
 
     def test_file_gone(self):
         path = self.stored()

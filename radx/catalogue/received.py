@@ -51,6 +51,12 @@ BACK_OFF_MOST_S = 60.0
 _ATTRIBUTE_COLUMNS = tuple(a.column for a in ATTRIBUTES)
 _SOP_CLASS_UID = _ATTRIBUTE_COLUMNS.index("sop_class_uid")
 _SOP_INSTANCE_UID = _ATTRIBUTE_COLUMNS.index("sop_instance_uid")
+# Seconds between two looks at a SQLite catalogue's file (its inode), to
+# notice it removed or replaced: a stat before every row cost the storage
+# thread 11 to 14 us an instance (bench/catalogue_parts.py). Rows written
+# in between go to the file open, as those before it did; the next start
+# indexes them into the catalogue then in place.
+IDENTITY_CHECK_S = 1.0
 # Folders whose absolute form is remembered (record's _absolute): a few
 # series' at a time, forgotten all at once past this many.
 _FOLDERS_REMEMBERED = 256
@@ -94,11 +100,12 @@ class _StopWhenAsked:
 class ReceivedCatalogue:
     """
     The catalogue ``target`` names (see radx.catalogue.opening), opened at
-    the first need and again after a failure, or once its file is removed
-    or replaced (made again if need be), so that a catalogue made writable,
-    unlocked, put back or a database server back up is used from the next
-    instance on. ``node`` names this machine's rows in a PostgreSQL
-    catalogue (the host name by default).
+    the first need and again after a failure, or once its file is seen
+    removed or replaced (IDENTITY_CHECK_S; made again if need be), so
+    that a catalogue made writable, unlocked, put back or a database
+    server back up is used from the next instance on. ``node`` names this
+    machine's rows in a PostgreSQL catalogue (the host name by default).
+    ``now``, a seconds clock, times both the file's looks and the back-off.
     """
 
     def __init__(
@@ -133,8 +140,10 @@ class ReceivedCatalogue:
         self._catalogue = None
         self._folders: dict[str, str] = {}
         # The open file's (st_dev, st_ino): SQLite would go on writing
-        # into a file removed or replaced, which nobody reads any more.
+        # into a file removed or replaced, which nobody reads any more;
+        # looked at again once self.now() reaches _check_at.
         self._identity = None
+        self._check_at = 0.0
         self._opening = threading.Lock()
         # PostgreSQL: a connection a thread, in _own.catalogue; every one
         # open, to close at the end.
@@ -155,13 +164,20 @@ class ReceivedCatalogue:
                     self._connections.add(catalogue)
             return catalogue
         with self._opening:
-            if self._catalogue is not None and _identity(self.target) != self._identity:
-                stale, self._catalogue = self._catalogue, None
-                _close(stale)
-            if self._catalogue is None:
-                self.connect_attempts += 1
-                self._catalogue = open_catalogue(self.target, self.busy_timeout_ms, self.node)
-                self._identity = _identity(self.target)
+            catalogue = self._catalogue
+            if catalogue is not None:
+                now = self.now()
+                if now < self._check_at:
+                    return catalogue
+                self._check_at = now + IDENTITY_CHECK_S
+                if _identity(self.target) == self._identity:
+                    return catalogue
+                self._catalogue = None
+                _close(catalogue)
+            self.connect_attempts += 1
+            self._catalogue = open_catalogue(self.target, self.busy_timeout_ms, self.node)
+            self._identity = _identity(self.target)
+            self._check_at = self.now() + IDENTITY_CHECK_S
             return self._catalogue
 
     def _forget(self, catalogue) -> None:
