@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 
 import pydicom
+from pydicom.filereader import read_dataset
 from pydicom.data import get_testdata_file
 from twisted.trial.unittest import SynchronousTestCase
 
-from radx.catalogue.instance import HEAD, NotCatalogued, read_row
-from radx.catalogue.schema import ATTRIBUTES
+from radx.catalogue.instance import HEAD, ROW_TAGS, NotCatalogued, _each, _joined, _terms_and_codec, attribute_values, read_row
+from radx.catalogue.schema import ATTRIBUTES, SPECIFIC_CHARACTER_SET
+from radx.storage.walk import DataSetWalk
 from tests.catalogue_files import charset_file, write_instance
 
 
 def pydicom_values(path: str) -> dict:
     """What pydicom reads for each attribute column: its DICOM string, a number for IS."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return data_set_values(pydicom.dcmread(path, stop_before_pixels=True))
+
+
+def data_set_values(ds) -> dict:
+    """What pydicom decodes for each attribute column of ``ds``: its DICOM string, a number for IS."""
     values = {}
     for attribute in ATTRIBUTES:
         value = ds.get(attribute.keyword)
@@ -124,6 +131,91 @@ class CharacterSetTests(SynchronousTestCase):
                 for column, value in expected.items():
                     if value is not None or column not in ("sop_class_uid", "sop_instance_uid"):
                         self.assertEqual((name, column, row[column]), (name, column, value))
+
+
+# (Specific Character Set or None, {keyword: the value's bytes}): text in
+# the character sets that a Python codec decodes alone, the values as
+# senders write them (padded, several, person names with their groups).
+_CHARSET_TABLE = (
+    (None, {"PatientName": b"Doe^John", "PatientID": b"PID 7 ", "InstitutionName": b"General Hospital "}),
+    (None, {"PatientName": b"Doe^John=", "ReferringPhysicianName": b"A^B==", "SeriesNumber": b" 12 ",
+            "InstanceNumber": b"7", "PerformingPhysicianName": b"ONE^A\\TWO^B=\\THREE"}),
+    ("ISO_IR 6", {"PatientName": b"Doe^John=Doe^J=", "StudyDescription": b"CHEST\\ABDOMEN ", "Modality": b"CT"}),
+    ("ISO_IR 100", {"PatientName": "Äneas^Rüdiger".encode("latin_1"),
+                    "ReferringPhysicianName": "Buc^Jérôme=Buc^J==".encode("latin_1"),
+                    "PerformingPhysicianName": "Öne^Å\\Twö^B=Two^B".encode("latin_1"),
+                    "InstitutionName": "Hôpital Sainte-Anne\\Clinique ".encode("latin_1"),
+                    "AccessionNumber": b"A\xe91 ", "InstanceNumber": b"3 "}),
+    ("ISO_IR 192", {"PatientName": "Wang^XiaoDong=王^小東=".encode(), "PatientID": "ÅB-1".encode(),
+                    "ReferringPhysicianName": "Müller^Zoë\\Yamada^Tarou=山田^太郎=やまだ^たろう".encode(),
+                    "StudyDescription": "Tête\\Thorax ".encode(), "SeriesDescription": "Ax 1mm ".encode(),
+                    "Manufacturer": "Åcme".encode(), "SeriesNumber": b"2"}),
+)  # fmt: skip
+
+_KEYWORDS = {a.keyword: a for a in ATTRIBUTES}
+
+
+def _explicit_le(charset: str | None, values: dict) -> bytes:
+    """A data set in Explicit VR Little Endian of these raw values (and the UIDs a row needs), in tag order."""
+    elements = {0x0020000D: ("UI", b"1.2.3\0"), 0x0020000E: ("UI", b"1.2.3.4\0"), 0x00080018: ("UI", b"1.2.3.4.5\0"),
+                0x00080016: ("UI", b"1.2.840.10008.5.1.4.1.1.7\0")}
+    if charset is not None:
+        elements[SPECIFIC_CHARACTER_SET] = ("CS", charset.encode("ascii"))
+    for keyword, value in values.items():
+        elements[_KEYWORDS[keyword].tag] = (_KEYWORDS[keyword].vr, value)
+    data = b""
+    for tag in sorted(elements):
+        vr, value = elements[tag]
+        if len(value) % 2:
+            value += b"\0" if vr == "UI" else b" "
+        data += struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), len(value)) + value
+    return data
+
+
+class CodecTests(SynchronousTestCase):
+    """
+    The values of the character sets a Python codec decodes alone, all
+    decoded at once: the same as each value decoded on its own, and as
+    pydicom decodes them.
+    """
+
+    def test_as_each_value_decoded_and_as_pydicom(self):
+        for charset, values in _CHARSET_TABLE:
+            data_set = _explicit_le(charset, values)
+            walk = DataSetWalk("1.2.840.10008.1.2.1", ROW_TAGS)
+            walk.feed(data_set)
+            walk.end()
+            found = walk.values()
+            terms, codec = _terms_and_codec(found[SPECIFIC_CHARACTER_SET]) if charset else (("",), "latin_1")
+            self.assertIsNotNone(codec, charset)
+            joined = _joined(found, codec)
+            self.assertIsNotNone(joined, charset)  # not left to _each
+            self.assertEqual((charset, attribute_values(found)), (charset, joined))
+            self.assertEqual((charset, joined), (charset, _each(found, terms, codec)))
+            expected = data_set_values(read_dataset(io.BytesIO(data_set), is_implicit_VR=False, is_little_endian=True))
+            self.assertEqual((charset, dict(zip((a.column for a in ATTRIBUTES), joined))), (charset, expected))
+
+    def test_a_value_with_the_separator_decoded_on_its_own(self):
+        found = {a.tag: b"" for a in ATTRIBUTES}
+        found[_KEYWORDS["StudyDescription"].tag] = b"ONE\x01TWO"
+        found[_KEYWORDS["PatientName"].tag] = b"Doe^John="
+        self.assertIsNone(_joined(found, "latin_1"))
+        values = dict(zip((a.column for a in ATTRIBUTES), attribute_values(found)))
+        self.assertEqual((values["study_description"], values["patient_name"]), ("ONE\x01TWO", "Doe^John"))
+
+    def test_bytes_that_are_not_utf8(self):
+        """Replaced as each value decoded on its own would have them, a value's last bytes included."""
+        found = {SPECIFIC_CHARACTER_SET: b"ISO_IR 192", _KEYWORDS["PatientName"].tag: b"Doe^J\xc3",
+                 _KEYWORDS["PatientID"].tag: b"\xe5\xbf", _KEYWORDS["StudyDescription"].tag: b"\xffA\xe2\x82"}  # fmt: skip
+        joined = _joined(found, "utf_8")
+        self.assertEqual(joined, _each(found, ("ISO_IR 192",), "utf_8"))
+        self.assertEqual(joined[:2], ["Doe^J\ufffd", "\ufffd"])
+
+    def test_escape_sequences_left_to_pydicom(self):
+        # ISO_IR 100 has no code extensions; an ESC in its text goes to pydicom's decoder all the same.
+        found = {SPECIFIC_CHARACTER_SET: b"ISO_IR 100", _KEYWORDS["PatientName"].tag: b"Doe\x1b(B^John"}
+        self.assertIsNone(_joined(found, "latin_1"))
+        self.assertEqual(attribute_values(found), _each(found, ("ISO_IR 100",), "latin_1"))
 
 
 class EncodingTests(SynchronousTestCase):

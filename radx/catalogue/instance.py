@@ -138,8 +138,22 @@ def _integer(text: str) -> int | None:
 # The row's columns as the decoding takes them: (tag, VR), in ATTRIBUTES' order.
 _PLAN = tuple((a.tag, a.vr) for a in ATTRIBUTES)
 _COLUMN_NAMES = tuple(a.column for a in ATTRIBUTES)
+_TAGS = tuple(a.tag for a in ATTRIBUTES)
+_IS_COLUMNS = tuple(i for i, a in enumerate(ATTRIBUTES) if a.vr == "IS")
+_PN_COLUMNS = tuple(i for i, a in enumerate(ATTRIBUTES) if a.vr == "PN")
 # The VRs whose text the Specific Character Set governs, among the columns'.
 _TEXT_VRS = frozenset(("PN", "LO", "SH"))
+# Specific Character Set values, as a data set holds them, that _CODECS
+# decodes: their terms and codec looked up whole, not parsed each time.
+_KNOWN_CHARSETS = {term.encode("ascii"): ((term,), codec) for term, codec in _CODECS.items() if term}
+# Between two values in _joined: a control character that the columns'
+# VRs do not allow (PS3.5 6.2), and that no codec of _CODECS makes part of
+# a character. A value that holds one anyway is decoded on its own.
+_SEPARATOR = b"\x01"
+_SEPARATOR_TEXT = "\x01"
+_SEPARATORS = len(_TAGS) - 1
+# ESC, which begins an escape sequence (ISO 2022, PS3.5 6.1.2.5).
+_ESC = b"\x1b"
 
 
 def _decoded(found: dict) -> dict:
@@ -155,23 +169,68 @@ def _decoded_list(found: dict) -> list:
     pydicom's decoder only for the others.
     """
     charset = found.get(SPECIFIC_CHARACTER_SET)
-    if charset:
-        terms = tuple(t.strip() for t in str(charset, "ascii", "replace").split("\\"))
-        codec = _CODECS.get(terms[0]) if len(terms) == 1 else None
-    else:
+    if not charset:
         terms, codec = ("",), "latin_1"
+    else:
+        known = _KNOWN_CHARSETS.get(charset) if type(charset) is bytes else None
+        terms, codec = known or _terms_and_codec(charset)
+    if codec is not None:
+        values = _joined(found, codec)
+        if values is not None:
+            return values
+    return _each(found, terms, codec)
+
+
+def _terms_and_codec(charset) -> tuple:
+    """A Specific Character Set's defined terms, and the Python codec that decodes it alone, or None."""
+    terms = tuple(t.strip() for t in str(charset, "ascii", "replace").split("\\"))
+    return terms, _CODECS.get(terms[0]) if len(terms) == 1 else None
+
+
+def _joined(found: dict, codec: str) -> list | None:
+    """
+    L{_each}'s values with one codec: the values joined, decoded at once
+    and split again (one call where there were nineteen: the storage
+    thread runs this for each instance, before its Success). None if one
+    holds the separator or an escape sequence: L{_each} decodes them.
+    """
+    get = found.get
+    joined = _SEPARATOR.join([get(tag) or b"" for tag in _TAGS])
+    if joined.count(_SEPARATOR) != _SEPARATORS or _ESC in joined:
+        return None
+    values = [text.strip(" \0") or None for text in str(joined, codec, "replace").split(_SEPARATOR_TEXT)]
+    for i in _IS_COLUMNS:
+        if values[i] is not None:
+            values[i] = _integer(values[i])
+    for i in _PN_COLUMNS:
+        text = values[i]
+        if text is not None and "=" in text:
+            values[i] = _without_empty_groups(text)
+    return values
+
+
+def _without_empty_groups(text: str) -> str | None:
+    """A PN value without its empty trailing component groups, as pydicom leaves them out."""
+    return "\\".join(name.rstrip("=") for name in text.split("\\")) or None
+
+
+def _each(found: dict, terms: tuple, codec: str | None) -> list:
+    """
+    The row's values decoded one by one, by ``codec``; text by pydicom's
+    decoder for ``terms`` where ``codec`` is None or the value holds
+    escape sequences.
+    """
     encodings = None
     values = []
     append = values.append
     get = found.get
-    # A hot loop: the storage thread runs it for each instance, before its Success.
     for tag, vr in _PLAN:
         raw = get(tag)
         if not raw:
             append(None)
             continue
         raw = bytes(raw)  # the walk's bytes as they are; the scan's memoryviews copied
-        if vr in _TEXT_VRS and (codec is None or b"\x1b" in raw):
+        if vr in _TEXT_VRS and (codec is None or _ESC in raw):
             if encodings is None:
                 from pydicom.charset import convert_encodings
 
@@ -185,8 +244,7 @@ def _decoded_list(found: dict) -> list:
         elif vr == "IS":
             append(_integer(text))
         elif vr == "PN" and "=" in text:
-            # Empty trailing component groups are left out, as pydicom does.
-            append("\\".join(name.rstrip("=") for name in text.split("\\")) or None)
+            append(_without_empty_groups(text))
         else:
             append(text)
     return values
