@@ -218,7 +218,7 @@ class ReceivedCatalogue:
         Success: the row goes from the walk's values to the statement's
         parameters with no dict between.
         """
-        path = self._absolute(path)
+        path, name = self._absolute(path)
         try:
             if values is None:
                 row = read_row(path)
@@ -239,7 +239,7 @@ class ReceivedCatalogue:
         # schema.FILE_COLUMNS, in their order.
         attributes += (
             path,
-            os.path.basename(path),
+            name,
             stat.st_size,
             stamp,
             transfer_syntax_uid,
@@ -248,20 +248,22 @@ class ReceivedCatalogue:
             peer,
             stat.st_mtime_ns,
         )
-        row = tuple(attributes)
-        return self._write(lambda catalogue: catalogue.record_values(row))
+        return self._write(tuple(attributes))
 
-    def _absolute(self, path: str) -> str:
-        """``path`` made absolute; its folder's absolute form remembered, since a series' instances share it."""
+    def _absolute(self, path: str) -> tuple[str, str]:
+        """
+        ``path`` made absolute, and its file's name; its folder's absolute
+        form remembered, since a series' instances share it.
+        """
         folder, _, name = path.rpartition(os.sep)
         if not folder:
-            return os.path.abspath(path)
+            return os.path.abspath(path), name
         absolute = self._folders.get(folder)
         if absolute is None:
             if len(self._folders) >= _FOLDERS_REMEMBERED:
                 self._folders.clear()
             absolute = self._folders[folder] = os.path.abspath(folder)
-        return os.path.join(absolute, name)
+        return os.path.join(absolute, name), name
 
     @property
     def down(self) -> bool:
@@ -310,8 +312,9 @@ class ReceivedCatalogue:
             missed, self._missed = self._missed, 0
         self._on_back(missed)
 
-    def _write(self, work) -> str | None:
-        probing = self._may_try()
+    def _write(self, row: tuple) -> str | None:
+        """Record ``row``, schema.COLUMNS' values: None once committed, else why not."""
+        probing = self._may_try() if self._backing_off else False
         if probing is None:
             return f"{self._why_down} (not tried again before {self._delay:g} s have passed)"
         try:
@@ -321,7 +324,7 @@ class ReceivedCatalogue:
                 self._went_down(error.message, probing)
             return error.message
         try:
-            work(catalogue)
+            catalogue.record_values(row)
         except catalogue.errors as error:
             if catalogue.broken(error):
                 self._forget(catalogue)
