@@ -162,7 +162,11 @@ class FailureTests(ReceivedTestCase):
             os.remove(self.database + suffix)
 
     def test_replaced(self):
-        """A catalogue file replaced: the next instance once it is seen goes to the file now there, not the one open."""
+        """
+        A catalogue file replaced: the next instance once it is seen goes
+        to the file now there, not the one open; once that is a catalogue,
+        with the rows written since the last look at the old one.
+        """
         self.record(self.stored(1))
         self.remove_catalogue()
         with open(self.database, "wb") as f:
@@ -171,21 +175,28 @@ class FailureTests(ReceivedTestCase):
         self.assertIn("not a database", self.record(self.stored(2)))
         os.remove(self.database)
         self.assertIsNone(self.record(self.stored(3)))
-        self.assertEqual([name for name, _ in self.rows()], ["3.dcm"])
+        self.assertEqual(sorted(name for name, _ in self.rows()), ["1.dcm", "3.dcm"])
 
     def test_removed(self):
-        """A catalogue file removed is made again, from the next instance once it is seen (the next start indexes the others)."""
+        """
+        A catalogue file removed is made again once it is seen, with the
+        rows written since the last look at the old one (the next start
+        indexes the others).
+        """
         self.record(self.stored(1))
+        self.clock.advance(IDENTITY_CHECK_S)
+        self.record(self.stored(2))  # a look: the file is the one open
         self.remove_catalogue()
         self.clock.advance(IDENTITY_CHECK_S)
-        self.assertIsNone(self.record(self.stored(2)))
-        self.assertEqual([name for name, _ in self.rows()], ["2.dcm"])
+        self.assertIsNone(self.record(self.stored(3)))
+        self.assertEqual(sorted(name for name, _ in self.rows()), ["2.dcm", "3.dcm"])
 
     def test_file_looked_at_once_a_second(self):
         """
         The catalogue file is looked at (a stat) once in IDENTITY_CHECK_S,
         not before every row: one removed is written on until then, and
-        made again from the first instance after.
+        made again from the first instance after, with the rows written
+        since the last look, so that none is lost.
         """
         self.record(self.stored(1))
         self.remove_catalogue()
@@ -194,7 +205,7 @@ class FailureTests(ReceivedTestCase):
         self.assertFalse(os.path.exists(self.database))
         self.clock.advance(IDENTITY_CHECK_S * 0.01)
         self.assertIsNone(self.record(self.stored(3)))
-        self.assertEqual([name for name, _ in self.rows()], ["3.dcm"])
+        self.assertEqual(sorted(name for name, _ in self.rows()), ["1.dcm", "2.dcm", "3.dcm"])
         # Looked at again a second after the file was opened, not before.
         self.remove_catalogue()
         self.clock.advance(IDENTITY_CHECK_S * 0.99)
@@ -202,7 +213,19 @@ class FailureTests(ReceivedTestCase):
         self.assertFalse(os.path.exists(self.database))
         self.clock.advance(IDENTITY_CHECK_S * 0.01)
         self.record(self.stored(5))
-        self.assertEqual([name for name, _ in self.rows()], ["5.dcm"])
+        self.assertEqual(sorted(name for name, _ in self.rows()), ["3.dcm", "4.dcm", "5.dcm"])
+
+    def test_rows_kept_for_one_look_only(self):
+        """Rows seen safe in the file at a look are not written again after a later replacement."""
+        self.record(self.stored(1))
+        self.clock.advance(IDENTITY_CHECK_S)
+        self.record(self.stored(2))  # a look first: the file is the same, row 1 in it
+        self.clock.advance(IDENTITY_CHECK_S * 0.5)
+        self.record(self.stored(3))
+        self.remove_catalogue()
+        self.clock.advance(IDENTITY_CHECK_S * 0.5)
+        self.record(self.stored(4))
+        self.assertEqual(sorted(name for name, _ in self.rows()), ["2.dcm", "3.dcm", "4.dcm"])
 
     def test_file_gone(self):
         path = self.stored()

@@ -54,8 +54,8 @@ _SOP_INSTANCE_UID = _ATTRIBUTE_COLUMNS.index("sop_instance_uid")
 # Seconds between two looks at a SQLite catalogue's file (its inode), to
 # notice it removed or replaced: a stat before every row cost the storage
 # thread 11 to 14 us an instance (bench/catalogue_parts.py). Rows written
-# in between go to the file open, as those before it did; the next start
-# indexes them into the catalogue then in place.
+# in between go to the file open, and are kept until the next look: if the
+# file was replaced, they are written again into the one now there.
 IDENTITY_CHECK_S = 1.0
 # Folders whose absolute form is remembered (record's _absolute): a few
 # series' at a time, forgotten all at once past this many.
@@ -141,9 +141,11 @@ class ReceivedCatalogue:
         self._folders: dict[str, str] = {}
         # The open file's (st_dev, st_ino): SQLite would go on writing
         # into a file removed or replaced, which nobody reads any more;
-        # looked at again once self.now() reaches _check_at.
+        # looked at again once self.now() reaches _check_at; the rows
+        # written since the last look, for the file now there if it changed.
         self._identity = None
         self._check_at = 0.0
+        self._unchecked: list[tuple] = []
         self._opening = threading.Lock()
         # PostgreSQL: a connection a thread, in _own.catalogue; every one
         # open, to close at the end.
@@ -171,14 +173,29 @@ class ReceivedCatalogue:
                     return catalogue
                 self._check_at = now + IDENTITY_CHECK_S
                 if _identity(self.target) == self._identity:
+                    self._unchecked = []
                     return catalogue
                 self._catalogue = None
                 _close(catalogue)
             self.connect_attempts += 1
-            self._catalogue = open_catalogue(self.target, self.busy_timeout_ms, self.node)
+            self._catalogue = catalogue = open_catalogue(self.target, self.busy_timeout_ms, self.node)
             self._identity = _identity(self.target)
             self._check_at = self.now() + IDENTITY_CHECK_S
-            return self._catalogue
+            unchecked, self._unchecked = self._unchecked, []
+            self._rewrite(catalogue, unchecked)
+            return catalogue
+
+    def _rewrite(self, catalogue, rows: list[tuple]) -> None:
+        """
+        The rows written since the last look at the file, into
+        ``catalogue``, just opened: the file they went to may be gone, and
+        an upsert of a row already there changes nothing.
+        """
+        try:
+            for row in rows:
+                catalogue.record_values(row)
+        except catalogue.errors:
+            pass  # not lost: the next start's catch-up indexes their files
 
     def _forget(self, catalogue) -> None:
         """Drop a connection that failed, so that the next record opens the catalogue again."""
@@ -331,6 +348,9 @@ class ReceivedCatalogue:
             if probing:
                 self._went_down(self._failed(error), probe=True)
             return self._failed(error)
+        if not self._per_thread:
+            with self._opening:
+                self._unchecked.append(row)
         if probing:
             self._came_back()
         return None
